@@ -1,0 +1,164 @@
+#include "core/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops.h"
+
+namespace vlmc {
+namespace {
+
+thread_local bool g_grad_enabled = true;
+
+// A recorded op: its backward is a closure.
+struct FunctionNode final : Node {
+  BackwardFn fn;
+  GradMask needs;
+
+  std::vector<Tensor> apply(const Tensor& grad_output) override {
+    VLMC_CHECK(fn != nullptr, "backward: the graph through '", name,
+               "' was freed by an earlier backward(); call backward(grad, /*retain_graph=*/true) "
+               "the first time to go through it twice");
+    return fn(grad_output, needs);
+  }
+  void release() override { fn = nullptr; }
+};
+
+// The sink for a leaf: adds the gradient into leaf.grad.
+struct AccumulateGrad final : Node {
+  std::weak_ptr<TensorImpl> leaf;
+
+  std::vector<Tensor> apply(const Tensor& grad_output) override {
+    std::shared_ptr<TensorImpl> impl = leaf.lock();
+    if (!impl) return {};  // the leaf is gone; nobody can read its gradient
+    accumulate_into(impl, grad_output);
+    return {};
+  }
+
+  static void accumulate_into(const std::shared_ptr<TensorImpl>& impl, const Tensor& g) {
+    NoGradGuard no_grad;
+    if (!impl->grad) {
+      // Always a private copy: the incoming gradient may alias another tensor's.
+      impl->grad = g.detach().clone().impl_ptr();
+    } else {
+      Tensor acc(impl->grad);
+      add_(acc, g);
+    }
+  }
+};
+
+std::shared_ptr<Node> gradient_edge(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return nullptr;
+  TensorImpl& impl = t.impl();
+  if (impl.grad_fn) return impl.grad_fn;
+  std::shared_ptr<Node> acc = impl.grad_accumulator.lock();
+  if (!acc) {
+    auto node = std::make_shared<AccumulateGrad>();
+    node->name = "AccumulateGrad";
+    node->leaf = t.impl_ptr();
+    acc = node;
+    impl.grad_accumulator = acc;
+  }
+  return acc;
+}
+
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(Tensor& out, const char* op, const std::vector<Tensor>& inputs, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return;
+  auto node = std::make_shared<FunctionNode>();
+  node->name = op;
+  node->fn = std::move(backward);
+  node->next.reserve(inputs.size());
+  node->needs.reserve(inputs.size());
+  node->input_shapes.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    node->next.push_back(gradient_edge(t));
+    node->needs.push_back(node->next.back() != nullptr);
+    node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+  }
+  TensorImpl& impl = out.impl();
+  impl.grad_fn = node;
+  impl.requires_grad = true;
+}
+
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph) {
+  VLMC_CHECK(root.requires_grad(), "backward: tensor ", describe(root),
+             " does not require grad and has no grad_fn");
+  Tensor grad = gradient;
+  if (!grad.defined()) {
+    VLMC_CHECK(root.numel() == 1, "backward: a gradient can be created implicitly only for "
+               "one-element outputs; pass one for ", describe(root));
+    grad = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  VLMC_CHECK(grad.shape() == root.shape(), "backward: gradient ", shape_str(grad.shape()),
+             " does not match output ", shape_str(root.shape()));
+  VLMC_CHECK(grad.device() == root.device(), "backward: gradient on ", grad.device().str(),
+             " but output on ", root.device().str());
+
+  std::shared_ptr<Node> start = gradient_edge(root);
+
+  NoGradGuard no_grad;  // backward closures never record (no double backward)
+
+  // Count, for every reachable node, how many edges lead into it.
+  std::unordered_map<Node*, int> dependencies;
+  std::vector<Node*> stack{start.get()};
+  std::unordered_set<Node*> seen{start.get()};
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const auto& next : n->next) {
+      if (!next) continue;
+      ++dependencies[next.get()];
+      if (seen.insert(next.get()).second) stack.push_back(next.get());
+    }
+  }
+
+  // Kahn's algorithm: a node runs once all gradients flowing into it are summed.
+  std::unordered_map<Node*, Tensor> pending{{start.get(), grad}};
+  std::vector<std::shared_ptr<Node>> ready{start};
+  std::vector<std::shared_ptr<Node>> done;
+  while (!ready.empty()) {
+    std::shared_ptr<Node> node = std::move(ready.back());
+    ready.pop_back();
+    Tensor g = std::move(pending[node.get()]);
+    pending.erase(node.get());
+    std::vector<Tensor> input_grads = node->apply(g);
+    for (size_t i = 0; i < node->next.size(); ++i) {
+      const std::shared_ptr<Node>& next = node->next[i];
+      if (!next) continue;
+      VLMC_CHECK(i < input_grads.size() && input_grads[i].defined(), "backward of '", node->name,
+                 "' returned no gradient for input ", i);
+      const Tensor& gi = input_grads[i];
+      VLMC_CHECK(gi.shape() == node->input_shapes[i], "backward of '", node->name,
+                 "' returned gradient ", shape_str(gi.shape()), " for input ", i, " of shape ",
+                 shape_str(node->input_shapes[i]));
+      auto it = pending.find(next.get());
+      if (it == pending.end()) {
+        pending.emplace(next.get(), gi);
+      } else {
+        it->second = add(it->second, gi);
+      }
+      if (--dependencies[next.get()] == 0) ready.push_back(next);
+    }
+    done.push_back(std::move(node));
+  }
+  if (!retain_graph)
+    for (const auto& n : done) n->release();
+}
+
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  run_backward(*this, gradient, retain_graph);
+}
+
+}  // namespace vlmc

@@ -1,0 +1,162 @@
+// The CUDA build of core/cuda/runtime.h.
+#include "core/cuda/runtime.h"
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cuda/check.h"
+
+namespace vlmc::cuda {
+namespace {
+
+// Rounds requests so that blocks of similar size are interchangeable:
+// 512 B granules below 1 MiB, 2 MiB granules above.
+size_t round_size(size_t n) {
+  constexpr size_t kSmall = 512, kLarge = size_t(2) << 20;
+  if (n < (size_t(1) << 20)) return ((n + kSmall - 1) / kSmall) * kSmall;
+  return ((n + kLarge - 1) / kLarge) * kLarge;
+}
+
+struct DeviceCache {
+  std::multimap<size_t, void*> free_blocks;     // size -> block, for best fit
+  std::unordered_map<void*, size_t> live;       // block -> size
+  AllocatorStats stats;
+  cudaStream_t stream = nullptr;
+};
+
+struct Allocator {
+  std::mutex mutex;
+  std::vector<DeviceCache> devices;
+
+  DeviceCache& device(int index) {
+    if (devices.empty()) devices.resize(static_cast<size_t>(device_count()));
+    VLMC_CHECK(index >= 0 && index < static_cast<int>(devices.size()), "cuda: device cuda:", index,
+               " does not exist (", devices.size(), " visible)");
+    return devices[static_cast<size_t>(index)];
+  }
+
+  void free_cached(int index, DeviceCache& cache) {
+    VLMC_CUDA_CHECK(cudaSetDevice(index));
+    for (auto& [size, ptr] : cache.free_blocks) {
+      VLMC_CUDA_CHECK(cudaFree(ptr));
+      cache.stats.reserved_bytes -= size;
+    }
+    cache.free_blocks.clear();
+  }
+};
+
+Allocator& allocator() {
+  static Allocator* instance = new Allocator();  // never destroyed: tensors may outlive static teardown
+  return *instance;
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+bool is_available() { return device_count() > 0; }
+
+cudaStream_t stream(int index) {
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  DeviceCache& d = a.device(index);
+  if (d.stream == nullptr) {
+    VLMC_CUDA_CHECK(cudaSetDevice(index));
+    VLMC_CUDA_CHECK(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking));
+  }
+  return d.stream;
+}
+
+void synchronize(int index) { VLMC_CUDA_CHECK(cudaStreamSynchronize(stream(index))); }
+
+void* allocate(size_t nbytes, int index) {
+  const size_t size = round_size(nbytes == 0 ? 1 : nbytes);
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  DeviceCache& d = a.device(index);
+  void* ptr = nullptr;
+  // Best fit among cached blocks, accepting at most 25% slack so large
+  // blocks are not burned on small requests.
+  auto it = d.free_blocks.lower_bound(size);
+  if (it != d.free_blocks.end() && it->first <= size + size / 4) {
+    ptr = it->second;
+    d.live[ptr] = it->first;
+    d.stats.allocated_bytes += it->first;
+    d.free_blocks.erase(it);
+    ++d.stats.cache_hits;
+  } else {
+    VLMC_CUDA_CHECK(cudaSetDevice(index));
+    cudaError_t err = cudaMalloc(&ptr, size);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      a.free_cached(index, d);  // give the cache back and try once more
+      err = cudaMalloc(&ptr, size);
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      throw Error(str("cuda:", index, ": out of memory allocating ", size, " bytes (",
+                      d.stats.allocated_bytes, " bytes held by tensors): ", cudaGetErrorString(err)));
+    }
+    d.live[ptr] = size;
+    d.stats.allocated_bytes += size;
+    d.stats.reserved_bytes += size;
+    ++d.stats.device_mallocs;
+  }
+  if (d.stats.allocated_bytes > d.stats.peak_allocated_bytes)
+    d.stats.peak_allocated_bytes = d.stats.allocated_bytes;
+  return ptr;
+}
+
+void release(void* ptr, int index) {
+  if (ptr == nullptr) return;
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  DeviceCache& d = a.device(index);
+  auto it = d.live.find(ptr);
+  if (it == d.live.end()) return;  // not ours: nothing to do (never free foreign memory)
+  d.stats.allocated_bytes -= it->second;
+  d.free_blocks.emplace(it->second, ptr);
+  d.live.erase(it);
+}
+
+void empty_cache() {
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  for (size_t i = 0; i < a.devices.size(); ++i) a.free_cached(static_cast<int>(i), a.devices[i]);
+}
+
+AllocatorStats allocator_stats(int index) {
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  return a.device(index).stats;
+}
+
+void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
+  cudaStream_t s = stream(index);
+  VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
+  VLMC_CUDA_CHECK(cudaStreamSynchronize(s));  // src is pageable host memory the caller may reuse
+}
+
+void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
+  cudaStream_t s = stream(index);
+  VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
+  VLMC_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void copy_device_to_device(void* dst, const void* src, size_t nbytes, int index) {
+  VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream(index)));
+}
+
+}  // namespace vlmc::cuda

@@ -1,0 +1,43 @@
+// Helpers shared by op implementations: argument checks that produce the
+// standard error messages, dtype dispatch, and the CUDA dispatch guard.
+#pragma once
+
+#include <initializer_list>
+
+#include "core/cuda/runtime.h"
+#include "core/tensor.h"
+
+namespace vlmc {
+
+// Throws unless every defined tensor is on the first one's device:
+//   "add: tensors on cpu and cuda:0 (a f32 [2,3] on cpu, b f32 [3] on cuda:0)"
+void check_same_device(const char* op, std::initializer_list<Tensor> tensors);
+// Throws unless every defined tensor has the first one's dtype.
+void check_same_dtype(const char* op, std::initializer_list<Tensor> tensors);
+// Throws unless t is f32 or f64 (the dtypes differentiable ops compute in).
+void check_float(const char* op, const char* what, const Tensor& t);
+// Throws unless t has the given dtype.
+void check_dtype(const char* op, const char* what, const Tensor& t, DType dtype);
+
+inline cudaStream_t stream_of(const Tensor& t) { return cuda::stream(t.device().index); }
+
+// Calls f(T{}) with T = float or double by dtype.
+template <typename F>
+void dispatch_float(const char* op, DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: f(float{}); return;
+    case DType::f64: f(double{}); return;
+    default: throw Error(str(op, ": dtype ", dtype_name(dtype), " is not supported (f32 or f64)"));
+  }
+}
+
+}  // namespace vlmc
+
+// Wraps a call into kernels::cuda so that a CPU-only build (where those
+// symbols do not exist, and no CUDA tensor can be created) still links.
+#if VLMC_WITH_CUDA
+#define VLMC_CUDA_DISPATCH(...) __VA_ARGS__
+#else
+#define VLMC_CUDA_DISPATCH(...) \
+  throw ::vlmc::Error("this vlmc was built without CUDA (configure with -DVLMC_CUDA=ON)")
+#endif

@@ -1,0 +1,121 @@
+// The op API. Each op checks its arguments (throwing vlmc::Error that names
+// the op and the shapes), dispatches to kernels::cpu or kernels::cuda by the
+// inputs' device, and records its backward beside its forward.
+//
+// Differentiable float ops accept f32 and f64 (f64 on the CPU, for gradient
+// checks); index tensors are i64; masks are u8 (nonzero = true).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/random.h"
+#include "core/tensor.h"
+
+namespace vlmc {
+
+// ---- elementwise, broadcasting (core/ops/binary.cpp) --------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);   // a > 0 where b is not an integer
+Tensor maximum(const Tensor& a, const Tensor& b);  // gradient to a where a >= b
+Tensor minimum(const Tensor& a, const Tensor& b);  // gradient to a where a <= b
+
+// Scalar variants (core/ops/unary.cpp).
+Tensor add(const Tensor& a, double b);
+Tensor sub(const Tensor& a, double b);
+Tensor rsub(double a, const Tensor& b);  // a - b
+Tensor mul(const Tensor& a, double b);
+Tensor div(const Tensor& a, double b);
+Tensor rdiv(double a, const Tensor& b);  // a / b
+Tensor pow(const Tensor& a, double exponent);
+
+// In place, for optimizers and gradient accumulation; never recorded.
+// self must be contiguous; other broadcasts to self's shape.
+Tensor& add_(Tensor& self, const Tensor& other, double alpha = 1.0);
+Tensor& mul_(Tensor& self, double value);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator+(const Tensor& a, double b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, double b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, double b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, double b) { return div(a, b); }
+inline Tensor operator+(double a, const Tensor& b) { return add(b, a); }
+inline Tensor operator-(double a, const Tensor& b) { return rsub(a, b); }
+inline Tensor operator*(double a, const Tensor& b) { return mul(b, a); }
+inline Tensor operator/(double a, const Tensor& b) { return rdiv(a, b); }
+
+// ---- unary (core/ops/unary.cpp) -------------------------------------------------
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor silu(const Tensor& x);
+enum class GeluApprox { none, tanh };  // none = exact erf (PyTorch's default)
+Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::none);
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+
+// ---- reductions (core/ops/reduce.cpp) ---------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> scalar
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+struct MaxResult { Tensor values; Tensor indices; };  // indices i64; first maximum on ties
+MaxResult max(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor max(const Tensor& x);  // all elements -> scalar
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+// Sums a broadcast gradient back down to shape (the backward of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- linear algebra (core/ops/linalg.cpp) -----------------------------------------
+// Batched, broadcasting as torch.matmul (1-D operands are promoted and squeezed).
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in], weight [out, in] (PyTorch's layout), bias [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- neural-network functions (core/ops/nn.cpp) -----------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// Normalizes over the last normalized_shape.size() dims; weight/bias optional.
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
+                double eps = 1e-6);
+// weight [num, dim], indices i64 of any shape -> [..., dim].
+Tensor embedding(const Tensor& weight, const Tensor& indices);
+// logits [N, C], targets i64 [N]; targets equal to ignore_index are skipped and
+// the mean is over the kept ones (NaN-free 0 when none is kept... as PyTorch: nan).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// Zeroes each element with probability p (seeded) and scales the rest by 1/(1-p);
+// identity when !training or p == 0.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+Tensor dropout(const Tensor& x, double p, bool training);
+
+// ---- joining, splitting and indexing (core/ops/index.cpp) ---------------------------
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim);  // views
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);  // index i64 1-D
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);        // as torch.gather
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);  // broadcasting
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);    // mask broadcasts to x
+
+// ---- pooling (core/ops/pool.cpp) --------------------------------------------------------
+// Channels-last token grids: x [B, H, W, C] -> [B, out_h, out_w, C], with
+// nn.AdaptiveAvgPool2d's windows (any sizes, also non-divisible ones).
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+
+}  // namespace vlmc

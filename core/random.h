@@ -1,0 +1,28 @@
+// Seeded random streams. A Generator is a (seed, offset) pair: each draw of n
+// numbers uses counters offset..offset+n of the Philox4x32-10 generator and
+// advances offset, so element i of a draw never depends on the thread count
+// or the device.
+#pragma once
+
+#include <cstdint>
+
+namespace vlmc {
+
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  uint64_t seed() const { return seed_; }
+  uint64_t offset() const { return offset_; }
+  void manual_seed(uint64_t seed) { seed_ = seed; offset_ = 0; }
+  // Reserves n Philox counters and returns the first.
+  uint64_t advance(uint64_t n) { const uint64_t o = offset_; offset_ += n; return o; }
+
+ private:
+  uint64_t seed_;
+  uint64_t offset_ = 0;
+};
+
+Generator& default_generator();  // process-wide, used when none is passed
+void manual_seed(uint64_t seed);
+
+}  // namespace vlmc

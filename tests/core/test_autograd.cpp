@@ -1,0 +1,96 @@
+// The autograd engine: accumulation, topological order, graph freeing, no_grad.
+#include <catch2/catch.hpp>
+
+#include "core/ops.h"
+#include "tests/support/check.h"
+
+using namespace vlmc;
+
+TEST_CASE("gradients accumulate across backward calls and over shared uses", "[autograd]") {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3});
+  x.set_requires_grad(true);
+  // y = x*x + x: x is used three times; dy/dx = 2x + 1.
+  Tensor y = sum(add(mul(x, x), x));
+  y.backward();
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{3, 5, 7});
+  Tensor y2 = sum(mul(x, 2.0));
+  y2.backward();
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{5, 7, 9});
+  x.set_grad(Tensor());
+  CHECK_FALSE(x.grad().defined());
+}
+
+TEST_CASE("diamond graphs run each node once, after all its consumers", "[autograd]") {
+  Tensor x = Tensor::from_vector(std::vector<double>{0.5, -1.0}, {2});
+  x.set_requires_grad(true);
+  Tensor a = mul(x, 3.0);   // a = 3x
+  Tensor b = exp(a);        // b = e^{3x}
+  Tensor c = mul(a, a);     // c = 9x^2
+  Tensor out = sum(add(b, c));
+  out.backward();
+  const std::vector<double> g = x.grad().to_vector<double>();
+  CHECK(g[0] == Approx(3 * std::exp(1.5) + 18 * 0.5));
+  CHECK(g[1] == Approx(3 * std::exp(-3.0) + 18 * -1.0));
+}
+
+TEST_CASE("backward from a non-scalar needs a gradient of its shape", "[autograd]") {
+  Tensor x = test::leaf({2, 3}, 1);
+  Tensor y = mul(x, 2.0);
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("only for one-element outputs"));
+  REQUIRE_THROWS_WITH(y.backward(Tensor::ones({3}, DType::f64)),
+                      Catch::Contains("gradient [3] does not match output [2,3]"));
+  y.backward(Tensor::full({2, 3}, 0.5, DType::f64));
+  CHECK(x.grad().to_vector<double>() == std::vector<double>(6, 1.0));
+}
+
+TEST_CASE("the graph is freed after backward unless retained", "[autograd]") {
+  Tensor x = test::leaf({4}, 2);
+  Tensor y = sum(exp(x));
+  y.backward(Tensor(), /*retain_graph=*/true);
+  const std::vector<double> once = x.grad().to_vector<double>();
+  y.backward();
+  const std::vector<double> twice = x.grad().to_vector<double>();
+  for (size_t i = 0; i < once.size(); ++i) CHECK(twice[i] == Approx(2 * once[i]));
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("was freed by an earlier backward()"));
+}
+
+TEST_CASE("no_grad records nothing; detach cuts history", "[autograd]") {
+  Tensor x = test::leaf({3}, 3);
+  {
+    NoGradGuard no_grad;
+    Tensor y = mul(x, x);
+    CHECK_FALSE(y.requires_grad());
+    CHECK(y.grad_fn() == nullptr);
+  }
+  CHECK(grad_enabled());
+  Tensor d = x.detach();
+  CHECK_FALSE(d.requires_grad());
+  CHECK(d.storage() == x.storage());
+  Tensor y = sum(mul(d, x));  // gradient flows only through the second factor
+  y.backward();
+  CHECK(test::rel_error(x.grad(), d) == 0.0);
+}
+
+TEST_CASE("leaves that do not require grad get none; frozen inputs are skipped", "[autograd]") {
+  Tensor w = test::leaf({3}, 4);
+  Tensor frozen = Tensor::randn({3}, DType::f64);
+  Tensor y = sum(mul(w, frozen));
+  y.backward();
+  CHECK(w.grad().defined());
+  CHECK_FALSE(frozen.grad().defined());
+  Tensor c = Tensor::ones({2});
+  REQUIRE_THROWS_WITH(sum(c).backward(), Catch::Contains("does not require grad"));
+}
+
+TEST_CASE("gradients flow through views and dtype conversion", "[autograd]") {
+  CHECK_GRADIENTS(
+      [](const std::vector<Tensor>& in) {
+        return mul(in[0].transpose(0, 1).reshape({6}).narrow(0, 1, 4), 3.0);
+      },
+      {test::leaf({2, 3}, 5)});
+  Tensor x = test::leaf({3}, 6);
+  Tensor y = sum(x.to(DType::f32));
+  y.backward();
+  CHECK(x.grad().dtype() == DType::f64);
+  CHECK(x.grad().to_vector<double>() == std::vector<double>(3, 1.0));
+}

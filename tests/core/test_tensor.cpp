@@ -1,0 +1,178 @@
+// Tensor basics: dtypes, factories, conversion, copies, random streams, printing.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include "core/cuda/runtime.h"
+#include "core/ops.h"
+#include "core/threads.h"
+#include "tests/support/check.h"
+
+using namespace vlmc;
+
+TEST_CASE("dtype sizes and names", "[tensor]") {
+  CHECK(dtype_size(DType::f32) == 4);
+  CHECK(dtype_size(DType::f64) == 8);
+  CHECK(dtype_size(DType::bf16) == 2);
+  CHECK(dtype_size(DType::f16) == 2);
+  CHECK(dtype_size(DType::i32) == 4);
+  CHECK(dtype_size(DType::i64) == 8);
+  CHECK(dtype_size(DType::u8) == 1);
+  CHECK(std::string(dtype_name(DType::bf16)) == "bf16");
+}
+
+TEST_CASE("bf16 conversion rounds to nearest even and keeps specials", "[tensor]") {
+  CHECK(float_to_bf16_bits(1.0f) == 0x3f80);
+  CHECK(bf16_bits_to_float(0x3f80) == 1.0f);
+  // 1 + 2^-8 is halfway between two bf16 values: ties to even (down to 1.0).
+  CHECK(float_to_bf16_bits(1.00390625f) == 0x3f80);
+  // 1 + 3*2^-8 is halfway as well: ties to even (up).
+  CHECK(float_to_bf16_bits(1.01171875f) == 0x3f82);
+  CHECK(std::isinf(bf16_bits_to_float(float_to_bf16_bits(std::numeric_limits<float>::infinity()))));
+  CHECK(std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST_CASE("f16 conversion matches IEEE binary16", "[tensor]") {
+  CHECK(float_to_f16_bits(1.0f) == 0x3c00);
+  CHECK(float_to_f16_bits(-2.0f) == 0xc000);
+  CHECK(float_to_f16_bits(65504.0f) == 0x7bff);  // largest finite
+  CHECK(float_to_f16_bits(65520.0f) == 0x7c00);  // rounds to inf
+  CHECK(float_to_f16_bits(5.960464477539063e-08f) == 0x0001);  // smallest subnormal
+  CHECK(f16_bits_to_float(0x0001) == 5.960464477539063e-08f);
+  CHECK(f16_bits_to_float(0x3555) == Approx(0.333251953125f));
+  CHECK(std::isnan(f16_bits_to_float(float_to_f16_bits(std::nanf("")))));
+  // Every finite half survives a round trip through f32.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u) continue;
+    REQUIRE(float_to_f16_bits(f16_bits_to_float(static_cast<uint16_t>(h))) == h);
+  }
+}
+
+TEST_CASE("factories fill shape, dtype and values", "[tensor]") {
+  Tensor z = Tensor::zeros({2, 3});
+  CHECK(z.shape() == Shape{2, 3});
+  CHECK(z.strides() == Shape{3, 1});
+  CHECK(z.dtype() == DType::f32);
+  CHECK(z.device().is_cpu());
+  CHECK(z.to_vector<float>() == std::vector<float>(6, 0.0f));
+  CHECK(Tensor::full({4}, 2.5, DType::f64).to_vector<double>() == std::vector<double>(4, 2.5));
+  CHECK(Tensor::arange(4).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3});
+  CHECK(Tensor::scalar(3.0).dim() == 0);
+  CHECK(Tensor::scalar(3.0).numel() == 1);
+  CHECK(Tensor::scalar(3.0).item() == 3.0);
+  CHECK(Tensor::empty({0, 5}).numel() == 0);
+  REQUIRE_THROWS_WITH(Tensor::from_vector(std::vector<float>{1, 2, 3}, {2, 2}),
+                      Catch::Contains("3 values do not fill shape [2,2]"));
+  REQUIRE_THROWS_WITH(Tensor::empty({2, -1}), Catch::Contains("negative dimension in shape [2,-1]"));
+}
+
+TEST_CASE("to() converts between every pair of dtypes", "[tensor]") {
+  const Tensor src = Tensor::from_vector(std::vector<float>{0, 1, 2, 3, 100, 7}, {2, 3});
+  for (DType a : kAllDTypes) {
+    for (DType b : kAllDTypes) {
+      INFO(dtype_name(a) << " -> " << dtype_name(b));
+      CHECK(src.to(a).to(b).to_vector<double>() == std::vector<double>{0, 1, 2, 3, 100, 7});
+    }
+  }
+  CHECK(Tensor::from_vector(std::vector<float>{1.0f / 3.0f}, {1}).to(DType::bf16).item() ==
+        Approx(0.333984375));
+  CHECK(Tensor::from_vector(std::vector<int64_t>{(int64_t(1) << 62) + 1}, {1}).to(DType::i64)
+            .to_vector<int64_t>()[0] == (int64_t(1) << 62) + 1);
+}
+
+TEST_CASE("clone and contiguous copy; copy_ broadcasts into views", "[tensor]") {
+  Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor t = a.transpose(0, 1);  // [3,2] view
+  CHECK_FALSE(t.is_contiguous());
+  Tensor c = t.contiguous();
+  CHECK(c.is_contiguous());
+  CHECK(c.to_vector<float>() == std::vector<float>{1, 4, 2, 5, 3, 6});
+  Tensor k = a.clone();
+  k.fill_(0);
+  CHECK(a.to_vector<float>()[0] == 1);  // clone does not share storage
+
+  Tensor dst = Tensor::zeros({2, 3});
+  dst.narrow(1, 1, 2).copy_(Tensor::from_vector(std::vector<float>{7, 8}, {2}));
+  CHECK(dst.to_vector<float>() == std::vector<float>{0, 7, 8, 0, 7, 8});
+  REQUIRE_THROWS_WITH(dst.copy_(Tensor::zeros({3})), Catch::Contains("copy_"));
+}
+
+TEST_CASE("random streams depend only on the seed, not on threads", "[tensor]") {
+  const int saved = num_threads();
+  set_num_threads(1);
+  Generator g1(42);
+  const std::vector<float> one = Tensor::randn({1000, 37}, g1).to_vector<float>();
+  set_num_threads(2);
+  Generator g2(42);
+  const std::vector<float> two = Tensor::randn({1000, 37}, g2).to_vector<float>();
+  set_num_threads(saved);
+  CHECK(one == two);
+
+  Generator g3(43);
+  CHECK(Tensor::randn({100}, g3).to_vector<float>() != std::vector<float>(one.begin(), one.begin() + 100));
+
+  // A second draw from the same generator continues the stream.
+  Generator g4(42);
+  Tensor first = Tensor::randn({10}, g4);
+  Tensor second = Tensor::randn({10}, g4);
+  CHECK(first.to_vector<float>() != second.to_vector<float>());
+
+  // Moments of a large draw.
+  Generator g5(7);
+  const std::vector<double> n = Tensor::randn({200000}, g5, DType::f64).to_vector<double>();
+  double mean = 0, var = 0;
+  for (double x : n) mean += x;
+  mean /= n.size();
+  for (double x : n) var += (x - mean) * (x - mean);
+  var /= n.size();
+  CHECK(std::fabs(mean) < 0.01);
+  CHECK(std::fabs(var - 1.0) < 0.01);
+
+  Generator g6(7);
+  const std::vector<double> u = Tensor::uniform({100000}, -2.0, 3.0, g6, DType::f64).to_vector<double>();
+  double umin = 10, umax = -10, usum = 0;
+  for (double x : u) {
+    umin = std::min(umin, x);
+    umax = std::max(umax, x);
+    usum += x;
+  }
+  CHECK(umin >= -2.0);
+  CHECK(umax < 3.0);
+  CHECK(usum / u.size() == Approx(0.5).margin(0.02));
+}
+
+TEST_CASE("printing shows values, shape, dtype and device", "[tensor]") {
+  Tensor a = Tensor::from_vector(std::vector<float>{1, -2, 3.5f, 4}, {2, 2});
+  const std::string s = a.to_string();
+  CHECK_THAT(s, Catch::Contains("1.0000"));
+  CHECK_THAT(s, Catch::Contains("-2.0000"));
+  CHECK_THAT(s, Catch::Contains("shape=[2,2], dtype=f32, device=cpu"));
+  const std::string big = Tensor::zeros({100}).to_string();
+  CHECK_THAT(big, Catch::Contains("..."));
+  CHECK_THAT(Tensor::arange(3).to_string(), Catch::Contains("[0, 1, 2]"));
+}
+
+TEST_CASE("devices parse and CUDA is refused cleanly when absent", "[tensor]") {
+  CHECK(Device::parse("cpu").is_cpu());
+  CHECK(Device::parse("cuda:1").index == 1);
+  CHECK(Device::parse("cuda").index == 0);
+  REQUIRE_THROWS_WITH(Device::parse("gpu"), Catch::Contains("cannot parse 'gpu'"));
+  REQUIRE_THROWS_WITH(Device::parse("cuda:x"), Catch::Contains("cannot parse 'cuda:x'"));
+  if (!cuda::is_available()) {
+    REQUIRE_THROWS_AS(Tensor::zeros({2}, DType::f32, Device::cuda(0)), Error);
+  }
+}
+
+TEST_CASE("in-place changes of a tensor that requires grad are refused", "[tensor]") {
+  Tensor w = Tensor::zeros({3});
+  w.set_requires_grad(true);
+  REQUIRE_THROWS_WITH(w.fill_(1.0), Catch::Contains("fill_: in-place change of f32 [3] on cpu"));
+  {
+    NoGradGuard no_grad;
+    w.fill_(2.0);
+  }
+  CHECK(w.to_vector<float>() == std::vector<float>{2, 2, 2});
+  REQUIRE_THROWS_WITH(Tensor::zeros({2}, DType::i64).set_requires_grad(true),
+                      Catch::Contains("not a floating-point tensor"));
+}
