@@ -180,7 +180,7 @@ Tensor Tensor::expand(const Shape& requested) const {
     const int64_t want = requested[i] == -1 ? have : requested[i];
     VLMC_CHECK(!(i < lead && requested[i] == -1), "expand: -1 is not allowed for the new leading dim ",
                i, " in ", shape_str(requested));
-    VLMC_CHECK(want == have || have == 1, "expand: cannot expand ", describe(*this), " to ",
+    VLMC_CHECK(want >= 0 && (want == have || have == 1), "expand: cannot expand ", describe(*this), " to ",
                shape_str(requested), " (dim ", i, ")");
     shape[i] = want;
     new_strides[i] = (want == have) ? stride : 0;
