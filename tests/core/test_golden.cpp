@@ -224,6 +224,10 @@ const std::map<std::string, OpFn>& op_table() {
        [](const In& in, const json& args) {
          return one(masked_fill(input(in, "x"), input(in, "mask"), real_arg(args, "value")));
        }},
+      {"adaptive_avg_pool2d",
+       [](const In& in, const json& args) {
+         return one(adaptive_avg_pool2d(input(in, "x"), int_arg(args, "out_h"), int_arg(args, "out_w")));
+       }},
   };
   return table;
 }
@@ -367,6 +371,7 @@ TEST_CASE("golden: reductions match PyTorch", "[golden]") { run_family("reduce")
 TEST_CASE("golden: linear algebra matches PyTorch", "[golden]") { run_family("linalg"); }
 TEST_CASE("golden: nn functions match PyTorch", "[golden]") { run_family("nn"); }
 TEST_CASE("golden: indexing ops match PyTorch", "[golden]") { run_family("index"); }
+TEST_CASE("golden: adaptive average pooling matches PyTorch", "[golden]") { run_family("pool"); }
 
 TEST_CASE("golden: files with a wrong magic, version or family are refused", "[golden]") {
   const std::map<std::string, std::string> good = {

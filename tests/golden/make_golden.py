@@ -399,7 +399,29 @@ def index():
     return fam
 
 
-FAMILIES = [elementwise, unary, reduce, linalg, nn, index]
+def pool():
+    fam = Family("pool")
+
+    # vlmc pools channels-last grids [B, H, W, C]; the reference is the seed's
+    # path: permute to [B, C, H, W], nn.AdaptiveAvgPool2d, permute back.
+    def channels_last_pool(out_h, out_w):
+        def fn(x):
+            return F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), (out_h, out_w)).permute(0, 2, 3, 1)
+        return fn
+
+    for name, (b, h, w, c, oh, ow) in {
+        "pool_24_to_12": (2, 24, 24, 3, 12, 12),
+        "pool_5x7_to_3x2": (2, 5, 7, 4, 3, 2),
+        "pool_upsample": (1, 3, 2, 5, 5, 4),
+        "pool_global": (3, 6, 6, 2, 1, 1),
+        "pool_27_to_8": (1, 27, 27, 2, 8, 8),
+    }.items():
+        fam.case(name, lambda b=b, h=h, w=w, c=c: {"x": randn(b, h, w, c)},
+                 channels_last_pool(oh, ow), op="adaptive_avg_pool2d", out_h=oh, out_w=ow)
+    return fam
+
+
+FAMILIES = [elementwise, unary, reduce, linalg, nn, index, pool]
 
 
 def main():
