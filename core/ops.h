@@ -22,8 +22,8 @@ Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor pow(const Tensor& a, const Tensor& b);   // a > 0 where b is not an integer
-Tensor maximum(const Tensor& a, const Tensor& b);  // gradient to a where a >= b
-Tensor minimum(const Tensor& a, const Tensor& b);  // gradient to a where a <= b
+Tensor maximum(const Tensor& a, const Tensor& b);  // ties split the gradient, as PyTorch
+Tensor minimum(const Tensor& a, const Tensor& b);
 
 // Scalar variants (core/ops/unary.cpp).
 Tensor add(const Tensor& a, double b);

@@ -313,7 +313,7 @@ Tensor& Tensor::set_requires_grad(bool value) {
   return *this;
 }
 
-void Tensor::set_grad(const Tensor& grad) {
+void Tensor::set_grad(const Tensor& grad) const {
   if (grad.defined())
     VLMC_CHECK(grad.shape() == shape() && grad.device() == device(), "set_grad: gradient ",
                describe(grad), " does not match tensor ", describe(*this));

@@ -124,7 +124,7 @@ class Tensor {
   Tensor& set_requires_grad(bool value);  // leaves only
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   Tensor grad() const { return Tensor(impl().grad); }
-  void set_grad(const Tensor& grad);  // undefined tensor clears it
+  void set_grad(const Tensor& grad) const;  // undefined tensor clears it
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }
   Tensor detach() const;  // same storage, no autograd history
   // Back-propagates from this tensor; gradient defaults to 1 for one-element tensors.

@@ -95,7 +95,8 @@ TEST_CASE("clone and contiguous copy; copy_ broadcasts into views", "[tensor]") 
   Tensor dst = Tensor::zeros({2, 3});
   dst.narrow(1, 1, 2).copy_(Tensor::from_vector(std::vector<float>{7, 8}, {2}));
   CHECK(dst.to_vector<float>() == std::vector<float>{0, 7, 8, 0, 7, 8});
-  REQUIRE_THROWS_WITH(dst.copy_(Tensor::zeros({3})), Catch::Contains("copy_"));
+  REQUIRE_THROWS_WITH(dst.copy_(Tensor::zeros({2})), Catch::Contains("copy_: shapes [2] and [2,3] cannot be broadcast"));
+  REQUIRE_THROWS_WITH(Tensor::zeros({3}).copy_(dst), Catch::Contains("copy_: source [2,3] does not broadcast to destination [3]"));
 }
 
 TEST_CASE("random streams depend only on the seed, not on threads", "[tensor]") {

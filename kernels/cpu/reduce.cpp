@@ -1,0 +1,164 @@
+// CPU reductions over the middle dim of [outer, r, inner] (see kernels/reduce.h).
+//
+// Work is split into fixed pieces (rows of the output, fixed-size chunks of r,
+// fixed-size tiles of inner) whose results are combined in a fixed order, so
+// the answer does not depend on the number of threads. f32 sums accumulate in
+// double, so even sums of millions of elements stay well within 1e-6 relative.
+#include "kernels/reduce.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+constexpr int64_t kParallelGrain = 1 << 15;  // elements read below which one thread is faster
+constexpr int64_t kChunk = 1 << 14;          // piece of r one task reduces when inner == 1
+constexpr int64_t kTile = 64;                // piece of inner one task reduces when inner > 1
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename T>
+void sum_impl(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale) {
+  const int64_t total = outer * r * inner;
+  if (inner == 1) {
+    // x: [outer, r]. Each (row, chunk) task sums one chunk; chunk sums are added in order.
+    const int64_t chunks = std::max<int64_t>(1, ceil_div(r, kChunk));
+    std::vector<double> partial(static_cast<size_t>(outer * chunks));
+#pragma omp parallel for if (total > kParallelGrain)
+    for (int64_t t = 0; t < outer * chunks; ++t) {
+      const int64_t o = t / chunks, c = t % chunks;
+      const int64_t k0 = c * kChunk, k1 = std::min(r, k0 + kChunk);
+      const T* row = x + o * r;
+      double acc = 0;
+      for (int64_t k = k0; k < k1; ++k) acc += static_cast<double>(row[k]);
+      partial[static_cast<size_t>(t)] = acc;
+    }
+    for (int64_t o = 0; o < outer; ++o) {
+      double acc = 0;
+      for (int64_t c = 0; c < chunks; ++c) acc += partial[static_cast<size_t>(o * chunks + c)];
+      out[o] = static_cast<T>(acc * scale);
+    }
+    return;
+  }
+  // x: [outer, r, inner]. Each task owns a tile of inner columns of one outer row
+  // and walks down r, so reads are contiguous along the tile.
+  const int64_t tiles = ceil_div(inner, kTile);
+#pragma omp parallel for if (total > kParallelGrain)
+  for (int64_t t = 0; t < outer * tiles; ++t) {
+    const int64_t o = t / tiles, j0 = (t % tiles) * kTile, width = std::min(kTile, inner - j0);
+    double acc[kTile] = {};
+    for (int64_t k = 0; k < r; ++k) {
+      const T* row = x + (o * r + k) * inner + j0;
+      for (int64_t j = 0; j < width; ++j) acc[j] += static_cast<double>(row[j]);
+    }
+    for (int64_t j = 0; j < width; ++j) out[o * inner + j0 + j] = static_cast<T>(acc[j] * scale);
+  }
+}
+
+template <typename T>
+void max_impl(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner) {
+  const int64_t total = outer * r * inner;
+  if (inner == 1) {
+    const int64_t chunks = std::max<int64_t>(1, ceil_div(r, kChunk));
+    std::vector<T> pv(static_cast<size_t>(outer * chunks));
+    std::vector<int64_t> pi(static_cast<size_t>(outer * chunks));
+#pragma omp parallel for if (total > kParallelGrain)
+    for (int64_t t = 0; t < outer * chunks; ++t) {
+      const int64_t o = t / chunks, c = t % chunks;
+      const int64_t k0 = c * kChunk, k1 = std::min(r, k0 + kChunk);
+      const T* row = x + o * r;
+      T best = row[k0];
+      int64_t bi = k0;
+      for (int64_t k = k0 + 1; k < k1; ++k)
+        if (max_better(row[k], k, best, bi)) {
+          best = row[k];
+          bi = k;
+        }
+      pv[static_cast<size_t>(t)] = best;
+      pi[static_cast<size_t>(t)] = bi;
+    }
+    for (int64_t o = 0; o < outer; ++o) {
+      T best = pv[static_cast<size_t>(o * chunks)];
+      int64_t bi = pi[static_cast<size_t>(o * chunks)];
+      for (int64_t c = 1; c < chunks; ++c) {
+        const size_t p = static_cast<size_t>(o * chunks + c);
+        if (max_better(pv[p], pi[p], best, bi)) {
+          best = pv[p];
+          bi = pi[p];
+        }
+      }
+      values[o] = best;
+      if (indices) indices[o] = bi;
+    }
+    return;
+  }
+  const int64_t tiles = ceil_div(inner, kTile);
+#pragma omp parallel for if (total > kParallelGrain)
+  for (int64_t t = 0; t < outer * tiles; ++t) {
+    const int64_t o = t / tiles, j0 = (t % tiles) * kTile, width = std::min(kTile, inner - j0);
+    T best[kTile];
+    int64_t bi[kTile];
+    const T* first = x + o * r * inner + j0;
+    for (int64_t j = 0; j < width; ++j) {
+      best[j] = first[j];
+      bi[j] = 0;
+    }
+    for (int64_t k = 1; k < r; ++k) {
+      const T* row = x + (o * r + k) * inner + j0;
+      for (int64_t j = 0; j < width; ++j)
+        if (max_better(row[j], k, best[j], bi[j])) {
+          best[j] = row[j];
+          bi[j] = k;
+        }
+    }
+    for (int64_t j = 0; j < width; ++j) {
+      values[o * inner + j0 + j] = best[j];
+      if (indices) indices[o * inner + j0 + j] = bi[j];
+    }
+  }
+}
+
+template <typename T>
+void scatter_impl(T* grad_x, const T* grad, const int64_t* indices, int64_t outer, int64_t r,
+                  int64_t inner) {
+  const int64_t n = outer * r * inner;
+  std::memset(grad_x, 0, static_cast<size_t>(n) * sizeof(T));
+#pragma omp parallel for if (outer * inner > kParallelGrain)
+  for (int64_t t = 0; t < outer * inner; ++t) {
+    const int64_t o = t / inner, j = t % inner;
+    grad_x[(o * r + indices[t]) * inner + j] = grad[t];
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale) {
+  if (outer * inner == 0) return;
+  sum_impl(out, x, outer, r, inner, scale);
+}
+
+template <typename T>
+void max(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner) {
+  if (outer * inner == 0 || r == 0) return;
+  max_impl(values, indices, x, outer, r, inner);
+}
+
+template <typename T>
+void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t outer, int64_t r,
+                     int64_t inner) {
+  if (outer * r * inner == 0) return;
+  scatter_impl(grad_x, grad, indices, outer, r, inner);
+}
+
+#define VLMC_INSTANTIATE(T)                                                          \
+  template void sum<T>(T*, const T*, int64_t, int64_t, int64_t, double);             \
+  template void max<T>(T*, int64_t*, const T*, int64_t, int64_t, int64_t);           \
+  template void scatter_reduced<T>(T*, const T*, const int64_t*, int64_t, int64_t, int64_t);
+VLMC_INSTANTIATE(float)
+VLMC_INSTANTIATE(double)
+#undef VLMC_INSTANTIATE
+
+}  // namespace vlmc::kernels::cpu

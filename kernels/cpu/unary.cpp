@@ -1,0 +1,52 @@
+// CPU unary kernels (activations, exp/log family, tensor-with-scalar ops) and
+// their fused backward (see kernels/elementwise.h). Contiguous buffers only.
+#include "kernels/elementwise.h"
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+// Transcendental ops cost tens of cycles per element, so threads pay off
+// earlier than for a copy.
+constexpr int64_t kParallelGrain = 1 << 13;
+
+template <UnaryOp Op, typename T>
+void unary_impl(T* y, const T* x, int64_t n, T s) {
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = unary_value<Op>(x[i], s);
+}
+
+template <UnaryOp Op, typename T>
+void backward_impl(T* gx, const T* g, const T* x, const T* y, int64_t n, T s) {
+  constexpr UnarySaves saves = unary_saves(Op);
+#pragma omp parallel for if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i)
+    gx[i] = unary_grad<Op>(g[i], saves.x ? x[i] : T(0), saves.y ? y[i] : T(0), s);
+}
+
+}  // namespace
+
+template <typename T>
+void unary(UnaryOp op, T* y, const T* x, int64_t n, double scalar) {
+  const T s = static_cast<T>(scalar);
+#define VLMC_CALL(OP) unary_impl<OP, T>(y, x, n, s)
+  VLMC_UNARY_OP_SWITCH(op, VLMC_CALL)
+#undef VLMC_CALL
+}
+
+template <typename T>
+void unary_backward(UnaryOp op, T* grad_in, const T* grad_out, const T* x, const T* y, int64_t n,
+                    double scalar) {
+  const T s = static_cast<T>(scalar);
+#define VLMC_CALL(OP) backward_impl<OP, T>(grad_in, grad_out, x, y, n, s)
+  VLMC_UNARY_OP_SWITCH(op, VLMC_CALL)
+#undef VLMC_CALL
+}
+
+template void unary<float>(UnaryOp, float*, const float*, int64_t, double);
+template void unary<double>(UnaryOp, double*, const double*, int64_t, double);
+template void unary_backward<float>(UnaryOp, float*, const float*, const float*, const float*,
+                                    int64_t, double);
+template void unary_backward<double>(UnaryOp, double*, const double*, const double*,
+                                     const double*, int64_t, double);
+
+}  // namespace vlmc::kernels::cpu
