@@ -31,7 +31,7 @@ std::string torch_shape(const Shape& s) {
 }
 
 // Median wall time of `repeats` calls after one warm-up, in milliseconds.
-double time_forward(const std::function<Tensor()>& forward, int repeats, Device device, Tensor& output) {
+double time_runs(const std::function<Tensor()>& forward, int repeats, Device device, Tensor& output) {
   output = forward();  // warm-up: first-touch page faults, allocator caches
   if (device.is_cuda()) cuda::synchronize(device.index);
   std::vector<double> ms;
@@ -67,19 +67,29 @@ int run_demo(const DemoOptions& o) {
   std::printf("============================================================\n");
   std::printf("Connector comparison\n");
   std::printf("============================================================\n");
-  std::printf("device %s, %d threads, forward time = median of %d after one warm-up\n",
-              device.str().c_str(), num_threads(), o.repeats);
-  NoGradGuard no_grad;
+  const char* mode = o.backward ? "forward+backward" : "forward";
+  std::printf("device %s, %d threads, %s time = median of %d after one warm-up\n",
+              device.str().c_str(), num_threads(), mode, o.repeats);
   for (const Row& row : rows) {
     row.module->to(device);
     Tensor output;
-    const double ms = time_forward([&] { return row.module->forward(visual_features); }, o.repeats,
-                                   device, output);
+    const double ms = time_runs(
+        [&] {
+          if (!o.backward) {
+            NoGradGuard no_grad;
+            return row.module->forward(visual_features);
+          }
+          row.module->zero_grad();
+          Tensor out = row.module->forward(visual_features);
+          sum(out).backward();
+          return out;
+        },
+        o.repeats, device, output);
     std::printf("\n%s:\n", row.name);
     std::printf("  parameters:    %s\n", with_commas(row.module->num_parameters()).c_str());
     std::printf("  input shape:   %s\n", torch_shape(visual_features.shape()).c_str());
     std::printf("  output shape:  %s\n", torch_shape(output.shape()).c_str());
-    std::printf("  forward time:  %.2f ms\n", ms);
+    std::printf("  %s time:  %.2f ms\n", mode, ms);
     std::printf("  output tokens: %lld\n", static_cast<long long>(output.size(1)));
   }
   return 0;

@@ -14,7 +14,8 @@ struct DemoOptions {
   int64_t target_size = 12;
   int64_t dim_vision = 1024;
   int64_t dim_llm = 4096;
-  int repeats = 3;  // timed forwards after one warm-up; the median is printed
+  int repeats = 3;  // timed runs after one warm-up; the median is printed
+  bool backward = false;  // time forward + backward of sum(output) instead of forward alone
   std::string device = "cpu";
   uint64_t seed = 42;
 };

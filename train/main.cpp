@@ -28,8 +28,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   demo_cmd->add_option("--dim-llm", demo.dim_llm, "language model width")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  demo_cmd->add_option("--repeats", demo.repeats, "timed forwards (median printed)")
+  demo_cmd->add_option("--repeats", demo.repeats, "timed runs after a warm-up (the median is printed)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  demo_cmd->add_flag("--backward", demo.backward, "time forward + backward of sum(output)");
   demo_cmd->add_option("--device", demo.device, "cpu, cuda or cuda:N")->capture_default_str();
   demo_cmd->add_option("--seed", demo.seed, "seed of the random features and weights")->capture_default_str();
 
