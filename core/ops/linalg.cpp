@@ -1,0 +1,280 @@
+// matmul and linear: argument checks, the mapping of strided tensors onto
+// GEMM calls (kernels/gemm.h), and their backward.
+//
+// A tensor's last two dims are handed to GEMM without a copy whenever their
+// strides are those of a row-major matrix or of a transposed one (so x.t()
+// and transpose(-1,-2) views cost nothing), and its batch dims whenever they
+// collapse to one stride (0 for a broadcast operand). Only other layouts are
+// copied first.
+#include <algorithm>
+
+#include "core/dispatch.h"
+#include "core/ops.h"
+#include "kernels/gemm.h"
+
+namespace vlmc {
+namespace {
+
+// One GEMM operand: matrix i of the batch is [rows, cols] at data + i *
+// batch_stride, stored row-major with leading dimension ld, or (trans) stored
+// as its [cols, rows] transpose.
+struct Operand {
+  Tensor data;  // keeps the memory alive; data_ptr() is matrix 0
+  bool trans = false;
+  int64_t ld = 1;
+  int64_t batch_stride = 0;
+};
+
+Shape batch_of(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 2); }
+
+Shape with_matrix(Shape batch, int64_t rows, int64_t cols) {
+  batch.push_back(rows);
+  batch.push_back(cols);
+  return batch;
+}
+
+// Describes x [..., rows, cols] as an Operand without copying, or returns false.
+bool as_operand(const Tensor& x, Operand& out) {
+  const Shape& shape = x.shape();
+  const Shape& strides = x.strides();
+  const size_t nd = shape.size();
+  // Batch dims: each dim of size > 1 must step by the collapsed size of those inside it.
+  int64_t batch_stride = 0, expect = -1;
+  for (size_t i = nd - 2; i-- > 0;) {
+    if (shape[i] == 1) continue;
+    if (expect < 0) {
+      batch_stride = strides[i];
+    } else if (strides[i] != expect) {
+      return false;
+    }
+    expect = strides[i] * shape[i];
+  }
+  const int64_t rows = shape[nd - 2], cols = shape[nd - 1];
+  const int64_t row_stride = strides[nd - 2], col_stride = strides[nd - 1];
+  if ((cols == 1 || col_stride == 1) && (rows == 1 || row_stride >= std::max<int64_t>(cols, 1))) {
+    out = {x, false, rows == 1 ? std::max<int64_t>(cols, 1) : row_stride, batch_stride};
+    return true;
+  }
+  if ((rows == 1 || row_stride == 1) && (cols == 1 || col_stride >= std::max<int64_t>(rows, 1))) {
+    out = {x, true, cols == 1 ? std::max<int64_t>(rows, 1) : col_stride, batch_stride};
+    return true;
+  }
+  return false;
+}
+
+// x [..., rows, cols] broadcast to batch, as a GEMM operand (copied only when
+// its layout cannot be described).
+Operand operand(const Tensor& x, const Shape& batch) {
+  const Shape full = with_matrix(batch, x.size(-2), x.size(-1));
+  Operand o;
+  if (as_operand(x.expand(full), o)) return o;
+  if (as_operand(x.contiguous().expand(full), o)) return o;
+  as_operand(x.expand(full).contiguous(), o);  // always describable
+  return o;
+}
+
+Operand transposed(Operand o) {
+  o.trans = !o.trans;
+  return o;
+}
+
+// c [batch, m, n] (contiguous) = op(a) · op(b) + beta * c.
+void run_gemm(const Operand& a, const Operand& b, const Tensor& c, int64_t batch, int64_t m,
+              int64_t n, int64_t k, double beta) {
+  dispatch_float("matmul", c.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = static_cast<const T*>(a.data.data_ptr());
+    const T* pb = static_cast<const T*>(b.data.data_ptr());
+    T* pc = static_cast<T*>(c.data_ptr());
+    if (c.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::gemm_strided_batched<T>(
+          a.trans, b.trans, m, n, k, T(1), pa, a.ld, a.batch_stride, pb, b.ld, b.batch_stride,
+          T(beta), pc, n, m * n, batch, stream_of(c)));
+    } else {
+      kernels::cpu::gemm_strided_batched<T>(a.trans, b.trans, m, n, k, T(1), pa, a.ld,
+                                            a.batch_stride, pb, b.ld, b.batch_stride, T(beta), pc,
+                                            n, m * n, batch);
+    }
+  });
+}
+
+// Sets every row of y [rows, n] (contiguous) to bias [n] (contiguous).
+void lay_bias_rows(const Tensor& y, const Tensor& bias) {
+  const int64_t rows = y.size(0), n = y.size(1);
+  dispatch_float("linear", y.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* py = static_cast<T*>(y.data_ptr());
+    const T* pb = static_cast<const T*>(bias.data_ptr());
+    if (y.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::broadcast_rows<T>(py, pb, rows, n, n, stream_of(y)));
+    } else {
+      kernels::cpu::broadcast_rows<T>(py, pb, rows, n, n);
+    }
+  });
+}
+
+// out [batch..., m, n] = a [batch_a..., m, k] · b [batch_b..., k, n] with the
+// batch dims broadcast. No autograd: callers pass detached tensors.
+Tensor product(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  const Shape batch = broadcast_shapes(batch_of(a), batch_of(b), "matmul");
+  const int64_t nb = shape_numel(batch);
+  Tensor out = Tensor::empty(with_matrix(batch, m, n), a.dtype(), a.device());
+  if (out.numel() == 0) return out;
+  if (k == 0) return out.zero_();
+  const Operand oa = operand(a, batch), ob = operand(b, batch);
+  // b shared by the whole batch and a's matrices stacked row after row: one
+  // GEMM over nb*m rows, which BLAS runs far better than nb small ones.
+  if (nb > 1 && ob.batch_stride == 0 && !oa.trans && oa.batch_stride == m * oa.ld) {
+    run_gemm(oa, ob, out, 1, nb * m, n, k, 0.0);
+  } else {
+    run_gemm(oa, ob, out, nb, m, n, k, 0.0);
+  }
+  return out;
+}
+
+// x [batch..., rows, cols] (batch the full broadcast batch) as one operand of
+// nb*rows stacked rows, copying when its matrices are not laid out so.
+Operand stacked(const Tensor& x, const Shape& batch) {
+  const int64_t rows = x.size(-2);
+  Operand o = operand(x, batch);
+  if (!o.trans && (shape_numel(batch) == 1 || o.batch_stride == rows * o.ld)) return o;
+  as_operand(x.expand(with_matrix(batch, rows, x.size(-1))).contiguous(), o);
+  return o;
+}
+
+// sum over the batch of aᵀ·g, for a [batch..., m, k] and g [batch..., m, n]:
+// one GEMM whose inner dimension runs over all nb*m rows -> [k, n].
+Tensor summed_product_tn(const Tensor& a, const Tensor& g, const Shape& batch) {
+  const int64_t rows = shape_numel(batch) * a.size(-2), k = a.size(-1), n = g.size(-1);
+  Tensor out = Tensor::empty({k, n}, g.dtype(), g.device());
+  if (out.numel() == 0) return out;
+  if (rows == 0) return out.zero_();
+  run_gemm(transposed(stacked(a, batch)), stacked(g, batch), out, 1, k, n, rows, 0.0);
+  return out;
+}
+
+Tensor reduce_to(const Tensor& x, const Shape& shape) {
+  return x.shape() == shape ? x : sum_to(x, shape);
+}
+
+// The recorded op on operands of >= 2 dims.
+Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+  const Tensor ad = a.detach(), bd = b.detach();
+  Tensor out = product(ad, bd);
+  if (!any_requires_grad({a, b})) return out;
+  // Each input's gradient needs only the other input.
+  const Tensor saved_a = b.requires_grad() ? ad : Tensor();
+  const Tensor saved_b = a.requires_grad() ? bd : Tensor();
+  record(out, "matmul", {a, b},
+         [saved_a, saved_b, a_shape = a.shape(), b_shape = b.shape()](const Tensor& g,
+                                                                      const GradMask& needs) {
+           std::vector<Tensor> grads(2);
+           // dA = g · Bᵀ, summed over the dims A was broadcast along.
+           if (needs[0]) grads[0] = reduce_to(product(g, saved_b.transpose(-1, -2)), a_shape);
+           if (needs[1]) {
+             const Shape batch = batch_of(g);
+             const Shape b_batch(b_shape.begin(), b_shape.end() - 2);
+             if (shape_numel(batch) > 1 && shape_numel(b_batch) == 1) {
+               // B shared by the batch: dB = Σ Aᵢᵀ·gᵢ as one GEMM, no [nb, k, n] temporary.
+               grads[1] = summed_product_tn(saved_a, g, batch).reshape(b_shape);
+             } else {
+               grads[1] = reduce_to(product(saved_a.transpose(-1, -2), g), b_shape);
+             }
+           }
+           return grads;
+         });
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  VLMC_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
+  VLMC_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: a ", shape_str(a.shape()), " and b ",
+             shape_str(b.shape()), ": both operands need at least 1 dim (use mul for scalars)");
+  check_float("matmul", "a", a);
+  check_float("matmul", "b", b);
+  check_same_dtype("matmul", {a, b});
+  check_same_device("matmul", {a, b});
+  const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  VLMC_CHECK(ka == kb, "matmul: a ", shape_str(a.shape()), " and b ", shape_str(b.shape()),
+             ": inner dims ", ka, " and ", kb, " differ");
+  const Shape batch_a = a.dim() > 2 ? batch_of(a) : Shape{};
+  const Shape batch_b = b.dim() > 2 ? batch_of(b) : Shape{};
+  for (size_t i = 1; i <= std::min(batch_a.size(), batch_b.size()); ++i) {
+    const int64_t da = batch_a[batch_a.size() - i], db = batch_b[batch_b.size() - i];
+    VLMC_CHECK(da == db || da == 1 || db == 1, "matmul: a ", shape_str(a.shape()), " and b ",
+               shape_str(b.shape()), ": batch dims ", shape_str(batch_a), " and ",
+               shape_str(batch_b), " do not broadcast");
+  }
+  VLMC_CHECK(std::max(batch_a.size(), batch_b.size()) + 2 <= static_cast<size_t>(kernels::kMaxDims),
+             "matmul: a ", shape_str(a.shape()), " and b ", shape_str(b.shape()),
+             ": the result would have more than ", kernels::kMaxDims, " dims");
+  // torch.matmul's promotion: a 1-D a is a row [1, k], a 1-D b a column
+  // [k, 1]; the added dim is removed from the result.
+  if (a.dim() == 1 && b.dim() == 1)
+    return matmul_nd(a.unsqueeze(0), b.unsqueeze(1)).squeeze(1).squeeze(0);
+  if (a.dim() == 1) return matmul_nd(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul_nd(a, b.unsqueeze(1)).squeeze(-1);
+  return matmul_nd(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VLMC_CHECK(x.defined() && weight.defined(), "linear: undefined input or weight");
+  VLMC_CHECK(weight.dim() == 2, "linear: weight ", shape_str(weight.shape()),
+             " must be 2-D [out, in]");
+  VLMC_CHECK(x.dim() >= 1, "linear: input ", shape_str(x.shape()), " must have at least 1 dim");
+  VLMC_CHECK(x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
+             " does not match weight ", shape_str(weight.shape()));
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  if (bias.defined())
+    VLMC_CHECK(bias.shape() == Shape{out_features}, "linear: bias ", shape_str(bias.shape()),
+               " does not match weight ", shape_str(weight.shape()), " (expected [", out_features,
+               "])");
+  check_float("linear", "input", x);
+  check_float("linear", "weight", weight);
+  if (bias.defined()) check_float("linear", "bias", bias);
+  check_same_dtype("linear", {x, weight, bias});
+  check_same_device("linear", {x, weight, bias});
+
+  // x [..., in] -> x2 [M, in]; y2 [M, out] = x2 · Wᵀ (+ b); y [..., out].
+  int64_t rows = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  const Tensor x2 = x.detach().reshape({rows, in});
+  const Tensor wd = weight.detach();
+  Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
+  if (y2.numel() > 0) {
+    // The bias is laid into every row first and the GEMM adds onto it (beta = 1).
+    double beta = 0.0;
+    if (bias.defined()) {
+      lay_bias_rows(y2, bias.detach().contiguous());
+      beta = 1.0;
+    }
+    if (in == 0) {
+      if (!bias.defined()) y2.zero_();
+    } else {
+      run_gemm(operand(x2, {}), transposed(operand(wd, {})), y2, 1, rows, out_features, in, beta);
+    }
+  }
+  Tensor y = y2.view(out_shape);
+  if (!any_requires_grad({x, weight, bias})) return y;
+  // dx needs W, dW needs x: a frozen weight keeps no copy of the input.
+  const Tensor saved_x = weight.requires_grad() ? x2 : Tensor();
+  const Tensor saved_w = x.requires_grad() ? wd : Tensor();
+  record(y, "linear", {x, weight, bias},
+         [saved_x, saved_w, x_shape = x.shape(), rows, out_features](const Tensor& g,
+                                                                     const GradMask& needs) {
+           const Tensor g2 = g.reshape({rows, out_features});
+           std::vector<Tensor> grads(3);
+           if (needs[0]) grads[0] = product(g2, saved_w).view(x_shape);    // g · W
+           if (needs[1]) grads[1] = product(g2.transpose(0, 1), saved_x);  // gᵀ · x, over all rows
+           if (needs[2]) grads[2] = sum(g2, {0});
+           return grads;
+         });
+  return y;
+}
+
+}  // namespace vlmc

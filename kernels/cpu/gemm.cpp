@@ -1,0 +1,93 @@
+// CPU GEMM (see kernels/gemm.h): Eigen maps over the row-major buffers.
+//
+// The library compiles this file with EIGEN_USE_BLAS, so every plain
+// `C.noalias() += alpha * op(A) * op(B)` below becomes one sgemm/dgemm call
+// (gemv when a side is 1): Eigen extracts alpha and the transposes into the
+// BLAS arguments instead of evaluating temporaries. beta is applied to C
+// first because Eigen's BLAS binding always accumulates with beta = 1.
+#include "kernels/gemm.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+template <typename T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ConstMap = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <typename T>
+using MutableMap = Eigen::Map<RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+// Below this many multiply-adds per matrix, a batch is spread over threads
+// (one matrix per thread); above it OpenBLAS threads each product itself.
+constexpr int64_t kSmallProduct = int64_t(1) << 18;
+
+template <typename T>
+void gemm_one(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+              int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  MutableMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
+  if (beta == T(0)) {
+    C.setZero();  // never read C: it may hold NaNs from an uninitialised buffer
+  } else if (beta != T(1)) {
+    C *= beta;
+  }
+  if (k == 0 || alpha == T(0)) return;
+  // Stored shapes: A is [m, k] or, transposed, [k, m]; B likewise.
+  const ConstMap<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+  const ConstMap<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  if (!trans_a && !trans_b) {
+    C.noalias() += alpha * A * B;
+  } else if (trans_a && !trans_b) {
+    C.noalias() += alpha * A.transpose() * B;
+  } else if (!trans_a && trans_b) {
+    C.noalias() += alpha * A * B.transpose();
+  } else {
+    C.noalias() += alpha * A.transpose() * B.transpose();
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  gemm_one(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <typename T>
+void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                          const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                          int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c,
+                          int64_t batch) {
+  // Each matrix is computed whole by one thread (or by OpenBLAS's threads),
+  // so the result does not depend on the thread count.
+  const bool spread = batch > 1 && m * n * k <= kSmallProduct;
+#pragma omp parallel for schedule(static) if (spread)
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_one(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+             c + i * stride_c, ldc);
+}
+
+template <typename T>
+void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc) {
+#pragma omp parallel for schedule(static) if (m * n > (int64_t(1) << 15))
+  for (int64_t i = 0; i < m; ++i) std::copy(row, row + n, c + i * ldc);
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                          const float*, int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
+template void gemm_strided_batched<float>(bool, bool, int64_t, int64_t, int64_t, float,
+                                          const float*, int64_t, int64_t, const float*, int64_t,
+                                          int64_t, float, float*, int64_t, int64_t, int64_t);
+template void gemm_strided_batched<double>(bool, bool, int64_t, int64_t, int64_t, double,
+                                           const double*, int64_t, int64_t, const double*, int64_t,
+                                           int64_t, double, double*, int64_t, int64_t, int64_t);
+template void broadcast_rows<float>(float*, const float*, int64_t, int64_t, int64_t);
+template void broadcast_rows<double>(double*, const double*, int64_t, int64_t, int64_t);
+
+}  // namespace vlmc::kernels::cpu

@@ -1,0 +1,147 @@
+// CPU layer norm and RMS norm over the rows of a [rows, d] buffer (see kernels/nn.h).
+//
+// Both share one implementation: RMS norm is layer norm without centring
+// (mean taken as 0) and without a bias. Row statistics and the per-row sums of
+// the backward are accumulated in double; dweight/dbias are column sums, each
+// column owned by one thread and summed in row order, so nothing depends on
+// the thread count.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/nn.h"
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+constexpr int64_t kParallelGrain = 1 << 14;
+
+template <bool kCenter, typename T>
+void norm_forward(T* y, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t rows,
+                  int64_t d, double eps) {
+#pragma omp parallel for schedule(static) if (rows * d > kParallelGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * d;
+    T* yr = y + r * d;
+    double mu = 0;
+    if (kCenter) {
+      for (int64_t j = 0; j < d; ++j) mu += xr[j];
+      mu /= static_cast<double>(d);
+    }
+    double var = 0;  // biased: divides by d; about mu (two passes, no cancellation)
+    for (int64_t j = 0; j < d; ++j) {
+      const double c = xr[j] - mu;
+      var += c * c;
+    }
+    var /= static_cast<double>(d);
+    const T m = static_cast<T>(mu);
+    const T rs = static_cast<T>(1.0 / std::sqrt(var + eps));
+    if (kCenter) mean[r] = m;
+    rstd[r] = rs;
+    for (int64_t j = 0; j < d; ++j) {
+      T v = (xr[j] - m) * rs;
+      if (weight) v *= weight[j];
+      if (bias) v += bias[j];
+      yr[j] = v;
+    }
+  }
+}
+
+// With xhat = (x - mean) * rstd and wdy = dy * weight:
+//   dx = rstd * (wdy - mean(wdy) - xhat * mean(wdy * xhat))   (layer norm)
+//   dx = rstd * (wdy - xhat * mean(wdy * xhat))               (RMS norm)
+//   dweight = sum over rows of dy * xhat,  dbias = sum over rows of dy.
+template <bool kCenter, typename T>
+void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* mean,
+                   const T* rstd, const T* weight, int64_t rows, int64_t d) {
+  const bool parallel = rows * d > kParallelGrain;
+  if (dx) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * d;
+      const T* gr = dy + r * d;
+      const T m = kCenter ? mean[r] : T(0);
+      const T rs = rstd[r];
+      double sum_wdy = 0, sum_wdy_xhat = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const T wdy = weight ? gr[j] * weight[j] : gr[j];
+        sum_wdy += wdy;
+        sum_wdy_xhat += static_cast<double>(wdy) * ((xr[j] - m) * rs);
+      }
+      const T a = kCenter ? static_cast<T>(sum_wdy / static_cast<double>(d)) : T(0);
+      const T b = static_cast<T>(sum_wdy_xhat / static_cast<double>(d));
+      T* dr = dx + r * d;
+      for (int64_t j = 0; j < d; ++j) {
+        const T wdy = weight ? gr[j] * weight[j] : gr[j];
+        dr[j] = rs * (wdy - a - (xr[j] - m) * rs * b);
+      }
+    }
+  }
+  if (dweight || dbias) {
+    // Column sums in chunks of kColumns: each chunk walks the rows in order
+    // (cache-friendly) with its own accumulators.
+    constexpr int64_t kColumns = 64;
+    const int64_t chunks = (d + kColumns - 1) / kColumns;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t j0 = chunk * kColumns;
+      const int64_t width = std::min(kColumns, d - j0);
+      double sw[kColumns] = {}, sb[kColumns] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* gr = dy + r * d + j0;
+        const T* xr = x + r * d + j0;
+        const T m = kCenter ? mean[r] : T(0);
+        const T rs = rstd[r];
+        for (int64_t j = 0; j < width; ++j) {
+          sw[j] += static_cast<double>(gr[j]) * ((xr[j] - m) * rs);
+          sb[j] += gr[j];
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) {
+        if (dweight) dweight[j0 + j] = static_cast<T>(sw[j]);
+        if (dbias) dbias[j0 + j] = static_cast<T>(sb[j]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void layer_norm_forward(T* y, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
+                        int64_t rows, int64_t d, double eps) {
+  norm_forward<true>(y, mean, rstd, x, weight, bias, rows, d, eps);
+}
+
+template <typename T>
+void layer_norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* mean,
+                         const T* rstd, const T* weight, int64_t rows, int64_t d) {
+  norm_backward<true>(dx, dweight, dbias, dy, x, mean, rstd, weight, rows, d);
+}
+
+template <typename T>
+void rms_norm_forward(T* y, T* rstd, const T* x, const T* weight, int64_t rows, int64_t d,
+                      double eps) {
+  norm_forward<false>(y, static_cast<T*>(nullptr), rstd, x, weight, static_cast<const T*>(nullptr),
+                      rows, d, eps);
+}
+
+template <typename T>
+void rms_norm_backward(T* dx, T* dweight, const T* dy, const T* x, const T* rstd, const T* weight,
+                       int64_t rows, int64_t d) {
+  norm_backward<false>(dx, dweight, static_cast<T*>(nullptr), dy, x, static_cast<const T*>(nullptr),
+                       rstd, weight, rows, d);
+}
+
+#define VLMC_NORM_INSTANTIATE(T)                                                                  \
+  template void layer_norm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, \
+                                      double);                                                    \
+  template void layer_norm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
+                                       const T*, int64_t, int64_t);                               \
+  template void rms_norm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);        \
+  template void rms_norm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t,     \
+                                     int64_t);
+VLMC_NORM_INSTANTIATE(float)
+VLMC_NORM_INSTANTIATE(double)
+#undef VLMC_NORM_INSTANTIATE
+
+}  // namespace vlmc::kernels::cpu

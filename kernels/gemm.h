@@ -1,0 +1,64 @@
+// General matrix multiply on row-major buffers, as BLAS defines it but with
+// row-major storage (the layout every vlmc tensor uses):
+//
+//   C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C[m, n]
+//
+// op(X) is X, or X transposed when trans_x is set. Each matrix is stored
+// row-major with a leading dimension (the distance between rows, in elements):
+//   A is [m, k] with lda >= k, or [k, m] with lda >= m when trans_a;
+//   B is [k, n] with ldb >= n, or [n, k] with ldb >= k when trans_b;
+//   C is [m, n] with ldc >= n.
+// When beta == 0, C is written without being read (it may hold garbage);
+// k == 0 gives C = beta * C. C must not overlap A or B.
+//
+// The strided-batched form runs `batch` such products, matrix i of each
+// operand starting at stride_x * i; a stride of 0 shares one matrix across
+// the batch (broadcasting). C's matrices must not overlap.
+//
+// broadcast_rows sets every row of C [m, n] (leading dim ldc) to row [n]: the
+// bias of y = x·Wᵀ + b laid into y before a GEMM with beta = 1, which costs
+// one write of y (a bias add after the GEMM would cost a read and a write).
+//
+// CPU: Eigen maps over the buffers with EIGEN_USE_BLAS, so products of any
+// size go to OpenBLAS's sgemm/dgemm (threaded by OpenBLAS on the vlmc pool).
+// CUDA: cuBLAS with a per-device handle, TF32 disabled so that f32 products
+// match the CPU to ~1e-6 relative.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda_stream.h"
+
+namespace vlmc::kernels {
+
+namespace cpu {
+template <typename T>  // float, double
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+
+template <typename T>
+void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                          const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                          int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c,
+                          int64_t batch);
+
+template <typename T>
+void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc);
+}  // namespace cpu
+
+namespace cuda {
+template <typename T>  // float, double
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc, cudaStream_t stream);
+
+template <typename T>
+void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                          const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                          int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c,
+                          int64_t batch, cudaStream_t stream);
+
+template <typename T>
+void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc, cudaStream_t stream);
+}  // namespace cuda
+
+}  // namespace vlmc::kernels
