@@ -54,7 +54,7 @@ TEST_CASE("the graph is freed after backward unless retained", "[autograd]") {
   REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("was freed by an earlier backward()"));
 }
 
-TEST_CASE("no_grad records nothing; detach cuts history", "[autograd]") {
+TEST_CASE("no_grad records nothing and detach cuts history", "[autograd]") {
   Tensor x = test::leaf({3}, 3);
   {
     NoGradGuard no_grad;
@@ -71,7 +71,7 @@ TEST_CASE("no_grad records nothing; detach cuts history", "[autograd]") {
   CHECK(test::rel_error(x.grad(), d) == 0.0);
 }
 
-TEST_CASE("leaves that do not require grad get none; frozen inputs are skipped", "[autograd]") {
+TEST_CASE("leaves that do not require grad get none and frozen inputs are skipped", "[autograd]") {
   Tensor w = test::leaf({3}, 4);
   Tensor frozen = Tensor::randn({3}, DType::f64);
   Tensor y = sum(mul(w, frozen));

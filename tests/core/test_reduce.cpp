@@ -145,7 +145,7 @@ TEST_CASE("max over a dim: values, indices, keepdim, negative dims", "[reduce]")
   CHECK(mt.indices.to_vector<int64_t>() == std::vector<int64_t>(12, 1));
 }
 
-TEST_CASE("max: the first index wins ties; NaN propagates", "[reduce]") {
+TEST_CASE("max: the first index wins ties and NaN propagates", "[reduce]") {
   const Tensor x = Tensor::from_vector(std::vector<double>{5, 1, 5, 5, 2, 2, 2, 0}, {2, 4});
   CHECK(max(x, 1).indices.to_vector<int64_t>() == std::vector<int64_t>{0, 0});
   CHECK(argmax(x, 0).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 0, 0});

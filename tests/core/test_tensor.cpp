@@ -81,7 +81,7 @@ TEST_CASE("to() converts between every pair of dtypes", "[tensor]") {
             .to_vector<int64_t>()[0] == (int64_t(1) << 62) + 1);
 }
 
-TEST_CASE("clone and contiguous copy; copy_ broadcasts into views", "[tensor]") {
+TEST_CASE("clone and contiguous copy, and copy_ broadcasting into views", "[tensor]") {
   Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
   Tensor t = a.transpose(0, 1);  // [3,2] view
   CHECK_FALSE(t.is_contiguous());

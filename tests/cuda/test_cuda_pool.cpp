@@ -6,7 +6,7 @@
 
 using namespace vlmc;
 
-TEST_CASE("adaptive_avg_pool2d on CUDA matches the CPU", "[cuda][pool]") {
+TEST_CASE("cuda adaptive_avg_pool2d matches the CPU", "[cuda][pool]") {
   const Device gpu = Device::cuda(0);
   uint64_t seed = 100;
   for (auto [b, h, w, c, oh, ow] : std::vector<std::array<int64_t, 6>>{

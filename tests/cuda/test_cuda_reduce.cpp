@@ -106,7 +106,7 @@ TEST_CASE("cuda max and argmax match the CPU", "[cuda][reduce]") {
   compare([](const Tensor& x) { return max(x.transpose(0, 1), 1).values; }, {513, 257}, ++seed);
 }
 
-TEST_CASE("cuda max: ties give the first index on every path; NaN propagates", "[cuda][reduce]") {
+TEST_CASE("cuda max: ties give the first index on every path and NaN propagates", "[cuda][reduce]") {
   // Values from a handful of integers: every row has many ties.
   Generator gen(3000);
   for (const DimCase& c : kDimCases) {
