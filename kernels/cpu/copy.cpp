@@ -11,11 +11,41 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;  // below this, threads cost more than they save
 
-void copy_same_dtype(char* dst, const Layout& dl, const char* src, const Layout& sl, size_t elem) {
+// Walks both layouts row by row: the offsets of a row's first element are
+// computed once (with divisions), then the innermost dim is a strided loop.
+// That keeps broadcast (stride 0) and transposed copies near memcpy speed.
+template <typename Body>
+void for_each_row(const Layout& dl, const Layout& sl, Body body) {
   const int64_t n = dl.numel();
+  const int64_t inner = dl.ndim == 0 ? 1 : dl.shape[dl.ndim - 1];
+  if (inner == 0) return;
+  const int64_t rows = n / inner;
+  const int64_t ds = dl.ndim == 0 ? 1 : dl.strides[dl.ndim - 1];
+  const int64_t ss = sl.ndim == 0 ? 1 : sl.strides[sl.ndim - 1];
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(dst + dl.offset_of(i) * elem, src + sl.offset_of(i) * elem, elem);
+  for (int64_t r = 0; r < rows; ++r) body(dl.offset_of(r * inner), ds, sl.offset_of(r * inner), ss, inner);
+}
+
+template <typename T>
+void copy_typed(T* dst, const Layout& dl, const T* src, const Layout& sl) {
+  for_each_row(dl, sl, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {
+    T* d = dst + d0;
+    const T* s = src + s0;
+    if (ds == 1 && ss == 1) {
+      for (int64_t j = 0; j < inner; ++j) d[j] = s[j];
+    } else {
+      for (int64_t j = 0; j < inner; ++j) d[j * ds] = s[j * ss];
+    }
+  });
+}
+
+void copy_same_dtype(void* dst, const Layout& dl, const void* src, const Layout& sl, size_t elem) {
+  switch (elem) {
+    case 8: copy_typed(static_cast<uint64_t*>(dst), dl, static_cast<const uint64_t*>(src), sl); break;
+    case 4: copy_typed(static_cast<uint32_t*>(dst), dl, static_cast<const uint32_t*>(src), sl); break;
+    case 2: copy_typed(static_cast<uint16_t*>(dst), dl, static_cast<const uint16_t*>(src), sl); break;
+    default: copy_typed(static_cast<uint8_t*>(dst), dl, static_cast<const uint8_t*>(src), sl); break;
+  }
 }
 
 }  // namespace
@@ -30,8 +60,7 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
     if (contiguous) {
       std::memcpy(dst, src, static_cast<size_t>(n) * elem);
     } else {
-      copy_same_dtype(static_cast<char*>(dst), dst_layout, static_cast<const char*>(src), src_layout,
-                      elem);
+      copy_same_dtype(dst, dst_layout, src, src_layout, elem);
     }
     return;
   }
@@ -41,10 +70,10 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
       store_from_double(dst, dst_dtype, i, load_as_double(src, src_dtype, i));
     return;
   }
-#pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i)
-    store_from_double(dst, dst_dtype, dst_layout.offset_of(i),
-                      load_as_double(src, src_dtype, src_layout.offset_of(i)));
+  for_each_row(dst_layout, src_layout, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {
+    for (int64_t j = 0; j < inner; ++j)
+      store_from_double(dst, dst_dtype, d0 + j * ds, load_as_double(src, src_dtype, s0 + j * ss));
+  });
 }
 
 void fill(void* dst, DType dtype, const Layout& layout, double value) {
