@@ -38,7 +38,7 @@ fuzz:
 	scripts/fuzz.sh $(RUNS)
 
 bench: build
-	$(BUILD)/bench/bench_gemm
+	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b || exit 1; done
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
