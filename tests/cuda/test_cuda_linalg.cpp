@@ -7,47 +7,15 @@
 #include "core/cuda/runtime.h"
 #include "core/ops.h"
 #include "kernels/gemm.h"
+#include "tests/support/backend_compare.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
+using test::random_leaf;
 using Catch::Contains;
 
 namespace {
-
 const Device kGpu = Device::cuda(0);
-
-Tensor random_leaf(const Shape& shape, uint64_t seed, DType dtype = DType::f32) {
-  Generator gen(seed);
-  Tensor t = Tensor::randn(shape, gen, dtype);
-  t.set_requires_grad(true);
-  return t;
-}
-
-// Runs fn on the CPU inputs and on CUDA copies of them; compares the outputs
-// and, after back-propagating the same random gradient, every input gradient.
-void compare(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-             const std::vector<Tensor>& cpu, double tol = 1e-5) {
-  std::vector<Tensor> gpu;
-  for (const Tensor& t : cpu) {
-    Tensor g = t.detach().to(kGpu);
-    if (t.requires_grad()) g.set_requires_grad(true);
-    gpu.push_back(g);
-  }
-  const Tensor y_cpu = fn(cpu), y_gpu = fn(gpu);
-  REQUIRE(y_gpu.device() == kGpu);
-  CHECK_REL(y_gpu.to(Device::cpu()), y_cpu, tol);
-  Generator gen(999);
-  const Tensor g = Tensor::randn(y_cpu.shape(), gen, y_cpu.dtype());
-  y_cpu.backward(g);
-  y_gpu.backward(g.to(kGpu));
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    if (!cpu[i].requires_grad()) continue;
-    INFO("gradient of input " << i);
-    REQUIRE(gpu[i].grad().defined());
-    CHECK_REL(gpu[i].grad().to(Device::cpu()), cpu[i].grad(), tol);
-  }
-}
-
 }  // namespace
 
 // The kernels are called directly here; they exist only in a CUDA build.
@@ -90,17 +58,17 @@ TEST_CASE("cuda matmul matches the CPU", "[cuda][linalg]") {
                                                    {{1, 70000}, {70000, 1}}};
   for (const auto& [sa, sb] : cases) {
     INFO(shape_str(sa) << " x " << shape_str(sb));
-    compare(mm, {random_leaf(sa, seed), random_leaf(sb, seed + 1)});
+    test::compare_cpu_cuda(mm, {random_leaf(sa, seed), random_leaf(sb, seed + 1)});
     seed += 2;
   }
   // Non-contiguous operands (transposed views and a narrow).
-  compare(
+  test::compare_cpu_cuda(
       [](const std::vector<Tensor>& t) {
         return matmul(t[0].transpose(-1, -2), t[1].narrow(1, 2, 9));
       },
       {random_leaf({3, 33, 20}, 40), random_leaf({33, 12}, 41)});
   // f64 goes through cublasDgemm.
-  compare(mm, {random_leaf({5, 31, 17}, 42, DType::f64), random_leaf({17, 23}, 43, DType::f64)},
+  test::compare_cpu_cuda(mm, {random_leaf({5, 31, 17}, 42, DType::f64), random_leaf({17, 23}, 43, DType::f64)},
           1e-12);
 }
 
@@ -112,9 +80,9 @@ TEST_CASE("cuda linear matches the CPU", "[cuda][linalg]") {
   for (const auto& [x, in, out] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
            {{1}, 1, 1}, {{3, 5}, 5, 7}, {{2, 300, 257}, 257, 129}, {{4, 9, 33}, 33, 1}}) {
     INFO(shape_str(x) << " in " << in << " out " << out);
-    compare(lin,
+    test::compare_cpu_cuda(lin,
             {random_leaf(x, seed), random_leaf({out, in}, seed + 1), random_leaf({out}, seed + 2)});
-    compare(lin, {random_leaf(x, seed + 3), random_leaf({out, in}, seed + 4)});  // no bias
+    test::compare_cpu_cuda(lin, {random_leaf(x, seed + 3), random_leaf({out, in}, seed + 4)});  // no bias
     seed += 5;
   }
   // Frozen weight: no weight gradient on CUDA either.

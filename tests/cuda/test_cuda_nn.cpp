@@ -6,21 +6,16 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "tests/support/backend_compare.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
+using test::random_leaf;
 using Catch::Contains;
 
 namespace {
 
 const Device kGpu = Device::cuda(0);
-
-Tensor random_leaf(const Shape& shape, uint64_t seed, DType dtype = DType::f32) {
-  Generator gen(seed);
-  Tensor t = Tensor::randn(shape, gen, dtype);
-  t.set_requires_grad(true);
-  return t;
-}
 
 // Random i64 values in [low, high) (seeded), on the CPU.
 Tensor random_indices(const Shape& shape, int64_t low, int64_t high, uint64_t seed) {
@@ -30,31 +25,6 @@ Tensor random_indices(const Shape& shape, int64_t low, int64_t high, uint64_t se
   for (size_t i = 0; i < u.size(); ++i)
     v[i] = low + static_cast<int64_t>(u[i] * static_cast<double>(high - low));
   return Tensor::from_vector(v, shape);
-}
-
-// Runs fn on the CPU inputs and on CUDA copies of them; compares the outputs
-// and, after back-propagating the same random gradient, every input gradient.
-void compare(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-             const std::vector<Tensor>& cpu, double tol = 1e-5) {
-  std::vector<Tensor> gpu;
-  for (const Tensor& t : cpu) {
-    Tensor g = t.detach().to(kGpu);
-    if (t.requires_grad()) g.set_requires_grad(true);
-    gpu.push_back(g);
-  }
-  const Tensor y_cpu = fn(cpu), y_gpu = fn(gpu);
-  REQUIRE(y_gpu.device() == kGpu);
-  CHECK_REL(y_gpu.to(Device::cpu()), y_cpu, tol);
-  Generator gen(999);
-  const Tensor g = Tensor::randn(y_cpu.shape(), gen, y_cpu.dtype());
-  y_cpu.backward(g);
-  y_gpu.backward(g.to(kGpu));
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    if (!cpu[i].requires_grad()) continue;
-    INFO("gradient of input " << i);
-    REQUIRE(gpu[i].grad().defined());
-    CHECK_REL(gpu[i].grad().to(Device::cpu()), cpu[i].grad(), tol);
-  }
 }
 
 }  // namespace
@@ -73,11 +43,11 @@ TEST_CASE("cuda softmax and log_softmax match the CPU", "[cuda][nn]") {
                                                                            {{2, 3, 4}, 1},
                                                                            {{2000, 40}, 1}}) {
       INFO((log ? "log_softmax " : "softmax ") << shape_str(shape) << " dim " << dim);
-      compare([&](const std::vector<Tensor>& t) { return op(t[0], dim); },
+      test::compare_cpu_cuda([&](const std::vector<Tensor>& t) { return op(t[0], dim); },
               {random_leaf(shape, seed++)});
     }
     // Non-contiguous input.
-    compare([&](const std::vector<Tensor>& t) { return op(t[0].transpose(0, 1), -1); },
+    test::compare_cpu_cuda([&](const std::vector<Tensor>& t) { return op(t[0].transpose(0, 1), -1); },
             {random_leaf({33, 9}, seed++)});
   }
   // Large logits stay finite.
@@ -94,19 +64,19 @@ TEST_CASE("cuda layer_norm and rms_norm match the CPU", "[cuda][nn]") {
                                                                     {{3, 4100}, {4100}},
                                                                     {{2, 1024}, {1024}}}) {
     INFO(shape_str(x) << " over " << shape_str(norm));
-    compare([n = norm](const std::vector<Tensor>& t) { return layer_norm(t[0], n, t[1], t[2]); },
+    test::compare_cpu_cuda([n = norm](const std::vector<Tensor>& t) { return layer_norm(t[0], n, t[1], t[2]); },
             {random_leaf(x, seed), random_leaf(norm, seed + 1), random_leaf(norm, seed + 2)});
-    compare([n = norm](const std::vector<Tensor>& t) { return layer_norm(t[0], n); },
+    test::compare_cpu_cuda([n = norm](const std::vector<Tensor>& t) { return layer_norm(t[0], n); },
             {random_leaf(x, seed + 3)});
-    compare([n = norm](const std::vector<Tensor>& t) { return rms_norm(t[0], n, t[1]); },
+    test::compare_cpu_cuda([n = norm](const std::vector<Tensor>& t) { return rms_norm(t[0], n, t[1]); },
             {random_leaf(x, seed + 4), random_leaf(norm, seed + 5)});
-    compare([n = norm](const std::vector<Tensor>& t) { return rms_norm(t[0], n); },
+    test::compare_cpu_cuda([n = norm](const std::vector<Tensor>& t) { return rms_norm(t[0], n); },
             {random_leaf(x, seed + 6)});
     seed += 7;
   }
   // Non-contiguous input; frozen weight (only x and bias need gradients).
   Tensor w = random_leaf({9}, 200).detach();
-  compare(
+  test::compare_cpu_cuda(
       [w](const std::vector<Tensor>& t) {
         return layer_norm(t[0].transpose(0, 1), {9}, w.to(t[0].device()), t[1]);
       },
@@ -119,7 +89,7 @@ TEST_CASE("cuda embedding matches the CPU", "[cuda][nn]") {
            {1, 1, {1}}, {50, 33, {4, 7}}, {1000, 128, {600}}, {7, 5, {3, 100}}}) {
     INFO("num " << num << " dim " << d << " indices " << shape_str(idx_shape));
     const Tensor idx = random_indices(idx_shape, 0, num, seed);
-    compare([idx](const std::vector<Tensor>& t) { return embedding(t[0], idx.to(t[0].device())); },
+    test::compare_cpu_cuda([idx](const std::vector<Tensor>& t) { return embedding(t[0], idx.to(t[0].device())); },
             {random_leaf({num, d}, seed + 1)});
     seed += 2;
   }
@@ -145,13 +115,13 @@ TEST_CASE("cuda cross_entropy matches the CPU", "[cuda][nn]") {
     // kept so that the mean is never the all-ignored NaN.
     Tensor targets = random_indices({n}, -1, c, seed);
     targets.narrow(0, 0, 1).fill_(0.0);
-    compare(
+    test::compare_cpu_cuda(
         [targets](const std::vector<Tensor>& t) {
           return cross_entropy(t[0], targets.to(t[0].device()), -1);
         },
         {random_leaf({n, c}, seed + 1)});
     const Tensor kept = random_indices({n}, 0, c, seed + 2);
-    compare(
+    test::compare_cpu_cuda(
         [kept](const std::vector<Tensor>& t) {
           return cross_entropy(t[0], kept.to(t[0].device()));
         },
