@@ -118,4 +118,68 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);    // mas
 // nn.AdaptiveAvgPool2d's windows (any sizes, also non-divisible ones).
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 
+// ---- top-k token selection (core/ops/topk.cpp) ---------------------------------------
+// scores [B, N] f32/f64 -> i64 [B, k]: each row's k best positions in ascending
+// position order (the seed's scores.topk(k).indices.sort()). Ranking: higher
+// score first; equal scores, the lower position first; NaN above everything
+// (as torch.topk); -0 == +0. 1 <= k <= N. Not differentiable.
+Tensor topk_indices(const Tensor& scores, int64_t k);
+// x [B, N, D] (any dtype), indices i64 [B, k] on x's device or the CPU, each
+// row's entries distinct and in [0, N) (as topk_indices gives; checked) ->
+// [B, k, D] with out[b, j] = x[b, indices[b, j]]. Backward: scatter into zeros.
+Tensor gather_rows(const Tensor& x, const Tensor& indices);
+
+// ---- image-token splice (core/ops/splice.cpp) ------------------------------------------
+// LLaVA's prepare_inputs_labels_for_multimodal, right padding.
+struct SpliceOptions {
+  int64_t image_token_id = -200;
+  // true: a sample without a placeholder gets the next image in front of its
+  // text (the seed's prepare_inputs); false: it carries no image (LLaVA).
+  bool prepend_image_if_missing = false;
+  int64_t max_length = 0;  // cap on each sample's spliced length; 0 = none
+};
+struct SpliceResult {
+  Tensor inputs_embeds;   // [B, L, D], zeros on padding, L = the longest sample
+  Tensor attention_mask;  // i64 [B, L], 1 on real tokens
+  Tensor labels;          // i64 [B, L], -100 at image tokens and padding
+  Tensor position_ids;    // i64 [B, L], 0..len-1 per sample, 0 on padding
+  int64_t truncated = 0;  // tokens cut by max_length, summed over the batch
+};
+// input_ids i64 [B, T]; embed_table [V, D] f32/f64; visual_tokens [num_images,
+// Nv, D] (same dtype and device as the table); labels i64 [B, T] or undefined
+// (then every label is -100); text_mask u8/i64 [B, T] (0 = padding, dropped
+// first) or undefined. Placeholders are filled in order from the image list
+// across the batch; the number of image slots must equal num_images. The
+// index tensors may be on the CPU or the table's device. Gradients flow to
+// embed_table and visual_tokens.
+SpliceResult splice_image_embeddings(const Tensor& input_ids, const Tensor& embed_table,
+                                     const Tensor& visual_tokens, const Tensor& labels = Tensor(),
+                                     const Tensor& text_mask = Tensor(),
+                                     const SpliceOptions& options = SpliceOptions());
+
+// ---- conv + batch norm (core/ops/conv_bn.cpp, kernels/conv_bn.h) ---------------------------
+// Channels-last grids: x [B, H, W, Cin] -> [B, Ho, Wo, Cout]; weight [Cout, Cin, kh, kw]
+// (PyTorch's layout; kh != kw allowed); bias [Cout] or undefined. As nn.Conv2d with the same
+// stride and zero padding on both axes, dilation 1, groups 1.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              int64_t stride = 1, int64_t padding = 0);
+// conv2d, then nn.BatchNorm2d (+ exact-erf nn.GELU when apply_gelu), fused. bn_weight and
+// bn_bias [Cout] may be undefined (affine=False). training: batch statistics over (B, Ho, Wo)
+// with the biased variance; running_mean/running_var [Cout] (same dtype and device) move by
+// momentum toward the mean and the unbiased variance, and num_batches_tracked (i64, one
+// element, may be undefined) counts; needs B*Ho*Wo > 1. eval: the running statistics.
+// The running statistics are updated in place, outside the graph, and get no gradient.
+Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& conv_bias,
+                        const Tensor& bn_weight, const Tensor& bn_bias, Tensor& running_mean,
+                        Tensor& running_var, Tensor& num_batches_tracked, bool training,
+                        double momentum = 0.1, double eps = 1e-5, bool apply_gelu = false,
+                        int64_t stride = 1, int64_t padding = 1);
+
+// ---- fused linear + bias + GELU (core/ops/fused_linear.cpp, kernels/fused_linear.h) -------
+// GELU(linear(x, weight, bias)) in one kernel: x [..., in], weight [out, in], bias [out] or
+// undefined -> [..., out]. f32/f64 on the CPU; f32/f64 on CUDA (the exact SIMT kernel) and
+// bf16 on CUDA (tensor cores, forward only). The backward keeps the pre-activation.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                   GeluApprox approx = GeluApprox::none);
+
 }  // namespace vlmc
