@@ -1,0 +1,178 @@
+// linear_gelu: y = GELU(x·Wᵀ + b) in one kernel (kernels/fused_linear.h), and
+// its backward.
+//
+// The pre-activation z = x·Wᵀ + b is kept (written by the forward's epilogue
+// next to y, only when a gradient will be needed) rather than recomputed: the
+// backward needs GELU'(z), and recomputing z would cost a third GEMM of the
+// same size as the forward, 50 % more backward work, to save one [M, N]
+// buffer, the same buffer the unfused linear → gelu pair keeps as gelu's input.
+//
+// Backward: dz = dy ⊙ GELU'(z) with db = Σ_rows dz fused into the same pass
+// (our kernel, CPU and CUDA), then dx = dz·W and dW = dzᵀ·x as two plain GEMMs
+// (kernels/gemm.h: OpenBLAS on the CPU, cuBLAS on CUDA). Only the gradients
+// the GradMask asks for are computed.
+#include "core/dispatch.h"
+#include "core/ops.h"
+#include "kernels/fused_linear.h"
+#include "kernels/gemm.h"
+
+namespace vlmc {
+namespace {
+
+constexpr const char* kOp = "linear_gelu";
+
+kernels::GeluKind kind_of(GeluApprox approx) {
+  return approx == GeluApprox::tanh ? kernels::GeluKind::tanh : kernels::GeluKind::erf;
+}
+
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// y, z [rows, out] = GELU(x [rows, in] · w [out, in]ᵀ + b); z may be undefined.
+void forward(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w, const Tensor& b,
+             kernels::GeluKind kind) {
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (x.dtype() == DType::bf16) {
+    // v3 (CUDA only, checked by the caller): bf16 in, bf16 out.
+    [[maybe_unused]] const auto bits = [](const Tensor& t) {
+      return t.defined() ? static_cast<const uint16_t*>(t.data_ptr()) : nullptr;
+    };
+    VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_bf16(y.data_ptr(), DType::bf16, nullptr, bits(x),
+                                                       bits(w), bits(b), m, n, k, kind,
+                                                       stream_of(x)));
+    return;
+  }
+  dispatch_float(kOp, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* pz = z.defined() ? z.data<T>() : nullptr;
+    if (x.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu<T>(y.data<T>(), pz, x.data<T>(), w.data<T>(),
+                                                       data_or_null<T>(b), m, n, k, kind,
+                                                       stream_of(x)));
+    } else {
+      kernels::cpu::linear_gelu<T>(y.data<T>(), pz, x.data<T>(), w.data<T>(), data_or_null<T>(b), m,
+                                   n, k, kind);
+    }
+  });
+}
+
+// c [m, n] = op(a)·op(b) over contiguous row-major operands (kernels/gemm.h).
+void gemm_into(const Tensor& c, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+               const Tensor& a, int64_t lda, const Tensor& b, int64_t ldb) {
+  if (c.numel() == 0) return;
+  if (k == 0) {
+    Tensor(c).zero_();  // a handle to the same tensor
+    return;
+  }
+  dispatch_float(kOp, c.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    if (c.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda,
+                                                b.data<T>(), ldb, T(0), c.data<T>(), n,
+                                                stream_of(c)));
+    } else {
+      kernels::cpu::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(), ldb,
+                            T(0), c.data<T>(), n);
+    }
+  });
+}
+
+// dz [rows, out] = g ⊙ GELU'(z), and db [out] = Σ_rows dz when wanted.
+void backward_elementwise(const Tensor& dz, const Tensor& db, const Tensor& g, const Tensor& z,
+                          kernels::GeluKind kind) {
+  const int64_t m = z.size(0), n = z.size(1);
+  dispatch_float(kOp, z.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* pdb = db.defined() ? db.data<T>() : nullptr;
+    if (z.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_backward<T>(dz.data<T>(), pdb, g.data<T>(),
+                                                                z.data<T>(), m, n, kind,
+                                                                stream_of(z)));
+    } else {
+      kernels::cpu::linear_gelu_backward<T>(dz.data<T>(), pdb, g.data<T>(), z.data<T>(), m, n,
+                                            kind);
+    }
+  });
+}
+
+void check_arguments(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VLMC_CHECK(x.defined() && weight.defined(), "linear_gelu: undefined input or weight");
+  VLMC_CHECK(weight.dim() == 2, "linear_gelu: weight ", shape_str(weight.shape()),
+             " must be 2-D [out, in]");
+  VLMC_CHECK(x.dim() >= 1, "linear_gelu: input ", shape_str(x.shape()),
+             " must have at least 1 dim");
+  VLMC_CHECK(x.size(-1) == weight.size(1), "linear_gelu: input ", shape_str(x.shape()),
+             " does not match weight ", shape_str(weight.shape()));
+  const int64_t out_features = weight.size(0);
+  if (bias.defined())
+    VLMC_CHECK(bias.shape() == Shape{out_features}, "linear_gelu: bias ",
+               shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()),
+               " (expected [", out_features, "])");
+  check_same_device(kOp, {x, weight, bias});
+  if (x.dtype() == DType::bf16) {
+    // The tensor-core path: CUDA, forward only (inference with bf16 weights).
+    VLMC_CHECK(x.device().is_cuda(), "linear_gelu: input ", describe(x),
+               ": bf16 runs on CUDA only (use f32 or f64 on the CPU)");
+    check_same_dtype(kOp, {x, weight, bias});
+    VLMC_CHECK(!any_requires_grad({x, weight, bias}),
+               "linear_gelu: bf16 has no backward (forward only); train in f32");
+    return;
+  }
+  check_float(kOp, "input", x);
+  check_float(kOp, "weight", weight);
+  if (bias.defined()) check_float(kOp, "bias", bias);
+  check_same_dtype(kOp, {x, weight, bias});
+}
+
+}  // namespace
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx) {
+  check_arguments(x, weight, bias);
+  const kernels::GeluKind kind = kind_of(approx);
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+
+  // x [..., in] -> x2 [rows, in]; y2, z2 [rows, out]; y [..., out].
+  int64_t rows = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  const Tensor x2 = x.detach().reshape({rows, in}).contiguous();
+  const Tensor wd = weight.detach().contiguous();
+  const Tensor bd = bias.defined() ? bias.detach().contiguous() : Tensor();
+  const bool grad = any_requires_grad({x, weight, bias});
+  Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
+  const Tensor z2 = grad ? Tensor::empty({rows, out_features}, x.dtype(), x.device()) : Tensor();
+  if (y2.numel() > 0) forward(y2, z2, x2, wd, bd, kind);
+  Tensor y = y2.view(out_shape);
+  if (!grad) return y;
+
+  // dx needs W, dW needs x: a frozen weight keeps no copy of the input.
+  const Tensor saved_x = weight.requires_grad() ? x2 : Tensor();
+  const Tensor saved_w = x.requires_grad() ? wd : Tensor();
+  record(y, kOp, {x, weight, bias},
+         [z2, saved_x, saved_w, kind, x_shape = x.shape(), rows, in, out_features](
+             const Tensor& g, const GradMask& needs) {
+           const Tensor g2 = g.reshape({rows, out_features}).contiguous();
+           Tensor dz = Tensor::empty({rows, out_features}, g2.dtype(), g2.device());
+           Tensor db = needs[2] ? Tensor::empty({out_features}, g2.dtype(), g2.device()) : Tensor();
+           backward_elementwise(dz, db, g2, z2, kind);
+           std::vector<Tensor> grads(3);
+           if (needs[0]) {  // dx [rows, in] = dz [rows, out] · W [out, in]
+             Tensor dx = Tensor::empty({rows, in}, g2.dtype(), g2.device());
+             gemm_into(dx, false, false, rows, in, out_features, dz, out_features, saved_w, in);
+             grads[0] = dx.view(x_shape);
+           }
+           if (needs[1]) {  // dW [out, in] = dzᵀ · x [rows, in], summed over all rows
+             Tensor dw = Tensor::empty({out_features, in}, g2.dtype(), g2.device());
+             gemm_into(dw, true, false, out_features, in, rows, dz, out_features, saved_x, in);
+             grads[1] = dw;
+           }
+           grads[2] = db;
+           return grads;
+         });
+  return y;
+}
+
+}  // namespace vlmc
