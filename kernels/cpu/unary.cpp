@@ -1,5 +1,8 @@
 // CPU unary kernels (activations, exp/log family, tensor-with-scalar ops) and
 // their fused backward (see kernels/elementwise.h). Contiguous buffers only.
+#include <type_traits>
+
+#include "kernels/cpu/fast_math.h"
 #include "kernels/elementwise.h"
 
 namespace vlmc::kernels::cpu {
@@ -9,18 +12,35 @@ namespace {
 // earlier than for a copy.
 constexpr int64_t kParallelGrain = 1 << 13;
 
+// f32 GELU goes through the vectorized polynomials of kernels/cpu/fast_math.h
+// (std::erf per element would cost several times the rest of the pass);
+// f64 stays exact for gradient checks.
+template <UnaryOp Op, typename T>
+constexpr bool kFastGelu =
+    std::is_same_v<T, float> && (Op == UnaryOp::gelu || Op == UnaryOp::gelu_tanh);
+
 template <UnaryOp Op, typename T>
 void unary_impl(T* y, const T* x, int64_t n, T s) {
+  if constexpr (kFastGelu<Op, T>) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) y[i] = fast::gelu_value<Op == UnaryOp::gelu_tanh>(x[i]);
+  } else {
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) y[i] = unary_value<Op>(x[i], s);
+    for (int64_t i = 0; i < n; ++i) y[i] = unary_value<Op>(x[i], s);
+  }
 }
 
 template <UnaryOp Op, typename T>
 void backward_impl(T* gx, const T* g, const T* x, const T* y, int64_t n, T s) {
-  constexpr UnarySaves saves = unary_saves(Op);
+  if constexpr (kFastGelu<Op, T>) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) gx[i] = g[i] * fast::gelu_grad<Op == UnaryOp::gelu_tanh>(x[i]);
+  } else {
+    constexpr UnarySaves saves = unary_saves(Op);
 #pragma omp parallel for if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i)
-    gx[i] = unary_grad<Op>(g[i], saves.x ? x[i] : T(0), saves.y ? y[i] : T(0), s);
+    for (int64_t i = 0; i < n; ++i)
+      gx[i] = unary_grad<Op>(g[i], saves.x ? x[i] : T(0), saves.y ? y[i] : T(0), s);
+  }
 }
 
 }  // namespace
