@@ -31,7 +31,9 @@
 
 using namespace vlmc;
 using kernels::GeluKind;
+#if VLMC_WITH_CUDA  // the kernel-level cases call kernels::cuda directly: CUDA builds only
 using kernels::cuda::LinearGeluVersion;
+#endif
 
 namespace {
 
@@ -42,14 +44,14 @@ Tensor poisoned(const Shape& shape, DType dtype = DType::f32) {
 }
 
 // f32 rounded to TF32 as the tensor cores take it: 10 mantissa bits, ties away from zero.
-float round_tf32(float v) {
+[[maybe_unused]] float round_tf32(float v) {
   if (!std::isfinite(v)) return v;
   uint32_t u = std::bit_cast<uint32_t>(v);
   u = (u + 0x1000u) & ~0x1fffu;
   return std::bit_cast<float>(u);
 }
 
-Tensor map_f32(const Tensor& t, float (*f)(float)) {
+[[maybe_unused]] Tensor map_f32(const Tensor& t, float (*f)(float)) {
   std::vector<float> v = t.to_vector<float>();
   for (float& e : v) e = f(e);
   return Tensor::from_vector(v, t.shape());
@@ -101,7 +103,7 @@ struct Inputs {
   Tensor x, w, b;  // f32 on the CPU
 };
 
-Inputs make_inputs(const Shape3& s, bool bias, uint64_t seed) {
+[[maybe_unused]] Inputs make_inputs(const Shape3& s, bool bias, uint64_t seed) {
   Generator gen(seed);
   Inputs in;
   in.x = Tensor::randn({s.m, s.k}, gen);
@@ -115,7 +117,7 @@ struct Result {
   Tensor y, z;  // on the CPU, f32
 };
 
-Result cpu_oracle(const Inputs& in, GeluKind kind) {
+[[maybe_unused]] Result cpu_oracle(const Inputs& in, GeluKind kind) {
   const int64_t m = in.x.size(0), k = in.x.size(1), n = in.w.size(0);
   Tensor y = Tensor::empty({m, n}), z = Tensor::empty({m, n});
   kernels::cpu::linear_gelu<float>(y.data<float>(), z.data<float>(), in.x.data<float>(),
@@ -124,6 +126,7 @@ Result cpu_oracle(const Inputs& in, GeluKind kind) {
   return {y, z};
 }
 
+#if VLMC_WITH_CUDA
 Result run_f32(LinearGeluVersion version, const Inputs& in, GeluKind kind) {
   const int64_t m = in.x.size(0), k = in.x.size(1), n = in.w.size(0);
   const Tensor x = in.x.to(kGpu), w = in.w.to(kGpu);
@@ -155,8 +158,10 @@ Inputs rounded_to_bf16(const Inputs& in) {
   return {round(in.x), round(in.w), round(in.b)};
 }
 
+#endif  // VLMC_WITH_CUDA
 }  // namespace
 
+#if VLMC_WITH_CUDA  // kernel-level cases; the op-level cases below run in any build
 TEST_CASE("cuda linear_gelu v1 (SIMT f32) writes every output and matches the CPU", "[cuda][fused_linear]") {
   uint64_t seed = 1;
   for (const Shape3& s : kShapes) {
@@ -262,6 +267,8 @@ TEST_CASE("cuda linear_gelu backward kernel writes dz and db and matches the CPU
     }
   }
 }
+
+#endif  // VLMC_WITH_CUDA
 
 TEST_CASE("cuda linear_gelu op forward and backward match the CPU", "[cuda][fused_linear]") {
   uint64_t seed = 500;
