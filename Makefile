@@ -18,8 +18,13 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The suite on the default (CUDA-compiled) build, then on a CPU-only build,
+# so that -DVLMC_CUDA=OFF keeps linking and passing.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cmake -S . -B $(BUILD)-cpu-only -G Ninja -DVLMC_CUDA=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD)-cpu-only -j $(JOBS)
+	cd $(BUILD)-cpu-only && ctest --output-on-failure -j $(JOBS)
 
 # The main job. Until two-stage training lands it is the connector comparison
 # of the seed's compare_connectors(): parameter counts, shapes, timing.
@@ -41,4 +46,4 @@ bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b || exit 1; done
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) $(BUILD)-cpu-only build-asan build-fuzz
