@@ -6,6 +6,7 @@
 // their own Tensor members, so to(device) can swap what those members hold.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -37,6 +38,14 @@ class Module {
   void zero_grad();
   // Moves (and converts) every parameter and buffer; parameters stay leaves.
   void to(Device device);
+
+  // Parameters and buffers by their PyTorch state_dict() names (detached).
+  std::map<std::string, Tensor> state_dict() const;
+  // Copies values in by name, converting F32/F16/BF16/F64 to each tensor's
+  // dtype and device. strict: every missing, unexpected or mis-shaped key is
+  // listed in one vlmc::Error, as PyTorch's load_state_dict does, and nothing
+  // is changed unless all keys match.
+  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 
  protected:
   void register_parameter(std::string name, Tensor* tensor);

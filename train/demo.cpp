@@ -58,7 +58,7 @@ int run_demo(const DemoOptions& o) {
   nn::DownsamplingConnector down_conn(o.dim_vision, o.dim_llm, o.grid_size, o.target_size, gen);
   struct Row {
     const char* name;
-    nn::UnaryModule* module;
+    nn::Connector* module;
   };
   const std::vector<Row> rows = {{"Linear Projection", &linear_proj},
                                  {"MLP Connector", &mlp_conn},

@@ -1,0 +1,47 @@
+// The connector interface and factory: every connector of the seed maps
+// visual features [B, N, Dv] to visual tokens [B, N', Dllm], and is built by
+// name from the seed's constructor arguments.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "modules/module.h"
+
+namespace vlmc::nn {
+
+// The seed's constructor arguments (and their defaults) for every connector.
+struct ConnectorConfig {
+  std::string type = "mlp";  // one of connector_types()
+  int64_t dim_vision = 1024;
+  int64_t dim_llm = 4096;
+  std::optional<int64_t> dim_hidden;  // mlp: default dim_llm
+  int64_t grid_size = 24;             // downsample, c-abstractor
+  int64_t target_size = 12;           // downsample, c-abstractor
+  int64_t num_conv_layers = 2;        // c-abstractor
+  int64_t max_tokens = 576;           // dynamic
+  int64_t min_tokens = 64;            // dynamic
+  int64_t max_visual_tokens = 1024;   // ocr
+  bool score_weighting = false;       // dynamic: scale kept tokens by their score (off = the seed)
+};
+
+class Connector : public Module {
+ public:
+  // visual_features [B, N, Dv] -> [B, N', Dllm]. target_tokens is the dynamic
+  // connector's forward argument; the other connectors refuse a value.
+  virtual Tensor forward(const Tensor& visual_features,
+                         std::optional<int64_t> target_tokens = std::nullopt) = 0;
+};
+
+// "linear", "mlp", "downsample", "c-abstractor", "dynamic", "ocr".
+const std::vector<std::string>& connector_types();
+
+// Builds the connector config.type names; an unknown type is an error that
+// lists the known ones.
+std::shared_ptr<Connector> make_connector(const ConnectorConfig& config,
+                                          Generator& gen = default_generator());
+
+}  // namespace vlmc::nn
