@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "train/connector_cli.h"
 #include "train/demo.h"
 
 int main(int argc, char** argv) {
@@ -34,10 +35,13 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--device", demo.device, "cpu, cuda or cuda:N")->capture_default_str();
   demo_cmd->add_option("--seed", demo.seed, "seed of the random features and weights")->capture_default_str();
 
+  vlmc::cli::ConnectorCommands connector(app);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads > 0) vlmc::set_num_threads(threads);
     if (demo_cmd->parsed()) return vlmc::cli::run_demo(demo);
+    if (connector.parsed()) return connector.execute();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vlmc: error: %s\n", e.what());
     return 1;
