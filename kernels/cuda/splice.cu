@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/row_copy.cuh"
 #include "kernels/splice.h"
 
 namespace vlmc::kernels::cuda {
@@ -65,29 +66,6 @@ __global__ void table_backward_kernel(T* dtable, const T* grad, const int64_t* t
       dst[j] = acc;
     }
   }
-}
-
-// Calls launch(U{}) with the widest copy unit dividing every byte count and
-// address OR-ed into `bits`.
-template <typename Launch>
-void with_copy_unit(uintptr_t bits, Launch&& launch) {
-  if (bits % 16 == 0) {
-    launch(uint4{});
-  } else if (bits % 8 == 0) {
-    launch(uint2{});
-  } else if (bits % 4 == 0) {
-    launch(uint32_t{});
-  } else if (bits % 2 == 0) {
-    launch(uint16_t{});
-  } else {
-    launch(uint8_t{});
-  }
-}
-
-// Threads per row block: enough warps to cover the row once, at most 256.
-int row_threads(int64_t units) {
-  const int64_t warps = (units + 31) / 32;
-  return static_cast<int>(warps >= 8 ? 256 : (warps < 1 ? 32 : warps * 32));
 }
 
 }  // namespace

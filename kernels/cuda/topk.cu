@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/row_copy.cuh"
 #include "kernels/topk.h"
 
 namespace vlmc::kernels::cuda {
@@ -198,29 +199,6 @@ __global__ void gather_rows_backward_kernel(U* dx, const U* g, const int64_t* in
       for (int64_t u = threadIdx.x; u < units; u += blockDim.x) dst[u] = U{};
     }
   }
-}
-
-// Calls launch(U{}) with the widest copy unit that divides every byte count
-// and address in `bits` (an OR of them).
-template <typename Launch>
-void with_copy_unit(uintptr_t bits, Launch&& launch) {
-  if (bits % 16 == 0) {
-    launch(uint4{});
-  } else if (bits % 8 == 0) {
-    launch(uint2{});
-  } else if (bits % 4 == 0) {
-    launch(uint32_t{});
-  } else if (bits % 2 == 0) {
-    launch(uint16_t{});
-  } else {
-    launch(uint8_t{});
-  }
-}
-
-// Threads per row block: enough warps to cover the row once, at most 256.
-int row_threads(int64_t units) {
-  const int64_t warps = (units + 31) / 32;
-  return static_cast<int>(warps >= 8 ? 256 : (warps < 1 ? 32 : warps * 32));
 }
 
 }  // namespace
