@@ -5,6 +5,7 @@
 // so that each destination element is summed by exactly one thread, in index
 // order: results do not depend on the thread count.
 #include "kernels/index.h"
+#include "kernels/type_dispatch.h"
 
 #include <algorithm>
 #include <cstring>
@@ -18,27 +19,6 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;  // elements below which threads cost more than they save
 constexpr int64_t kInnerChunk = 256;          // index_add: inner elements one task sums
-
-// Calls f(T{}) with T the unsigned integer of dtype's width.
-template <typename F>
-void by_width(DType dtype, F&& f) {
-  switch (dtype_size(dtype)) {
-    case 1: f(uint8_t{}); return;
-    case 2: f(uint16_t{}); return;
-    case 4: f(uint32_t{}); return;
-    case 8: f(uint64_t{}); return;
-  }
-  throw std::invalid_argument("index kernels: unsupported element width");
-}
-
-// Calls f(T{}) with T = float or double.
-template <typename F>
-void by_float(const char* op, DType dtype, F&& f) {
-  if (dtype == DType::f32) return f(float{});
-  if (dtype == DType::f64) return f(double{});
-  throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(dtype) +
-                              " is not supported (f32 or f64)");
-}
 
 // The layout without dim: the "lines" along dim that gather/scatter_add walk.
 Layout drop_dim(const Layout& l, int dim) {

@@ -11,6 +11,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/element.h"
 #include "kernels/index.h"
+#include "kernels/type_dispatch.h"
 
 namespace vlmc::kernels::cuda {
 namespace {
@@ -20,25 +21,6 @@ constexpr int kBlock = 256;
 #define VLMC_GRID_STRIDE(i, n)                                                   \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
        i += int64_t(gridDim.x) * blockDim.x)
-
-template <typename F>
-void by_width(DType dtype, F&& f) {
-  switch (dtype_size(dtype)) {
-    case 1: f(uint8_t{}); return;
-    case 2: f(uint16_t{}); return;
-    case 4: f(uint32_t{}); return;
-    case 8: f(uint64_t{}); return;
-  }
-  throw std::invalid_argument("index kernels: unsupported element width");
-}
-
-template <typename F>
-void by_float(const char* op, DType dtype, F&& f) {
-  if (dtype == DType::f32) return f(float{});
-  if (dtype == DType::f64) return f(double{});
-  throw std::invalid_argument(std::string(op) + ": dtype " + dtype_name(dtype) +
-                              " is not supported (f32 or f64)");
-}
 
 // first_bad holds all ones (-1) on entry; atomicMin keeps the lowest bad position.
 __global__ void out_of_range_kernel(unsigned long long* first_bad, const int64_t* index, Layout l,
