@@ -144,15 +144,10 @@ int main(int argc, char** argv) {
           row.max_rel_error = rel_error(y.to_vector<float>(), want);
         }
         row.valid = row.max_rel_error < 1e-5;
-        if (row.valid) {
-          row.timing = device.is_cuda() ? bench::time_device(is_backward ? std::function<void()>(backward) : forward,
-                                                             cuda::stream(0), 2, flags.repeats)
-                                        : bench::time_host(is_backward ? std::function<void()>(backward) : forward, 1,
-                                                           flags.repeats);
-          row.gbps = bytes / (row.timing.median_ms * 1e-3) / 1e9;
-          row.ceiling = device.is_cuda() ? device_ceiling : host_ceiling;
-          row.ceiling_name = device.is_cuda() ? "device-to-device copy GB/s" : "memcpy GB/s of the same bytes";
-        }
+        if (row.valid)
+          bench::time_bandwidth_row(row, is_backward ? std::function<void()>(backward) : forward, device.is_cuda(),
+                                    flags.repeats, bytes, device.is_cuda() ? device_ceiling : host_ceiling,
+                                    device.is_cuda() ? "device-to-device copy GB/s" : "memcpy GB/s of the same bytes");
         report.add(row);
       }
     }

@@ -158,8 +158,8 @@ int main(int argc, char** argv) {
             {"vlmc table backward (dense)", table_backward,
              [&] { return rel_error(dtable.to_vector<double>(), want_dtable); }, table_bytes},
         };
+        kernels::SplicePlan scratch;  // outlives the steps: the plan step writes into it
         if (!on_gpu) {
-          kernels::SplicePlan scratch;
           steps.insert(steps.begin(), Step{"plan (host)", [&] { kernels::plan_splice(scratch, q); },
                                            [] { return 0.0; }, 0.0});
         }
@@ -173,15 +173,10 @@ int main(int argc, char** argv) {
           if (on_gpu) cuda::synchronize(0);
           row.max_rel_error = step.error();
           row.valid = row.max_rel_error < 1e-6;
-          if (row.valid) {
-            row.timing = on_gpu ? bench::time_device(step.run, cuda::stream(0), 2, flags.repeats)
-                                : bench::time_host(step.run, 1, flags.repeats);
-            if (step.bytes > 0) {
-              row.gbps = step.bytes / (row.timing.median_ms * 1e-3) / 1e9;
-              row.ceiling = on_gpu ? device_ceiling : host_ceiling;
-              row.ceiling_name = on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the forward's bytes";
-            }
-          }
+          if (row.valid)
+            bench::time_bandwidth_row(row, step.run, on_gpu, flags.repeats, step.bytes,
+                                      on_gpu ? device_ceiling : host_ceiling,
+                                      on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the forward's bytes");
           report.add(row);
         }
       }

@@ -173,13 +173,10 @@ int main(int argc, char** argv) {
         if (on_gpu) cuda::synchronize(0);
         row.max_rel_error = step.error();
         row.valid = row.max_rel_error < 1e-6;
-        if (row.valid) {
-          row.timing = on_gpu ? bench::time_device(step.run, cuda::stream(0), 2, flags.repeats)
-                              : bench::time_host(step.run, 1, flags.repeats);
-          row.gbps = step.bytes / (row.timing.median_ms * 1e-3) / 1e9;
-          row.ceiling = on_gpu ? device_ceiling : host_ceiling;
-          row.ceiling_name = on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the gathered bytes";
-        }
+        if (row.valid)
+          bench::time_bandwidth_row(row, step.run, on_gpu, flags.repeats, step.bytes,
+                                    on_gpu ? device_ceiling : host_ceiling,
+                                    on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the gathered bytes");
         report.add(row);
       }
     }

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cuda/runtime.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
 
@@ -102,6 +103,15 @@ double host_copy_gbps(size_t bytes) {
   std::vector<char> a(bytes, 1), b(bytes, 0);
   const Timing t = time_host([&] { std::memcpy(b.data(), a.data(), bytes); }, 1, 5);
   return 2.0 * static_cast<double>(bytes) / (t.median_ms * 1e-3) / 1e9;
+}
+
+void time_bandwidth_row(Row& row, const std::function<void()>& run, bool on_gpu, int repeats,
+                        double bytes, double ceiling, const std::string& ceiling_name) {
+  row.timing = on_gpu ? time_device(run, cuda::stream(0), 2, repeats) : time_host(run, 1, repeats);
+  if (bytes <= 0) return;
+  row.gbps = bytes / (row.timing.median_ms * 1e-3) / 1e9;
+  row.ceiling = ceiling;
+  row.ceiling_name = ceiling_name;
 }
 
 void Report::print() const {

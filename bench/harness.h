@@ -63,6 +63,12 @@ class Report {
   std::vector<Row> rows_;
 };
 
+// For a memory-bound row that passed validation: times run on the host or on
+// cuda:0's stream (after one/two warm-ups), and fills timing, GB/s of `bytes`
+// (the fewest the kernel must move; 0 leaves GB/s empty) and the ceiling.
+void time_bandwidth_row(Row& row, const std::function<void()>& run, bool on_gpu, int repeats,
+                        double bytes, double ceiling, const std::string& ceiling_name);
+
 // Parses the flags every benchmark takes: --threads N, --json PATH, --repeats N,
 // --help. Unknown flags are an error that names them. Returns false on --help.
 struct CommonFlags {
