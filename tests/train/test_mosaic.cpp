@@ -1,0 +1,173 @@
+// Mosaics and their text: layout of the four items, determinism per seed,
+// split separation, and the answers of every question kind checked against
+// the mosaic's classes.
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+
+#include "train/mosaic.h"
+
+using namespace vlmc;
+using namespace vlmc::train;
+
+namespace {
+
+// A small fake split: item i is filled with value 10 * i + 5, class i % 10.
+FashionMnist fake_split(int64_t n) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(n * 784));
+  std::vector<int64_t> labels(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = i % 10;
+    for (int64_t k = 0; k < 784; ++k) pixels[i * 784 + k] = static_cast<uint8_t>(10 * i + 5);
+  }
+  return {Split::train, Tensor::from_vector(pixels, {n, 28, 28}), Tensor::from_vector(labels, {n})};
+}
+
+}  // namespace
+
+TEST_CASE("mosaic: quadrants hold their items, scaled to [0, 1]", "[data][mosaic]") {
+  const FashionMnist data = fake_split(20);
+  Generator gen(7);
+  const MosaicSet set = make_mosaics(data, 50, gen);
+  CHECK(set.images.shape() == Shape{50, 56, 56});
+  CHECK(set.images.dtype() == DType::f32);
+  CHECK(set.classes.shape() == Shape{50, 4});
+  CHECK(gen.offset() == 50);
+  const auto img = set.images.to_vector<float>();
+  const auto src = set.sources.to_vector<int64_t>();
+  std::set<int64_t> used;
+  for (int64_t m = 0; m < 50; ++m) {
+    const auto cls = set.classes_of(m);
+    for (int64_t q = 0; q < 4; ++q) {
+      const int64_t item = src[4 * m + q];
+      used.insert(item);
+      CHECK(cls[q] == item % 10);
+      const float expect = (10 * item + 5) / 255.0f;
+      // Corners of the quadrant.
+      const int64_t r0 = (q / 2) * 28, c0 = (q % 2) * 28;
+      for (int64_t y : {r0, r0 + 27})
+        for (int64_t x : {c0, c0 + 27}) CHECK(img[(m * 56 + y) * 56 + x] == expect);
+    }
+  }
+  CHECK(used.size() > 15);  // draws spread over the split
+}
+
+TEST_CASE("mosaic: deterministic per seed, prefix-stable, seed-dependent", "[data][mosaic]") {
+  const FashionMnist data = fake_split(100);
+  Generator a(3), b(3), c(4);
+  const MosaicSet sa = make_mosaics(data, 40, a);
+  const MosaicSet sb = make_mosaics(data, 10, b);
+  const MosaicSet sc = make_mosaics(data, 40, c);
+  const auto va = sa.sources.to_vector<int64_t>();
+  const auto vb = sb.sources.to_vector<int64_t>();
+  CHECK(std::vector<int64_t>(va.begin(), va.begin() + 40) == vb);
+  CHECK(va != sc.sources.to_vector<int64_t>());
+  Generator a2(3), a3(3);
+  const MosaicSet s2 = make_mosaics(data, 40, a2);
+  CHECK(instruction_samples(sa, 3, a).size() == 120);
+  auto q1 = instruction_samples(s2, 3, a2), q2 = instruction_samples(make_mosaics(data, 40, a3), 3, a3);
+  REQUIRE(q1.size() == q2.size());
+  for (size_t i = 0; i < q1.size(); ++i) {
+    CHECK(q1[i].prompt == q2[i].prompt);
+    CHECK(q1[i].answer == q2[i].answer);
+  }
+}
+
+TEST_CASE("mosaic: captions", "[data][mosaic]") {
+  CHECK(caption({8, 7, 4, 9}) ==
+        "top left: bag, top right: sneaker, bottom left: coat, bottom right: ankle-boot");
+  const FashionMnist data = fake_split(10);
+  Generator gen(1);
+  const MosaicSet set = make_mosaics(data, 5, gen);
+  const auto samples = caption_samples(set);
+  REQUIRE(samples.size() == 5);
+  CHECK(samples[2].prompt == "<image>");
+  CHECK(samples[2].answer == caption(set.classes_of(2)));
+  CHECK(samples[2].text() == "<image> " + caption(set.classes_of(2)));
+  CHECK(samples[2].kind == QuestionKind::caption);
+  REQUIRE_THROWS_WITH(caption({0, 1, 2, 10}), Catch::Contains("class 10"));
+}
+
+TEST_CASE("mosaic: every question kind answers correctly", "[data][mosaic]") {
+  const FashionMnist data = fake_split(30);
+  Generator gen(11);
+  const MosaicSet set = make_mosaics(data, 400, gen);
+  const auto samples = instruction_samples(set, 2, gen);
+  REQUIRE(samples.size() == 800);
+  std::map<QuestionKind, int> kinds;
+  std::map<std::string, int> answers;
+  const auto& names = class_names();
+  const auto& plurals = class_plurals();
+  const auto& quads = quadrant_names();
+  for (const Sample& s : samples) {
+    kinds[s.kind]++;
+    answers[s.answer]++;
+    const auto cls = set.classes_of(s.image);
+    auto count = [&](int64_t c) { int n = 0; for (int64_t k : cls) n += (k == c); return n; };
+    REQUIRE(s.prompt.rfind("<image> ", 0) == 0);
+    if (s.kind == QuestionKind::what) {
+      bool found = false;
+      for (int64_t q = 0; q < 4; ++q)
+        if (s.prompt == "<image> what is at the " + quads[q] + "?") {
+          found = true;
+          CHECK(s.answer == names[cls[q]]);
+        }
+      CHECK(found);
+    } else if (s.kind == QuestionKind::where) {
+      bool found = false;
+      for (int64_t q = 0; q < 4; ++q)
+        if (s.answer == quads[q]) {
+          found = true;
+          CHECK(s.prompt == "<image> where is the " + names[cls[q]] + "?");
+          CHECK(count(cls[q]) == 1);
+        }
+      CHECK(found);
+    } else if (s.kind == QuestionKind::count) {
+      bool found = false;
+      for (int64_t c = 0; c < 10; ++c)
+        if (s.prompt == "<image> how many " + plurals[c] + " are there?") {
+          found = true;
+          CHECK(s.answer == number_word(count(c)));
+        }
+      CHECK(found);
+    } else {
+      REQUIRE(s.kind == QuestionKind::exists);
+      bool found = false;
+      for (int64_t c = 0; c < 10; ++c) {
+        const std::string article = c == 9 ? "an " : "a ";
+        if (s.prompt == "<image> is there " + article + names[c] + "?") {
+          found = true;
+          CHECK(s.answer == (count(c) > 0 ? "yes" : "no"));
+        }
+      }
+      CHECK(found);
+    }
+  }
+  for (QuestionKind k : {QuestionKind::what, QuestionKind::where, QuestionKind::count,
+                         QuestionKind::exists})
+    CHECK(kinds[k] > 100);
+  CHECK(answers["yes"] > 50);
+  CHECK(answers["no"] > 50);
+  CHECK(answers["zero"] > 0);
+  CHECK(answers["two"] > 0);
+}
+
+TEST_CASE("mosaic: train and eval builders read their own split", "[data][mosaic]") {
+  Generator g1(5), g2(5);
+  const MosaicSet train = build_train_mosaics(8, g1);
+  const MosaicSet eval = build_eval_mosaics(8, g2);
+  CHECK(train.split == Split::train);
+  CHECK(eval.split == Split::test);
+  // Same counters, different files: the sources are the same draws scaled to
+  // 60000 vs 10000 items, and the test indices stay below 10000.
+  for (int64_t i : eval.sources.to_vector<int64_t>()) CHECK(i < 10000);
+  CHECK(train.sources.to_vector<int64_t>() != eval.sources.to_vector<int64_t>());
+  const auto px = train.images.to_vector<float>();
+  float lo = 1, hi = 0;
+  for (float v : px) { lo = std::min(lo, v); hi = std::max(hi, v); }
+  CHECK(lo >= 0.0f);
+  CHECK(hi <= 1.0f);
+  CHECK(hi > 0.5f);
+  REQUIRE_THROWS_WITH(build_train_mosaics(1, g1, "/nonexistent"),
+                      Catch::Contains("dataset-fashion-mnist"));
+}

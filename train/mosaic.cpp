@@ -1,0 +1,189 @@
+#include "train/mosaic.h"
+
+#include "kernels/philox.h"
+
+namespace vlmc::train {
+namespace {
+
+// An integer in [0, n) from 32 random bits (multiply-shift; the bias is below
+// n / 2^32, irrelevant for n <= 60000).
+int64_t below(uint32_t bits, int64_t n) {
+  return static_cast<int64_t>((static_cast<uint64_t>(bits) * static_cast<uint64_t>(n)) >> 32);
+}
+
+int64_t occurrences(const std::array<int64_t, 4>& classes, int64_t c) {
+  int64_t n = 0;
+  for (int64_t k : classes) n += (k == c);
+  return n;
+}
+
+}  // namespace
+
+const std::array<std::string, 10>& class_names() {
+  static const std::array<std::string, 10> names = {
+      "t-shirt", "trouser", "pullover", "dress", "coat",
+      "sandal",  "shirt",   "sneaker",  "bag",   "ankle-boot"};
+  return names;
+}
+
+const std::array<std::string, 10>& class_plurals() {
+  static const std::array<std::string, 10> names = {
+      "t-shirts", "trousers", "pullovers", "dresses", "coats",
+      "sandals",  "shirts",   "sneakers",  "bags",    "ankle-boots"};
+  return names;
+}
+
+const std::array<std::string, 4>& quadrant_names() {
+  static const std::array<std::string, 4> names = {"top left", "top right", "bottom left",
+                                                   "bottom right"};
+  return names;
+}
+
+const std::string& number_word(int64_t n) {
+  static const std::array<std::string, 5> words = {"zero", "one", "two", "three", "four"};
+  VLMC_CHECK(n >= 0 && n <= 4, "number_word: ", n, " is outside 0..4");
+  return words[static_cast<size_t>(n)];
+}
+
+const char* question_kind_name(QuestionKind kind) {
+  switch (kind) {
+    case QuestionKind::caption: return "caption";
+    case QuestionKind::what: return "what";
+    case QuestionKind::where: return "where";
+    case QuestionKind::count: return "count";
+    case QuestionKind::exists: return "exists";
+  }
+  return "?";
+}
+
+std::array<int64_t, 4> MosaicSet::classes_of(int64_t m) const {
+  VLMC_CHECK(m >= 0 && m < size(), "mosaic: index ", m, " outside a set of ", size());
+  const int64_t* c = classes.data<int64_t>() + 4 * m;
+  return {c[0], c[1], c[2], c[3]};
+}
+
+MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen) {
+  const int64_t n = data.size();
+  VLMC_CHECK(count >= 0, "mosaic: count ", count, " is negative");
+  VLMC_CHECK(n > 0, "mosaic: the ", split_name(data.split), " split is empty");
+  VLMC_CHECK(data.images.dtype() == DType::u8 && data.images.dim() == 3 &&
+                 data.images.size(1) == kFashionMnistSide && data.images.size(2) == kFashionMnistSide,
+             "mosaic: images ", shape_str(data.images.shape()), " are not u8 [N, 28, 28]");
+  const Tensor items = data.images.contiguous();
+  const Tensor labels = data.labels.contiguous();
+  const uint8_t* src = items.data<uint8_t>();
+  const int64_t* lab = labels.data<int64_t>();
+
+  const uint64_t seed = gen.seed();
+  const uint64_t offset = gen.advance(static_cast<uint64_t>(count));
+  const int64_t s = kFashionMnistSide, side = kMosaicSide;
+  std::vector<float> pixels(static_cast<size_t>(count * side * side));
+  std::vector<int64_t> classes(static_cast<size_t>(count * 4)), sources(classes.size());
+  for (int64_t m = 0; m < count; ++m) {
+    // One Philox call per mosaic: lane q picks quadrant q's item.
+    const kernels::Philox4 r = kernels::philox4x32(seed, offset + static_cast<uint64_t>(m));
+    for (int64_t q = 0; q < 4; ++q) {
+      const int64_t item = below(r.x[q], n);
+      sources[4 * m + q] = item;
+      classes[4 * m + q] = lab[item];
+      const int64_t row0 = (q / 2) * s, col0 = (q % 2) * s;
+      for (int64_t y = 0; y < s; ++y)
+        for (int64_t x = 0; x < s; ++x)
+          pixels[(m * side + row0 + y) * side + col0 + x] = src[(item * s + y) * s + x] / 255.0f;
+    }
+  }
+  MosaicSet set;
+  set.split = data.split;
+  set.images = Tensor::from_vector(pixels, {count, side, side});
+  set.classes = Tensor::from_vector(classes, {count, 4});
+  set.sources = Tensor::from_vector(sources, {count, 4});
+  return set;
+}
+
+MosaicSet build_train_mosaics(int64_t count, Generator& gen, const std::string& dir) {
+  return make_mosaics(load_fashion_mnist(Split::train, dir), count, gen);
+}
+
+MosaicSet build_eval_mosaics(int64_t count, Generator& gen, const std::string& dir) {
+  return make_mosaics(load_fashion_mnist(Split::test, dir), count, gen);
+}
+
+std::string caption(const std::array<int64_t, 4>& classes) {
+  std::string text;
+  for (size_t q = 0; q < 4; ++q) {
+    VLMC_CHECK(classes[q] >= 0 && classes[q] < kFashionMnistClasses, "caption: class ",
+               classes[q], " is not a class id");
+    if (q > 0) text += ", ";
+    text += quadrant_names()[q] + ": " + class_names()[static_cast<size_t>(classes[q])];
+  }
+  return text;
+}
+
+std::vector<Sample> caption_samples(const MosaicSet& set) {
+  std::vector<Sample> samples;
+  samples.reserve(static_cast<size_t>(set.size()));
+  for (int64_t m = 0; m < set.size(); ++m)
+    samples.push_back({"<image>", caption(set.classes_of(m)), m, QuestionKind::caption});
+  return samples;
+}
+
+std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen) {
+  VLMC_CHECK(per_image >= 0, "instruction_samples: per_image ", per_image, " is negative");
+  const uint64_t seed = gen.seed();
+  const uint64_t offset = gen.advance(static_cast<uint64_t>(set.size() * per_image));
+  const auto& names = class_names();
+  const auto& plurals = class_plurals();
+  const auto& quadrants = quadrant_names();
+  std::vector<Sample> samples;
+  samples.reserve(static_cast<size_t>(set.size() * per_image));
+  for (int64_t m = 0; m < set.size(); ++m) {
+    const std::array<int64_t, 4> cls = set.classes_of(m);
+    for (int64_t j = 0; j < per_image; ++j) {
+      // Lane 0 picks the kind, lanes 1-3 the details.
+      const kernels::Philox4 r =
+          kernels::philox4x32(seed, offset + static_cast<uint64_t>(m * per_image + j));
+      Sample s;
+      s.image = m;
+      s.kind = static_cast<QuestionKind>(1 + below(r.x[0], kQuestionKinds));
+      if (s.kind == QuestionKind::where) {
+        std::vector<int64_t> once;  // quadrants whose class occurs exactly once
+        for (int64_t q = 0; q < 4; ++q)
+          if (occurrences(cls, cls[q]) == 1) once.push_back(q);
+        if (once.empty()) {
+          s.kind = QuestionKind::what;
+        } else {
+          const int64_t q = once[static_cast<size_t>(below(r.x[1], static_cast<int64_t>(once.size())))];
+          s.prompt = "<image> where is the " + names[cls[q]] + "?";
+          s.answer = quadrants[q];
+        }
+      }
+      if (s.kind == QuestionKind::what) {
+        const int64_t q = below(r.x[1], 4);
+        s.prompt = "<image> what is at the " + quadrants[q] + "?";
+        s.answer = names[cls[q]];
+      } else if (s.kind == QuestionKind::count) {
+        const int64_t c = below(r.x[1], 4) < 3 ? cls[below(r.x[2], 4)] : below(r.x[2], 10);
+        s.prompt = "<image> how many " + plurals[c] + " are there?";
+        s.answer = number_word(occurrences(cls, c));
+      } else if (s.kind == QuestionKind::exists) {
+        int64_t c;
+        if (r.x[1] & 1u) {
+          c = cls[below(r.x[2], 4)];
+        } else {  // one of the (at least six) absent classes
+          std::vector<int64_t> absent;
+          for (int64_t k = 0; k < kFashionMnistClasses; ++k)
+            if (occurrences(cls, k) == 0) absent.push_back(k);
+          c = absent[static_cast<size_t>(below(r.x[2], static_cast<int64_t>(absent.size())))];
+        }
+        const std::string& name = names[c];
+        const char* article = (name[0] == 'a') ? "an " : "a ";
+        s.prompt = "<image> is there " + std::string(article) + name + "?";
+        s.answer = occurrences(cls, c) > 0 ? "yes" : "no";
+      }
+      samples.push_back(std::move(s));
+    }
+  }
+  return samples;
+}
+
+}  // namespace vlmc::train

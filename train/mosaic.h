@@ -1,0 +1,78 @@
+// The task's images and text: 2x2 mosaics of four Fashion-MNIST items (56x56)
+// with stage-1 captions and stage-2 questions about them.
+//
+// Quadrants are numbered 0 top left, 1 top right, 2 bottom left, 3 bottom right.
+// Everything is a pure function of (Generator seed, offset): mosaic m and
+// question j of it use Philox counters of their own, so a set is identical
+// across runs, thread counts, and sizes (the first k mosaics of a set of n are
+// the set of k). Train mosaics draw only from the train file, evaluation
+// mosaics only from the test file.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "core/tensor.h"
+#include "train/idx.h"
+
+namespace vlmc::train {
+
+inline constexpr int64_t kMosaicSide = 2 * kFashionMnistSide;  // 56
+
+// One word each, so a word tokenizer sees one token per class.
+const std::array<std::string, 10>& class_names();   // "t-shirt", ..., "ankle-boot"
+const std::array<std::string, 10>& class_plurals(); // "t-shirts", ..., "ankle-boots"
+const std::array<std::string, 4>& quadrant_names(); // "top left", ..., "bottom right"
+const std::string& number_word(int64_t n);          // 0..4 -> "zero".."four"
+
+struct MosaicSet {
+  Split split = Split::train;
+  Tensor images;   // f32 [M, 56, 56], pixel / 255 in [0, 1] (not normalized)
+  Tensor classes;  // i64 [M, 4], class id per quadrant
+  Tensor sources;  // i64 [M, 4], index of each quadrant's item in the split
+  int64_t size() const { return classes.numel() / 4; }
+  std::array<int64_t, 4> classes_of(int64_t m) const;
+};
+
+// count mosaics from data (any split); reserves count Philox counters of gen.
+MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen);
+// The same from the installed package, train file or test file only.
+MosaicSet build_train_mosaics(int64_t count, Generator& gen,
+                              const std::string& dir = kFashionMnistDir);
+MosaicSet build_eval_mosaics(int64_t count, Generator& gen,
+                             const std::string& dir = kFashionMnistDir);
+
+enum class QuestionKind { caption, what, where, count, exists };
+inline constexpr int kQuestionKinds = 4;  // the stage-2 kinds: what, where, count, exists
+const char* question_kind_name(QuestionKind kind);
+
+// One training / evaluation example. The prompt starts with "<image>", where
+// the visual tokens go; the loss and exact-match accuracy are on answer.
+struct Sample {
+  std::string prompt;
+  std::string answer;
+  int64_t image = 0;  // row of the MosaicSet
+  QuestionKind kind = QuestionKind::caption;
+  std::string text() const { return prompt + " " + answer; }
+};
+
+// "top left: bag, top right: sneaker, bottom left: coat, bottom right: bag".
+std::string caption(const std::array<int64_t, 4>& classes);
+
+// Stage 1: one caption sample per mosaic, prompt "<image>", answer the caption.
+std::vector<Sample> caption_samples(const MosaicSet& set);
+
+// Stage 2: per_image questions per mosaic, reserving size() * per_image
+// counters of gen. Kinds, uniformly drawn:
+//   what   "<image> what is at the bottom left?"  -> "ankle-boot"
+//   where  "<image> where is the bag?"            -> "top right" (a class present
+//          exactly once; a mosaic without one gets a "what" question instead)
+//   count  "<image> how many sneakers are there?" -> "two" (3 in 4 ask about a
+//          class present, 1 in 4 about any class, so "zero" occurs)
+//   exists "<image> is there a coat?"             -> "yes" / "no" (half each)
+std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen);
+
+}  // namespace vlmc::train
