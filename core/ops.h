@@ -182,4 +182,15 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                    GeluApprox approx = GeluApprox::none);
 
+// ---- attention (core/ops/attention.cpp, kernels/attention.h) ----------------------------
+// One fused op: softmax(q·kᵀ·scale + masks)·v. q [B, Hq, T, Dh]; k, v [B, Hkv, S, Dh]
+// with Hq a multiple of Hkv (grouped KV heads: query head h reads KV head h / (Hq/Hkv));
+// key_padding_mask [B, S] (u8 or i64, nonzero = attend) or undefined; causal masks key j > query i
+// (aligned at the end when S > T: key j is visible to query i when j <= i + S - T); scale
+// defaults to 1/sqrt(Dh). Softmax statistics in f32 or wider. A query row whose keys are all
+// masked yields zeros. Returns [B, Hq, T, Dh]; gradients to q, k and v.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& key_padding_mask = Tensor(), bool causal = false,
+                                    std::optional<double> scale = std::nullopt);
+
 }  // namespace vlmc
