@@ -1,0 +1,156 @@
+// CPU fused attention (see kernels/attention.h): the oracle for the CUDA kernels.
+// Forward: per (b, h, query row) the scores go to a row buffer, then a two-pass softmax
+// in double with the row maximum subtracted. Backward: per (b, KV head) one worker walks
+// the query heads of its group and recomputes P from q, k and the saved logsumexp, so
+// dk/dv rows have a single owner and the sums run in a fixed order.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/attention.h"
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+constexpr int64_t kGrain = 1 << 14;  // multiply-adds below which one thread does it all
+
+// Last visible key + 1 for query i under the end-aligned causal mask (S when not causal).
+inline int64_t key_limit(int64_t i, bool causal, const AttentionShape& s) {
+  if (!causal) return s.kv_len;
+  const int64_t lim = i + s.kv_len - s.q_len + 1;
+  return lim < 0 ? 0 : (lim > s.kv_len ? s.kv_len : lim);
+}
+
+inline bool visible(const int64_t* mask_row, int64_t j) { return mask_row == nullptr || mask_row[j] != 0; }
+
+}  // namespace
+
+template <typename T>
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
+                       bool causal, double scale, const AttentionShape& s) {
+  const int64_t B = s.batch, H = s.q_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
+  const int64_t group = H / s.kv_heads;
+  const int64_t rows = B * H * Tq;
+#pragma omp parallel if (rows * S * D > kGrain)
+  {
+    std::vector<double> score(static_cast<size_t>(S)), acc(static_cast<size_t>(D));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
+      const T* qi = q + r * D;
+      const int64_t kv = (b * s.kv_heads + h / group) * S * D;
+      const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      const int64_t lim = key_limit(i, causal, s);
+      double m = -std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < lim; ++j) {
+        if (!visible(mrow, j)) continue;
+        const T* kj = k + kv + j * D;
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(qi[d]) * static_cast<double>(kj[d]);
+        score[j] = dot * scale;
+        if (score[j] > m) m = score[j];
+      }
+      T* oi = out + r * D;
+      if (m == -std::numeric_limits<double>::infinity()) {  // no visible key: zeros
+        for (int64_t d = 0; d < D; ++d) oi[d] = T(0);
+        lse[r] = static_cast<T>(m);
+        continue;
+      }
+      double l = 0;
+      for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+      for (int64_t j = 0; j < lim; ++j) {
+        if (!visible(mrow, j)) continue;
+        const double p = std::exp(score[j] - m);
+        l += p;
+        const T* vj = v + kv + j * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<double>(vj[d]);
+      }
+      for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[d] / l);
+      lse[r] = static_cast<T>(m + std::log(l));
+    }
+  }
+}
+
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q, const T* k, const T* v,
+                        const T* lse, const int64_t* key_mask, bool causal, double scale,
+                        const AttentionShape& s) {
+  const int64_t B = s.batch, H = s.q_heads, Hk = s.kv_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
+  const int64_t group = H / Hk;
+  const int64_t heads = B * Hk;
+#pragma omp parallel if (B * H * Tq * S * D > kGrain)
+  {
+    std::vector<double> p(static_cast<size_t>(S)), dp(static_cast<size_t>(S));
+    std::vector<double> dqi(static_cast<size_t>(D));
+    std::vector<double> dk_acc(static_cast<size_t>(S * D)), dv_acc(static_cast<size_t>(S * D));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < heads; ++bh) {
+      const int64_t b = bh / Hk, hk = bh % Hk;
+      const int64_t kv = bh * S * D;
+      const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
+      std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t i = 0; i < Tq; ++i) {
+          const int64_t r = (b * H + h) * Tq + i;
+          const T* qi = q + r * D;
+          const T* gi = dout + r * D;
+          T* dqo = dq + r * D;
+          const double L = static_cast<double>(lse[r]);
+          if (std::isinf(L) && L < 0) {  // fully masked row: P = 0
+            for (int64_t d = 0; d < D; ++d) dqo[d] = T(0);
+            delta[r] = T(0);
+            continue;
+          }
+          const int64_t lim = key_limit(i, causal, s);
+          // P_ij = exp(s_ij - lse_i), dP_ij = dO_i·v_j, and delta_i = Σ_j P_ij dP_ij = dO_i·O_i.
+          double dl = 0;
+          for (int64_t j = 0; j < lim; ++j) {
+            if (!visible(mrow, j)) continue;
+            const T* kj = k + kv + j * D;
+            const T* vj = v + kv + j * D;
+            double dot = 0, gdot = 0;
+            for (int64_t d = 0; d < D; ++d) {
+              dot += static_cast<double>(qi[d]) * static_cast<double>(kj[d]);
+              gdot += static_cast<double>(gi[d]) * static_cast<double>(vj[d]);
+            }
+            p[j] = std::exp(dot * scale - L);
+            dp[j] = gdot;
+            dl += p[j] * gdot;
+          }
+          delta[r] = static_cast<T>(dl);
+          std::fill(dqi.begin(), dqi.end(), 0.0);
+          for (int64_t j = 0; j < lim; ++j) {
+            if (!visible(mrow, j)) continue;
+            const double ds = p[j] * (dp[j] - dl) * scale;  // dS_ij·scale
+            const T* kj = k + kv + j * D;
+            double* dkj = dk_acc.data() + j * D;
+            double* dvj = dv_acc.data() + j * D;
+            for (int64_t d = 0; d < D; ++d) {
+              dqi[d] += ds * static_cast<double>(kj[d]);
+              dkj[d] += ds * static_cast<double>(qi[d]);
+              dvj[d] += p[j] * static_cast<double>(gi[d]);
+            }
+          }
+          for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqi[d]);
+        }
+      }
+      for (int64_t e = 0; e < S * D; ++e) {
+        dk[kv + e] = static_cast<T>(dk_acc[e]);
+        dv[kv + e] = static_cast<T>(dv_acc[e]);
+      }
+    }
+  }
+}
+
+#define VLMC_INSTANTIATE(T)                                                                             \
+  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const int64_t*, bool, double, \
+                                     const AttentionShape&);                                            \
+  template void attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*,  \
+                                      const int64_t*, bool, double, const AttentionShape&);
+VLMC_INSTANTIATE(float)
+VLMC_INSTANTIATE(double)
+#undef VLMC_INSTANTIATE
+
+}  // namespace vlmc::kernels::cpu

@@ -1,0 +1,183 @@
+// scaled_dot_product_attention (core/ops/attention.cpp, kernels/attention.h).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/io/tensor_io.h"
+#include "core/ops.h"
+#include "tests/support/check.h"
+
+using namespace vlmc;
+
+namespace {
+
+// Unfused reference from existing ops: softmax(q·kᵀ·scale + additive mask)·v with the KV
+// heads repeated. hidden_bias [T, S] or [B, 1, 1, S] holds 0 or -1e30 (f64).
+Tensor unfused(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& bias) {
+  const int64_t group = q.size(1) / k.size(1);
+  Tensor kk = k, vv = v;
+  if (group > 1) {
+    std::vector<Tensor> ks, vs;
+    for (int64_t h = 0; h < k.size(1); ++h)
+      for (int64_t r = 0; r < group; ++r) {
+        ks.push_back(k.narrow(1, h, 1));
+        vs.push_back(v.narrow(1, h, 1));
+      }
+    kk = cat(ks, 1);
+    vv = cat(vs, 1);
+  }
+  Tensor scores = matmul(q, kk.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  if (bias.defined()) scores = scores + bias;
+  return matmul(softmax(scores, -1), vv);
+}
+
+}  // namespace
+
+TEST_CASE("scaled_dot_product_attention on a hand-checked example", "[attention]") {
+  // One head, T = 1, S = 2, Dh = 1, scale 1: scores (1·1, 1·2) = (1, 2),
+  // p = (1, e)/(1 + e), out = p·(10, 20).
+  const Tensor q = Tensor::from_vector(std::vector<double>{1}, {1, 1, 1, 1});
+  const Tensor k = Tensor::from_vector(std::vector<double>{1, 2}, {1, 1, 2, 1});
+  const Tensor v = Tensor::from_vector(std::vector<double>{10, 20}, {1, 1, 2, 1});
+  const double e = std::exp(1.0);
+  CHECK(scaled_dot_product_attention(q, k, v, Tensor(), false, 1.0).to_vector<double>()[0] ==
+        Approx((10 + 20 * e) / (1 + e)).epsilon(1e-14));
+  // Masking key 1 leaves key 0 alone; the default scale 1/sqrt(1) is 1 too.
+  const Tensor m = Tensor::from_vector(std::vector<uint8_t>{1, 0}, {1, 2});
+  CHECK(scaled_dot_product_attention(q, k, v, m).to_vector<double>()[0] == Approx(10).epsilon(1e-14));
+  // Causal with T = 1 < S = 2 is end-aligned: the single query sees both keys.
+  CHECK(scaled_dot_product_attention(q, k, v, Tensor(), true, 1.0).to_vector<double>()[0] ==
+        Approx((10 + 20 * e) / (1 + e)).epsilon(1e-14));
+}
+
+TEST_CASE("scaled_dot_product_attention matches the unfused composition", "[attention]") {
+  const Tensor q = test::leaf({2, 4, 5, 3}, 1), k = test::leaf({2, 2, 7, 3}, 2), v = test::leaf({2, 2, 7, 3}, 3);
+  CHECK_REL(scaled_dot_product_attention(q, k, v), unfused(q, k, v, Tensor()), 1e-12);
+  // Causal, end-aligned: key j hidden from query i when j > i + 2.
+  std::vector<double> bias(5 * 7, 0.0);
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 7; ++j)
+      if (j > i + 2) bias[static_cast<size_t>(i * 7 + j)] = -1e30;
+  CHECK_REL(scaled_dot_product_attention(q, k, v, Tensor(), true),
+            unfused(q, k, v, Tensor::from_vector(bias, {5, 7})), 1e-12);
+}
+
+TEST_CASE("scaled_dot_product_attention matches PyTorch's golden values and gradients", "[attention]") {
+  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/attention.safetensors";
+  const auto meta = io::load_safetensors_metadata(path);
+  REQUIRE(meta.at("format") == "vlmc-golden");
+  REQUIRE(meta.at("family") == "attention");
+  const auto tensors = io::load_safetensors(path);
+  int cases = 0;
+  for (const auto& [key, value] : meta) {
+    const std::string suffix = ".args";
+    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string name = key.substr(0, key.size() - suffix.size());
+    INFO("case " << name);
+    const nlohmann::json args = nlohmann::json::parse(value);
+    REQUIRE(args.at("op") == "sdpa");
+    const bool causal = args.at("causal").get<bool>();
+    auto leaf = [&](const std::string& in) {
+      Tensor t = tensors.at(name + ".in." + in).clone();
+      t.set_requires_grad(true);
+      return t;
+    };
+    Tensor q = leaf("q"), k = leaf("k"), v = leaf("v");
+    const auto mit = tensors.find(name + ".in.mask");
+    const Tensor mask = mit == tensors.end() ? Tensor() : mit->second;
+    const Tensor y = scaled_dot_product_attention(q, k, v, mask, causal);
+    CHECK_REL(y, tensors.at(name + ".out"), 1e-5);
+    sum(y * tensors.at(name + ".proj")).backward();
+    CHECK_REL(q.grad(), tensors.at(name + ".grad.q"), 1e-5);
+    CHECK_REL(k.grad(), tensors.at(name + ".grad.k"), 1e-5);
+    CHECK_REL(v.grad(), tensors.at(name + ".grad.v"), 1e-5);
+    ++cases;
+  }
+  CHECK(cases == 8);
+}
+
+TEST_CASE("scaled_dot_product_attention f64 gradients by finite differences", "[attention]") {
+  const auto sdpa = [](const Tensor& mask, bool causal, std::optional<double> scale = std::nullopt) {
+    return [=](const std::vector<Tensor>& in) {
+      return scaled_dot_product_attention(in[0], in[1], in[2], mask, causal, scale);
+    };
+  };
+  // Plain, causal T = S, causal S > T.
+  CHECK_GRADIENTS(sdpa(Tensor(), false), {test::leaf({2, 2, 4, 3}, 1), test::leaf({2, 2, 6, 3}, 2),
+                                          test::leaf({2, 2, 6, 3}, 3)});
+  CHECK_GRADIENTS(sdpa(Tensor(), true), {test::leaf({1, 2, 5, 4}, 4), test::leaf({1, 2, 5, 4}, 5),
+                                         test::leaf({1, 2, 5, 4}, 6)});
+  CHECK_GRADIENTS(sdpa(Tensor(), true, 0.7), {test::leaf({1, 1, 3, 2}, 7), test::leaf({1, 1, 7, 2}, 8),
+                                              test::leaf({1, 1, 7, 2}, 9)});
+  // Padding mask (i64) with grouped KV heads (Hq = 4, Hkv = 2), odd sizes.
+  const Tensor mask = Tensor::from_vector(std::vector<int64_t>{1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1}, {2, 7});
+  CHECK_GRADIENTS(sdpa(mask, false), {test::leaf({2, 4, 5, 3}, 10), test::leaf({2, 2, 7, 3}, 11),
+                                      test::leaf({2, 2, 7, 3}, 12)});
+  // Non-contiguous q (a transposed [B, T, H, Dh] leaf) and k (a narrow).
+  CHECK_GRADIENTS(
+      [](const std::vector<Tensor>& in) {
+        return scaled_dot_product_attention(in[0].transpose(1, 2), in[1].narrow(2, 1, 4), in[2], Tensor(), true);
+      },
+      {test::leaf({1, 3, 2, 4}, 13), test::leaf({1, 2, 5, 4}, 14), test::leaf({1, 2, 4, 4}, 15)});
+}
+
+TEST_CASE("scaled_dot_product_attention: fully masked rows give zeros and zero gradients", "[attention]") {
+  Tensor q = test::leaf({2, 2, 3, 4}, 21), k = test::leaf({2, 1, 4, 4}, 22), v = test::leaf({2, 1, 4, 4}, 23);
+  // Sample 1 masks every key; with causal and S > T the rest still works.
+  const Tensor mask = Tensor::from_vector(std::vector<uint8_t>{1, 1, 0, 1, 0, 0, 0, 0}, {2, 4});
+  const Tensor y = scaled_dot_product_attention(q, k, v, mask, true);
+  sum(y * Tensor::full(y.shape(), 1.5, DType::f64)).backward();
+  const std::vector<double> yv = y.to_vector<double>();
+  const std::vector<double> gq = q.grad().to_vector<double>(), gk = k.grad().to_vector<double>(),
+                            gv = v.grad().to_vector<double>();
+  for (const auto& vec : {yv, gq, gk, gv}) {
+    const size_t half = vec.size() / 2;
+    for (size_t i = half; i < vec.size(); ++i) REQUIRE(vec[i] == 0.0);  // sample 1: exactly zero
+    for (size_t i = 0; i < half; ++i) REQUIRE(std::isfinite(vec[i]));
+  }
+  // Masked keys of sample 0 get no gradient.
+  for (int64_t d = 0; d < 4; ++d) {
+    CHECK(gk[static_cast<size_t>(2 * 4 + d)] == 0.0);
+    CHECK(gv[static_cast<size_t>(2 * 4 + d)] == 0.0);
+  }
+  // Causal with S < T: the first query rows see no key.
+  const Tensor y2 = scaled_dot_product_attention(test::leaf({1, 1, 4, 2}, 24), test::leaf({1, 1, 2, 2}, 25),
+                                                 test::leaf({1, 1, 2, 2}, 26), Tensor(), true);
+  const std::vector<double> y2v = y2.to_vector<double>();
+  for (size_t i = 0; i < 4; ++i) CHECK(y2v[i] == 0.0);  // rows 0 and 1
+  CHECK(std::isfinite(y2v[4]));
+  CHECK(y2v[4] != 0.0);
+}
+
+TEST_CASE("scaled_dot_product_attention f32 agrees with f64", "[attention]") {
+  Generator gen(31);
+  const Tensor q = Tensor::randn({2, 4, 33, 16}, gen, DType::f64), k = Tensor::randn({2, 2, 40, 16}, gen, DType::f64),
+               v = Tensor::randn({2, 2, 40, 16}, gen, DType::f64);
+  CHECK_REL(scaled_dot_product_attention(q.to(DType::f32), k.to(DType::f32), v.to(DType::f32), Tensor(), true),
+            scaled_dot_product_attention(q, k, v, Tensor(), true), 1e-6);
+}
+
+TEST_CASE("scaled_dot_product_attention rejects bad arguments by name", "[attention]") {
+  const Tensor q = Tensor::zeros({2, 4, 5, 8}), k = Tensor::zeros({2, 2, 7, 8});
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k, Tensor::zeros({2, 2, 6, 8})),
+                      Catch::Contains("scaled_dot_product_attention: q [2,4,5,8], k [2,2,7,8], v [2,2,6,8]: k and v "
+                                      "shapes differ"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, Tensor::zeros({3, 2, 7, 8}), Tensor::zeros({3, 2, 7, 8})),
+                      Catch::Contains("q [2,4,5,8], k [3,2,7,8], v [3,2,7,8]: batch sizes 2 and 3 differ"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, Tensor::zeros({2, 2, 7, 4}), Tensor::zeros({2, 2, 7, 4})),
+                      Catch::Contains("q [2,4,5,8], k [2,2,7,4], v [2,2,7,4]: head dims 8 and 4 differ"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, Tensor::zeros({2, 3, 7, 8}), Tensor::zeros({2, 3, 7, 8})),
+                      Catch::Contains("4 query heads are not a multiple of 3 KV heads"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(Tensor::zeros({4, 5, 8}), k, k),
+                      Catch::Contains("q [4,5,8], k [2,2,7,8], v [2,2,7,8] must be q [B, Hq, T, Dh]"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k, k, Tensor::ones({2, 6}, DType::u8)),
+                      Catch::Contains("key_padding_mask [2,6] must be [B, S] = [2,7] for q [2,4,5,8]"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k, k, Tensor::ones({2, 7})),
+                      Catch::Contains("key_padding_mask must be u8 or i64, got f32"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k.to(DType::f64), k), Catch::Contains("scaled_dot_product_attention"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention(q.to(DType::i64), k, k), Catch::Contains("must be f32 or f64"));
+}
