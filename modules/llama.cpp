@@ -1,0 +1,208 @@
+#include "modules/llama.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+#include "core/shape.h"
+
+namespace vlmc::nn {
+
+namespace {
+
+// HF's _init_weights: N(0, initializer_range) for every Linear and Embedding.
+void normal_init(Tensor& weight, double init_std, Generator& gen) {
+  Tensor w = Tensor::randn(weight.shape(), gen);
+  mul_(w, init_std);
+  weight = w.set_requires_grad(true);
+}
+
+std::shared_ptr<Linear> projection(int64_t in, int64_t out, double init_std, Generator& gen) {
+  auto lin = std::make_shared<Linear>(in, out, /*bias=*/false, gen);
+  normal_init(lin->weight, init_std, gen);
+  return lin;
+}
+
+}  // namespace
+
+// ---- config -------------------------------------------------------------------------------
+
+void LlamaConfig::validate() const {
+  VLMC_CHECK(vocab_size > 0 && hidden_size > 0 && intermediate_size > 0 && num_hidden_layers >= 0,
+             "LlamaConfig: sizes must be positive, got vocab_size ", vocab_size, " hidden_size ",
+             hidden_size, " intermediate_size ", intermediate_size, " num_hidden_layers ", num_hidden_layers);
+  VLMC_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
+             "LlamaConfig: hidden_size ", hidden_size, " must be a multiple of num_attention_heads ",
+             num_attention_heads);
+  VLMC_CHECK(num_key_value_heads > 0 && num_attention_heads % num_key_value_heads == 0,
+             "LlamaConfig: num_attention_heads ", num_attention_heads,
+             " must be a multiple of num_key_value_heads ", num_key_value_heads);
+  VLMC_CHECK(head_dim() % 2 == 0, "LlamaConfig: the head dim ", head_dim(),
+             " (hidden_size / num_attention_heads) must be even for rotary positions");
+  VLMC_CHECK(rms_norm_eps > 0 && rope_theta > 0 && max_position_embeddings > 0,
+             "LlamaConfig: rms_norm_eps ", rms_norm_eps, ", rope_theta ", rope_theta,
+             " and max_position_embeddings ", max_position_embeddings, " must be positive");
+}
+
+// ---- norm and rotary ----------------------------------------------------------------------
+
+LlamaRMSNorm::LlamaRMSNorm(int64_t hidden_size, double eps) : eps_(eps) {
+  weight = Tensor::ones({hidden_size});
+  register_parameter("weight", &weight);
+}
+
+RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta, DType dtype,
+                           Device device) {
+  VLMC_CHECK(position_ids.dim() == 2 && position_ids.dtype() == DType::i64,
+             "rotary_tables: position_ids ", shape_str(position_ids.shape()), " must be i64 [B, L]");
+  VLMC_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary_tables: head dim ", head_dim, " must be even");
+  const int64_t half = head_dim / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+
+  const std::vector<int64_t> pos = position_ids.to_vector<int64_t>();
+  std::vector<double> c(pos.size() * head_dim), s(pos.size() * head_dim);
+  for (size_t p = 0; p < pos.size(); ++p) {
+    for (int64_t j = 0; j < head_dim; ++j) {
+      const double angle = static_cast<double>(pos[p]) * inv_freq[j % half];  // emb = cat(freqs, freqs)
+      c[p * head_dim + j] = std::cos(angle);
+      s[p * head_dim + j] = std::sin(angle);
+    }
+  }
+  // [B, 1, L, Dh]: the singleton broadcasts over the heads.
+  const Shape shape{position_ids.size(0), 1, position_ids.size(1), head_dim};
+  return {Tensor::from_vector(c, shape).to(device, dtype), Tensor::from_vector(s, shape).to(device, dtype)};
+}
+
+Tensor apply_rotary(const Tensor& x, const RotaryTables& tables) {
+  // x [B, H, L, Dh]
+  const int64_t half = x.size(-1) / 2;
+  const Tensor x1 = x.narrow(-1, 0, half);
+  const Tensor x2 = x.narrow(-1, half, half);
+  const Tensor rotated = cat({neg(x2), x1}, -1);
+  return x * tables.cos + rotated * tables.sin;
+}
+
+// ---- attention and MLP --------------------------------------------------------------------
+
+LlamaAttention::LlamaAttention(const LlamaConfig& config, Generator& gen)
+    : num_heads_(config.num_attention_heads),
+      num_kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim()) {
+  const int64_t d = config.hidden_size;
+  const double init_std = config.initializer_range;
+  q_proj = register_module("q_proj", projection(d, num_heads_ * head_dim_, init_std, gen));
+  k_proj = register_module("k_proj", projection(d, num_kv_heads_ * head_dim_, init_std, gen));
+  v_proj = register_module("v_proj", projection(d, num_kv_heads_ * head_dim_, init_std, gen));
+  o_proj = register_module("o_proj", projection(num_heads_ * head_dim_, d, init_std, gen));
+}
+
+Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask) {
+  // x [B, L, D]
+  const int64_t b = x.size(0), l = x.size(1);
+  // [B, L, H*Dh] -> [B, H, L, Dh]
+  auto heads = [&](const Tensor& t, int64_t h) { return t.view({b, l, h, head_dim_}).transpose(1, 2); };
+  const Tensor q = apply_rotary(heads(q_proj->forward(x), num_heads_), rotary);
+  const Tensor k = apply_rotary(heads(k_proj->forward(x), num_kv_heads_), rotary);
+  const Tensor v = heads(v_proj->forward(x), num_kv_heads_).contiguous();
+  // The op maps query head h to KV head h / (H/Hkv), as HF's repeat_kv.
+  const Tensor attn = scaled_dot_product_attention(q, k, v, key_padding_mask, /*causal=*/true);
+  // [B, H, L, Dh] -> [B, L, H*Dh]
+  return o_proj->forward(attn.transpose(1, 2).reshape({b, l, num_heads_ * head_dim_}));
+}
+
+LlamaMLP::LlamaMLP(const LlamaConfig& config, Generator& gen) {
+  const int64_t d = config.hidden_size, i = config.intermediate_size;
+  const double init_std = config.initializer_range;
+  gate_proj = register_module("gate_proj", projection(d, i, init_std, gen));
+  up_proj = register_module("up_proj", projection(d, i, init_std, gen));
+  down_proj = register_module("down_proj", projection(i, d, init_std, gen));
+}
+
+Tensor LlamaMLP::forward(const Tensor& x) {
+  return down_proj->forward(silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+// ---- decoder --------------------------------------------------------------------------------
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config, Generator& gen) {
+  // HF's registration order: self_attn, mlp, input_layernorm, post_attention_layernorm.
+  self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(config, gen));
+  mlp = register_module("mlp", std::make_shared<LlamaMLP>(config, gen));
+  input_layernorm = register_module("input_layernorm",
+                                    std::make_shared<LlamaRMSNorm>(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", std::make_shared<LlamaRMSNorm>(config.hidden_size, config.rms_norm_eps));
+}
+
+Tensor LlamaDecoderLayer::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask) {
+  const Tensor h = x + self_attn->forward(input_layernorm->forward(x), rotary, key_padding_mask);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+LlamaModel::Embedding::Embedding(int64_t num, int64_t dim, double init_std, Generator& gen) {
+  weight = Tensor::empty({num, dim});
+  normal_init(weight, init_std, gen);
+  register_parameter("weight", &weight);
+}
+
+void LlamaModel::Layers::append(std::shared_ptr<LlamaDecoderLayer> layer) {
+  items.push_back(register_module(std::to_string(items.size()), std::move(layer)));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& config, Generator& gen) : config_(config) {
+  config_.validate();
+  embed_tokens = register_module(
+      "embed_tokens", std::make_shared<Embedding>(config.vocab_size, config.hidden_size, config.initializer_range, gen));
+  layers = register_module("layers", std::make_shared<Layers>());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->append(std::make_shared<LlamaDecoderLayer>(config, gen));
+  norm = register_module("norm", std::make_shared<LlamaRMSNorm>(config.hidden_size, config.rms_norm_eps));
+}
+
+Tensor LlamaModel::forward(const Tensor& inputs_embeds, const Tensor& attention_mask, const Tensor& position_ids) {
+  VLMC_CHECK(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == config_.hidden_size, "LlamaModel: inputs_embeds ",
+             shape_str(inputs_embeds.shape()), " must be [B, L, ", config_.hidden_size, "]");
+  const int64_t b = inputs_embeds.size(0), l = inputs_embeds.size(1);
+  const Shape bl{b, l};
+  VLMC_CHECK(!attention_mask.defined() || attention_mask.shape() == bl, "LlamaModel: attention_mask ",
+             shape_str(attention_mask.defined() ? attention_mask.shape() : Shape{}),
+             " must be [B, L] = ", shape_str(bl), " as inputs_embeds ", shape_str(inputs_embeds.shape()));
+  VLMC_CHECK(!position_ids.defined() || (position_ids.shape() == bl && position_ids.dtype() == DType::i64),
+             "LlamaModel: position_ids ", shape_str(position_ids.defined() ? position_ids.shape() : Shape{}),
+             " must be i64 [B, L] = ", shape_str(bl), " as inputs_embeds ", shape_str(inputs_embeds.shape()));
+  const Tensor positions =
+      position_ids.defined() ? position_ids : Tensor::arange(l).unsqueeze(0).expand({b, l}).contiguous();
+  const RotaryTables rotary = rotary_tables(positions, config_.head_dim(), config_.rope_theta,
+                                            inputs_embeds.dtype(), inputs_embeds.device());
+  Tensor h = inputs_embeds;
+  for (const auto& layer : layers->items) h = layer->forward(h, rotary, attention_mask);
+  return norm->forward(h);
+}
+
+// ---- causal LM ------------------------------------------------------------------------------
+
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config, Generator& gen) : config_(config) {
+  model = register_module("model", std::make_shared<LlamaModel>(config, gen));
+  if (!config.tie_word_embeddings)
+    lm_head = register_module("lm_head", projection(config.hidden_size, config.vocab_size,
+                                                    config.initializer_range, gen));
+}
+
+Tensor LlamaForCausalLM::head_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+Tensor LlamaForCausalLM::forward(const Tensor& inputs_embeds, const Tensor& attention_mask,
+                                 const Tensor& position_ids) {
+  return linear(model->forward(inputs_embeds, attention_mask, position_ids), head_weight());  // [B, L, V]
+}
+
+Tensor LlamaForCausalLM::forward_ids(const Tensor& input_ids, const Tensor& attention_mask,
+                                     const Tensor& position_ids) {
+  VLMC_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64, "LlamaForCausalLM: input_ids ",
+             shape_str(input_ids.shape()), " must be i64 [B, L]");
+  return forward(embedding(model->embed_tokens->weight, input_ids), attention_mask, position_ids);
+}
+
+}  // namespace vlmc::nn

@@ -1,0 +1,168 @@
+// A decoder-only language model with LLaMA's architecture (Hugging Face's
+// LlamaForCausalLM): token embedding, pre-norm decoder layers (RMSNorm,
+// causal self-attention with rotary positions and grouped KV heads, RMSNorm,
+// SwiGLU MLP), a final RMSNorm and a bias-free output head.
+//
+// Parameter names are Hugging Face's, so a LLaMA checkpoint loads with
+// load_state_dict as it is:
+//   model.embed_tokens.weight                          [V, D]
+//   model.layers.{i}.self_attn.{q,k,v}_proj.weight     [H*Dh, D], [Hkv*Dh, D], [Hkv*Dh, D]
+//   model.layers.{i}.self_attn.o_proj.weight           [D, H*Dh]
+//   model.layers.{i}.mlp.{gate,up}_proj.weight         [I, D]
+//   model.layers.{i}.mlp.down_proj.weight              [D, I]
+//   model.layers.{i}.{input,post_attention}_layernorm.weight   [D]
+//   model.norm.weight                                  [D]
+//   lm_head.weight                                     [V, D] (absent when tied)
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/ops.h"
+#include "modules/layers.h"
+#include "modules/llava.h"
+
+namespace vlmc::nn {
+
+// The fields of Hugging Face's LlamaConfig that shape the model, under the
+// same names and with the same defaults (LLaMA-7B's sizes).
+struct LlamaConfig {
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 32;  // HF's None means num_attention_heads
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double initializer_range = 0.02;
+  bool tie_word_embeddings = false;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  // Throws vlmc::Error naming the first inconsistent field.
+  void validate() const;
+};
+
+// LlamaRMSNorm: x / sqrt(mean(x²) + eps) * weight, weight initialised to ones.
+class LlamaRMSNorm : public UnaryModule {
+ public:
+  LlamaRMSNorm(int64_t hidden_size, double eps);
+  Tensor forward(const Tensor& x) override { return rms_norm(x, {weight.size(0)}, weight, eps_); }
+
+  Tensor weight;
+
+ private:
+  double eps_;
+};
+
+// Rotary position embedding tables for position_ids i64 [B, L] (any device):
+// cos and sin [B, 1, L, Dh] in `dtype` on `device`, where
+// angle[b, l, j] = position_ids[b, l] * inv_freq[j mod Dh/2] and
+// inv_freq[i] = 1 / theta^(2i / Dh) (HF's layout: the frequencies repeated
+// twice along Dh). Built on the host in double; they carry no gradient.
+struct RotaryTables {
+  Tensor cos, sin;
+};
+RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta,
+                           DType dtype, Device device);
+
+// x [B, H, L, Dh] -> x * cos + rotate_half(x) * sin, with HF's rotate_half
+// (cat(-x[..., Dh/2:], x[..., :Dh/2])). Composed from recorded ops, so the
+// gradient reaches x.
+Tensor apply_rotary(const Tensor& x, const RotaryTables& tables);
+
+// LlamaAttention: q/k/v/o projections without bias, rotary positions on q and
+// k, then one fused causal attention over the padding mask.
+class LlamaAttention : public Module {
+ public:
+  LlamaAttention(const LlamaConfig& config, Generator& gen);
+  // x [B, L, D], key_padding_mask [B, L] or undefined -> [B, L, D].
+  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+};
+
+// LlamaMLP: down(silu(gate(x)) * up(x)), all without bias.
+class LlamaMLP : public UnaryModule {
+ public:
+  LlamaMLP(const LlamaConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+
+  std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
+};
+
+// One pre-norm decoder layer: x + attn(norm(x)), then h + mlp(norm(h)).
+class LlamaDecoderLayer : public Module {
+ public:
+  LlamaDecoderLayer(const LlamaConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+
+  std::shared_ptr<LlamaAttention> self_attn;
+  std::shared_ptr<LlamaMLP> mlp;
+  std::shared_ptr<LlamaRMSNorm> input_layernorm, post_attention_layernorm;
+};
+
+// LlamaModel (HF's "model."): embeddings, the layers and the final norm; it
+// returns the last hidden state.
+class LlamaModel : public Module {
+ public:
+  LlamaModel(const LlamaConfig& config, Generator& gen);
+  // inputs_embeds [B, L, D]; attention_mask [B, L] (1 = real token) or
+  // undefined (all real); position_ids i64 [B, L] or undefined (0..L-1 in
+  // every row) -> [B, L, D] after the final norm.
+  Tensor forward(const Tensor& inputs_embeds, const Tensor& attention_mask, const Tensor& position_ids);
+
+  // nn.Embedding's state: weight [V, D], N(0, initializer_range).
+  class Embedding : public Module {
+   public:
+    Embedding(int64_t num, int64_t dim, double init_std, Generator& gen);
+    Tensor weight;
+  };
+  // nn.ModuleList: children named "0", "1", ...
+  class Layers : public Module {
+   public:
+    void append(std::shared_ptr<LlamaDecoderLayer> layer);
+    std::vector<std::shared_ptr<LlamaDecoderLayer>> items;
+  };
+
+  std::shared_ptr<Embedding> embed_tokens;
+  std::shared_ptr<Layers> layers;
+  std::shared_ptr<LlamaRMSNorm> norm;
+
+ private:
+  LlamaConfig config_;
+};
+
+// LlamaForCausalLM, as the LanguageModel LlavaModel drives. With
+// tie_word_embeddings the head reads model.embed_tokens.weight and there is
+// no lm_head parameter (as in HF's safetensors files of tied models, which
+// omit the key), so each parameter appears once in parameters().
+class LlamaForCausalLM : public LanguageModel {
+ public:
+  explicit LlamaForCausalLM(const LlamaConfig& config, Generator& gen = default_generator());
+
+  Tensor embed_tokens() const override { return model->embed_tokens->weight; }
+  // inputs_embeds [B, L, D], attention_mask [B, L], position_ids i64 [B, L]
+  // (either may be undefined, see LlamaModel::forward) -> logits [B, L, V].
+  Tensor forward(const Tensor& inputs_embeds, const Tensor& attention_mask,
+                 const Tensor& position_ids) override;
+  // The same from token ids i64 [B, L] (the embedding lookup first).
+  Tensor forward_ids(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
+                     const Tensor& position_ids = Tensor());
+  // The head's weight [V, D]: lm_head.weight, or the embedding table when tied.
+  Tensor head_weight() const;
+
+  const LlamaConfig& config() const { return config_; }
+
+  std::shared_ptr<LlamaModel> model;  // "model"
+  std::shared_ptr<Linear> lm_head;    // "lm_head"; null when tied
+
+ private:
+  LlamaConfig config_;
+};
+
+}  // namespace vlmc::nn
