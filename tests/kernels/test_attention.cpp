@@ -9,6 +9,7 @@
 #include "core/io/tensor_io.h"
 #include "core/ops.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 
@@ -66,19 +67,11 @@ TEST_CASE("scaled_dot_product_attention matches the unfused composition", "[atte
 }
 
 TEST_CASE("scaled_dot_product_attention matches PyTorch's golden values and gradients", "[attention]") {
-  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/attention.safetensors";
-  const auto meta = io::load_safetensors_metadata(path);
-  REQUIRE(meta.at("format") == "vlmc-golden");
-  REQUIRE(meta.at("family") == "attention");
-  const auto tensors = io::load_safetensors(path);
+  const test::GoldenFile golden = test::load_golden("attention");
+  const auto& tensors = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : meta) {
-    const std::string suffix = ".args";
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string name = key.substr(0, key.size() - suffix.size());
+  for (const auto& [name, args] : golden.cases) {
     INFO("case " << name);
-    const nlohmann::json args = nlohmann::json::parse(value);
     REQUIRE(args.at("op") == "sdpa");
     const bool causal = args.at("causal").get<bool>();
     auto leaf = [&](const std::string& in) {

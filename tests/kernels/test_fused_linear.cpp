@@ -12,6 +12,7 @@
 #include "core/threads.h"
 #include "kernels/fused_linear.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 
@@ -51,19 +52,11 @@ TEST_CASE("linear_gelu computes GELU(x W^T + b) on a hand-checked example", "[fu
 }
 
 TEST_CASE("linear_gelu matches PyTorch's golden values and gradients", "[fused_linear]") {
-  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/fused_linear.safetensors";
-  const auto meta = io::load_safetensors_metadata(path);
-  REQUIRE(meta.at("format") == "vlmc-golden");
-  REQUIRE(meta.at("family") == "fused_linear");
-  const auto tensors = io::load_safetensors(path);
+  const test::GoldenFile golden = test::load_golden("fused_linear");
+  const auto& tensors = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : meta) {
-    const std::string suffix = ".args";
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string name = key.substr(0, key.size() - suffix.size());
+  for (const auto& [name, args] : golden.cases) {
     INFO("case " << name);
-    const nlohmann::json args = nlohmann::json::parse(value);
     REQUIRE(args.at("op") == "linear_gelu");
     const GeluApprox approx = args.at("approximate") == "tanh" ? GeluApprox::tanh : GeluApprox::none;
     auto leaf = [&](const std::string& in) {

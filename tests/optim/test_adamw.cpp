@@ -14,6 +14,7 @@
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 using namespace vlmc::optim;
@@ -270,20 +271,12 @@ TEST_CASE("K accumulated micro-batches with loss / K give the big batch's gradie
 }
 
 TEST_CASE("AdamW + cosine schedule + clipping replay torch.optim.AdamW", "[optim][golden]") {
-  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/optim.safetensors";
-  const auto meta = io::load_safetensors_metadata(path);
-  REQUIRE(meta.at("format") == "vlmc-golden");
-  REQUIRE(meta.at("family") == "optim");
-  const auto tensors = io::load_safetensors(path);
+  const test::GoldenFile golden = test::load_golden("optim");
+  const auto& tensors = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : meta) {
-    const std::string suffix = ".args";
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string name = key.substr(0, key.size() - suffix.size());
+  for (const auto& [name, args] : golden.cases) {
     INFO("case " << name);
     ++cases;
-    const nlohmann::json args = nlohmann::json::parse(value);
     const int64_t steps = args.at("steps");
     const CosineWithWarmup sched = CosineWithWarmup::from_ratio(
         steps, args.at("warmup_ratio").get<double>(), args.at("min_lr_ratio").get<double>());
