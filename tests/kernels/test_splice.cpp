@@ -12,6 +12,7 @@
 #include "core/ops.h"
 #include "kernels/splice.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 
@@ -177,17 +178,11 @@ TEST_CASE("splice_image_embeddings gradients (f64 finite differences)", "[splice
 }
 
 TEST_CASE("splice_image_embeddings matches the PyTorch reference (LLaVA's logic)", "[splice][golden]") {
-  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/topk_splice.safetensors";
-  INFO("golden file " << path);
-  const auto meta = io::load_safetensors_metadata(path);
-  REQUIRE(meta.at("format") == "vlmc-golden");
-  REQUIRE(meta.at("family") == "topk_splice");
-  const auto file = io::load_safetensors(path);
+  const test::GoldenFile golden = test::load_golden("topk_splice");
+  const auto& file = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : meta) {
-    const auto args = nlohmann::json::parse(value, nullptr, false);
-    if (key.size() < 6 || key.substr(key.size() - 5) != ".args" || args.value("op", "") != "splice") continue;
-    const std::string name = key.substr(0, key.size() - 5);
+  for (const auto& [name, args] : golden.cases) {
+    if (args.value("op", "") != "splice") continue;
     DYNAMIC_SECTION(name) {
       const auto optional = [&](const std::string& what) {
         const auto it = file.find(name + ".in." + what);

@@ -15,6 +15,7 @@
 #include "core/ops.h"
 #include "kernels/topk.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 
@@ -121,17 +122,11 @@ TEST_CASE("gather_rows gradients (f64 finite differences)", "[topk]") {
 }
 
 TEST_CASE("topk_indices and gather_rows match PyTorch golden values", "[topk][golden]") {
-  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/topk_splice.safetensors";
-  INFO("golden file " << path);
-  const auto meta = io::load_safetensors_metadata(path);
-  REQUIRE(meta.at("format") == "vlmc-golden");
-  REQUIRE(meta.at("family") == "topk_splice");
-  const auto file = io::load_safetensors(path);
+  const test::GoldenFile golden = test::load_golden("topk_splice");
+  const auto& file = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : meta) {
-    const auto args = nlohmann::json::parse(value, nullptr, false);
-    if (key.size() < 6 || key.substr(key.size() - 5) != ".args" || args.value("op", "") != "topk_gather") continue;
-    const std::string name = key.substr(0, key.size() - 5);
+  for (const auto& [name, args] : golden.cases) {
+    if (args.value("op", "") != "topk_gather") continue;
     DYNAMIC_SECTION(name) {
       const Tensor& scores = file.at(name + ".in.scores");
       Tensor x = file.at(name + ".in.x").clone();

@@ -16,6 +16,7 @@
 #include "core/io/tensor_io.h"
 #include "modules/clip_vision.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 using json = nlohmann::json;
@@ -23,7 +24,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr double kTolerance = 1e-5;
-const std::string kFile = std::string(VLMC_GOLDEN_DIR) + "/clip_vision.safetensors";
 
 std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix) {
   std::map<std::string, Tensor> out;
@@ -115,17 +115,11 @@ void check_case(const std::string& name, const json& args, const std::map<std::s
 }  // namespace
 
 TEST_CASE("CLIPVisionModel matches Hugging Face's CLIP vision tower", "[modules][clip_vision][golden]") {
-  const auto all = io::load_safetensors(kFile);
-  const auto metadata = io::load_safetensors_metadata(kFile);
-  REQUIRE(metadata.at("format") == "vlmc-golden");
-  REQUIRE(metadata.at("family") == "clip_vision");
-  const std::string suffix = ".args";
+  const test::GoldenFile golden = test::load_golden("clip_vision");
+  const auto& all = golden.tensors;
   int cases = 0;
-  for (const auto& [key, value] : metadata) {
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string name = key.substr(0, key.size() - suffix.size());
-    SECTION(name) { check_case(name, json::parse(value), all); }
+  for (const auto& [name, args] : golden.cases) {
+    SECTION(name) { check_case(name, args, all); }
     ++cases;
   }
   CHECK(cases == 2);

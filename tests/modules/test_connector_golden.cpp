@@ -13,6 +13,7 @@
 #include "core/io/tensor_io.h"
 #include "modules/connectors.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
 using json = nlohmann::json;
@@ -20,7 +21,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr double kTolerance = 1e-5;
-const std::string kFile = std::string(VLMC_GOLDEN_DIR) + "/connectors.safetensors";
 
 // The tensors of one case whose names start with "<case>.<section>.", keyed by the rest.
 std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix) {
@@ -97,15 +97,10 @@ void check_case(const std::string& name, const json& args, const std::map<std::s
 }  // namespace
 
 TEST_CASE("connectors match the seed's PyTorch classes in train and eval mode", "[modules][golden]") {
-  const auto all = io::load_safetensors(kFile);
-  const auto metadata = io::load_safetensors_metadata(kFile);
-  const std::string suffix = ".args";
+  const test::GoldenFile golden = test::load_golden("connectors");
+  const auto& all = golden.tensors;
   std::map<std::string, int> per_type;
-  for (const auto& [key, value] : metadata) {
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string name = key.substr(0, key.size() - suffix.size());
-    const json args = json::parse(value);
+  for (const auto& [name, args] : golden.cases) {
     SECTION(name) { check_case(name, args, all); }
     ++per_type[args.at("type").get<std::string>()];
   }
