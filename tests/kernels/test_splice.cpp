@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "core/io/tensor_io.h"
 #include "core/ops.h"
 #include "kernels/splice.h"
 #include "tests/support/check.h"

@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "core/io/tensor_io.h"
 #include "core/ops.h"
 #include "kernels/topk.h"
 #include "tests/support/check.h"

@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/io/tensor_io.h"
 #include "modules/clip_vision.h"
 #include "tests/support/check.h"
 #include "tests/support/golden.h"

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/io/tensor_io.h"
 #include "modules/connectors.h"
 #include "tests/support/check.h"
 #include "tests/support/golden.h"
