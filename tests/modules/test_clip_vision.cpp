@@ -18,18 +18,12 @@
 #include "tests/support/golden.h"
 
 using namespace vlmc;
+using test::section;
 using json = nlohmann::json;
 
 namespace {
 
 constexpr double kTolerance = 1e-5;
-
-std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix) {
-  std::map<std::string, Tensor> out;
-  for (const auto& [name, t] : all)
-    if (name.compare(0, prefix.size(), prefix) == 0) out.emplace(name.substr(prefix.size()), t);
-  return out;
-}
 
 nn::CLIPVisionConfig config_of(const json& a) {
   nn::CLIPVisionConfig c;

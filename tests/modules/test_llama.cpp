@@ -13,8 +13,10 @@
 #include "core/io/tensor_io.h"
 #include "modules/llama.h"
 #include "tests/support/check.h"
+#include "tests/support/golden.h"
 
 using namespace vlmc;
+using test::section;
 using json = nlohmann::json;
 
 namespace {
@@ -48,13 +50,6 @@ nn::LlamaConfig config_of(const json& args) {
   c.rope_theta = args.at("rope_theta").get<double>();
   c.tie_word_embeddings = args.at("tie_word_embeddings").get<bool>();
   return c;
-}
-
-std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix) {
-  std::map<std::string, Tensor> out;
-  for (const auto& [name, t] : all)
-    if (name.compare(0, prefix.size(), prefix) == 0) out.emplace(name.substr(prefix.size()), t);
-  return out;
 }
 
 std::set<std::string> keys_of(const std::map<std::string, Tensor>& m) {

@@ -26,4 +26,11 @@ GoldenFile load_golden(const std::string& family) {
   return golden;
 }
 
+std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix) {
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, t] : all)
+    if (name.compare(0, prefix.size(), prefix) == 0) out.emplace(name.substr(prefix.size()), t);
+  return out;
+}
+
 }  // namespace vlmc::test

@@ -22,4 +22,7 @@ struct GoldenFile {
 // the field), and lists the cases in name order.
 GoldenFile load_golden(const std::string& family);
 
+// The tensors whose names start with prefix (e.g. "<case>.weights."), keyed by the rest of the name.
+std::map<std::string, Tensor> section(const std::map<std::string, Tensor>& all, const std::string& prefix);
+
 }  // namespace vlmc::test
