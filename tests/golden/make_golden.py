@@ -424,21 +424,30 @@ def pool():
 FAMILIES = [elementwise, unary, reduce, linalg, nn, index, pool]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def write_families(description, families):
+    """The command line every golden script shares: writes each family's file to --out.
+
+    Torch runs on one thread so sums and products are bit-stable: rerunning with
+    the same torch gives byte-identical files.
+    """
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                         help="directory for the .safetensors files (default: this script's)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # bit-stable sums and products
+    torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     total = 0
-    for make in FAMILIES:
+    for make in families:
         fam = make()
         path = fam.write(args.out)
         size = os.path.getsize(path)
         total += size
         print(f"{path}: {len(fam.cases)} cases, {size} bytes")
     print(f"torch {torch.__version__}, {total} bytes in all")
+
+
+def main():
+    write_families(__doc__, FAMILIES)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ repeat_interleave'd to the query heads. Cases: <case>.in.q/k/v [, .in.mask u8 [B
 .out, .proj, .grad.q/k/v, and <case>.args {"op": "sdpa", "causal": bool}.
 """
 
-import argparse
 import math
-import os
 
 import torch
 
-from make_golden import Family, randn
+from make_golden import Family, randn, write_families
 
 
 def reference(q, k, v, mask=None, causal=False):
@@ -71,15 +69,7 @@ def attention():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
-                        help="directory for attention.safetensors (default: this script's)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
-    fam = attention()
-    path = fam.write(args.out)
-    print(f"{path}: {len(fam.cases)} cases, {os.path.getsize(path)} bytes, torch {torch.__version__}")
+    write_families(__doc__, [attention])
 
 
 if __name__ == "__main__":

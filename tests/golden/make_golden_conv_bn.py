@@ -23,16 +23,14 @@ Per case, beside the file format of make_golden.py:
 and <case>.args: {"op", "stride", "padding", "training", "gelu", "momentum", "eps"}.
 """
 
-import argparse
 import json
-import os
 import zlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from make_golden import Family, randn
+from make_golden import Family, randn, write_families
 
 
 def conv_case(fam, name, *, batch, h, w, cin, cout, k, stride, padding, conv_bias=True,
@@ -134,15 +132,7 @@ def conv_bn():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
-                        help="directory for conv_bn.safetensors (default: this script's)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # bit-stable sums and products
-    os.makedirs(args.out, exist_ok=True)
-    fam = conv_bn()
-    path = fam.write(args.out)
-    print(f"{path}: {len(fam.cases)} cases, {os.path.getsize(path)} bytes, torch {torch.__version__}")
+    write_families(__doc__, [conv_bn])
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ The file format, seeding and layout of each case are make_golden.py's (see READM
 {"op": "linear_gelu", "approximate": "none" | "tanh"}.
 """
 
-import argparse
-import os
 
 import torch
 import torch.nn.functional as F
 
-from make_golden import Family, randn
+from make_golden import Family, randn, write_families
 
 
 def fused_linear():
@@ -50,15 +48,7 @@ def fused_linear():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
-                        help="directory for fused_linear.safetensors (default: this script's)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # bit-stable sums and products
-    os.makedirs(args.out, exist_ok=True)
-    fam = fused_linear()
-    path = fam.write(args.out)
-    print(f"{path}: {len(fam.cases)} cases, {os.path.getsize(path)} bytes, torch {torch.__version__}")
+    write_families(__doc__, [fused_linear])
 
 
 if __name__ == "__main__":

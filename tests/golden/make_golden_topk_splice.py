@@ -25,14 +25,13 @@ holds only real images, so a text-only sample consumes none (prepend=False) or
 gets the next image in front (prepend=True, the seed's prepare_inputs).
 """
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_golden import Family, randn  # noqa: E402
+from make_golden import Family, randn, write_families  # noqa: E402
 
 IGNORE = -100
 
@@ -183,18 +182,15 @@ def splice_cases(fam):
          num_images=2, nv=16, labels=True, prepend=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
-                        help="directory for topk_splice.safetensors (default: this script's)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
+def topk_splice():
     fam = Family("topk_splice")
     topk_cases(fam)
     splice_cases(fam)
-    path = fam.write(args.out)
-    print(f"{path}: {len(fam.cases)} cases, {os.path.getsize(path)} bytes, torch {torch.__version__}")
+    return fam
+
+
+def main():
+    write_families(__doc__, [topk_splice])
 
 
 if __name__ == "__main__":
