@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev       # safetensors headers, JSON
   libcli11-dev             # the command line
   zlib1g-dev
+  libtomlplusplus-dev      # the training configs (TOML)
   dataset-fashion-mnist    # the training images (IDX .gz under /usr/share/datasets/fashion-mnist)
 )
 if [[ "${1:-}" == "fuzz" ]]; then
