@@ -1,0 +1,160 @@
+#include "train/metrics_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+#include "core/error.h"
+
+namespace vlmc::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
+
+// JSON has no NaN or infinity; nlohmann would print them as null anyway, but
+// doing it explicitly keeps the rule visible and independent of the library.
+json sanitize(const json& v) {
+  if (v.is_number_float()) return std::isfinite(v.get<double>()) ? v : json(nullptr);
+  if (v.is_object()) {
+    json out = json::object();
+    for (const auto& [k, x] : v.items()) out[k] = sanitize(x);
+    return out;
+  }
+  if (v.is_array()) {
+    json out = json::array();
+    for (const auto& x : v) out.push_back(sanitize(x));
+    return out;
+  }
+  return v;
+}
+
+// The whole file: logs are small (one line per logged step).
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(str(path, ": cannot open metrics log: ", errno_text()));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw Error(str(path, ": reading metrics log failed"));
+  return ss.str();
+}
+
+std::vector<json> parse_lines(const std::string& text, const std::string& path) {
+  // Split on '\n'; a final piece with no newline after it is the last line too.
+  std::vector<std::string> lines;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  size_t last_nonblank = lines.size();
+  for (size_t i = lines.size(); i-- > 0;)
+    if (lines[i].find_first_not_of(" \t\r") != std::string::npos) {
+      last_nonblank = i;
+      break;
+    }
+
+  std::vector<json> records;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    json rec = json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+    if (rec.is_object()) {
+      records.push_back(std::move(rec));
+      continue;
+    }
+    if (i == last_nonblank) break;  // torn by a crash mid-write: drop it
+    throw Error(str(path, ":", i + 1, ": not a JSON object (", rec.is_discarded() ? "does not parse" : rec.type_name(),
+                    "), and it is not the last line, so it is not a torn write"));
+  }
+  return records;
+}
+
+void fsync_path(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return;  // durability is best effort past this point; the data is already in place
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& path) : path_(path) {
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) throw Error(str(path, ": cannot create directory '", parent.string(), "': ", ec.message()));
+  }
+  errno = 0;
+  file_.reset(std::fopen(path.c_str(), "a+b"));
+  if (!file_) throw Error(str(path, ": cannot open metrics log for appending: ", errno_text()));
+  // A file that ends mid-line (a crash during the last write) gets its newline
+  // now; otherwise the next record would be glued to the torn one and lost too.
+  std::FILE* f = file_.get();
+  if (std::fseek(f, 0, SEEK_END) == 0 && std::ftell(f) > 0 && std::fseek(f, -1, SEEK_END) == 0) {
+    const int c = std::fgetc(f);
+    std::fseek(f, 0, SEEK_END);
+    if (c != '\n' && c != EOF) {
+      std::fputc('\n', f);
+      std::fflush(f);
+    }
+  }
+}
+
+void MetricsLog::write(const json& record) {
+  VLMC_CHECK(record.is_object(), path_, ": a metrics record must be a JSON object, got ", record.type_name());
+  // dump() without indentation escapes control characters, so the line never
+  // contains a newline of its own.
+  std::string text = sanitize(record).dump(-1, ' ', false, json::error_handler_t::replace);
+  text += '\n';
+  errno = 0;
+  if (std::fwrite(text.data(), 1, text.size(), file_.get()) != text.size() || std::fflush(file_.get()) != 0)
+    throw Error(str(path_, ": writing metrics record failed: ", errno_text()));
+}
+
+std::vector<json> MetricsLog::read_all(const std::string& path) { return parse_lines(slurp(path), path); }
+
+void MetricsLog::truncate_for_resume(const std::string& path, const std::function<bool(const json&)>& keep) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  std::string kept;
+  for (const json& rec : read_all(path))
+    if (keep(rec)) kept += rec.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+
+  // Temporary beside the target, then rename: a crash leaves the old or the new file, never a mix.
+  const std::string tmp = str(path, ".tmp.", ::getpid());
+  errno = 0;
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(str(path, ": cannot create temporary file '", tmp, "': ", errno_text()));
+  errno = 0;
+  const bool ok = std::fwrite(kept.data(), 1, kept.size(), f) == kept.size() && std::fflush(f) == 0 &&
+                  ::fsync(::fileno(f)) == 0;
+  const std::string why = errno_text();
+  const bool closed = std::fclose(f) == 0;
+  if (!ok || !closed) {
+    std::remove(tmp.c_str());
+    throw Error(str(path, ": writing temporary file '", tmp, "' failed: ", why));
+  }
+  errno = 0;
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string rename_why = errno_text();
+    std::remove(tmp.c_str());
+    throw Error(str(path, ": cannot rename temporary file '", tmp, "' onto it: ", rename_why));
+  }
+  const fs::path parent = fs::path(path).parent_path();
+  fsync_path(parent.empty() ? "." : parent.string(), O_RDONLY | O_DIRECTORY);
+}
+
+}  // namespace vlmc::train

@@ -1,0 +1,53 @@
+// runs/<name>/metrics.jsonl: one JSON object per line, appended as training
+// goes, so a plotting script can read it while the run is alive.
+//
+// Each record is serialised completely before a single write and flushed
+// right after, so a crash loses at most the line being written, and that line
+// is recognisable as torn: it is the last one and does not parse. Readers drop
+// such a last line; a line that does not parse anywhere else means the file
+// was damaged some other way and is an error naming the file and the line.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace vlmc::train {
+
+class MetricsLog {
+ public:
+  // Opens `path` for appending, creating missing parent directories. Throws
+  // vlmc::Error naming the path when it cannot. If the file ends in a torn
+  // line, a newline is appended first so new records never fuse with it.
+  explicit MetricsLog(const std::string& path);
+
+  // Writes `record` (a JSON object) as one line and flushes. Non-finite
+  // numbers become null (JSON has no NaN); strings that are not valid UTF-8
+  // have the bad bytes replaced by U+FFFD rather than breaking the line.
+  void write(const nlohmann::json& record);
+
+  const std::string& path() const { return path_; }
+
+  // For --resume: rewrites `path` atomically, keeping only the records for
+  // which keep(record) is true (the trainer drops those newer than the
+  // checkpoint). A missing file is left missing. Parse rules as read_all.
+  static void truncate_for_resume(const std::string& path,
+                                  const std::function<bool(const nlohmann::json&)>& keep);
+
+  // Every record in file order. A torn last line is dropped; any other line
+  // that is not a JSON object throws vlmc::Error naming path and line number.
+  // Blank lines are skipped.
+  static std::vector<nlohmann::json> read_all(const std::string& path);
+
+ private:
+  struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::string path_;
+  std::unique_ptr<std::FILE, FileCloser> file_;
+};
+
+}  // namespace vlmc::train
