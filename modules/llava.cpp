@@ -146,6 +146,10 @@ std::vector<Tensor> LlavaModel::trainable_parameters() const {
 }
 
 Tensor LlavaModel::encode_images(const Tensor& images) {
+  return connector->forward(vision_features(images));  // [num_images, N', Dllm]
+}
+
+Tensor LlavaModel::vision_features(const Tensor& images) {
   Tensor features;  // [num_images, N, Dv]
   {
     // The vision tower is frozen: no graph is kept for it in either stage.
@@ -166,11 +170,21 @@ Tensor LlavaModel::encode_images(const Tensor& images) {
     }
     features = features.contiguous();
   }
-  return connector->forward(features);  // [num_images, N', Dllm]
+  return features;
 }
 
 SpliceResult LlavaModel::prepare_inputs(const Tensor& input_ids, const Tensor& images, const Tensor& labels,
                                         const Tensor& text_mask) {
+  return prepare_inputs_impl(input_ids, images, labels, text_mask, /*images_are_features=*/false);
+}
+
+SpliceResult LlavaModel::prepare_inputs_from_features(const Tensor& input_ids, const Tensor& features,
+                                                      const Tensor& labels, const Tensor& text_mask) {
+  return prepare_inputs_impl(input_ids, features, labels, text_mask, /*images_are_features=*/true);
+}
+
+SpliceResult LlavaModel::prepare_inputs_impl(const Tensor& input_ids, const Tensor& images, const Tensor& labels,
+                                             const Tensor& text_mask, bool images_are_features) {
   const Tensor table = llm->embed_tokens();  // [V, D]
   const SpliceOptions& o = config_.splice;
   const int64_t num_images = images.defined() ? images.size(0) : 0;
@@ -190,7 +204,7 @@ SpliceResult LlavaModel::prepare_inputs(const Tensor& input_ids, const Tensor& i
   }
   Tensor visual;  // [num_images, N', D]
   if (num_images > 0) {
-    visual = encode_images(images);
+    visual = images_are_features ? connector->forward(images) : encode_images(images);
   } else {
     visual = Tensor::zeros({0, 1, table.size(1)}, table.dtype(), table.device());
   }

@@ -132,7 +132,13 @@ class LlavaModel : public Module {
 
   // images [num_images, ...] -> visual tokens [num_images, N', Dllm]. The
   // encoder runs without autograd (it is frozen); the projector records.
+  // encode_images(x) == connector->forward(vision_features(x)).
   Tensor encode_images(const Tensor& images);
+  // The frozen encoder alone: images -> the features the projector reads,
+  // [num_images, N, Dv] (hidden state select_layer, CLS dropped unless
+  // keep_cls), contiguous and without a graph. A trainer may compute them
+  // once and reuse them in every epoch (prepare_inputs_from_features).
+  Tensor vision_features(const Tensor& images);
 
   // LLaVA's prepare_inputs_labels_for_multimodal: input_ids i64 [B, T] with
   // image_token_id at each <image>; images hold one image per placeholder, in
@@ -141,6 +147,11 @@ class LlavaModel : public Module {
   // on image tokens and padding; `truncated` counts tokens cut by max_length.
   SpliceResult prepare_inputs(const Tensor& input_ids, const Tensor& images,
                               const Tensor& labels = Tensor(), const Tensor& text_mask = Tensor());
+  // The same from precomputed vision_features() [num_images, N, Dv] (or
+  // undefined when there is no image): the projector and the splice run here.
+  SpliceResult prepare_inputs_from_features(const Tensor& input_ids, const Tensor& features,
+                                            const Tensor& labels = Tensor(),
+                                            const Tensor& text_mask = Tensor());
 
   // prepare_inputs, then the language model. With labels, the loss is LLaVA's
   // (Hugging Face's causal LM loss): cross-entropy of logits[:, :-1] against
@@ -162,6 +173,9 @@ class LlavaModel : public Module {
   std::shared_ptr<LanguageModel> llm;
 
  private:
+  SpliceResult prepare_inputs_impl(const Tensor& input_ids, const Tensor& images, const Tensor& labels,
+                                   const Tensor& text_mask, bool images_are_features);
+
   LlavaConfig config_;
   int stage_ = 2;
 };

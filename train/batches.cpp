@@ -1,0 +1,104 @@
+#include "train/batches.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/ops.h"
+#include "kernels/philox.h"
+
+namespace vlmc::train {
+
+TextBatch make_text_batch(const Tokenizer& tokenizer, const std::vector<Sample>& samples,
+                          const std::vector<int64_t>& rows) {
+  VLMC_CHECK(!rows.empty(), "text batch: no samples");
+  std::vector<std::vector<int64_t>> ids(rows.size());
+  std::vector<size_t> answer_start(rows.size());
+  size_t longest = 0;
+  TextBatch batch;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    VLMC_CHECK(rows[b] >= 0 && rows[b] < static_cast<int64_t>(samples.size()), "text batch: sample ",
+               rows[b], " outside a set of ", samples.size());
+    const Sample& s = samples[static_cast<size_t>(rows[b])];
+    std::vector<int64_t> prompt = tokenizer.encode(s.prompt, {.bos = true, .strict = true});
+    VLMC_CHECK(prompt.size() >= 2 && prompt[1] == kImageTokenId &&
+                   std::count(prompt.begin(), prompt.end(), kImageTokenId) == 1,
+               "text batch: prompt '", s.prompt, "' must start with exactly one ", kImageToken);
+    const std::vector<int64_t> answer = tokenizer.encode(s.answer, {.eos = true, .strict = true});
+    answer_start[b] = prompt.size();
+    prompt.insert(prompt.end(), answer.begin(), answer.end());
+    longest = std::max(longest, prompt.size());
+    batch.text_tokens += static_cast<int64_t>(prompt.size()) - 1;  // <image> is not text
+    batch.images.push_back(s.image);
+    ids[b] = std::move(prompt);
+  }
+  const int64_t B = static_cast<int64_t>(rows.size()), T = static_cast<int64_t>(longest);
+  std::vector<int64_t> input(static_cast<size_t>(B * T), kPadId), labels(input.size(), -100),
+      mask(input.size(), 0);
+  for (size_t b = 0; b < ids.size(); ++b) {
+    for (size_t t = 0; t < ids[b].size(); ++t) {
+      const size_t at = b * longest + t;
+      input[at] = ids[b][t];
+      mask[at] = 1;
+      if (t >= answer_start[b]) labels[at] = ids[b][t];
+    }
+  }
+  batch.input_ids = Tensor::from_vector(input, {B, T});
+  batch.labels = Tensor::from_vector(labels, {B, T});
+  batch.text_mask = Tensor::from_vector(mask, {B, T});
+  return batch;
+}
+
+std::vector<int64_t> batch_indices(uint64_t seed, uint64_t stream, int64_t step, int64_t batch,
+                                   int64_t count) {
+  VLMC_CHECK(count >= 1 && batch >= 1 && step >= 0, "batch_indices: step ", step, ", batch ", batch,
+             ", count ", count);
+  // One key per (seed, stream); counter = step * batch + i.
+  const uint64_t key = seed * 0x9E3779B97F4A7C15ull ^ (stream + 1) * 0xD1B54A32D192ED03ull;
+  std::vector<int64_t> out(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) {
+    const kernels::Philox4 r =
+        kernels::philox4x32(key, static_cast<uint64_t>(step) * static_cast<uint64_t>(batch) + i);
+    const uint64_t bits = (static_cast<uint64_t>(r.x[0]) << 32) | r.x[1];
+    // Multiply-shift on 64 bits: unbiased enough for any count below 2^32.
+    out[static_cast<size_t>(i)] =
+        static_cast<int64_t>((static_cast<unsigned __int128>(bits) * static_cast<uint64_t>(count)) >> 64);
+  }
+  return out;
+}
+
+Tensor slot_word_ids(const Tokenizer& tokenizer, const std::vector<std::array<int64_t, 4>>& classes,
+                     int64_t grid) {
+  VLMC_CHECK(grid >= 2 && grid % 2 == 0, "slot_word_ids: grid ", grid, " must be even");
+  // place words of each quadrant: "top left" -> {top, left}
+  std::array<std::array<int64_t, 2>, 4> place{};
+  for (size_t q = 0; q < 4; ++q) {
+    const std::vector<int64_t> w = tokenizer.encode(quadrant_names()[q], {.strict = true});
+    VLMC_CHECK(w.size() == 2, "slot_word_ids: quadrant name '", quadrant_names()[q], "' is not two words");
+    place[q] = {w[0], w[1]};
+  }
+  const int64_t B = static_cast<int64_t>(classes.size()), n = grid * grid, half = grid / 2;
+  std::vector<int64_t> ids(static_cast<size_t>(B * n * 3));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = j / grid, c = j % grid;
+      const size_t q = static_cast<size_t>((r >= half) * 2 + (c >= half));
+      const int64_t cls = classes[static_cast<size_t>(b)][q];
+      VLMC_CHECK(cls >= 0 && cls < kFashionMnistClasses, "slot_word_ids: class ", cls, " is not a class id");
+      int64_t* out = &ids[static_cast<size_t>((b * n + j) * 3)];
+      out[0] = place[q][0];
+      out[1] = place[q][1];
+      out[2] = tokenizer.id(class_names()[static_cast<size_t>(cls)]);
+    }
+  }
+  return Tensor::from_vector(ids, {B, n, 3});
+}
+
+Tensor encoder_pixels(const MosaicSet& set, const std::vector<int64_t>& rows) {
+  // Fashion-MNIST's pixel mean and standard deviation over the train split (on [0, 1]).
+  constexpr double kMean = 0.2860, kStd = 0.3530;
+  const Tensor index = Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())});
+  const Tensor images = index_select(set.images, 0, index);  // [B, 56, 56]
+  return div(sub(images, kMean), kStd).reshape({static_cast<int64_t>(rows.size()), 1, kMosaicSide, kMosaicSide});
+}
+
+}  // namespace vlmc::train

@@ -1,0 +1,104 @@
+#include "train/stage_loop.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+#include "optim/clip.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+#include "train/progress.h"
+
+namespace vlmc::train {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void save(const StageSpec& spec, const RunFiles& files, const optim::AdamW& opt, int64_t step) {
+  Checkpoint ckpt;
+  ckpt.model = files.model_state();
+  ckpt.optimizer = opt.state_dict();
+  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
+                {"steps", spec.settings.steps}, {"config", files.config}};
+  const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
+  save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
+  prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
+}
+
+}  // namespace
+
+std::string checkpoint_name(int rank, const std::string& stage, int64_t step) {
+  char digits[32];
+  std::snprintf(digits, sizeof(digits), "%06lld", static_cast<long long>(step));
+  return std::to_string(rank) + "-" + stage + "-step" + digits;
+}
+
+StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::optional<StageResume>& resume) {
+  const StageSettings& s = spec.settings;
+  optim::GroupingOptions grouping;
+  grouping.lr = s.lr;
+  grouping.weight_decay = s.weight_decay;
+  optim::AdamW opt(optim::make_param_groups(spec.params, grouping));
+  std::vector<Tensor> params;
+  for (const optim::NamedTensor& p : spec.params) params.push_back(p.tensor);
+  const optim::CosineWithWarmup schedule =
+      optim::CosineWithWarmup::from_ratio(s.steps, s.warmup_ratio, s.min_lr_ratio);
+
+  const int64_t first = resume ? resume->step : 0;
+  VLMC_CHECK(first >= 0 && first <= s.steps, spec.name, ": resume step ", first, " outside 0..", s.steps);
+  if (resume) opt.load_state_dict(resume->optimizer);
+
+  StageSummary summary;
+  std::vector<double> losses;
+  int64_t tokens_run = 0;
+  ProgressBar bar(spec.name, s.steps, first, stderr, std::nullopt, files.log_every_s);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t step = first; step < s.steps; ++step) {
+    const double lr_multiplier = schedule.multiplier(step);
+    opt.set_lr_multiplier(lr_multiplier);
+    const auto t_step = std::chrono::steady_clock::now();
+    StepLoss out = spec.step(step);
+    const double loss = out.loss.item();
+    if (!std::isfinite(loss)) {
+      files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", loss}});
+      const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
+      throw Error(spec.name + " step " + std::to_string(step + 1) + ": the loss is " +
+                  (std::isnan(loss) ? "NaN" : "infinite") + "; training stopped before updating the weights. " +
+                  (saved.empty() ? std::string("No checkpoint was written yet.")
+                                 : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
+                                       " (continue from it with --resume, after lowering the learning rate)."));
+    }
+    out.loss.backward();
+    double grad_norm = NAN;
+    if (s.max_grad_norm > 0) grad_norm = optim::clip_grad_norm_(params, s.max_grad_norm);
+    opt.step();
+    opt.zero_grad();
+
+    const double step_s = seconds_since(t_step);
+    tokens_run += out.tokens;
+    losses.push_back(loss);
+    const double lr = s.lr * lr_multiplier;
+    nlohmann::json record = {{"stage", spec.name}, {"step", step + 1}, {"loss", loss}, {"lr", lr},
+                             {"tokens", out.tokens}, {"step_s", step_s}};
+    if (s.max_grad_norm > 0) record["grad_norm"] = grad_norm;
+    files.metrics->write(record);
+    const double elapsed = seconds_since(t0);
+    bar.update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
+    if ((step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps) save(spec, files, opt, step + 1);
+  }
+  bar.finish();
+  summary.seconds = seconds_since(t0);
+  summary.tokens_per_s = summary.seconds > 0 ? tokens_run / summary.seconds : 0.0;
+  if (!losses.empty()) {
+    const size_t tail = std::max<size_t>(1, losses.size() / 10);
+    double sum = 0;
+    for (size_t i = losses.size() - tail; i < losses.size(); ++i) sum += losses[i];
+    summary.final_loss = sum / static_cast<double>(tail);
+  }
+  return summary;
+}
+
+}  // namespace vlmc::train

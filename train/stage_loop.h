@@ -1,0 +1,72 @@
+// One optimisation stage of the trainer, whatever it trains: AdamW over named
+// parameters, warmup + cosine, optional clipping, a progress bar, one
+// metrics.jsonl record per step, atomic checkpoints every N steps and at the
+// end, and a hard stop on a non-finite loss (the last checkpoint stays usable).
+//
+// Resuming: the step function must be a pure function of the step (the batch
+// it reads, any randomness), so restoring the parameters and the optimizer
+// state of step k and running steps k+1.. reproduces the uninterrupted run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "optim/adamw.h"
+#include "train/metrics_log.h"
+#include "train/train_config.h"
+
+namespace vlmc::train {
+
+// What one step's forward returns: the loss (with its graph) and the tokens
+// (or images) it processed, for the throughput figure.
+struct StepLoss {
+  Tensor loss;
+  int64_t tokens = 0;
+};
+
+// Where a run keeps its files, and how to snapshot the whole model.
+struct RunFiles {
+  std::string run_dir;          // runs/<name>
+  std::string checkpoint_root;  // runs/<name>/checkpoints
+  MetricsLog* metrics = nullptr;
+  std::function<std::map<std::string, Tensor>()> model_state;
+  nlohmann::json config;        // written into every checkpoint's state.json
+  int64_t checkpoint_every = 100;
+  int64_t keep_checkpoints = 2;
+  double log_every_s = 10.0;
+};
+
+struct StageSpec {
+  std::string name;  // "stage1"; also the metrics "stage" field
+  int rank = 0;      // order of the stage in the run (checkpoint names sort by it)
+  StageSettings settings;
+  std::vector<optim::NamedTensor> params;  // what this stage trains
+  std::function<StepLoss(int64_t step)> step;
+};
+
+// Where a checkpoint left a stage: the optimizer state and the steps done.
+struct StageResume {
+  int64_t step = 0;
+  std::map<std::string, Tensor> optimizer;
+};
+
+struct StageSummary {
+  double final_loss = 0.0;     // mean loss of the last 10 % of steps
+  double seconds = 0.0;        // wall time of the steps run in this process
+  double tokens_per_s = 0.0;
+};
+
+// "<rank>-<name>-step<NNNNNN>": sorting names sorts by (rank, step).
+std::string checkpoint_name(int rank, const std::string& stage, int64_t step);
+
+// Runs steps resume.step .. settings.steps-1 (all when resume is empty).
+StageSummary run_stage(const StageSpec& spec, const RunFiles& files,
+                       const std::optional<StageResume>& resume = std::nullopt);
+
+}  // namespace vlmc::train

@@ -1,0 +1,38 @@
+// `vlmc train` and `vlmc eval`: the fashion-mosaic run from the command line.
+// Every TrainConfig key is a flag ("--stage1.lr 1e-3"); --config reads a TOML
+// file first, so the order of precedence is defaults < file < flags.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "train/config_schema.h"
+#include "train/train_config.h"
+
+namespace vlmc::cli {
+
+class TrainCommands {
+ public:
+  explicit TrainCommands(CLI::App& app);
+  TrainCommands(const TrainCommands&) = delete;
+  TrainCommands& operator=(const TrainCommands&) = delete;
+
+  bool parsed() const;
+  int execute();  // runs whichever subcommand was given
+
+ private:
+  int run_train();
+  int run_eval();
+
+  CLI::App* train_ = nullptr;
+  CLI::App* eval_ = nullptr;
+  train::TrainConfig train_config_, eval_config_;
+  train::ConfigSchema train_schema_, eval_schema_;
+  std::string train_config_file_, eval_config_file_;
+  bool resume_ = false;
+  std::string checkpoint_;
+};
+
+}  // namespace vlmc::cli

@@ -1,0 +1,148 @@
+#include "train/train_config.h"
+
+#include "core/error.h"
+#include "modules/llava.h"
+
+namespace vlmc::train {
+namespace {
+
+void register_stage(ConfigSchema& s, const std::string& prefix, StageSettings& stage) {
+  s.add(prefix + ".steps", &stage.steps, "optimizer steps");
+  s.add(prefix + ".batch_size", &stage.batch_size, "samples per step");
+  s.add(prefix + ".lr", &stage.lr, "peak learning rate (AdamW)");
+  s.add(prefix + ".weight_decay", &stage.weight_decay, "AdamW weight decay (not on biases and norm weights)");
+  s.add(prefix + ".warmup_ratio", &stage.warmup_ratio, "linear warmup, as a fraction of the steps");
+  s.add(prefix + ".min_lr_ratio", &stage.min_lr_ratio, "cosine decay floor, as a fraction of lr");
+  s.add(prefix + ".max_grad_norm", &stage.max_grad_norm, "clip gradients to this global norm (0 = off)");
+}
+
+void check_stage(const std::string& prefix, const StageSettings& s) {
+  VLMC_CHECK(s.steps >= 1, prefix, ".steps must be >= 1, got ", s.steps);
+  VLMC_CHECK(s.batch_size >= 1, prefix, ".batch_size must be >= 1, got ", s.batch_size);
+  VLMC_CHECK(s.lr > 0, prefix, ".lr must be > 0, got ", s.lr);
+  VLMC_CHECK(s.weight_decay >= 0, prefix, ".weight_decay must be >= 0, got ", s.weight_decay);
+  VLMC_CHECK(s.warmup_ratio >= 0 && s.warmup_ratio < 1, prefix, ".warmup_ratio must be in [0, 1), got ",
+             s.warmup_ratio);
+  VLMC_CHECK(s.min_lr_ratio >= 0 && s.min_lr_ratio <= 1, prefix, ".min_lr_ratio must be in [0, 1], got ",
+             s.min_lr_ratio);
+  VLMC_CHECK(s.max_grad_norm >= 0, prefix, ".max_grad_norm must be >= 0, got ", s.max_grad_norm);
+}
+
+}  // namespace
+
+nn::CLIPVisionConfig TrainConfig::vision_config() const {
+  nn::CLIPVisionConfig c;
+  c.hidden_size = vision_hidden_size;
+  c.intermediate_size = vision_intermediate_size;
+  c.num_attention_heads = vision_num_attention_heads;
+  c.num_hidden_layers = vision_num_hidden_layers;
+  c.num_channels = 1;  // Fashion-MNIST is grey
+  c.image_size = 56;   // 2x2 mosaics of 28x28 items
+  c.patch_size = vision_patch_size;
+  c.hidden_act = vision_hidden_act;
+  return c;
+}
+
+nn::LlamaConfig TrainConfig::language_config(int64_t vocab_size) const {
+  nn::LlamaConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = lm_hidden_size;
+  c.intermediate_size = lm_intermediate_size;
+  c.num_hidden_layers = lm_num_hidden_layers;
+  c.num_attention_heads = lm_num_attention_heads;
+  c.num_key_value_heads = lm_num_key_value_heads;
+  c.max_position_embeddings = lm_max_position_embeddings;
+  c.rope_theta = lm_rope_theta;
+  return c;
+}
+
+nn::ConnectorConfig TrainConfig::connector_config() const {
+  nn::ConnectorConfig c;
+  c.dim_vision = vision_hidden_size;
+  c.dim_llm = lm_hidden_size;
+  c.grid_size = 56 / vision_patch_size;
+  c.target_size = connector_target_size;
+  c.num_conv_layers = connector_num_conv_layers;
+  c.max_tokens = connector_max_tokens;
+  c.min_tokens = connector_min_tokens;
+  c.max_visual_tokens = c.grid_size * c.grid_size;
+  return c;
+}
+
+void TrainConfig::validate() const {
+  VLMC_CHECK(!name.empty() && name.find('/') == std::string::npos && name[0] != '.',
+             "run.name must be a plain directory name, got '", name, "'");
+  VLMC_CHECK(device == "cpu", "run.device: '", device,
+             "' is not supported by the trainer yet (only cpu; CUDA training is issue 6)");
+  VLMC_CHECK(checkpoint_every >= 1, "run.checkpoint_every must be >= 1, got ", checkpoint_every);
+  VLMC_CHECK(keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1, got ", keep_checkpoints);
+  VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
+  VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
+  VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
+             "vision.patch_size ", vision_patch_size,
+             " must split the 56-pixel mosaic into an even grid (2, 4, 7, 14 or 28)");
+  vision_config().validate();
+  const int64_t layers = vision_num_hidden_layers + 1;
+  VLMC_CHECK(vision_select_layer >= -layers && vision_select_layer < layers, "vision.select_layer ",
+             vision_select_layer, " is outside the ", layers, " hidden states");
+  language_config(64).validate();
+  check_stage("stage0.vision", stage0_vision);
+  check_stage("stage0.language", stage0_language);
+  check_stage("stage1", stage1);
+  check_stage("stage2", stage2);
+  VLMC_CHECK(eval_mosaics >= 1, "eval.mosaics must be >= 1, got ", eval_mosaics);
+  VLMC_CHECK(eval_questions_per_image >= 1, "eval.questions_per_image must be >= 1, got ",
+             eval_questions_per_image);
+  VLMC_CHECK(eval_batch_size >= 1, "eval.batch_size must be >= 1, got ", eval_batch_size);
+}
+
+void register_train_config(ConfigSchema& s, TrainConfig& c) {
+  s.add("run.name", &c.name, "run name: outputs go to <runs_dir>/<name>/");
+  s.add("run.runs_dir", &c.runs_dir, "directory of the runs");
+  s.add("run.cache_dir", &c.cache_dir, "stage-0 models, reused by every run with the same stage-0 settings");
+  s.add("run.seed", &c.seed, "seed of the weights, the data and the questions");
+  s.add("run.device", &c.device, "device to train on");
+  s.add("run.checkpoint_every", &c.checkpoint_every, "steps between checkpoints (also at each stage's end)");
+  s.add("run.keep_checkpoints", &c.keep_checkpoints, "checkpoints kept per stage");
+  s.add("run.log_every_s", &c.log_every_s, "seconds between progress lines when stderr is not a terminal");
+
+  s.add("data.dir", &c.data_dir, "Fashion-MNIST IDX files (Debian's dataset-fashion-mnist)");
+  s.add("data.train_mosaics", &c.train_mosaics, "training mosaics for stages 1 and 2 (train split)");
+  s.add("data.questions_per_image", &c.questions_per_image, "stage-2 questions per training mosaic");
+
+  s.add("vision.hidden_size", &c.vision_hidden_size, "CLIPVisionConfig.hidden_size");
+  s.add("vision.intermediate_size", &c.vision_intermediate_size, "CLIPVisionConfig.intermediate_size");
+  s.add("vision.num_attention_heads", &c.vision_num_attention_heads, "CLIPVisionConfig.num_attention_heads");
+  s.add("vision.num_hidden_layers", &c.vision_num_hidden_layers, "CLIPVisionConfig.num_hidden_layers");
+  s.add("vision.patch_size", &c.vision_patch_size, "CLIPVisionConfig.patch_size (image_size is 56)");
+  s.add("vision.hidden_act", &c.vision_hidden_act, "CLIPVisionConfig.hidden_act");
+  s.set_choices("vision.hidden_act", nn::clip_hidden_acts());
+  s.add("vision.select_layer", &c.vision_select_layer,
+        "hidden state the connector reads (LLaVA's mm_vision_select_layer; -1 = last)");
+
+  s.add("language.hidden_size", &c.lm_hidden_size, "LlamaConfig.hidden_size");
+  s.add("language.intermediate_size", &c.lm_intermediate_size, "LlamaConfig.intermediate_size");
+  s.add("language.num_hidden_layers", &c.lm_num_hidden_layers, "LlamaConfig.num_hidden_layers");
+  s.add("language.num_attention_heads", &c.lm_num_attention_heads, "LlamaConfig.num_attention_heads");
+  s.add("language.num_key_value_heads", &c.lm_num_key_value_heads, "LlamaConfig.num_key_value_heads");
+  s.add("language.max_position_embeddings", &c.lm_max_position_embeddings,
+        "LlamaConfig.max_position_embeddings (longest spliced sequence)");
+  s.add("language.rope_theta", &c.lm_rope_theta, "LlamaConfig.rope_theta");
+
+  s.add("connector.type", &c.connector, "projector: LLaVA's names or the seed's connectors");
+  s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor: pooled grid side");
+  s.add("connector.num_conv_layers", &c.connector_num_conv_layers, "c-abstractor: conv + BN + GELU blocks");
+  s.add("connector.max_tokens", &c.connector_max_tokens, "dynamic: visual tokens kept");
+  s.add("connector.min_tokens", &c.connector_min_tokens, "dynamic: lower bound on kept tokens");
+
+  register_stage(s, "stage0.vision", c.stage0_vision);
+  register_stage(s, "stage0.language", c.stage0_language);
+  register_stage(s, "stage1", c.stage1);
+  register_stage(s, "stage2", c.stage2);
+
+  s.add("eval.mosaics", &c.eval_mosaics, "held-out mosaics (test split)");
+  s.add("eval.questions_per_image", &c.eval_questions_per_image, "questions asked per held-out mosaic");
+  s.add("eval.batch_size", &c.eval_batch_size, "samples per evaluation forward");
+}
+
+}  // namespace vlmc::train

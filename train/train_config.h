@@ -1,0 +1,95 @@
+// Every setting of `vlmc train` / `vlmc eval`: one struct, each field a TOML key
+// and a command-line flag of the same dotted name (register_train_config), so
+// configs/fashion-mosaic.toml, --help and runs/<name>/config.toml all list the
+// same keys with the same defaults. The defaults are the fashion-mosaic recipe
+// (docs/training.md): every stage at these sizes fits in a few minutes on 2 cores.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "modules/clip_vision.h"
+#include "modules/connector.h"
+#include "modules/llama.h"
+#include "train/config_schema.h"
+
+namespace vlmc::train {
+
+// One optimisation stage: AdamW + linear warmup + cosine decay (optim/).
+struct StageSettings {
+  int64_t steps = 0;
+  int64_t batch_size = 32;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double warmup_ratio = 0.03;
+  double min_lr_ratio = 0.0;
+  double max_grad_norm = 0.0;  // 0 = no clipping
+};
+
+struct TrainConfig {
+  // [run]
+  std::string name = "fashion-mosaic";
+  std::string runs_dir = "runs";
+  std::string cache_dir = "runs/cache";  // stage-0 models, shared by runs with the same stage-0 settings
+  int64_t seed = 0;
+  std::string device = "cpu";
+  int64_t checkpoint_every = 100;  // optimizer steps between checkpoints (and at each stage's end)
+  int64_t keep_checkpoints = 2;
+  double log_every_s = 10.0;       // progress lines when stderr is not a terminal
+
+  // [data]
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  int64_t train_mosaics = 8000;    // the pool stages 1 and 2 draw from (train split only)
+  int64_t questions_per_image = 4; // stage-2 questions made per pool mosaic
+
+  // [vision]: CLIP's vision architecture (Hugging Face CLIPVisionConfig keys)
+  int64_t vision_hidden_size = 128;
+  int64_t vision_intermediate_size = 256;
+  int64_t vision_num_attention_heads = 4;
+  int64_t vision_num_hidden_layers = 2;
+  int64_t vision_patch_size = 14;  // a 4x4 grid: 2x2 patches per item
+  std::string vision_hidden_act = "gelu";
+  int64_t vision_select_layer = -1;  // the hidden state the connector (and the stage-0 head) read
+
+  // [language]: LLaMA's architecture (Hugging Face LlamaConfig keys)
+  int64_t lm_hidden_size = 128;
+  int64_t lm_intermediate_size = 256;
+  int64_t lm_num_hidden_layers = 2;
+  int64_t lm_num_attention_heads = 4;
+  int64_t lm_num_key_value_heads = 4;
+  int64_t lm_max_position_embeddings = 256;
+  double lm_rope_theta = 10000.0;
+
+  // [connector]
+  std::string connector = "mlp2x_gelu";  // nn::projector_types()
+  int64_t connector_target_size = 2;     // downsample, c-abstractor: pooled grid side
+  int64_t connector_num_conv_layers = 1; // c-abstractor
+  int64_t connector_max_tokens = 8;      // dynamic: tokens kept
+  int64_t connector_min_tokens = 4;      // dynamic
+
+  // [stage0]: pre-training of the encoder (per-quadrant classes) and of the
+  // language model (text in the image slots), then both frozen.
+  StageSettings stage0_vision{1000, 64, 3e-3, 0.05, 0.05, 0.0, 1.0};
+  StageSettings stage0_language{500, 32, 3e-3, 0.01, 0.05, 0.0, 1.0};
+
+  // [stage1]: connector only (LLaVA's feature alignment)
+  StageSettings stage1{300, 32, 1e-3, 0.0, 0.03, 0.0, 0.0};
+  // [stage2]: connector + language model (LLaVA's instruction tuning)
+  StageSettings stage2{500, 32, 3e-4, 0.0, 0.03, 0.0, 1.0};
+
+  // [eval]
+  int64_t eval_mosaics = 1000;          // test split only
+  int64_t eval_questions_per_image = 4;
+  int64_t eval_batch_size = 128;
+
+  nn::CLIPVisionConfig vision_config() const;
+  nn::LlamaConfig language_config(int64_t vocab_size) const;
+  nn::ConnectorConfig connector_config() const;
+  // Throws a vlmc::Error naming the first bad key.
+  void validate() const;
+};
+
+// Binds every field to its dotted key ("stage1.lr", "vision.hidden_size", ...).
+void register_train_config(ConfigSchema& schema, TrainConfig& config);
+
+}  // namespace vlmc::train

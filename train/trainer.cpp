@@ -1,0 +1,434 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/ops.h"
+#include "core/threads.h"
+#include "train/batches.h"
+#include "train/checkpoint.h"
+#include "train/metrics_log.h"
+#include "train/plot.h"
+#include "train/stage_loop.h"
+
+namespace vlmc::train {
+namespace fs = std::filesystem;
+namespace {
+
+// Philox streams of the run (batch_indices' `stream`), one per use, so that no
+// two draws share numbers.
+enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 = 3 };
+// Generator seeds derived from run.seed for the sets built once per run.
+constexpr uint64_t kPoolSeed = 11, kPoolQuestions = 12, kEvalSeed = 13, kEvalQuestions = 14,
+                   kVisionMosaics = 15, kWeightsSeed = 16;
+
+// Stage ranks: checkpoint names sort by them.
+constexpr int kRankVision = 0, kRankLanguage = 1, kRankStage1 = 2, kRankStage2 = 3;
+
+int64_t grid_side(const TrainConfig& c) { return 56 / c.vision_patch_size; }
+
+// Hidden state `select_layer` without its CLS token: [B, N, Dv].
+Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer) {
+  const int64_t count = static_cast<int64_t>(hidden.size());
+  const int64_t layer = select_layer < 0 ? count + select_layer : select_layer;
+  const Tensor& h = hidden.at(static_cast<size_t>(layer));  // [B, 1 + N, Dv]
+  return h.narrow(1, 1, h.size(1) - 1);
+}
+
+// Tokens the language model read (the attention mask's ones), for tokens/s.
+int64_t real_tokens(const Tensor& attention_mask) {
+  int64_t n = 0;
+  for (int64_t v : attention_mask.to_vector<int64_t>()) n += v != 0;
+  return n;
+}
+
+std::vector<int64_t> iota(int64_t begin, int64_t end) {
+  std::vector<int64_t> out;
+  for (int64_t i = begin; i < end; ++i) out.push_back(i);
+  return out;
+}
+
+std::vector<optim::NamedTensor> named(const nn::Module& module, const std::string& prefix) {
+  std::vector<optim::NamedTensor> out;
+  for (auto& [name, tensor] : module.named_parameters()) out.push_back({prefix + name, tensor});
+  return out;
+}
+
+// The frozen encoder's features of every mosaic of a set, computed once: [M, N, Dv].
+Tensor features_of(MosaicModels& models, const MosaicSet& set) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> chunks;
+  constexpr int64_t kChunk = 256;
+  for (int64_t begin = 0; begin < set.size(); begin += kChunk) {
+    const int64_t end = std::min(set.size(), begin + kChunk);
+    chunks.push_back(models.llava->vision_features(encoder_pixels(set, iota(begin, end))));
+  }
+  return cat(chunks, 0);
+}
+
+std::vector<std::array<int64_t, 4>> classes_of(const MosaicSet& set, const std::vector<int64_t>& rows) {
+  std::vector<std::array<int64_t, 4>> out;
+  for (int64_t r : rows) out.push_back(set.classes_of(r));
+  return out;
+}
+
+// The settings stage 0's result depends on: a run with the same ones reuses the cache.
+std::string stage0_key(const nlohmann::json& config) {
+  nlohmann::json key;
+  for (auto& [k, v] : config.items()) {
+    const bool relevant = k.rfind("vision.", 0) == 0 || k.rfind("language.", 0) == 0 ||
+                          k.rfind("stage0.", 0) == 0 || k == "run.seed" || k == "data.train_mosaics" ||
+                          k == "data.questions_per_image" || k == "data.dir";
+    if (relevant) key[k] = v;
+  }
+  const std::string text = key.dump();
+  uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and machines
+  for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return std::string("stage0-") + hex;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    VLMC_CHECK(out.good(), "cannot write ", tmp);
+    out << text;
+    out.flush();
+    VLMC_CHECK(out.good(), "cannot write ", tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+// loss.png from everything metrics.jsonl holds (so a resumed run plots its whole history).
+void plot_losses(const std::string& metrics_path, const std::string& png_path) {
+  std::map<std::string, Series> by_stage;
+  std::vector<std::string> order;
+  for (const nlohmann::json& r : MetricsLog::read_all(metrics_path)) {
+    if (!r.contains("loss") || !r.contains("step") || !r["loss"].is_number()) continue;
+    const std::string stage = r.value("stage", "");
+    if (!by_stage.count(stage)) order.push_back(stage);
+    Series& s = by_stage[stage];
+    s.label = stage;
+    s.x.push_back(r["step"].get<double>());
+    s.y.push_back(r["loss"].get<double>());
+  }
+  std::vector<Series> series;
+  for (const std::string& stage : order) series.push_back(by_stage[stage]);
+  PlotOptions options;
+  options.title = "training loss";
+  options.log_y = true;
+  write_line_plot_png(png_path, series, options);
+}
+
+}  // namespace
+
+// ---- models ----------------------------------------------------------------------------
+
+std::map<std::string, Tensor> MosaicModels::state_dict() const {
+  std::map<std::string, Tensor> out = llava->state_dict();
+  for (auto& [k, v] : quadrant_head->state_dict()) out["quadrant_head." + k] = v;
+  return out;
+}
+
+void MosaicModels::load_state_dict(const std::map<std::string, Tensor>& state) {
+  std::map<std::string, Tensor> llava_state, head_state;
+  for (const auto& [k, v] : state) {
+    if (k.rfind("quadrant_head.", 0) == 0) {
+      head_state[k.substr(14)] = v;
+    } else {
+      llava_state[k] = v;
+    }
+  }
+  llava->load_state_dict(llava_state);
+  quadrant_head->load_state_dict(head_state);
+}
+
+MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
+  Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kWeightsSeed);
+  MosaicModels m;
+  m.vision = std::make_shared<nn::CLIPVisionModel>(c.vision_config(), gen);
+  m.quadrant_head = std::make_shared<nn::Linear>(c.vision_hidden_size, kFashionMnistClasses, true, gen);
+  m.language = std::make_shared<nn::LlamaForCausalLM>(c.language_config(tokenizer.vocab_size()), gen);
+  nn::LlavaConfig lc;
+  lc.projector_type = c.connector;
+  lc.connector = c.connector_config();
+  lc.select_layer = c.vision_select_layer;
+  lc.keep_cls = false;
+  lc.stage = 1;
+  lc.splice.max_length = c.lm_max_position_embeddings;
+  m.llava = std::make_shared<nn::LlavaModel>(m.vision, m.language, lc, gen);
+  return m;
+}
+
+Tensor quadrant_logits(const nn::Linear& head, const Tensor& features) {
+  const int64_t B = features.size(0), N = features.size(1), D = features.size(2);
+  const int64_t g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(N))));
+  VLMC_CHECK(g * g == N && g % 2 == 0, "quadrant_logits: features ", shape_str(features.shape()),
+             " are not an even square grid of patches");
+  const Tensor grid = features.contiguous().reshape({B, g, g, D});        // channels last
+  const Tensor quadrants = adaptive_avg_pool2d(grid, 2, 2).reshape({B * 4, D});  // row-major: TL, TR, BL, BR
+  return linear(quadrants, head.weight, head.bias);                     // [B * 4, 10]
+}
+
+// ---- evaluation ------------------------------------------------------------------------
+
+nlohmann::json EvalReport::to_json() const {
+  nlohmann::json j = {{"mosaics", mosaics},
+                      {"encoder_accuracy", encoder.accuracy()},
+                      {"answer_accuracy", answers.accuracy()},
+                      {"questions", answers.total}};
+  for (const auto& [kind, score] : kinds) j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
+  return j;
+}
+
+EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer) {
+  Generator eval_gen(static_cast<uint64_t>(c.seed) * 1000003u + kEvalSeed);
+  const MosaicSet set = build_eval_mosaics(c.eval_mosaics, eval_gen, c.data_dir);
+  Generator question_gen(static_cast<uint64_t>(c.seed) * 1000003u + kEvalQuestions);
+  const std::vector<Sample> questions = instruction_samples(set, c.eval_questions_per_image, question_gen);
+  const std::vector<Sample> captions = caption_samples(set);
+
+  const bool was_training = models.llava->is_training();
+  models.llava->eval();
+  NoGradGuard no_grad;
+  const Tensor features = features_of(models, set);  // [M, N, Dv]
+  EvalReport report;
+  report.mosaics = set.size();
+
+  // The encoder's own answer: the quadrant head on the same features.
+  {
+    const std::vector<int64_t> predicted = argmax(quadrant_logits(*models.quadrant_head, features), 1).to_vector<int64_t>();
+    const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
+    for (size_t i = 0; i < truth.size(); ++i) report.encoder.correct += predicted[i] == truth[i];
+    report.encoder.total = static_cast<int64_t>(truth.size());
+  }
+
+  auto score = [&](const std::vector<Sample>& samples) {
+    for (int64_t begin = 0; begin < static_cast<int64_t>(samples.size()); begin += c.eval_batch_size) {
+      const std::vector<int64_t> rows = iota(begin, std::min<int64_t>(samples.size(), begin + c.eval_batch_size));
+      const TextBatch batch = make_text_batch(tokenizer, samples, rows);
+      const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
+      const SpliceResult in = models.llava->prepare_inputs_from_features(
+          batch.input_ids, index_select(features, 0, index), batch.labels, batch.text_mask);
+      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+      const std::vector<int64_t> predicted = argmax(logits, 2).to_vector<int64_t>();  // [B, L]
+      const std::vector<int64_t> labels = in.labels.to_vector<int64_t>();
+      const int64_t L = logits.size(1);
+      for (size_t b = 0; b < rows.size(); ++b) {
+        bool exact = true;
+        for (int64_t t = 0; t + 1 < L; ++t) {
+          const int64_t target = labels[b * L + t + 1];
+          if (target != -100 && predicted[b * L + t] != target) exact = false;
+        }
+        const Sample& s = samples[static_cast<size_t>(rows[b])];
+        KindScore& kind = report.kinds[question_kind_name(s.kind)];
+        kind.correct += exact;
+        kind.total += 1;
+        if (s.kind != QuestionKind::caption) {
+          report.answers.correct += exact;
+          report.answers.total += 1;
+        }
+      }
+    }
+  };
+  score(questions);
+  score(captions);
+  models.llava->train(was_training);
+  return report;
+}
+
+void print_report(const EvalReport& r, std::FILE* out) {
+  std::fprintf(out, "evaluation on %lld held-out test mosaics (%lld questions):\n",
+               static_cast<long long>(r.mosaics), static_cast<long long>(r.answers.total));
+  for (const auto& [kind, s] : r.kinds)
+    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%%s\n", kind.c_str(), static_cast<long long>(s.correct),
+                 static_cast<long long>(s.total), 100.0 * s.accuracy(),
+                 kind == "caption" ? "  (whole caption exact; not in the answer accuracy)" : "");
+  std::fprintf(out, "answer accuracy: %.1f %%\n", 100.0 * r.answers.accuracy());
+  std::fprintf(out, "encoder accuracy: %.1f %%\n", 100.0 * r.encoder.accuracy());
+}
+
+// ---- the run ---------------------------------------------------------------------------
+
+EvalReport train(const TrainConfig& c, const TrainOptions& options) {
+  c.validate();
+  const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
+  const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
+  const std::vector<std::string> existing = list_checkpoints(checkpoint_root);
+  VLMC_CHECK(options.resume || existing.empty(), "run '", c.name, "' already has checkpoints in ",
+             checkpoint_root, ": pass --resume to continue it, or choose another run.name");
+  fs::create_directories(run_dir);
+  write_text_file((fs::path(run_dir) / "config.toml").string(), options.config_toml);
+
+  const Tokenizer tokenizer;
+  MosaicModels models = build_models(c, tokenizer);
+
+  // Where a previous process stopped.
+  int resume_rank = -1;
+  std::optional<StageResume> resume_point;
+  if (options.resume && !existing.empty()) {
+    const std::string dir = (fs::path(checkpoint_root) / existing.back()).string();
+    Checkpoint ckpt = load_checkpoint(dir);
+    models.load_state_dict(ckpt.model);
+    resume_rank = ckpt.state.at("rank").get<int>();
+    resume_point = StageResume{ckpt.state.at("step").get<int64_t>(), std::move(ckpt.optimizer)};
+    std::fprintf(stderr, "resuming from %s\n", dir.c_str());
+  }
+  const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
+  if (resume_rank >= 0) {
+    const int rank = resume_rank;
+    const int64_t step = resume_point->step;
+    const std::map<std::string, int> ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
+                                              {"stage1", kRankStage1}, {"stage2", kRankStage2}};
+    MetricsLog::truncate_for_resume(metrics_path, [&](const nlohmann::json& r) {
+      const auto it = ranks.find(r.value("stage", ""));
+      if (it == ranks.end()) return false;  // evaluation records are made again
+      return it->second < rank || (it->second == rank && r.value("step", int64_t{0}) <= step);
+    });
+  } else {
+    fs::remove(metrics_path);
+  }
+  MetricsLog metrics(metrics_path);
+
+  RunFiles files;
+  files.run_dir = run_dir;
+  files.checkpoint_root = checkpoint_root;
+  files.metrics = &metrics;
+  files.model_state = [&] { return models.state_dict(); };
+  files.config = options.config_json;
+  files.checkpoint_every = c.checkpoint_every;
+  files.keep_checkpoints = c.keep_checkpoints;
+  files.log_every_s = c.log_every_s;
+  // The resume point applies to the stage it was taken in; later stages start afresh.
+  auto resume_for = [&](int rank) -> std::optional<StageResume> {
+    if (resume_rank == rank) return resume_point;
+    return std::nullopt;
+  };
+
+  const FashionMnist train_split = load_fashion_mnist(Split::train, c.data_dir);
+  Generator pool_gen(static_cast<uint64_t>(c.seed) * 1000003u + kPoolSeed);
+  MosaicSet pool = make_mosaics(train_split, c.train_mosaics, pool_gen);
+  Generator pool_questions(static_cast<uint64_t>(c.seed) * 1000003u + kPoolQuestions);
+  const std::vector<Sample> captions = caption_samples(pool);
+  const std::vector<Sample> questions = instruction_samples(pool, c.questions_per_image, pool_questions);
+  const int64_t grid = grid_side(c);
+
+  // ---- stage 0 -------------------------------------------------------------------------
+  const std::string cache_dir = (fs::path(c.cache_dir) / stage0_key(options.config_json)).string();
+  const bool stage0_done_in_run = resume_rank >= kRankStage1;
+  if (!stage0_done_in_run && resume_rank < 0 && is_checkpoint(cache_dir)) {
+    models.load_state_dict(load_checkpoint(cache_dir).model);
+    std::fprintf(stderr, "stage 0: using the cached encoder and language model in %s\n", cache_dir.c_str());
+  } else if (!stage0_done_in_run) {
+    if (resume_rank <= kRankVision) {
+      models.vision->set_requires_grad(true);
+      StageSpec spec;
+      spec.name = "stage0-vision";
+      spec.rank = kRankVision;
+      spec.settings = c.stage0_vision;
+      spec.params = named(*models.vision, "vision_encoder.");
+      for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
+      spec.step = [&](int64_t step) {
+        // A fresh batch of mosaics per step, a pure function of the step.
+        Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kVisionMosaics);
+        gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
+        const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
+        const Tensor pixels = encoder_pixels(batch, iota(0, batch.size()));
+        const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
+        const Tensor logits = quadrant_logits(*models.quadrant_head, features);
+        const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
+        return StepLoss{loss, batch.size() * (grid * grid + 1)};
+      };
+      run_stage(spec, files, resume_for(kRankVision));
+      models.vision->set_requires_grad(false);
+    }
+    {
+      // Text in the image slots: sums of place and item word embeddings, on a
+      // grid of the encoder's size or of a quarter of it (pooling connectors).
+      models.language->set_requires_grad(true);
+      std::vector<Sample> texts = captions;
+      texts.insert(texts.end(), questions.begin(), questions.end());
+      StageSpec spec;
+      spec.name = "stage0-language";
+      spec.rank = kRankLanguage;
+      spec.settings = c.stage0_language;
+      spec.params = named(*models.language, "llm.");
+      spec.step = [&](int64_t step) {
+        const std::vector<int64_t> rows =
+            batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
+                          static_cast<int64_t>(texts.size()));
+        const TextBatch batch = make_text_batch(tokenizer, texts, rows);
+        const int64_t slot_grid = step % 2 == 0 ? grid : grid / 2;
+        const Tensor words = slot_word_ids(tokenizer, classes_of(pool, batch.images), slot_grid);  // [B, n, 3]
+        const Tensor table = models.language->embed_tokens();
+        const Tensor slots = sum(embedding(table, words), {2});  // [B, n, D]
+        const SpliceResult in = splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
+        const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+        return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
+      };
+      run_stage(spec, files, resume_for(kRankLanguage));
+      models.language->set_requires_grad(false);
+    }
+    Checkpoint cache;
+    cache.model = models.state_dict();
+    cache.state = {{"config", options.config_json}};
+    save_checkpoint(c.cache_dir, fs::path(cache_dir).filename().string(), cache);
+  }
+
+  // ---- stages 1 and 2 on cached features -------------------------------------------------
+  const Tensor pool_features = features_of(models, pool);  // [M, N, Dv]
+  pool.images = Tensor();                                  // not needed any more
+  auto llava_step = [&](const std::vector<Sample>& samples, uint64_t stream, const StageSettings& s) {
+    return [&, stream, s](int64_t step) {
+      const std::vector<int64_t> rows = batch_indices(static_cast<uint64_t>(c.seed), stream, step, s.batch_size,
+                                                      static_cast<int64_t>(samples.size()));
+      const TextBatch batch = make_text_batch(tokenizer, samples, rows);
+      const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
+      const SpliceResult in = models.llava->prepare_inputs_from_features(
+          batch.input_ids, index_select(pool_features, 0, index), batch.labels, batch.text_mask);
+      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
+    };
+  };
+  models.llava->train();
+  if (resume_rank <= kRankStage1) {
+    models.llava->set_stage(1);
+    StageSpec spec;
+    spec.name = "stage1";
+    spec.rank = kRankStage1;
+    spec.settings = c.stage1;
+    spec.params = named(*models.llava->connector, "connector.");
+    spec.step = llava_step(captions, kStreamStage1, c.stage1);
+    run_stage(spec, files, resume_for(kRankStage1));
+  }
+  {
+    models.llava->set_stage(2);
+    StageSpec spec;
+    spec.name = "stage2";
+    spec.rank = kRankStage2;
+    spec.settings = c.stage2;
+    spec.params = named(*models.llava->connector, "connector.");
+    for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
+    spec.step = llava_step(questions, kStreamStage2, c.stage2);
+    run_stage(spec, files, resume_for(kRankStage2));
+  }
+  models.llava->set_stage(1);
+
+  // ---- evaluation ------------------------------------------------------------------------
+  const EvalReport report = evaluate(models, c, tokenizer);
+  nlohmann::json record = report.to_json();
+  record["stage"] = "eval";
+  metrics.write(record);
+  write_text_file((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n");
+  plot_losses(metrics_path, (fs::path(run_dir) / "loss.png").string());
+  return report;
+}
+
+}  // namespace vlmc::train
