@@ -45,7 +45,7 @@ int TrainCommands::run_train() {
   options.resume = resume_;
   options.config_toml = train_schema_.to_toml();
   options.config_json = train_schema_.to_json();
-  const train::EvalReport report = train::train(train_config_, options);
+  const train::EvalReport report = train::run_training(train_config_, options);
   std::fflush(stderr);
   train::print_report(report, stdout);
   return 0;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "core/error.h"
 #include "core/ops.h"
@@ -77,21 +78,64 @@ std::vector<std::array<int64_t, 4>> classes_of(const MosaicSet& set, const std::
   return out;
 }
 
-// The settings stage 0's result depends on: a run with the same ones reuses the cache.
-std::string stage0_key(const nlohmann::json& config) {
+// Stage 0's language-model inputs: the batch's <image> replaced by the true
+// classes as text (slot_word_ids on a grid x grid layout).
+SpliceResult text_slot_inputs(const MosaicModels& models, const Tokenizer& tokenizer, const MosaicSet& set,
+                              const TextBatch& batch, int64_t grid) {
+  const Tensor words = slot_word_ids(tokenizer, classes_of(set, batch.images), grid);  // [B, n, 3]
+  const Tensor table = models.language->embed_tokens();                               // [V, D]
+  const Tensor slots = sum(embedding(table, words), {2});                              // [B, n, D]
+  return splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
+}
+
+// The two halves of stage 0, each cached on its own under run.cache_dir.
+struct Stage0Part {
+  const char* name;                    // "vision" or "language"
+  std::vector<std::string> prefixes;   // its state_dict keys
+  std::vector<std::string> settings;   // the config keys (or key prefixes) its result depends on
+};
+
+const Stage0Part kVisionPart{"vision", {"vision_encoder.", "quadrant_head."},
+                             {"vision.", "stage0.vision.", "run.seed", "data.dir"}};
+const Stage0Part kLanguagePart{"language", {"llm."},
+                               {"language.", "stage0.language.", "run.seed", "data.", "vision.patch_size"}};
+
+bool starts_with_any(const std::string& key, const std::vector<std::string>& prefixes) {
+  for (const std::string& p : prefixes)
+    if (key.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+// "stage0-vision-<FNV-1a of the relevant settings>": a run with the same ones reuses the cache.
+std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& config) {
   nlohmann::json key;
-  for (auto& [k, v] : config.items()) {
-    const bool relevant = k.rfind("vision.", 0) == 0 || k.rfind("language.", 0) == 0 ||
-                          k.rfind("stage0.", 0) == 0 || k == "run.seed" || k == "data.train_mosaics" ||
-                          k == "data.questions_per_image" || k == "data.dir";
-    if (relevant) key[k] = v;
-  }
+  for (auto& [k, v] : config.items())
+    if (starts_with_any(k, part.settings)) key[k] = v;
   const std::string text = key.dump();
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and machines
   for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
-  return std::string("stage0-") + hex;
+  return std::string("stage0-") + part.name + "-" + hex;
+}
+
+void save_part(const MosaicModels& models, const Stage0Part& part, const std::string& root,
+               const std::string& name, const nlohmann::json& config) {
+  Checkpoint cache;
+  for (auto& [k, v] : models.state_dict())
+    if (starts_with_any(k, part.prefixes)) cache.model[k] = v;
+  cache.state = {{"config", config}, {"part", part.name}};
+  save_checkpoint(root, name, cache);
+}
+
+void load_part(MosaicModels& models, const Stage0Part& part, const std::string& dir) {
+  std::map<std::string, Tensor> state = models.state_dict();
+  for (auto& [k, v] : load_checkpoint(dir).model) {
+    VLMC_CHECK(starts_with_any(k, part.prefixes) && state.count(k), dir, ": '", k,
+               "' is not a parameter of the stage-0 ", part.name, " model");
+    state[k] = v;
+  }
+  models.load_state_dict(state);
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
@@ -183,7 +227,8 @@ nlohmann::json EvalReport::to_json() const {
   nlohmann::json j = {{"mosaics", mosaics},
                       {"encoder_accuracy", encoder.accuracy()},
                       {"answer_accuracy", answers.accuracy()},
-                      {"questions", answers.total}};
+                      {"questions", answers.total},
+                      {"language_oracle_accuracy", oracle.accuracy()}};
   for (const auto& [kind, score] : kinds) j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
   return j;
 }
@@ -210,13 +255,21 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
     report.encoder.total = static_cast<int64_t>(truth.size());
   }
 
-  auto score = [&](const std::vector<Sample>& samples) {
+  // oracle: the language model reading the true classes as text in the image
+  // slots (as in its stage-0 pre-training) instead of the connector's tokens:
+  // what it would answer with a perfect encoder and connector.
+  auto score = [&](const std::vector<Sample>& samples, bool oracle) {
     for (int64_t begin = 0; begin < static_cast<int64_t>(samples.size()); begin += c.eval_batch_size) {
       const std::vector<int64_t> rows = iota(begin, std::min<int64_t>(samples.size(), begin + c.eval_batch_size));
       const TextBatch batch = make_text_batch(tokenizer, samples, rows);
-      const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
-      const SpliceResult in = models.llava->prepare_inputs_from_features(
-          batch.input_ids, index_select(features, 0, index), batch.labels, batch.text_mask);
+      SpliceResult in;
+      if (oracle) {
+        in = text_slot_inputs(models, tokenizer, set, batch, grid_side(c));
+      } else {
+        const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
+        in = models.llava->prepare_inputs_from_features(batch.input_ids, index_select(features, 0, index),
+                                                        batch.labels, batch.text_mask);
+      }
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       const std::vector<int64_t> predicted = argmax(logits, 2).to_vector<int64_t>();  // [B, L]
       const std::vector<int64_t> labels = in.labels.to_vector<int64_t>();
@@ -228,6 +281,15 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
           if (target != -100 && predicted[b * L + t] != target) exact = false;
         }
         const Sample& s = samples[static_cast<size_t>(rows[b])];
+        if (oracle) {
+          KindScore& kind = report.oracle_kinds[question_kind_name(s.kind)];
+          kind.correct += exact;
+          kind.total += 1;
+          if (s.kind == QuestionKind::caption) continue;
+          report.oracle.correct += exact;
+          report.oracle.total += 1;
+          continue;
+        }
         KindScore& kind = report.kinds[question_kind_name(s.kind)];
         kind.correct += exact;
         kind.total += 1;
@@ -238,8 +300,10 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
       }
     }
   };
-  score(questions);
-  score(captions);
+  score(questions, false);
+  score(captions, false);
+  score(questions, true);
+  score(captions, true);
   models.llava->train(was_training);
   return report;
 }
@@ -247,17 +311,23 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
 void print_report(const EvalReport& r, std::FILE* out) {
   std::fprintf(out, "evaluation on %lld held-out test mosaics (%lld questions):\n",
                static_cast<long long>(r.mosaics), static_cast<long long>(r.answers.total));
-  for (const auto& [kind, s] : r.kinds)
-    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%%s\n", kind.c_str(), static_cast<long long>(s.correct),
-                 static_cast<long long>(s.total), 100.0 * s.accuracy(),
-                 kind == "caption" ? "  (whole caption exact; not in the answer accuracy)" : "");
+  std::fprintf(out, "  %-8s %21s %9s\n", "kind", "exact answers", "(oracle)");
+  for (const auto& [kind, s] : r.kinds) {
+    const auto oracle = r.oracle_kinds.find(kind);
+    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%  (%5.1f %%)%s\n", kind.c_str(),
+                 static_cast<long long>(s.correct), static_cast<long long>(s.total), 100.0 * s.accuracy(),
+                 oracle == r.oracle_kinds.end() ? 0.0 : 100.0 * oracle->second.accuracy(),
+                 kind == "caption" ? "  whole caption, not in the answer accuracy" : "");
+  }
+  std::fprintf(out, "language model alone (true classes as text in the image slots): %.1f %%\n",
+               100.0 * r.oracle.accuracy());
   std::fprintf(out, "answer accuracy: %.1f %%\n", 100.0 * r.answers.accuracy());
   std::fprintf(out, "encoder accuracy: %.1f %%\n", 100.0 * r.encoder.accuracy());
 }
 
 // ---- the run ---------------------------------------------------------------------------
 
-EvalReport train(const TrainConfig& c, const TrainOptions& options) {
+EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
   c.validate();
   const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
   const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
@@ -320,67 +390,67 @@ EvalReport train(const TrainConfig& c, const TrainOptions& options) {
   const std::vector<Sample> questions = instruction_samples(pool, c.questions_per_image, pool_questions);
   const int64_t grid = grid_side(c);
 
-  // ---- stage 0 -------------------------------------------------------------------------
-  const std::string cache_dir = (fs::path(c.cache_dir) / stage0_key(options.config_json)).string();
-  const bool stage0_done_in_run = resume_rank >= kRankStage1;
-  if (!stage0_done_in_run && resume_rank < 0 && is_checkpoint(cache_dir)) {
-    models.load_state_dict(load_checkpoint(cache_dir).model);
-    std::fprintf(stderr, "stage 0: using the cached encoder and language model in %s\n", cache_dir.c_str());
-  } else if (!stage0_done_in_run) {
-    if (resume_rank <= kRankVision) {
-      models.vision->set_requires_grad(true);
-      StageSpec spec;
-      spec.name = "stage0-vision";
-      spec.rank = kRankVision;
-      spec.settings = c.stage0_vision;
-      spec.params = named(*models.vision, "vision_encoder.");
-      for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
-      spec.step = [&](int64_t step) {
-        // A fresh batch of mosaics per step, a pure function of the step.
-        Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kVisionMosaics);
-        gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
-        const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
-        const Tensor pixels = encoder_pixels(batch, iota(0, batch.size()));
-        const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
-        const Tensor logits = quadrant_logits(*models.quadrant_head, features);
-        const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
-        return StepLoss{loss, batch.size() * (grid * grid + 1)};
-      };
-      run_stage(spec, files, resume_for(kRankVision));
-      models.vision->set_requires_grad(false);
+  // ---- stage 0: each half is loaded from the cache, resumed, or run --------------------
+  // A half runs when the resume point is inside it, or when the run has not
+  // reached it and the cache has no copy.
+  auto stage0 = [&](const Stage0Part& part, int rank, const std::function<void()>& run) {
+    if (resume_rank > rank) return;  // done before the resume point: in the checkpoint
+    const std::string name = stage0_cache_name(part, options.config_json);
+    const std::string dir = (fs::path(c.cache_dir) / name).string();
+    if (resume_rank < rank && is_checkpoint(dir)) {
+      load_part(models, part, dir);
+      std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
+      return;
     }
-    {
-      // Text in the image slots: sums of place and item word embeddings, on a
-      // grid of the encoder's size or of a quarter of it (pooling connectors).
-      models.language->set_requires_grad(true);
-      std::vector<Sample> texts = captions;
-      texts.insert(texts.end(), questions.begin(), questions.end());
-      StageSpec spec;
-      spec.name = "stage0-language";
-      spec.rank = kRankLanguage;
-      spec.settings = c.stage0_language;
-      spec.params = named(*models.language, "llm.");
-      spec.step = [&](int64_t step) {
-        const std::vector<int64_t> rows =
-            batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
-                          static_cast<int64_t>(texts.size()));
-        const TextBatch batch = make_text_batch(tokenizer, texts, rows);
-        const int64_t slot_grid = step % 2 == 0 ? grid : grid / 2;
-        const Tensor words = slot_word_ids(tokenizer, classes_of(pool, batch.images), slot_grid);  // [B, n, 3]
-        const Tensor table = models.language->embed_tokens();
-        const Tensor slots = sum(embedding(table, words), {2});  // [B, n, D]
-        const SpliceResult in = splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
-        const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-        return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
-      };
-      run_stage(spec, files, resume_for(kRankLanguage));
-      models.language->set_requires_grad(false);
-    }
-    Checkpoint cache;
-    cache.model = models.state_dict();
-    cache.state = {{"config", options.config_json}};
-    save_checkpoint(c.cache_dir, fs::path(cache_dir).filename().string(), cache);
-  }
+    run();
+    save_part(models, part, c.cache_dir, name, options.config_json);
+  };
+  stage0(kVisionPart, kRankVision, [&] {
+    models.vision->set_requires_grad(true);
+    StageSpec spec;
+    spec.name = "stage0-vision";
+    spec.rank = kRankVision;
+    spec.settings = c.stage0_vision;
+    spec.params = named(*models.vision, "vision_encoder.");
+    for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
+    spec.step = [&](int64_t step) {
+      // A fresh batch of mosaics per step, a pure function of the step.
+      Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kVisionMosaics);
+      gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
+      const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
+      const Tensor pixels = encoder_pixels(batch, iota(0, batch.size()));
+      const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
+      const Tensor logits = quadrant_logits(*models.quadrant_head, features);
+      const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
+      return StepLoss{loss, batch.size() * (grid * grid + 1)};
+    };
+    run_stage(spec, files, resume_for(kRankVision));
+    models.vision->set_requires_grad(false);
+  });
+  stage0(kLanguagePart, kRankLanguage, [&] {
+    // Text in the image slots: sums of place and item word embeddings, on a
+    // grid of the encoder's size or of a quarter of it (pooling connectors).
+    models.language->set_requires_grad(true);
+    std::vector<Sample> texts = captions;
+    texts.insert(texts.end(), questions.begin(), questions.end());
+    StageSpec spec;
+    spec.name = "stage0-language";
+    spec.rank = kRankLanguage;
+    spec.settings = c.stage0_language;
+    spec.params = named(*models.language, "llm.");
+    spec.step = [&](int64_t step) {
+      const std::vector<int64_t> rows =
+          batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
+                        static_cast<int64_t>(texts.size()));
+      const TextBatch batch = make_text_batch(tokenizer, texts, rows);
+      const int64_t slot_grid = step % 2 == 0 ? grid : grid / 2;
+      const SpliceResult in = text_slot_inputs(models, tokenizer, pool, batch, slot_grid);
+      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
+    };
+    run_stage(spec, files, resume_for(kRankLanguage));
+    models.language->set_requires_grad(false);
+  });
 
   // ---- stages 1 and 2 on cached features -------------------------------------------------
   const Tensor pool_features = features_of(models, pool);  // [M, N, Dv]

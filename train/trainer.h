@@ -58,6 +58,10 @@ struct EvalReport {
   int64_t mosaics = 0;
   KindScore encoder;                        // per-quadrant classification (4 per mosaic)
   KindScore answers;                        // every question, exact match
+  // The language model alone: the same questions with the true classes as
+  // text in the image slots (stage 0's input), i.e. a perfect encoder and connector.
+  KindScore oracle;
+  std::map<std::string, KindScore> oracle_kinds;
   std::map<std::string, KindScore> kinds;   // "what", "where", "count", "exists", "caption"
   nlohmann::json to_json() const;
 };
@@ -78,6 +82,6 @@ struct TrainOptions {
 };
 
 // Runs stage 0 (or loads it from the cache), stages 1 and 2, and the evaluation.
-EvalReport train(const TrainConfig& config, const TrainOptions& options);
+EvalReport run_training(const TrainConfig& config, const TrainOptions& options);
 
 }  // namespace vlmc::train
