@@ -20,9 +20,8 @@ TextBatch make_text_batch(const Tokenizer& tokenizer, const std::vector<Sample>&
                rows[b], " outside a set of ", samples.size());
     const Sample& s = samples[static_cast<size_t>(rows[b])];
     std::vector<int64_t> prompt = tokenizer.encode(s.prompt, {.bos = true, .strict = true});
-    VLMC_CHECK(prompt.size() >= 2 && prompt[1] == kImageTokenId &&
-                   std::count(prompt.begin(), prompt.end(), kImageTokenId) == 1,
-               "text batch: prompt '", s.prompt, "' must start with exactly one ", kImageToken);
+    VLMC_CHECK(std::count(prompt.begin(), prompt.end(), kImageTokenId) == 1, "text batch: prompt '", s.prompt,
+               "' must hold exactly one ", kImageToken);
     const std::vector<int64_t> answer = tokenizer.encode(s.answer, {.eos = true, .strict = true});
     answer_start[b] = prompt.size();
     prompt.insert(prompt.end(), answer.begin(), answer.end());

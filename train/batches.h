@@ -1,7 +1,7 @@
 // Samples -> tensors for the language model, and the deterministic sample
 // order of every stage.
 //
-// Each sample is "<bos> prompt answer <eos>": the prompt starts with <image>
+// Each sample is "<bos> prompt answer <eos>": the prompt holds one <image>
 // (id -200) where the splice puts the visual tokens, and only the answer and
 // <eos> are labelled, so the loss and exact-match accuracy are on the answer.
 #pragma once
@@ -23,7 +23,7 @@ struct TextBatch {
   int64_t text_tokens = 0;      // real text tokens in the batch (without the visual ones)
 };
 
-// Every sample must hold exactly one <image>, at the start of its prompt.
+// Every sample's prompt must hold exactly one <image>.
 TextBatch make_text_batch(const Tokenizer& tokenizer, const std::vector<Sample>& samples,
                           const std::vector<int64_t>& rows);
 

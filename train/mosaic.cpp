@@ -153,17 +153,17 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
           s.kind = QuestionKind::what;
         } else {
           const int64_t q = once[static_cast<size_t>(below(r.x[1], static_cast<int64_t>(once.size())))];
-          s.prompt = "<image> where is the " + names[cls[q]] + "?";
+          s.prompt = "where is the " + names[cls[q]] + "? <image>";
           s.answer = quadrants[q];
         }
       }
       if (s.kind == QuestionKind::what) {
         const int64_t q = below(r.x[1], 4);
-        s.prompt = "<image> what is at the " + quadrants[q] + "?";
+        s.prompt = "what is at the " + quadrants[q] + "? <image>";
         s.answer = names[cls[q]];
       } else if (s.kind == QuestionKind::count) {
         const int64_t c = below(r.x[1], 4) < 3 ? cls[below(r.x[2], 4)] : below(r.x[2], 10);
-        s.prompt = "<image> how many " + plurals[c] + " are there?";
+        s.prompt = "how many " + plurals[c] + " are there? <image>";
         s.answer = number_word(occurrences(cls, c));
       } else if (s.kind == QuestionKind::exists) {
         int64_t c;
@@ -177,7 +177,7 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
         }
         const std::string& name = names[c];
         const char* article = (name[0] == 'a') ? "an " : "a ";
-        s.prompt = "<image> is there " + std::string(article) + name + "?";
+        s.prompt = "is there " + std::string(article) + name + "? <image>";
         s.answer = occurrences(cls, c) > 0 ? "yes" : "no";
       }
       samples.push_back(std::move(s));

@@ -49,8 +49,14 @@ enum class QuestionKind { caption, what, where, count, exists };
 inline constexpr int kQuestionKinds = 4;  // the stage-2 kinds: what, where, count, exists
 const char* question_kind_name(QuestionKind kind);
 
-// One training / evaluation example. The prompt starts with "<image>", where
+// One training / evaluation example. The prompt holds one "<image>", where
 // the visual tokens go; the loss and exact-match accuracy are on answer.
+// Captions put the image first; questions put it after the question, one of
+// the two layouts of LLaVA's instruction data ("<image>\n{q}" and
+// "{q}\n<image>"). Read after the question, every visual token can check
+// itself against it, and the answer gathers those checks: a small language
+// model learns the four question kinds several times faster this way than
+// with the image first (docs/training.md).
 struct Sample {
   std::string prompt;
   std::string answer;
@@ -67,12 +73,12 @@ std::vector<Sample> caption_samples(const MosaicSet& set);
 
 // Stage 2: per_image questions per mosaic, reserving size() * per_image
 // counters of gen. Kinds, uniformly drawn:
-//   what   "<image> what is at the bottom left?"  -> "ankle-boot"
-//   where  "<image> where is the bag?"            -> "top right" (a class present
+//   what   "what is at the bottom left? <image>"  -> "ankle-boot"
+//   where  "where is the bag? <image>"            -> "top right" (a class present
 //          exactly once; a mosaic without one gets a "what" question instead)
-//   count  "<image> how many sneakers are there?" -> "two" (3 in 4 ask about a
+//   count  "how many sneakers are there? <image>" -> "two" (3 in 4 ask about a
 //          class present, 1 in 4 about any class, so "zero" occurs)
-//   exists "<image> is there a coat?"             -> "yes" / "no" (half each)
+//   exists "is there a coat? <image>"             -> "yes" / "no" (half each)
 std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen);
 
 }  // namespace vlmc::train

@@ -1,9 +1,11 @@
 #include "train/train_cli.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include "core/error.h"
 #include "train/checkpoint.h"
+#include "train/experiment.h"
 #include "train/tokenizer.h"
 #include "train/trainer.h"
 
@@ -28,13 +30,58 @@ TrainCommands::TrainCommands(CLI::App& app) {
       ->check(CLI::ExistingFile);
   train::register_train_config(eval_schema_, eval_config_);
   eval_schema_.add_to_cli(*eval_);
+
+  CLI::App* experiment = app.add_subcommand("experiment", "Experiments made of several training runs");
+  experiment->require_subcommand(1);
+  experiment_ = experiment->add_subcommand(
+      "connectors", "Stages 1 and 2 with each connector (stage 0 shared), then one table of parameters, visual "
+                    "tokens, time, tokens/s and answer accuracy");
+  experiment_->add_option("--config", experiment_config_file_, "TOML file of settings (flags override it)")
+      ->check(CLI::ExistingFile);
+  experiment_connectors_ = train::experiment_connectors();
+  experiment_->add_option("--connectors", experiment_connectors_, "connectors to compare")
+      ->capture_default_str()
+      ->delimiter(',');
+  experiment_out_ = "runs/connectors.md";
+  experiment_->add_option("--out", experiment_out_, "Markdown file for the table")->capture_default_str();
+  train::register_train_config(experiment_schema_, experiment_config_);
+  experiment_schema_.add_to_cli(*experiment_);
 }
 
-bool TrainCommands::parsed() const { return train_->parsed() || eval_->parsed(); }
+bool TrainCommands::parsed() const { return train_->parsed() || eval_->parsed() || experiment_->parsed(); }
 
 int TrainCommands::execute() {
   if (train_->parsed()) return run_train();
+  if (experiment_->parsed()) return run_experiment();
   return run_eval();
+}
+
+int TrainCommands::run_experiment() {
+  if (!experiment_config_file_.empty()) experiment_schema_.load_toml_file(experiment_config_file_);
+  experiment_schema_.apply_cli();
+  experiment_config_.validate();
+  for (const std::string& name : experiment_connectors_) {
+    train::TrainConfig probe = experiment_config_;
+    probe.connector = name;
+    probe.validate();  // every connector name is checked before the first run starts
+  }
+  train::TrainOptions options;
+  options.config_toml = experiment_schema_.to_toml();
+  options.config_json = experiment_schema_.to_json();
+  const auto rows = train::compare_connectors(experiment_config_, experiment_connectors_, options);
+  const std::string table = train::connector_table(rows, experiment_config_);
+  const std::filesystem::path out(experiment_out_);
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  const std::string tmp = experiment_out_ + ".tmp";
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    VLMC_CHECK(f != nullptr, "experiment: cannot write ", tmp);
+    const bool ok = std::fwrite(table.data(), 1, table.size(), f) == table.size();
+    VLMC_CHECK(std::fclose(f) == 0 && ok, "experiment: cannot write ", tmp);
+  }
+  std::filesystem::rename(tmp, out);
+  std::printf("%s\nwritten to %s\n", table.c_str(), experiment_out_.c_str());
+  return 0;
 }
 
 int TrainCommands::run_train() {
@@ -45,9 +92,9 @@ int TrainCommands::run_train() {
   options.resume = resume_;
   options.config_toml = train_schema_.to_toml();
   options.config_json = train_schema_.to_json();
-  const train::EvalReport report = train::run_training(train_config_, options);
+  const train::TrainResult result = train::run_training(train_config_, options);
   std::fflush(stderr);
-  train::print_report(report, stdout);
+  train::print_report(result.eval, stdout);
   return 0;
 }
 

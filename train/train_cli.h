@@ -1,4 +1,5 @@
-// `vlmc train` and `vlmc eval`: the fashion-mosaic run from the command line.
+// `vlmc train`, `vlmc eval` and `vlmc experiment connectors`: the fashion-mosaic
+// run from the command line.
 // Every TrainConfig key is a flag ("--stage1.lr 1e-3"); --config reads a TOML
 // file first, so the order of precedence is defaults < file < flags.
 #pragma once
@@ -7,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "train/config_schema.h"
 #include "train/train_config.h"
@@ -25,12 +27,16 @@ class TrainCommands {
  private:
   int run_train();
   int run_eval();
+  int run_experiment();
 
   CLI::App* train_ = nullptr;
   CLI::App* eval_ = nullptr;
-  train::TrainConfig train_config_, eval_config_;
-  train::ConfigSchema train_schema_, eval_schema_;
-  std::string train_config_file_, eval_config_file_;
+  CLI::App* experiment_ = nullptr;
+  train::TrainConfig train_config_, eval_config_, experiment_config_;
+  train::ConfigSchema train_schema_, eval_schema_, experiment_schema_;
+  std::string train_config_file_, eval_config_file_, experiment_config_file_;
+  std::vector<std::string> experiment_connectors_;
+  std::string experiment_out_;
   bool resume_ = false;
   std::string checkpoint_;
 };

@@ -81,6 +81,31 @@ void TrainConfig::validate() const {
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
              "vision.patch_size ", vision_patch_size,
              " must split the 56-pixel mosaic into an even grid (2, 4, 7, 14 or 28)");
+  for (const auto& [key, value] :
+       {std::pair<const char*, int64_t>{"vision.hidden_size", vision_hidden_size},
+        {"vision.intermediate_size", vision_intermediate_size},
+        {"vision.num_attention_heads", vision_num_attention_heads},
+        {"vision.num_hidden_layers", vision_num_hidden_layers}, {"language.hidden_size", lm_hidden_size},
+        {"language.intermediate_size", lm_intermediate_size},
+        {"language.num_hidden_layers", lm_num_hidden_layers},
+        {"language.num_attention_heads", lm_num_attention_heads},
+        {"language.num_key_value_heads", lm_num_key_value_heads},
+        {"language.max_position_embeddings", lm_max_position_embeddings}})
+    VLMC_CHECK(value >= 1, key, " must be >= 1, got ", value);
+  VLMC_CHECK(vision_hidden_size % vision_num_attention_heads == 0, "vision.hidden_size ", vision_hidden_size,
+             " must be divisible by vision.num_attention_heads ", vision_num_attention_heads);
+  VLMC_CHECK(lm_hidden_size % lm_num_attention_heads == 0, "language.hidden_size ", lm_hidden_size,
+             " must be divisible by language.num_attention_heads ", lm_num_attention_heads);
+  VLMC_CHECK(lm_num_attention_heads % lm_num_key_value_heads == 0, "language.num_attention_heads ",
+             lm_num_attention_heads, " must be divisible by language.num_key_value_heads ", lm_num_key_value_heads);
+  VLMC_CHECK((lm_hidden_size / lm_num_attention_heads) % 2 == 0, "language.hidden_size / num_attention_heads = ",
+             lm_hidden_size / lm_num_attention_heads, " must be even (rotary positions rotate pairs)");
+  try {
+    Generator scratch(0);
+    nn::make_projector(connector, vision_hidden_size, lm_hidden_size, connector_config(), scratch);
+  } catch (const Error& e) {
+    throw Error(std::string("connector.type '") + connector + "' (with the connector.* settings): " + e.what());
+  }
   vision_config().validate();
   const int64_t layers = vision_num_hidden_layers + 1;
   VLMC_CHECK(vision_select_layer >= -layers && vision_select_layer < layers, "vision.select_layer ",

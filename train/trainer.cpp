@@ -327,7 +327,7 @@ void print_report(const EvalReport& r, std::FILE* out) {
 
 // ---- the run ---------------------------------------------------------------------------
 
-EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
+TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   c.validate();
   const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
   const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
@@ -339,6 +339,10 @@ EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
 
   const Tokenizer tokenizer;
   MosaicModels models = build_models(c, tokenizer);
+  TrainResult result;
+  auto timed = [&](const std::string& stage, const StageSummary& s) {
+    result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss};
+  };
 
   // Where a previous process stopped.
   int resume_rank = -1;
@@ -424,7 +428,7 @@ EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
       const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
       return StepLoss{loss, batch.size() * (grid * grid + 1)};
     };
-    run_stage(spec, files, resume_for(kRankVision));
+    timed("stage0-vision", run_stage(spec, files, resume_for(kRankVision)));
     models.vision->set_requires_grad(false);
   });
   stage0(kLanguagePart, kRankLanguage, [&] {
@@ -448,7 +452,7 @@ EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
     };
-    run_stage(spec, files, resume_for(kRankLanguage));
+    timed("stage0-language", run_stage(spec, files, resume_for(kRankLanguage)));
     models.language->set_requires_grad(false);
   });
 
@@ -476,7 +480,7 @@ EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.settings = c.stage1;
     spec.params = named(*models.llava->connector, "connector.");
     spec.step = llava_step(captions, kStreamStage1, c.stage1);
-    run_stage(spec, files, resume_for(kRankStage1));
+    timed("stage1", run_stage(spec, files, resume_for(kRankStage1)));
   }
   {
     models.llava->set_stage(2);
@@ -487,18 +491,26 @@ EvalReport run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.params = named(*models.llava->connector, "connector.");
     for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
     spec.step = llava_step(questions, kStreamStage2, c.stage2);
-    run_stage(spec, files, resume_for(kRankStage2));
+    timed("stage2", run_stage(spec, files, resume_for(kRankStage2)));
   }
   models.llava->set_stage(1);
 
   // ---- evaluation ------------------------------------------------------------------------
+  result.connector_parameters = models.llava->connector->num_parameters();
+  {
+    NoGradGuard no_grad;
+    models.llava->eval();
+    result.visual_tokens = models.llava->connector->forward(pool_features.narrow(0, 0, 1)).size(1);
+    models.llava->train();
+  }
   const EvalReport report = evaluate(models, c, tokenizer);
+  result.eval = report;
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
   metrics.write(record);
   write_text_file((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n");
   plot_losses(metrics_path, (fs::path(run_dir) / "loss.png").string());
-  return report;
+  return result;
 }
 
 }  // namespace vlmc::train

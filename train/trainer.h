@@ -81,7 +81,20 @@ struct TrainOptions {
   nlohmann::json config_json;
 };
 
+struct StageTiming {
+  double seconds = 0.0;       // wall time of the steps run by this process
+  double tokens_per_s = 0.0;  // language-model tokens (text + visual) per second
+  double final_loss = 0.0;    // mean loss over the last 10 % of the steps
+};
+
+struct TrainResult {
+  EvalReport eval;
+  std::map<std::string, StageTiming> stages;  // the stages this process ran
+  int64_t connector_parameters = 0;
+  int64_t visual_tokens = 0;                  // per image, what the connector writes
+};
+
 // Runs stage 0 (or loads it from the cache), stages 1 and 2, and the evaluation.
-EvalReport run_training(const TrainConfig& config, const TrainOptions& options);
+TrainResult run_training(const TrainConfig& config, const TrainOptions& options);
 
 }  // namespace vlmc::train

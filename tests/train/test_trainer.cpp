@@ -76,7 +76,11 @@ std::vector<std::pair<std::string, double>> losses(const fs::path& run) {
 TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", "[trainer]") {
   TempDir dir;
   const TrainConfig c = toy_config(dir.path);
-  const EvalReport report = run_training(c, options_for(c));
+  const TrainResult result = run_training(c, options_for(c));
+  const EvalReport& report = result.eval;
+  CHECK(result.visual_tokens == 16);
+  CHECK(result.connector_parameters > 0);
+  CHECK(result.stages.size() == 4);
   CHECK(report.mosaics == 8);
   CHECK(report.encoder.total == 32);
   CHECK(report.answers.total == 16);
@@ -100,7 +104,7 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
   CHECK(cached == 2);
   TrainConfig again = c;
   again.name = "again";
-  const EvalReport second = run_training(again, options_for(again));
+  const EvalReport second = run_training(again, options_for(again)).eval;
   const auto seq2 = losses(dir.path / "runs" / "again");
   REQUIRE(seq2.size() == 8);  // stages 1 and 2 only
   CHECK(seq2.front().first == "stage1");
