@@ -5,7 +5,7 @@ CMAKE_ARGS ?=
 # ccache keys on paths relative to the checkout, so clones share the cache.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps build test train asan fuzz bench clean
+.PHONY: all deps build test train experiment asan fuzz bench clean
 
 all: build
 
@@ -26,10 +26,16 @@ test: build
 	cmake --build $(BUILD)-cpu-only -j $(JOBS)
 	cd $(BUILD)-cpu-only && ctest --output-on-failure -j $(JOBS)
 
-# The main job. Until two-stage training lands it is the connector comparison
-# of the seed's compare_connectors(): parameter counts, shapes, timing.
+# The main job: stage 0 (cached in runs/cache), stages 1 and 2 and the
+# evaluation on Fashion-MNIST mosaics, as a new run runs/fashion-mosaic-<time>.
+# RUN_ARGS adds flags (RUN_ARGS="--stage2.steps 800"); docs/training.md.
+RUN_NAME ?= fashion-mosaic-$(shell date +%Y%m%d-%H%M%S)
 train: build
-	$(BUILD)/vlmc demo
+	$(BUILD)/vlmc train --config configs/fashion-mosaic.toml --run.name $(RUN_NAME) $(RUN_ARGS)
+
+# Stages 1 and 2 with each of the seed's connectors: the table of docs/results.md.
+experiment: build
+	$(BUILD)/vlmc experiment connectors --config configs/fashion-mosaic.toml --out runs/connectors.md $(RUN_ARGS)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (CPU build).
 asan: deps

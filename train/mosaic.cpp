@@ -127,8 +127,10 @@ std::vector<Sample> caption_samples(const MosaicSet& set) {
   return samples;
 }
 
-std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen) {
+std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen,
+                                        std::optional<QuestionKind> only) {
   VLMC_CHECK(per_image >= 0, "instruction_samples: per_image ", per_image, " is negative");
+  VLMC_CHECK(!only || *only != QuestionKind::caption, "instruction_samples: captions are caption_samples()");
   const uint64_t seed = gen.seed();
   const uint64_t offset = gen.advance(static_cast<uint64_t>(set.size() * per_image));
   const auto& names = class_names();
@@ -144,7 +146,7 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
           kernels::philox4x32(seed, offset + static_cast<uint64_t>(m * per_image + j));
       Sample s;
       s.image = m;
-      s.kind = static_cast<QuestionKind>(1 + below(r.x[0], kQuestionKinds));
+      s.kind = only ? *only : static_cast<QuestionKind>(1 + below(r.x[0], kQuestionKinds));
       if (s.kind == QuestionKind::where) {
         std::vector<int64_t> once;  // quadrants whose class occurs exactly once
         for (int64_t q = 0; q < 4; ++q)

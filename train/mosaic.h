@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,9 @@ std::vector<Sample> caption_samples(const MosaicSet& set);
 //   count  "how many sneakers are there? <image>" -> "two" (3 in 4 ask about a
 //          class present, 1 in 4 about any class, so "zero" occurs)
 //   exists "is there a coat? <image>"             -> "yes" / "no" (half each)
-std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen);
+// With `only`, every question is of that kind (a "where" on a mosaic without
+// a class present once still becomes a "what").
+std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image, Generator& gen,
+                                        std::optional<QuestionKind> only = std::nullopt);
 
 }  // namespace vlmc::train

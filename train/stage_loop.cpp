@@ -41,6 +41,10 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   optim::GroupingOptions grouping;
   grouping.lr = s.lr;
   grouping.weight_decay = s.weight_decay;
+  if (spec.prefix_lr > 0) {
+    grouping.lr_prefix = spec.lr_prefix;
+    grouping.prefix_lr = spec.prefix_lr;
+  }
   optim::AdamW opt(optim::make_param_groups(spec.params, grouping));
   std::vector<Tensor> params;
   for (const optim::NamedTensor& p : spec.params) params.push_back(p.tensor);

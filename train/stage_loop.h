@@ -47,6 +47,8 @@ struct StageSpec {
   int rank = 0;      // order of the stage in the run (checkpoint names sort by it)
   StageSettings settings;
   std::vector<optim::NamedTensor> params;  // what this stage trains
+  std::string lr_prefix;                   // parameters named so get prefix_lr (when > 0)
+  double prefix_lr = 0.0;
   std::function<StepLoss(int64_t step)> step;
 };
 

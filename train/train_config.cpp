@@ -53,6 +53,7 @@ nn::LlamaConfig TrainConfig::language_config(int64_t vocab_size) const {
   c.num_key_value_heads = lm_num_key_value_heads;
   c.max_position_embeddings = lm_max_position_embeddings;
   c.rope_theta = lm_rope_theta;
+  c.initializer_range = lm_initializer_range;
   return c;
 }
 
@@ -98,6 +99,7 @@ void TrainConfig::validate() const {
              " must be divisible by language.num_attention_heads ", lm_num_attention_heads);
   VLMC_CHECK(lm_num_attention_heads % lm_num_key_value_heads == 0, "language.num_attention_heads ",
              lm_num_attention_heads, " must be divisible by language.num_key_value_heads ", lm_num_key_value_heads);
+  VLMC_CHECK(lm_initializer_range > 0, "language.initializer_range must be > 0, got ", lm_initializer_range);
   VLMC_CHECK((lm_hidden_size / lm_num_attention_heads) % 2 == 0, "language.hidden_size / num_attention_heads = ",
              lm_hidden_size / lm_num_attention_heads, " must be even (rotary positions rotate pairs)");
   try {
@@ -113,6 +115,9 @@ void TrainConfig::validate() const {
   language_config(64).validate();
   check_stage("stage0.vision", stage0_vision);
   check_stage("stage0.language", stage0_language);
+  VLMC_CHECK(stage0_extra_questions >= 0, "stage0.language.extra_questions_per_image must be >= 0, got ",
+             stage0_extra_questions);
+  VLMC_CHECK(stage2_connector_lr >= 0, "stage2.connector_lr must be >= 0, got ", stage2_connector_lr);
   check_stage("stage1", stage1);
   check_stage("stage2", stage2);
   VLMC_CHECK(eval_mosaics >= 1, "eval.mosaics must be >= 1, got ", eval_mosaics);
@@ -153,6 +158,8 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("language.max_position_embeddings", &c.lm_max_position_embeddings,
         "LlamaConfig.max_position_embeddings (longest spliced sequence)");
   s.add("language.rope_theta", &c.lm_rope_theta, "LlamaConfig.rope_theta");
+  s.add("language.initializer_range", &c.lm_initializer_range,
+        "LlamaConfig.initializer_range: std of the normal initial weights and embeddings");
 
   s.add("connector.type", &c.connector, "projector: LLaVA's names or the seed's connectors");
   s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor: pooled grid side");
@@ -162,8 +169,11 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
 
   register_stage(s, "stage0.vision", c.stage0_vision);
   register_stage(s, "stage0.language", c.stage0_language);
+  s.add("stage0.language.extra_questions_per_image", &c.stage0_extra_questions,
+        "extra \"how many\" and \"where\" questions (each) per mosaic in the language model's pre-training text");
   register_stage(s, "stage1", c.stage1);
   register_stage(s, "stage2", c.stage2);
+  s.add("stage2.connector_lr", &c.stage2_connector_lr, "the connector's own peak lr in stage 2 (0 = stage2.lr)");
 
   s.add("eval.mosaics", &c.eval_mosaics, "held-out mosaics (test split)");
   s.add("eval.questions_per_image", &c.eval_questions_per_image, "questions asked per held-out mosaic");

@@ -59,6 +59,7 @@ struct TrainConfig {
   int64_t lm_num_key_value_heads = 4;
   int64_t lm_max_position_embeddings = 256;
   double lm_rope_theta = 10000.0;
+  double lm_initializer_range = 0.06;  // HF's 0.02 learns content look-ups far slower at this size
 
   // [connector]
   std::string connector = "mlp2x_gelu";  // nn::projector_types()
@@ -70,12 +71,16 @@ struct TrainConfig {
   // [stage0]: pre-training of the encoder (per-quadrant classes) and of the
   // language model (text in the image slots), then both frozen.
   StageSettings stage0_vision{1000, 64, 3e-3, 0.05, 0.05, 0.0, 1.0};
-  StageSettings stage0_language{500, 32, 3e-3, 0.01, 0.05, 0.0, 1.0};
+  StageSettings stage0_language{3000, 32, 1e-3, 0.01, 0.05, 0.0, 1.0};
+  // Extra "how many" and "where" questions per mosaic in the stage-0 text:
+  // the kinds a small model learns last from an even mix (docs/training.md).
+  int64_t stage0_extra_questions = 2;
 
   // [stage1]: connector only (LLaVA's feature alignment)
   StageSettings stage1{300, 32, 1e-3, 0.0, 0.03, 0.0, 0.0};
   // [stage2]: connector + language model (LLaVA's instruction tuning)
-  StageSettings stage2{500, 32, 3e-4, 0.0, 0.03, 0.0, 1.0};
+  StageSettings stage2{1500, 32, 5e-4, 0.0, 0.03, 0.0, 1.0};
+  double stage2_connector_lr = 1e-3;  // LLaVA's mm_projector_lr; 0 = stage2.lr
 
   // [eval]
   int64_t eval_mosaics = 1000;          // test split only

@@ -26,7 +26,7 @@ namespace {
 enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 = 3 };
 // Generator seeds derived from run.seed for the sets built once per run.
 constexpr uint64_t kPoolSeed = 11, kPoolQuestions = 12, kEvalSeed = 13, kEvalQuestions = 14,
-                   kVisionMosaics = 15, kWeightsSeed = 16;
+                   kVisionMosaics = 15, kWeightsSeed = 16, kExtraQuestions = 17;
 
 // Stage ranks: checkpoint names sort by them.
 constexpr int kRankVision = 0, kRankLanguage = 1, kRankStage1 = 2, kRankStage2 = 3;
@@ -88,6 +88,11 @@ SpliceResult text_slot_inputs(const MosaicModels& models, const Tokenizer& token
   return splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
 }
 
+// Part of every stage-0 cache key: bump it when what stage 0 learns changes
+// in code (the text layout, the slot words, the encoder head), so that no run
+// reuses a model made for other data.
+constexpr int kStage0Format = 2;
+
 // The two halves of stage 0, each cached on its own under run.cache_dir.
 struct Stage0Part {
   const char* name;                    // "vision" or "language"
@@ -111,6 +116,7 @@ std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& conf
   nlohmann::json key;
   for (auto& [k, v] : config.items())
     if (starts_with_any(k, part.settings)) key[k] = v;
+  key["format"] = kStage0Format;
   const std::string text = key.dump();
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and machines
   for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
@@ -437,6 +443,11 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     models.language->set_requires_grad(true);
     std::vector<Sample> texts = captions;
     texts.insert(texts.end(), questions.begin(), questions.end());
+    Generator extra_gen(static_cast<uint64_t>(c.seed) * 1000003u + kExtraQuestions);
+    for (QuestionKind kind : {QuestionKind::count, QuestionKind::where}) {
+      const std::vector<Sample> extra = instruction_samples(pool, c.stage0_extra_questions, extra_gen, kind);
+      texts.insert(texts.end(), extra.begin(), extra.end());
+    }
     StageSpec spec;
     spec.name = "stage0-language";
     spec.rank = kRankLanguage;
@@ -490,6 +501,8 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.settings = c.stage2;
     spec.params = named(*models.llava->connector, "connector.");
     for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
+    spec.lr_prefix = "connector.";
+    spec.prefix_lr = c.stage2_connector_lr;
     spec.step = llava_step(questions, kStreamStage2, c.stage2);
     timed("stage2", run_stage(spec, files, resume_for(kRankStage2)));
   }
