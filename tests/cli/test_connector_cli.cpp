@@ -17,60 +17,16 @@
 #include <vector>
 
 #include "core/io/tensor_io.h"
+#include "tests/cli/cli_runner.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
+using namespace vlmc::cli_test;
 namespace fs = std::filesystem;
 
 namespace {
 
 const fs::path kCases = fs::path(VLMC_GOLDEN_DIR) / "connector_run";
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (const char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return out + "'";
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct Result {
-  int status = -1;  // the exit code
-  std::string out, err;
-};
-
-// Runs `vlmc <args>` and collects its exit code, stdout and stderr.
-Result run_cli(const std::vector<std::string>& args, const fs::path& scratch) {
-  std::string cmd = quote(VLMC_CLI_PATH);
-  for (const auto& a : args) cmd += " " + quote(a);
-  const fs::path out = scratch / "stdout.txt", err = scratch / "stderr.txt";
-  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string());
-  const int raw = std::system(cmd.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = read_text(out);
-  r.err = read_text(err);
-  return r;
-}
-
-// A fresh directory per test case, so ctest may run the cases in parallel.
-struct Scratch {
-  fs::path dir;
-  explicit Scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("vlmc_cli_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
 
 std::vector<std::string> case_names() {
   std::vector<std::string> names;

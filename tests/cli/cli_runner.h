@@ -1,0 +1,63 @@
+// Spawning the real `vlmc` binary (VLMC_CLI_PATH) from the end-to-end tests.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace vlmc::cli_test {
+
+inline std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (const char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Result {
+  int status = -1;  // the exit code
+  std::string out, err;
+};
+
+// Runs `vlmc <args>` and collects its exit code, stdout and stderr.
+inline Result run_cli(const std::vector<std::string>& args, const std::filesystem::path& scratch) {
+  std::string cmd = quote(VLMC_CLI_PATH);
+  for (const auto& a : args) cmd += " " + quote(a);
+  const std::filesystem::path out = scratch / "stdout.txt", err = scratch / "stderr.txt";
+  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string());
+  const int raw = std::system(cmd.c_str());
+  Result r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = read_text(out);
+  r.err = read_text(err);
+  return r;
+}
+
+// A fresh directory per test case, so ctest may run the cases in parallel.
+struct Scratch {
+  std::filesystem::path dir;
+  explicit Scratch(const std::string& tag) {
+    dir = std::filesystem::temp_directory_path() / ("vlmc_cli_" + tag + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  ~Scratch() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+}  // namespace vlmc::cli_test

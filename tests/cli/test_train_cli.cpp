@@ -1,0 +1,147 @@
+// End-to-end tests of `vlmc train`, `vlmc eval` and `vlmc experiment
+// connectors` at toy sizes: the printed accuracy lines, the run's files, the
+// refusal to overwrite a run, --resume, and config errors that name the key.
+// Needs Debian's dataset-fashion-mnist.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/cli/cli_runner.h"
+#include "train/checkpoint.h"
+
+using namespace vlmc::cli_test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Every stage at 3 steps of a 1-layer, 16-wide encoder and language model.
+const char* kToyConfig = R"(
+[run]
+name = "toy"
+log_every_s = 1e9
+checkpoint_every = 2
+[data]
+train_mosaics = 32
+questions_per_image = 2
+[vision]
+hidden_size = 16
+intermediate_size = 32
+num_attention_heads = 2
+num_hidden_layers = 1
+[language]
+hidden_size = 16
+intermediate_size = 32
+num_attention_heads = 2
+num_key_value_heads = 1
+num_hidden_layers = 1
+[stage0.vision]
+steps = 3
+batch_size = 4
+[stage0.language]
+steps = 3
+batch_size = 4
+extra_questions_per_image = 1
+[stage1]
+steps = 3
+batch_size = 4
+[stage2]
+steps = 3
+batch_size = 4
+[eval]
+mosaics = 8
+questions_per_image = 2
+)";
+
+std::vector<std::string> toy_args(const fs::path& dir) {
+  return {"--config", (dir / "toy.toml").string(), "--run.runs_dir", (dir / "runs").string(), "--run.cache_dir",
+          (dir / "cache").string()};
+}
+
+std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval reads a checkpoint", "[cli][trainer]") {
+  Scratch scratch("train");
+  std::ofstream(scratch.dir / "toy.toml") << kToyConfig;
+  const Result r = run_cli(cat({"--threads", "1", "train"}, toy_args(scratch.dir)), scratch.dir);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("answer accuracy: ") && Catch::Contains("encoder accuracy: ") &&
+                        Catch::Contains("evaluation on 8 held-out test mosaics (16 questions)"));
+  for (const char* stage : {"stage0-vision", "stage0-language", "stage1", "stage2"}) CHECK_THAT(r.err, Catch::Contains(stage));
+  const fs::path run = scratch.dir / "runs" / "toy";
+  for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "results.json"}) {
+    INFO(f);
+    CHECK(fs::is_regular_file(run / f));
+  }
+  CHECK_THAT(read_text(run / "config.toml"), Catch::Contains("hidden_size = 16"));
+
+  const std::string last = (run / "checkpoints" / "3-stage2-step000003").string();
+  REQUIRE(vlmc::train::is_checkpoint(last));
+  const Result e = run_cli({"eval", "--checkpoint", last, "--eval.mosaics", "4"}, scratch.dir);
+  INFO(e.err);
+  REQUIRE(e.status == 0);
+  CHECK_THAT(e.out, Catch::Contains("evaluation on 4 held-out test mosaics") && Catch::Contains("answer accuracy: "));
+
+  // The same run again: refused without --resume, nothing lost; with it, the
+  // finished run loads its last checkpoint and only evaluates again.
+  const Result again = run_cli(cat({"train"}, toy_args(scratch.dir)), scratch.dir);
+  CHECK(again.status == 1);
+  CHECK_THAT(again.err, Catch::Contains("already has checkpoints") && Catch::Contains("--resume"));
+  CHECK(vlmc::train::is_checkpoint(last));
+  const Result resumed = run_cli(cat({"--threads", "1", "train", "--resume"}, toy_args(scratch.dir)), scratch.dir);
+  INFO(resumed.err);
+  CHECK(resumed.status == 0);
+  CHECK_THAT(resumed.err, Catch::Contains("resuming from"));
+  CHECK(resumed.out == r.out);  // the same final weights, the same evaluation
+}
+
+TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing anything", "[cli][trainer]") {
+  Scratch scratch("train_errors");
+  std::ofstream(scratch.dir / "bad.toml") << "[stage1]\nlrr = 1e-3\n";
+  Result r = run_cli({"train", "--config", (scratch.dir / "bad.toml").string(), "--run.runs_dir",
+                      (scratch.dir / "runs").string()},
+                     scratch.dir);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("bad.toml:2") && Catch::Contains("unknown key 'stage1.lrr'") &&
+                        Catch::Contains("did you mean 'stage1.lr'"));
+  r = run_cli({"train", "--stage1.steps", "0", "--run.runs_dir", (scratch.dir / "runs").string()}, scratch.dir);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("stage1.steps must be >= 1"));
+  r = run_cli({"train", "--connector.type", "mlp3x", "--run.runs_dir", (scratch.dir / "runs").string()}, scratch.dir);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("connector.type 'mlp3x'"));
+  CHECK_FALSE(fs::exists(scratch.dir / "runs"));  // nothing was written
+}
+
+TEST_CASE("cli: vlmc train --help lists every key with its default", "[cli][trainer]") {
+  Scratch scratch("train_help");
+  const Result r = run_cli({"train", "--help"}, scratch.dir);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("--stage1.lr") && Catch::Contains("(default: 0.001)") &&
+                        Catch::Contains("--stage2.max_grad_norm") && Catch::Contains("--vision.patch_size") &&
+                        Catch::Contains("--language.num_key_value_heads") && Catch::Contains("--eval.mosaics"));
+}
+
+TEST_CASE("cli: vlmc experiment connectors writes one table row per connector", "[cli][trainer]") {
+  Scratch scratch("experiment");
+  std::ofstream(scratch.dir / "toy.toml") << kToyConfig;
+  const fs::path table = scratch.dir / "table.md";
+  const Result r = run_cli(cat({"--threads", "1", "experiment", "connectors", "--connectors", "linear,downsample",
+                                "--out", table.string()},
+                               toy_args(scratch.dir)),
+                           scratch.dir);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const std::string text = read_text(table);
+  CHECK_THAT(text, Catch::Contains("| linear | 272 | 16 |") && Catch::Contains("| downsample |"));
+  CHECK(fs::is_regular_file(scratch.dir / "runs" / "toy-linear" / "results.json"));
+  CHECK(fs::is_regular_file(scratch.dir / "runs" / "toy-downsample" / "results.json"));
+}
