@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
@@ -64,29 +65,38 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     const double lr_multiplier = schedule.multiplier(step);
     opt.set_lr_multiplier(lr_multiplier);
     const auto t_step = std::chrono::steady_clock::now();
-    StepLoss out = spec.step(step);
-    const double loss = out.loss.item();
-    if (!std::isfinite(loss)) {
-      files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", loss}});
-      const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
-      throw Error(spec.name + " step " + std::to_string(step + 1) + ": the loss is " +
-                  (std::isnan(loss) ? "NaN" : "infinite") + "; training stopped before updating the weights. " +
-                  (saved.empty() ? std::string("No checkpoint was written yet.")
-                                 : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
-                                       " (continue from it with --resume, after lowering the learning rate)."));
+    // K micro-batches, each loss scaled by 1/K: backward() adds into .grad,
+    // so the update is that of the mean loss over the K micro-batches.
+    const int64_t K = s.gradient_accumulation_steps;
+    double loss = 0.0;
+    int64_t tokens = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      StepLoss out = spec.step(step * K + k);
+      const double micro = out.loss.item();
+      if (!std::isfinite(micro)) {
+        files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", micro}});
+        const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
+        throw Error(spec.name + " step " + std::to_string(step + 1) + ": the loss is " +
+                    (std::isnan(micro) ? "NaN" : "infinite") + "; training stopped before updating the weights. " +
+                    (saved.empty() ? std::string("No checkpoint was written yet.")
+                                   : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
+                                         " (continue from it with --resume, after lowering the learning rate)."));
+      }
+      (K == 1 ? out.loss : div(out.loss, static_cast<double>(K))).backward();
+      loss += micro / static_cast<double>(K);
+      tokens += out.tokens;
     }
-    out.loss.backward();
     double grad_norm = NAN;
     if (s.max_grad_norm > 0) grad_norm = optim::clip_grad_norm_(params, s.max_grad_norm);
     opt.step();
     opt.zero_grad();
 
     const double step_s = seconds_since(t_step);
-    tokens_run += out.tokens;
+    tokens_run += tokens;
     losses.push_back(loss);
     const double lr = s.lr * lr_multiplier;
     nlohmann::json record = {{"stage", spec.name}, {"step", step + 1}, {"loss", loss}, {"lr", lr},
-                             {"tokens", out.tokens}, {"step_s", step_s}};
+                             {"tokens", tokens}, {"step_s", step_s}};
     if (s.max_grad_norm > 0) record["grad_norm"] = grad_norm;
     files.metrics->write(record);
     const double elapsed = seconds_since(t0);

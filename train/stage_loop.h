@@ -49,7 +49,9 @@ struct StageSpec {
   std::vector<optim::NamedTensor> params;  // what this stage trains
   std::string lr_prefix;                   // parameters named so get prefix_lr (when > 0)
   double prefix_lr = 0.0;
-  std::function<StepLoss(int64_t step)> step;
+  // The loss of micro-batch m (m = step * gradient_accumulation_steps + k);
+  // a pure function of m.
+  std::function<StepLoss(int64_t micro_step)> step;
 };
 
 // Where a checkpoint left a stage: the optimizer state and the steps done.

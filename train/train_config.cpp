@@ -14,6 +14,8 @@ void register_stage(ConfigSchema& s, const std::string& prefix, StageSettings& s
   s.add(prefix + ".warmup_ratio", &stage.warmup_ratio, "linear warmup, as a fraction of the steps");
   s.add(prefix + ".min_lr_ratio", &stage.min_lr_ratio, "cosine decay floor, as a fraction of lr");
   s.add(prefix + ".max_grad_norm", &stage.max_grad_norm, "clip gradients to this global norm (0 = off)");
+  s.add(prefix + ".gradient_accumulation_steps", &stage.gradient_accumulation_steps,
+        "micro-batches of batch_size per optimizer step");
 }
 
 void check_stage(const std::string& prefix, const StageSettings& s) {
@@ -26,6 +28,8 @@ void check_stage(const std::string& prefix, const StageSettings& s) {
   VLMC_CHECK(s.min_lr_ratio >= 0 && s.min_lr_ratio <= 1, prefix, ".min_lr_ratio must be in [0, 1], got ",
              s.min_lr_ratio);
   VLMC_CHECK(s.max_grad_norm >= 0, prefix, ".max_grad_norm must be >= 0, got ", s.max_grad_norm);
+  VLMC_CHECK(s.gradient_accumulation_steps >= 1, prefix, ".gradient_accumulation_steps must be >= 1, got ",
+             s.gradient_accumulation_steps);
 }
 
 }  // namespace

@@ -24,6 +24,9 @@ struct StageSettings {
   double warmup_ratio = 0.03;
   double min_lr_ratio = 0.0;
   double max_grad_norm = 0.0;  // 0 = no clipping
+  // Micro-batches of batch_size per optimizer step (Hugging Face's name): the
+  // effective batch is batch_size * gradient_accumulation_steps.
+  int64_t gradient_accumulation_steps = 1;
 };
 
 struct TrainConfig {

@@ -360,6 +360,13 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     resume_rank = ckpt.state.at("rank").get<int>();
     resume_point = StageResume{ckpt.state.at("step").get<int64_t>(), std::move(ckpt.optimizer)};
     std::fprintf(stderr, "resuming from %s\n", dir.c_str());
+    // Settings may change on resume (more steps, another log interval), but
+    // then the run is no longer the uninterrupted one: say which.
+    const nlohmann::json before = ckpt.state.value("config", nlohmann::json::object());
+    for (auto& [key, value] : options.config_json.items())
+      if (before.contains(key) && before[key] != value)
+        std::fprintf(stderr, "  note: %s is %s now, %s when the checkpoint was written\n", key.c_str(),
+                     value.dump().c_str(), before[key].dump().c_str());
   }
   const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
   if (resume_rank >= 0) {

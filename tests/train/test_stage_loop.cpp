@@ -160,3 +160,36 @@ TEST_CASE("stage loop: a NaN before the first checkpoint says there is none", "[
   REQUIRE_THROWS_WITH(run_stage(spec, files_in(dir.path, log, toy)),
                       Catch::Contains("loss is infinite") && Catch::Contains("No checkpoint"));
 }
+
+TEST_CASE("stage loop: K accumulated micro-batches step as one batch of K times the size", "[stage-loop]") {
+  TempDir dir;
+  // Accumulating micro-batches 2s and 2s+1 ...
+  Toy accumulated;
+  {
+    MetricsLog log((dir.path / "a.jsonl").string());
+    StageSpec spec = toy_spec(accumulated, 6);
+    spec.settings.gradient_accumulation_steps = 2;
+    run_stage(spec, files_in(dir.path / "a", log, accumulated));
+  }
+  // ... is one step on both of them at once (equal sizes: the mean of the means).
+  Toy whole;
+  {
+    MetricsLog log((dir.path / "b.jsonl").string());
+    StageSpec spec = toy_spec(whole, 6);
+    spec.step = [&whole](int64_t step) -> StepLoss {
+      const StepLoss a = whole.step(2 * step), b = whole.step(2 * step + 1);
+      return {div(add(a.loss, b.loss), 2.0), a.tokens + b.tokens};
+    };
+    run_stage(spec, files_in(dir.path / "b", log, whole));
+  }
+  const auto wa = accumulated.model->weight.to_vector<float>(), wb = whole.model->weight.to_vector<float>();
+  for (size_t i = 0; i < wa.size(); ++i) CHECK(wa[i] == Approx(wb[i]).epsilon(1e-5));
+  const auto la = MetricsLog::read_all((dir.path / "a.jsonl").string());
+  const auto lb = MetricsLog::read_all((dir.path / "b.jsonl").string());
+  REQUIRE(la.size() == 6);
+  REQUIRE(lb.size() == 6);
+  for (size_t i = 0; i < la.size(); ++i) {
+    CHECK(la[i].at("loss").get<double>() == Approx(lb[i].at("loss").get<double>()).epsilon(1e-5));
+    CHECK(la[i].at("tokens") == 16);
+  }
+}
