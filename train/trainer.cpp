@@ -14,6 +14,7 @@
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
+#include "train/mosaic_models.h"
 #include "train/plot.h"
 #include "train/stage_loop.h"
 
@@ -24,22 +25,9 @@ namespace {
 // Philox streams of the run (batch_indices' `stream`), one per use, so that no
 // two draws share numbers.
 enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 = 3 };
-// Generator seeds derived from run.seed for the sets built once per run.
-constexpr uint64_t kPoolSeed = 11, kPoolQuestions = 12, kEvalSeed = 13, kEvalQuestions = 14,
-                   kVisionMosaics = 15, kWeightsSeed = 16, kExtraQuestions = 17;
 
 // Stage ranks: checkpoint names sort by them.
 constexpr int kRankVision = 0, kRankLanguage = 1, kRankStage1 = 2, kRankStage2 = 3;
-
-int64_t grid_side(const TrainConfig& c) { return 56 / c.vision_patch_size; }
-
-// Hidden state `select_layer` without its CLS token: [B, N, Dv].
-Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer) {
-  const int64_t count = static_cast<int64_t>(hidden.size());
-  const int64_t layer = select_layer < 0 ? count + select_layer : select_layer;
-  const Tensor& h = hidden.at(static_cast<size_t>(layer));  // [B, 1 + N, Dv]
-  return h.narrow(1, 1, h.size(1) - 1);
-}
 
 // Tokens the language model read (the attention mask's ones), for tokens/s.
 int64_t real_tokens(const Tensor& attention_mask) {
@@ -48,44 +36,10 @@ int64_t real_tokens(const Tensor& attention_mask) {
   return n;
 }
 
-std::vector<int64_t> iota(int64_t begin, int64_t end) {
-  std::vector<int64_t> out;
-  for (int64_t i = begin; i < end; ++i) out.push_back(i);
-  return out;
-}
-
 std::vector<optim::NamedTensor> named(const nn::Module& module, const std::string& prefix) {
   std::vector<optim::NamedTensor> out;
   for (auto& [name, tensor] : module.named_parameters()) out.push_back({prefix + name, tensor});
   return out;
-}
-
-// The frozen encoder's features of every mosaic of a set, computed once: [M, N, Dv].
-Tensor features_of(MosaicModels& models, const MosaicSet& set) {
-  NoGradGuard no_grad;
-  std::vector<Tensor> chunks;
-  constexpr int64_t kChunk = 256;
-  for (int64_t begin = 0; begin < set.size(); begin += kChunk) {
-    const int64_t end = std::min(set.size(), begin + kChunk);
-    chunks.push_back(models.llava->vision_features(encoder_pixels(set, iota(begin, end))));
-  }
-  return cat(chunks, 0);
-}
-
-std::vector<std::array<int64_t, 4>> classes_of(const MosaicSet& set, const std::vector<int64_t>& rows) {
-  std::vector<std::array<int64_t, 4>> out;
-  for (int64_t r : rows) out.push_back(set.classes_of(r));
-  return out;
-}
-
-// Stage 0's language-model inputs: the batch's <image> replaced by the true
-// classes as text (slot_word_ids on a grid x grid layout).
-SpliceResult text_slot_inputs(const MosaicModels& models, const Tokenizer& tokenizer, const MosaicSet& set,
-                              const TextBatch& batch, int64_t grid) {
-  const Tensor words = slot_word_ids(tokenizer, classes_of(set, batch.images), grid);  // [B, n, 3]
-  const Tensor table = models.language->embed_tokens();                               // [V, D]
-  const Tensor slots = sum(embedding(table, words), {2});                              // [B, n, D]
-  return splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
 }
 
 // Part of every stage-0 cache key: bump it when what stage 0 learns changes
@@ -179,158 +133,6 @@ void plot_losses(const std::string& metrics_path, const std::string& png_path) {
 
 }  // namespace
 
-// ---- models ----------------------------------------------------------------------------
-
-std::map<std::string, Tensor> MosaicModels::state_dict() const {
-  std::map<std::string, Tensor> out = llava->state_dict();
-  for (auto& [k, v] : quadrant_head->state_dict()) out["quadrant_head." + k] = v;
-  return out;
-}
-
-void MosaicModels::load_state_dict(const std::map<std::string, Tensor>& state) {
-  std::map<std::string, Tensor> llava_state, head_state;
-  for (const auto& [k, v] : state) {
-    if (k.rfind("quadrant_head.", 0) == 0) {
-      head_state[k.substr(14)] = v;
-    } else {
-      llava_state[k] = v;
-    }
-  }
-  llava->load_state_dict(llava_state);
-  quadrant_head->load_state_dict(head_state);
-}
-
-MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
-  Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kWeightsSeed);
-  MosaicModels m;
-  m.vision = std::make_shared<nn::CLIPVisionModel>(c.vision_config(), gen);
-  m.quadrant_head = std::make_shared<nn::Linear>(c.vision_hidden_size, kFashionMnistClasses, true, gen);
-  m.language = std::make_shared<nn::LlamaForCausalLM>(c.language_config(tokenizer.vocab_size()), gen);
-  nn::LlavaConfig lc;
-  lc.projector_type = c.connector;
-  lc.connector = c.connector_config();
-  lc.select_layer = c.vision_select_layer;
-  lc.keep_cls = false;
-  lc.stage = 1;
-  lc.splice.max_length = c.lm_max_position_embeddings;
-  m.llava = std::make_shared<nn::LlavaModel>(m.vision, m.language, lc, gen);
-  return m;
-}
-
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features) {
-  const int64_t B = features.size(0), N = features.size(1), D = features.size(2);
-  const int64_t g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(N))));
-  VLMC_CHECK(g * g == N && g % 2 == 0, "quadrant_logits: features ", shape_str(features.shape()),
-             " are not an even square grid of patches");
-  const Tensor grid = features.contiguous().reshape({B, g, g, D});        // channels last
-  const Tensor quadrants = adaptive_avg_pool2d(grid, 2, 2).reshape({B * 4, D});  // row-major: TL, TR, BL, BR
-  return linear(quadrants, head.weight, head.bias);                     // [B * 4, 10]
-}
-
-// ---- evaluation ------------------------------------------------------------------------
-
-nlohmann::json EvalReport::to_json() const {
-  nlohmann::json j = {{"mosaics", mosaics},
-                      {"encoder_accuracy", encoder.accuracy()},
-                      {"answer_accuracy", answers.accuracy()},
-                      {"questions", answers.total},
-                      {"language_oracle_accuracy", oracle.accuracy()}};
-  for (const auto& [kind, score] : kinds) j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
-  return j;
-}
-
-EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer) {
-  Generator eval_gen(static_cast<uint64_t>(c.seed) * 1000003u + kEvalSeed);
-  const MosaicSet set = build_eval_mosaics(c.eval_mosaics, eval_gen, c.data_dir);
-  Generator question_gen(static_cast<uint64_t>(c.seed) * 1000003u + kEvalQuestions);
-  const std::vector<Sample> questions = instruction_samples(set, c.eval_questions_per_image, question_gen);
-  const std::vector<Sample> captions = caption_samples(set);
-
-  const bool was_training = models.llava->is_training();
-  models.llava->eval();
-  NoGradGuard no_grad;
-  const Tensor features = features_of(models, set);  // [M, N, Dv]
-  EvalReport report;
-  report.mosaics = set.size();
-
-  // The encoder's own answer: the quadrant head on the same features.
-  {
-    const std::vector<int64_t> predicted = argmax(quadrant_logits(*models.quadrant_head, features), 1).to_vector<int64_t>();
-    const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
-    for (size_t i = 0; i < truth.size(); ++i) report.encoder.correct += predicted[i] == truth[i];
-    report.encoder.total = static_cast<int64_t>(truth.size());
-  }
-
-  // oracle: the language model reading the true classes as text in the image
-  // slots (as in its stage-0 pre-training) instead of the connector's tokens:
-  // what it would answer with a perfect encoder and connector.
-  auto score = [&](const std::vector<Sample>& samples, bool oracle) {
-    for (int64_t begin = 0; begin < static_cast<int64_t>(samples.size()); begin += c.eval_batch_size) {
-      const std::vector<int64_t> rows = iota(begin, std::min<int64_t>(samples.size(), begin + c.eval_batch_size));
-      const TextBatch batch = make_text_batch(tokenizer, samples, rows);
-      SpliceResult in;
-      if (oracle) {
-        in = text_slot_inputs(models, tokenizer, set, batch, grid_side(c));
-      } else {
-        const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
-        in = models.llava->prepare_inputs_from_features(batch.input_ids, index_select(features, 0, index),
-                                                        batch.labels, batch.text_mask);
-      }
-      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      const std::vector<int64_t> predicted = argmax(logits, 2).to_vector<int64_t>();  // [B, L]
-      const std::vector<int64_t> labels = in.labels.to_vector<int64_t>();
-      const int64_t L = logits.size(1);
-      for (size_t b = 0; b < rows.size(); ++b) {
-        bool exact = true;
-        for (int64_t t = 0; t + 1 < L; ++t) {
-          const int64_t target = labels[b * L + t + 1];
-          if (target != -100 && predicted[b * L + t] != target) exact = false;
-        }
-        const Sample& s = samples[static_cast<size_t>(rows[b])];
-        if (oracle) {
-          KindScore& kind = report.oracle_kinds[question_kind_name(s.kind)];
-          kind.correct += exact;
-          kind.total += 1;
-          if (s.kind == QuestionKind::caption) continue;
-          report.oracle.correct += exact;
-          report.oracle.total += 1;
-          continue;
-        }
-        KindScore& kind = report.kinds[question_kind_name(s.kind)];
-        kind.correct += exact;
-        kind.total += 1;
-        if (s.kind != QuestionKind::caption) {
-          report.answers.correct += exact;
-          report.answers.total += 1;
-        }
-      }
-    }
-  };
-  score(questions, false);
-  score(captions, false);
-  score(questions, true);
-  score(captions, true);
-  models.llava->train(was_training);
-  return report;
-}
-
-void print_report(const EvalReport& r, std::FILE* out) {
-  std::fprintf(out, "evaluation on %lld held-out test mosaics (%lld questions):\n",
-               static_cast<long long>(r.mosaics), static_cast<long long>(r.answers.total));
-  std::fprintf(out, "  %-8s %21s %9s\n", "kind", "exact answers", "(oracle)");
-  for (const auto& [kind, s] : r.kinds) {
-    const auto oracle = r.oracle_kinds.find(kind);
-    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%  (%5.1f %%)%s\n", kind.c_str(),
-                 static_cast<long long>(s.correct), static_cast<long long>(s.total), 100.0 * s.accuracy(),
-                 oracle == r.oracle_kinds.end() ? 0.0 : 100.0 * oracle->second.accuracy(),
-                 kind == "caption" ? "  whole caption, not in the answer accuracy" : "");
-  }
-  std::fprintf(out, "language model alone (true classes as text in the image slots): %.1f %%\n",
-               100.0 * r.oracle.accuracy());
-  std::fprintf(out, "answer accuracy: %.1f %%\n", 100.0 * r.answers.accuracy());
-  std::fprintf(out, "encoder accuracy: %.1f %%\n", 100.0 * r.encoder.accuracy());
-}
-
 // ---- the run ---------------------------------------------------------------------------
 
 TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
@@ -400,12 +202,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   };
 
   const FashionMnist train_split = load_fashion_mnist(Split::train, c.data_dir);
-  Generator pool_gen(static_cast<uint64_t>(c.seed) * 1000003u + kPoolSeed);
+  Generator pool_gen(seeds::derive(c.seed, seeds::kPool));
   MosaicSet pool = make_mosaics(train_split, c.train_mosaics, pool_gen);
-  Generator pool_questions(static_cast<uint64_t>(c.seed) * 1000003u + kPoolQuestions);
+  Generator pool_questions(seeds::derive(c.seed, seeds::kPoolQuestions));
   const std::vector<Sample> captions = caption_samples(pool);
   const std::vector<Sample> questions = instruction_samples(pool, c.questions_per_image, pool_questions);
-  const int64_t grid = grid_side(c);
+  const int64_t grid = patch_grid_side(c);
 
   // ---- stage 0: each half is loaded from the cache, resumed, or run --------------------
   // A half runs when the resume point is inside it, or when the run has not
@@ -432,10 +234,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
       // A fresh batch of mosaics per step, a pure function of the step.
-      Generator gen(static_cast<uint64_t>(c.seed) * 1000003u + kVisionMosaics);
+      Generator gen(seeds::derive(c.seed, seeds::kVisionMosaics));
       gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
       const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
-      const Tensor pixels = encoder_pixels(batch, iota(0, batch.size()));
+      const Tensor pixels = encoder_pixels(batch, row_range(0, batch.size()));
       const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
       const Tensor logits = quadrant_logits(*models.quadrant_head, features);
       const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
@@ -450,7 +252,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     models.language->set_requires_grad(true);
     std::vector<Sample> texts = captions;
     texts.insert(texts.end(), questions.begin(), questions.end());
-    Generator extra_gen(static_cast<uint64_t>(c.seed) * 1000003u + kExtraQuestions);
+    Generator extra_gen(seeds::derive(c.seed, seeds::kExtraQuestions));
     for (QuestionKind kind : {QuestionKind::count, QuestionKind::where}) {
       const std::vector<Sample> extra = instruction_samples(pool, c.stage0_extra_questions, extra_gen, kind);
       texts.insert(texts.end(), extra.begin(), extra.end());

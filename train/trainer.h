@@ -21,59 +21,11 @@
 #include <memory>
 #include <string>
 
-#include "modules/clip_vision.h"
-#include "modules/llama.h"
-#include "modules/llava.h"
-#include "train/mosaic.h"
-#include "train/tokenizer.h"
+#include "train/evaluate.h"
+#include "train/mosaic_models.h"
 #include "train/train_config.h"
 
 namespace vlmc::train {
-
-// The models of a run, wired as LLaVA: llava->vision_encoder is `vision`,
-// llava->llm is `language`.
-struct MosaicModels {
-  std::shared_ptr<nn::CLIPVisionModel> vision;
-  std::shared_ptr<nn::Linear> quadrant_head;  // [10, Dv]: stage 0's classifier
-  std::shared_ptr<nn::LlamaForCausalLM> language;
-  std::shared_ptr<nn::LlavaModel> llava;
-
-  // llava's names ("vision_encoder.*", "connector.*", "llm.*") and "quadrant_head.*".
-  std::map<std::string, Tensor> state_dict() const;
-  void load_state_dict(const std::map<std::string, Tensor>& state);
-};
-
-MosaicModels build_models(const TrainConfig& config, const Tokenizer& tokenizer);
-
-// features [B, N, Dv] of a g x g patch grid -> class logits [B * 4, 10], quadrants
-// in the order top left, top right, bottom left, bottom right.
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features);
-
-struct KindScore {
-  int64_t correct = 0, total = 0;
-  double accuracy() const { return total > 0 ? static_cast<double>(correct) / total : 0.0; }
-};
-
-struct EvalReport {
-  int64_t mosaics = 0;
-  KindScore encoder;                        // per-quadrant classification (4 per mosaic)
-  KindScore answers;                        // every question, exact match
-  // The language model alone: the same questions with the true classes as
-  // text in the image slots (stage 0's input), i.e. a perfect encoder and connector.
-  KindScore oracle;
-  std::map<std::string, KindScore> oracle_kinds;
-  std::map<std::string, KindScore> kinds;   // "what", "where", "count", "exists", "caption"
-  nlohmann::json to_json() const;
-};
-
-// Greedy exact match without generating: the answer is produced exactly (then
-// <eos>) iff the argmax at every answer position is the answer's next token,
-// so one teacher-forced forward scores a whole batch.
-EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Tokenizer& tokenizer);
-
-// Prints the report: per-kind lines, then "answer accuracy: NN.N %" and
-// "encoder accuracy: NN.N %".
-void print_report(const EvalReport& report, std::FILE* out);
 
 struct TrainOptions {
   bool resume = false;       // continue runs/<name> from its last checkpoint

@@ -1,0 +1,44 @@
+// Evaluation of a fashion-mosaic model on held-out test-split mosaics:
+// exact-match answers per question kind, the frozen encoder's own
+// per-quadrant accuracy on the same images, and the language model alone
+// with the true classes in the image slots (the oracle).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "train/mosaic_models.h"
+
+namespace vlmc::train {
+
+struct KindScore {
+  int64_t correct = 0, total = 0;
+  double accuracy() const { return total > 0 ? static_cast<double>(correct) / total : 0.0; }
+};
+
+struct EvalReport {
+  int64_t mosaics = 0;
+  KindScore encoder;                        // per-quadrant classification (4 per mosaic)
+  KindScore answers;                        // every question, exact match
+  // The language model alone: the same questions with the true classes as
+  // text in the image slots (stage 0's input), i.e. a perfect encoder and connector.
+  KindScore oracle;
+  std::map<std::string, KindScore> oracle_kinds;
+  std::map<std::string, KindScore> kinds;   // "what", "where", "count", "exists", "caption"
+  nlohmann::json to_json() const;
+};
+
+// Greedy exact match without generating: the answer is produced exactly (then
+// <eos>) iff the argmax at every answer position is the answer's next token,
+// so one teacher-forced forward scores a whole batch.
+EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Tokenizer& tokenizer);
+
+// Prints the report: per-kind lines, then "answer accuracy: NN.N %" and
+// "encoder accuracy: NN.N %".
+void print_report(const EvalReport& report, std::FILE* out);
+
+}  // namespace vlmc::train
