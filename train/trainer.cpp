@@ -155,6 +155,9 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   // Where a previous process stopped.
   int resume_rank = -1;
   std::optional<StageResume> resume_point;
+  if (options.resume && existing.empty())
+    std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",
+                 checkpoint_root.c_str());
   if (options.resume && !existing.empty()) {
     const std::string dir = (fs::path(checkpoint_root) / existing.back()).string();
     Checkpoint ckpt = load_checkpoint(dir);
