@@ -15,10 +15,15 @@
 // Validation before timing: CPU rows against a direct double-precision
 // convolution + batch norm on 8 of the channels (the full reference would take
 // minutes); CUDA and cuDNN rows against the CPU result on every element.
+//
+// --quick (the smoke test ctest runs): width 128 -> 128 at B = 2, both convs
+// (stride 2 and stride 1), every row above, one repeat, no warm-up; 128
+// channels are still two of the kernels' 64-channel chunks.
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -38,7 +43,7 @@ using namespace vlmc;
 
 namespace {
 
-constexpr int64_t kChannels = 1024;
+constexpr int64_t kFullChannels = 1024, kQuickChannels = 128;
 constexpr double kEps = 1e-5, kMomentum = 0.1;
 
 struct Problem {
@@ -49,25 +54,29 @@ struct Problem {
   double flops() const { return 2.0 * s.rows() * s.out_c * s.patch(); }
 };
 
-Problem make_problem(int64_t batch, int64_t grid, int64_t stride) {
+Problem make_problem(int64_t batch, int64_t grid, int64_t stride, int64_t channels) {
   Problem p;
-  p.s = kernels::make_conv_shape(batch, grid, grid, kChannels, kChannels, 3, 3, stride, stride, 1, 1);
+  p.s = kernels::make_conv_shape(batch, grid, grid, channels, channels, 3, 3, stride, stride, 1, 1);
   p.label = "B=" + std::to_string(batch) + " " + std::to_string(grid) + "x" + std::to_string(grid) + " s" +
-            std::to_string(stride) + " 1024->1024 3x3";
+            std::to_string(stride) + " " + std::to_string(channels) + "->" + std::to_string(channels) + " 3x3";
   Generator gen(static_cast<uint64_t>(batch * 100 + grid + stride));
-  p.x = Tensor::randn({batch, grid, grid, kChannels}, gen);
-  p.w = mul(Tensor::randn({kChannels, kChannels, 3, 3}, gen), 1.0 / std::sqrt(double(p.s.patch())));
-  p.gamma = add(mul(Tensor::randn({kChannels}, gen), 0.2), 1.0);
-  p.beta = mul(Tensor::randn({kChannels}, gen), 0.2);
-  p.running_mean = mul(Tensor::randn({kChannels}, gen), 0.1);
-  p.running_var = add(Tensor::rand({kChannels}, gen), 0.5);
-  p.dy = Tensor::randn({batch, p.s.out_h, p.s.out_w, kChannels}, gen);
+  p.x = Tensor::randn({batch, grid, grid, channels}, gen);
+  p.w = mul(Tensor::randn({channels, channels, 3, 3}, gen), 1.0 / std::sqrt(double(p.s.patch())));
+  p.gamma = add(mul(Tensor::randn({channels}, gen), 0.2), 1.0);
+  p.beta = mul(Tensor::randn({channels}, gen), 0.2);
+  p.running_mean = mul(Tensor::randn({channels}, gen), 0.1);
+  p.running_var = add(Tensor::rand({channels}, gen), 0.5);
+  p.dy = Tensor::randn({batch, p.s.out_h, p.s.out_w, channels}, gen);
   return p;
 }
 
 // ---- reference: direct convolution in double on a few channels ------------------------------
 
-const std::vector<int64_t> kCheckedChannels{0, 1, 137, 255, 512, 700, 1022, 1023};
+// The channels checked of c: both ends and some between (at c = 1024:
+// 0, 1, 137, 255, 512, 700, 1022, 1023).
+std::vector<int64_t> checked_channels(int64_t c) {
+  return {0, 1, 137 * c / 1024, 255 * c / 1024, c / 2, 700 * c / 1024, c - 2, c - 1};
+}
 
 struct Reference {
   // Per checked channel j: y[m], and the gradients dgamma, dbeta of sum(y * dy).
@@ -82,7 +91,7 @@ Reference reference(const Problem& p, bool training, bool gelu) {
   const std::vector<float> rm = p.running_mean.to_vector<float>(), rv = p.running_var.to_vector<float>();
   const int64_t M = s.rows(), N = s.out_c;
   Reference r;
-  for (const int64_t n : kCheckedChannels) {
+  for (const int64_t n : checked_channels(N)) {
     std::vector<double> z(static_cast<size_t>(M));
     for (int64_t m = 0; m < M; ++m) {
       const int64_t wo = m % s.out_w, ho = (m / s.out_w) % s.out_h, b = m / (s.out_w * s.out_h);
@@ -133,10 +142,11 @@ double rel(double diff2, double norm2) {
 double check_reference(const Reference& r, const Tensor& y, const Tensor& dgamma, const Tensor& dbeta) {
   const std::vector<float> yv = y.to_vector<float>();
   const int64_t N = y.size(-1), M = y.numel() / N;
+  const std::vector<int64_t> checked = checked_channels(N);
   double worst = 0, d2 = 0, n2 = 0;
-  for (size_t j = 0; j < kCheckedChannels.size(); ++j)
+  for (size_t j = 0; j < checked.size(); ++j)
     for (int64_t m = 0; m < M; ++m) {
-      const double want = r.y[j][static_cast<size_t>(m)], got = yv[static_cast<size_t>(m * N + kCheckedChannels[j])];
+      const double want = r.y[j][static_cast<size_t>(m)], got = yv[static_cast<size_t>(m * N + checked[j])];
       d2 += (got - want) * (got - want);
       n2 += want * want;
     }
@@ -144,8 +154,8 @@ double check_reference(const Reference& r, const Tensor& y, const Tensor& dgamma
   if (dgamma.defined()) {
     const std::vector<float> g = dgamma.to_vector<float>(), b = dbeta.to_vector<float>();
     double g2 = 0, gn = 0, b2 = 0, bn = 0;
-    for (size_t j = 0; j < kCheckedChannels.size(); ++j) {
-      const size_t n = static_cast<size_t>(kCheckedChannels[j]);
+    for (size_t j = 0; j < checked.size(); ++j) {
+      const size_t n = static_cast<size_t>(checked[j]);
       g2 += (g[n] - r.dgamma[j]) * (g[n] - r.dgamma[j]);
       gn += r.dgamma[j] * r.dgamma[j];
       b2 += (b[n] - r.dbeta[j]) * (b[n] - r.dbeta[j]);
@@ -245,7 +255,7 @@ Tensor train_forward(TrainStep& t, const kernels::ConvShape& s, bool gelu) {
 
 #if VLMC_WITH_CUDA
 // cuBLAS f32 (TF32 off) at the conv's GEMM shape: the GPU ceiling for these rows.
-double device_sgemm_gflops(int64_t m, int64_t n, int64_t k) {
+double device_sgemm_gflops(int64_t m, int64_t n, int64_t k, bool quick) {
   const Device d = Device::cuda(0);
   const Tensor a = Tensor::full({m, k}, 0.5, DType::f32, d), b = Tensor::full({n, k}, 0.25, DType::f32, d);
   Tensor c = Tensor::empty({m, n}, DType::f32, d);
@@ -254,7 +264,7 @@ double device_sgemm_gflops(int64_t m, int64_t n, int64_t k) {
         kernels::cuda::gemm<float>(false, true, m, n, k, 1.0f, a.data<float>(), k, b.data<float>(), k, 0.0f,
                                    c.data<float>(), n, cuda::stream(0));
       },
-      cuda::stream(0), 2, 10);
+      cuda::stream(0), quick ? 0 : 2, quick ? 1 : 10);
   return 2.0 * m * n * k / (t.median_ms * 1e-3) / 1e9;
 }
 #endif
@@ -418,7 +428,8 @@ int main(int argc, char** argv) {
   try {
     if (!bench::parse_common_flags(
             argc, argv,
-            "usage: bench_conv_bn [--threads N] [--repeats N] [--json PATH] [--cpu-batch4-only]\n"
+            "usage: bench_conv_bn [--threads N] [--repeats N] [--json PATH] [--quick] [--cpu-batch4-only]\n"
+            "  (--quick: 128 -> 128 channels at B=2, both convs, every row kind)\n"
             "  --cpu-batch4-only  time the CPU at B=4 only (B=16 is 4x the work); the B=16 CPU\n"
             "                     results are still computed once as the GPU rows' reference",
             flags))
@@ -432,15 +443,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  int status = 0;
   try {
     bench::Report report("conv2d + batchnorm2d (+ GELU), channels last, f32");
     const bool gpu = cuda::is_available();
     std::map<int64_t, double> host_ceilings;  // by GEMM rows M
-    for (const auto& [batch, grid, stride] :
-         std::vector<std::array<int64_t, 3>>{{4, 24, 2}, {4, 12, 1}, {16, 24, 2}, {16, 12, 1}}) {
+    // Timings of the rows that passed validation (whose validation run is
+    // warm-up enough under --quick).
+    const auto host_time = [&](const std::function<void()>& fn) {
+      return bench::time_host(fn, flags.warmup(1), flags.repeats);
+    };
+    const int64_t channels = flags.quick ? kQuickChannels : kFullChannels;
+    const std::vector<std::array<int64_t, 3>> shapes =
+        flags.quick ? std::vector<std::array<int64_t, 3>>{{2, 24, 2}, {2, 12, 1}}
+                    : std::vector<std::array<int64_t, 3>>{{4, 24, 2}, {4, 12, 1}, {16, 24, 2}, {16, 12, 1}};
+    for (const auto& [batch, grid, stride] : shapes) {
       const bool time_cpu = !(cpu_batch4_only && batch > 4);
       if (!time_cpu && !gpu) continue;
-      const Problem p = make_problem(batch, grid, stride);
+      const Problem p = make_problem(batch, grid, stride, channels);
       const kernels::ConvShape& s = p.s;
       const double fwd_flops = p.flops(), train_flops = 3 * p.flops();
       kernels::BatchNormParams train, eval;
@@ -463,15 +483,15 @@ int main(int argc, char** argv) {
         const Reference ref_train = reference(p, true, false), ref_eval = reference(p, false, false);
         const Device cpu = Device::cpu();
         bench::Row r1 = make_row("vlmc fwd train", cpu, p, check_reference(ref_train, cpu_y_train, {}, {}), 1e-5);
-        if (r1.valid) finish_row(r1, bench::time_host([&] { cpu_buf.run(train); }, 1, flags.repeats), fwd_flops, ceiling);
+        if (r1.valid) finish_row(r1, host_time([&] { cpu_buf.run(train); }), fwd_flops, ceiling);
         report.add(r1);
         bench::Row r2 = make_row("vlmc fwd eval", cpu, p, check_reference(ref_eval, cpu_y_eval, {}, {}), 1e-5);
-        if (r2.valid) finish_row(r2, bench::time_host([&] { cpu_buf.run(eval); }, 1, flags.repeats), fwd_flops, ceiling);
+        if (r2.valid) finish_row(r2, host_time([&] { cpu_buf.run(eval); }), fwd_flops, ceiling);
         report.add(r2);
         bench::Row r3 = make_row("vlmc fwd+bwd train", cpu, p,
                                  check_reference(ref_train, cpu_step.y.detach(), cpu_dgamma, cpu_dbeta), 1e-5);
         if (r3.valid)
-          finish_row(r3, bench::time_host([&] { train_forward(cpu_step, s, false); }, 1, flags.repeats), train_flops,
+          finish_row(r3, host_time([&] { train_forward(cpu_step, s, false); }), train_flops,
                      ceiling);
         report.add(r3);
       }
@@ -481,14 +501,17 @@ int main(int argc, char** argv) {
       // ---- CUDA: each forward version, eval, the training step, then cuDNN ---------------
       const Device dev = Device::cuda(0);
       const cudaStream_t stream = cuda::stream(0);
+      const auto device_time = [&](const std::function<void()>& fn) {
+        return bench::time_device(fn, stream, flags.warmup(2), flags.repeats);
+      };
       auto on_host = [](const Tensor& t) { return t.to(Device::cpu()); };
-      const Ceiling ceiling{device_sgemm_gflops(s.rows(), s.out_c, s.patch()),
+      const Ceiling ceiling{device_sgemm_gflops(s.rows(), s.out_c, s.patch(), flags.quick),
                             "cuBLAS sgemm (no TF32) GFLOP/s at the same M, N, K"};
       {
         ForwardBuffers buf(p, dev);
         buf.run(eval);  // before any training run moves the running statistics
         bench::Row r = make_row("vlmc fwd eval", dev, p, rel_error(on_host(buf.y), cpu_y_eval), 1e-5);
-        if (r.valid) finish_row(r, bench::time_device([&] { buf.run(eval); }, stream, 2, flags.repeats), fwd_flops, ceiling);
+        if (r.valid) finish_row(r, device_time([&] { buf.run(eval); }), fwd_flops, ceiling);
         report.add(r);
         for (const int version : {1, 2}) {
           kernels::BatchNormParams v = train;
@@ -497,7 +520,7 @@ int main(int argc, char** argv) {
           bench::Row rv = make_row("vlmc_v" + std::to_string(version) + " fwd train", dev, p,
                                    rel_error(on_host(buf.y), cpu_y_train), 1e-5);
           if (rv.valid)
-            finish_row(rv, bench::time_device([&] { buf.run(v); }, stream, 2, flags.repeats), fwd_flops, ceiling);
+            finish_row(rv, device_time([&] { buf.run(v); }), fwd_flops, ceiling);
           report.add(rv);
         }
         kernels::BatchNormParams gelu = train;
@@ -506,7 +529,7 @@ int main(int argc, char** argv) {
         buf.run(gelu);
         bench::Row rg = make_row("vlmc_v2 fwd train +gelu", dev, p, rel_error(on_host(buf.y), cpu_buf.y), 1e-5);
         if (rg.valid)
-          finish_row(rg, bench::time_device([&] { buf.run(gelu); }, stream, 2, flags.repeats), fwd_flops, ceiling);
+          finish_row(rg, device_time([&] { buf.run(gelu); }), fwd_flops, ceiling);
         report.add(rg);
       }
       {
@@ -518,7 +541,7 @@ int main(int argc, char** argv) {
                                      rel_error(on_host(step.beta.grad()), cpu_dbeta)});
         bench::Row r = make_row("vlmc fwd+bwd train", dev, p, err, 1e-5);
         if (r.valid)
-          finish_row(r, bench::time_device([&] { train_forward(step, s, false); }, stream, 2, flags.repeats),
+          finish_row(r, device_time([&] { train_forward(step, s, false); }),
                      train_flops, ceiling);
         report.add(r);
       }
@@ -550,11 +573,11 @@ int main(int argc, char** argv) {
         };
         fwd(false);  // eval first, while the running statistics are the initial ones
         bench::Row re = make_row("cudnn fwd eval" + math, dev, p, rel_error(on_host(y), cpu_y_eval), tol);
-        if (re.valid) finish_row(re, bench::time_device([&] { fwd(false); }, stream, 2, flags.repeats), fwd_flops, ceiling);
+        if (re.valid) finish_row(re, device_time([&] { fwd(false); }), fwd_flops, ceiling);
         report.add(re);
         fwd(true);
         bench::Row rt = make_row("cudnn fwd train" + math, dev, p, rel_error(on_host(y), cpu_y_train), tol);
-        if (rt.valid) finish_row(rt, bench::time_device([&] { fwd(true); }, stream, 2, flags.repeats), fwd_flops, ceiling);
+        if (rt.valid) finish_row(rt, device_time([&] { fwd(true); }), fwd_flops, ceiling);
         report.add(rt);
         fwd(true);
         bwd();
@@ -564,7 +587,7 @@ int main(int argc, char** argv) {
                                      rel_error(on_host(dbeta), cpu_dbeta)});
         bench::Row rb = make_row("cudnn fwd+bwd train" + math, dev, p, err, tol);
         if (rb.valid)
-          finish_row(rb, bench::time_device([&] { fwd(true); bwd(); }, stream, 2, flags.repeats), train_flops, ceiling);
+          finish_row(rb, device_time([&] { fwd(true); bwd(); }), train_flops, ceiling);
         report.add(rb);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_conv_bn: cuDNN baseline%s at %s skipped: %s\n", tf32 ? " (tf32)" : " (fma)",
@@ -575,16 +598,17 @@ int main(int argc, char** argv) {
     }
     report.print();
     if (cpu_batch4_only) std::printf("CPU rows timed at B=4 only (--cpu-batch4-only).\n");
-    std::printf("CPU rows are validated on %zu of the 1024 channels (y, and dgamma, dbeta for fwd+bwd) against a\n"
+    std::printf("CPU rows are validated on %zu of the %ld channels (y, and dgamma, dbeta for fwd+bwd) against a\n"
                 "direct double-precision convolution + batch norm; CUDA and cuDNN rows against the CPU everywhere.\n",
-                kCheckedChannels.size());
+                checked_channels(channels).size(), static_cast<long>(channels));
 #if VLMC_WITH_CUDA && !VLMC_WITH_CUDNN
     if (gpu) std::printf("cuDNN baseline: not built (cudnn.h / libcudnn not found at configure time).\n");
 #endif
     if (!flags.json.empty()) report.write_json(flags.json);
+    status = bench::exit_status(report, flags, "bench_conv_bn");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_conv_bn: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return status;
 }

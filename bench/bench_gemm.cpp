@@ -3,8 +3,11 @@
 // Validates the kernel against a naive triple loop on a small case with every
 // transpose combination, then times an n x n x n sgemm: one warm-up, best of
 // five, reported as GFLOP/s (2 n³ flops per product) with the thread count.
+// --quick (the smoke test ctest runs) keeps the validation and times one
+// 256³ product without a warm-up; it exits 1 when validation fails, as the
+// full run does.
 //
-//   bench_gemm [--threads N] [--size N] [--help]
+//   bench_gemm [--threads N] [--size N] [--quick] [--help]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,10 +24,12 @@ namespace {
 
 void usage() {
   std::printf(
-      "usage: bench_gemm [--threads N] [--size N]\n"
+      "usage: bench_gemm [--threads N] [--size N] [--quick]\n"
       "  --threads N  threads for OpenMP and OpenBLAS (default: vlmc's, from VLMC_NUM_THREADS or "
       "all cores)\n"
-      "  --size N     square problem size n for the timed n x n x n sgemm (default 2048)\n");
+      "  --size N     square problem size n for the timed n x n x n sgemm (default 2048; 256 with "
+      "--quick)\n"
+      "  --quick      smoke test: validate, then time one sgemm without warm-up\n");
 }
 
 // Returns the largest relative error of the kernel against a naive loop over
@@ -65,11 +70,14 @@ double validate() {
 
 int main(int argc, char** argv) {
   int64_t size = 2048;
+  bool quick = false, size_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       usage();
       return 0;
+    } else if (arg == "--quick") {
+      quick = true;
     } else if ((arg == "--threads" || arg == "--size") && i + 1 < argc) {
       char* end = nullptr;
       const long value = std::strtol(argv[++i], &end, 10);
@@ -82,6 +90,7 @@ int main(int argc, char** argv) {
         vlmc::set_num_threads(static_cast<int>(value));
       } else {
         size = value;
+        size_given = true;
       }
     } else {
       std::fprintf(stderr, "bench_gemm: unknown argument '%s'\n", arg.c_str());
@@ -97,7 +106,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const int64_t n = size;
+  const int64_t n = quick && !size_given ? 256 : size;
+  const int repeats = quick ? 1 : 5;
   std::vector<float> a(static_cast<size_t>(n * n)), b(a.size()), c(a.size());
   for (size_t i = 0; i < a.size(); ++i) {
     a[i] = static_cast<float>((i * 7) % 101) / 101.0f - 0.5f;
@@ -107,17 +117,17 @@ int main(int argc, char** argv) {
     vlmc::kernels::cpu::gemm<float>(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
                                     c.data(), n);
   };
-  run();  // warm-up: OpenBLAS buffers, thread pool, page faults
+  if (!quick) run();  // warm-up: OpenBLAS buffers, thread pool, page faults
   double best = INFINITY;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < repeats; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     run();
     const auto t1 = std::chrono::steady_clock::now();
     best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
   }
   const double gflops = 2.0 * static_cast<double>(n) * n * n / best / 1e9;
-  std::printf("sgemm %ldx%ldx%ld: best of 5 %.2f ms, %.1f GFLOP/s, %d threads\n",
-              static_cast<long>(n), static_cast<long>(n), static_cast<long>(n), best * 1e3, gflops,
+  std::printf("sgemm %ldx%ldx%ld: best of %d %.2f ms, %.1f GFLOP/s, %d threads\n",
+              static_cast<long>(n), static_cast<long>(n), static_cast<long>(n), repeats, best * 1e3, gflops,
               vlmc::num_threads());
   return 0;
 }

@@ -8,6 +8,10 @@
 // is validated against a plain host loop, then timed on preallocated buffers.
 // The measure is GB/s of the rows moved, against memcpy of the same bytes
 // (CPU) or a device-to-device copy (CUDA) measured in the same run.
+//
+// --quick scales the problem down to B = 4, Nv = 144, D = 256 and a 2048-row
+// table (the full table's dense gradient alone is 512 MiB, its f64 reference
+// 1 GiB): the same steps and kernels, small enough for a smoke test.
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -43,8 +47,8 @@ struct Step {
 int main(int argc, char** argv) {
   bench::CommonFlags flags;
   try {
-    if (!bench::parse_common_flags(argc, argv, "usage: bench_splice [--threads N] [--repeats N] [--json PATH]",
-                                   flags))
+    if (!bench::parse_common_flags(argc, argv,
+                                   "usage: bench_splice [--threads N] [--repeats N] [--json PATH] [--quick]", flags))
       return 0;
     if (!flags.rest.empty()) throw std::runtime_error("unknown flag '" + flags.rest[0] + "'");
   } catch (const std::exception& e) {
@@ -54,14 +58,20 @@ int main(int argc, char** argv) {
   bench::Report report("image-token splice (LLaVA prepare_inputs)");
   const bool gpu = cuda::is_available();
   const double device_ceiling = gpu ? bench::device_copy_gbps(size_t(1) << 30, cuda::stream(0)) : 0;
-  const int64_t text_len = 64, vocab = 32000, width = 4096;
+  const int64_t text_len = 64, vocab = flags.quick ? 2048 : 32000, width = flags.quick ? 256 : 4096;
   Generator gen(3);
   const Tensor table = Tensor::randn({vocab, width}, gen);
   const std::vector<float> table_v = table.to_vector<float>();
 
-  for (const int64_t image_tokens : {int64_t{576}, int64_t{144}}) {
-    for (const int64_t batch : {int64_t{4}, int64_t{16}}) {
-      const std::string shape = "B=" + std::to_string(batch) + " T=64 Nv=" + std::to_string(image_tokens) + " D=4096";
+  const std::vector<int64_t> image_token_counts =
+      flags.quick ? std::vector<int64_t>{144} : std::vector<int64_t>{576, 144};
+  const std::vector<int64_t> batches = flags.quick ? std::vector<int64_t>{4} : std::vector<int64_t>{4, 16};
+  for (const int64_t image_tokens : image_token_counts) {
+    for (const int64_t batch : batches) {
+      // The full run's shapes all have the 32000-row table; a quick run names its smaller one.
+      const std::string shape = "B=" + std::to_string(batch) + " T=" + std::to_string(text_len) + " Nv=" +
+                                std::to_string(image_tokens) + " D=" + std::to_string(width) +
+                                (flags.quick ? " V=" + std::to_string(vocab) : "");
       // A shared 20-token system prompt (ids repeat across samples), then text
       // that differs per sample; the <image> right after the first 5 tokens.
       std::vector<int64_t> ids(static_cast<size_t>(batch * text_len));
@@ -176,7 +186,8 @@ int main(int argc, char** argv) {
           if (row.valid)
             bench::time_bandwidth_row(row, step.run, on_gpu, flags.repeats, step.bytes,
                                       on_gpu ? device_ceiling : host_ceiling,
-                                      on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the forward's bytes");
+                                      on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the forward's bytes",
+                                      flags.quick);
           report.add(row);
         }
       }
@@ -184,5 +195,5 @@ int main(int argc, char** argv) {
   }
   report.print();
   if (!flags.json.empty()) report.write_json(flags.json);
-  return 0;
+  return bench::exit_status(report, flags, "bench_splice");
 }

@@ -1,6 +1,6 @@
 // Top-k token selection at the seed's shapes (B = 4 and 16 images, N = 576
-// tokens of width D = 1024, k = 144): topk_indices, gather_rows forward and
-// backward, and the two forward steps together.
+// tokens of width D = 1024, k = 144; --quick: B = 4 only): topk_indices,
+// gather_rows forward and backward, and the two forward steps together.
 //
 // Each kernel writes into a NaN/-1-poisoned buffer first and is validated
 // against a plain host reference (a stable sort for the ranking, row loops for
@@ -60,7 +60,8 @@ struct Step {
 int main(int argc, char** argv) {
   bench::CommonFlags flags;
   try {
-    if (!bench::parse_common_flags(argc, argv, "usage: bench_topk [--threads N] [--repeats N] [--json PATH]", flags))
+    if (!bench::parse_common_flags(argc, argv,
+                                   "usage: bench_topk [--threads N] [--repeats N] [--json PATH] [--quick]", flags))
       return 0;
     if (!flags.rest.empty()) throw std::runtime_error("unknown flag '" + flags.rest[0] + "'");
   } catch (const std::exception& e) {
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
   const double device_ceiling = gpu ? bench::device_copy_gbps(size_t(1) << 30, cuda::stream(0)) : 0;
   const int64_t n = 576, d = 1024, k = 144;
 
-  for (const int64_t rows : {int64_t{4}, int64_t{16}}) {
+  // --quick: B = 4 reaches the same kernels as B = 16.
+  for (const int64_t rows : flags.quick ? std::vector<int64_t>{4} : std::vector<int64_t>{4, 16}) {
     const std::string shape = "B=" + std::to_string(rows) + " N=576 D=1024 k=144";
     Generator gen(11);
     const Tensor scores = sigmoid(Tensor::randn({rows, n}, gen));  // the seed's token_selector output
@@ -176,12 +178,13 @@ int main(int argc, char** argv) {
         if (row.valid)
           bench::time_bandwidth_row(row, step.run, on_gpu, flags.repeats, step.bytes,
                                     on_gpu ? device_ceiling : host_ceiling,
-                                    on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the gathered bytes");
+                                    on_gpu ? "device-to-device copy GB/s" : "memcpy GB/s of the gathered bytes",
+                                    flags.quick);
         report.add(row);
       }
     }
   }
   report.print();
   if (!flags.json.empty()) report.write_json(flags.json);
-  return 0;
+  return bench::exit_status(report, flags, "bench_topk");
 }

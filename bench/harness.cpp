@@ -106,12 +106,18 @@ double host_copy_gbps(size_t bytes) {
 }
 
 void time_bandwidth_row(Row& row, const std::function<void()>& run, bool on_gpu, int repeats,
-                        double bytes, double ceiling, const std::string& ceiling_name) {
-  row.timing = on_gpu ? time_device(run, cuda::stream(0), 2, repeats) : time_host(run, 1, repeats);
+                        double bytes, double ceiling, const std::string& ceiling_name, bool quick) {
+  row.timing = on_gpu ? time_device(run, cuda::stream(0), quick ? 0 : 2, repeats)
+                      : time_host(run, quick ? 0 : 1, repeats);
   if (bytes <= 0) return;
   row.gbps = bytes / (row.timing.median_ms * 1e-3) / 1e9;
   row.ceiling = ceiling;
   row.ceiling_name = ceiling_name;
+}
+
+int Report::failures() const {
+  return static_cast<int>(
+      std::count_if(rows_.begin(), rows_.end(), [](const Row& r) { return r.available && !r.valid; }));
 }
 
 void Report::print() const {
@@ -170,6 +176,7 @@ void Report::write_json(const std::string& path) const {
 }
 
 bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& flags) {
+  bool repeats_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* name) -> std::string {
@@ -185,8 +192,10 @@ bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& f
     };
     if (arg == "--help" || arg == "-h") {
       std::printf("%s\n  --threads N   CPU threads (default: VLMC_NUM_THREADS or all cores)\n"
-                  "  --repeats N   timed repeats after warm-up (default %d)\n"
-                  "  --json PATH   also write the results as JSON\n",
+                  "  --repeats N   timed repeats after warm-up (default %d; 1 with --quick)\n"
+                  "  --json PATH   also write the results as JSON\n"
+                  "  --quick       smoke test: small shapes only (each bench says which), every row validated,\n"
+                  "                one repeat, no warm-up; exits 1 when a row fails validation (ctest -L bench)\n",
                   usage, flags.repeats);
       return false;
     } else if (arg == "--threads") {
@@ -194,13 +203,26 @@ bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& f
       set_num_threads(flags.threads);
     } else if (arg == "--repeats") {
       flags.repeats = positive("--repeats");
+      repeats_given = true;
+    } else if (arg == "--quick") {
+      flags.quick = true;
     } else if (arg == "--json") {
       flags.json = value("--json");
     } else {
       flags.rest.push_back(arg);
     }
   }
+  if (flags.quick && !repeats_given) flags.repeats = 1;
   return true;
+}
+
+int exit_status(const Report& report, const CommonFlags& /*flags*/, const char* program) {
+  // A row that failed validation has no meaningful timing: fail the run, in
+  // the full mode as in --quick, so that scripts and ctest notice.
+  const int failed = report.failures();
+  if (failed == 0) return 0;
+  std::fprintf(stderr, "%s: %d row(s) failed validation\n", program, failed);
+  return 1;
 }
 
 }  // namespace vlmc::bench

@@ -46,6 +46,9 @@ struct Row {
   double gbps = 0;      // minimal bytes moved / time
   double ceiling = 0;   // the matching ceiling (GFLOP/s or GB/s) from this run
   std::string ceiling_name;
+  // False for a version that cannot run on this machine (e.g. cuBLASLt offers
+  // no algorithm): shown as not valid, but not counted as a validation failure.
+  bool available = true;
 };
 
 class Report {
@@ -57,6 +60,8 @@ class Report {
   // The same rows as a JSON document (atomically written).
   void write_json(const std::string& path) const;
   const std::vector<Row>& rows() const { return rows_; }
+  // Rows that ran and failed validation.
+  int failures() const;
 
  private:
   std::string title_;
@@ -64,19 +69,34 @@ class Report {
 };
 
 // For a memory-bound row that passed validation: times run on the host or on
-// cuda:0's stream (after one/two warm-ups), and fills timing, GB/s of `bytes`
-// (the fewest the kernel must move; 0 leaves GB/s empty) and the ceiling.
+// cuda:0's stream (after one/two warm-ups; none when quick, the validation
+// run having warmed it), and fills timing, GB/s of `bytes` (the fewest the
+// kernel must move; 0 leaves GB/s empty) and the ceiling.
 void time_bandwidth_row(Row& row, const std::function<void()>& run, bool on_gpu, int repeats,
-                        double bytes, double ceiling, const std::string& ceiling_name);
+                        double bytes, double ceiling, const std::string& ceiling_name, bool quick = false);
 
 // Parses the flags every benchmark takes: --threads N, --json PATH, --repeats N,
-// --help. Unknown flags are an error that names them. Returns false on --help.
+// --quick, --help. Unknown flags are an error that names them. Returns false on --help.
+//
+// --quick is the smoke test ctest runs: each benchmark takes only its smallest
+// (or a scaled-down) shape that still reaches every code path and row kind,
+// validates every row as in the full run, times once without a warm-up (the
+// validation run already warmed the kernel), and fails when a row fails.
 struct CommonFlags {
   int threads = 0;  // 0: vlmc's default
-  int repeats = 5;
+  int repeats = 5;  // 1 under --quick unless --repeats is given
+  bool quick = false;
   std::string json;  // empty: no JSON file
   std::vector<std::string> rest;  // flags the benchmark handles itself
+
+  // Warm-up calls before timing: `full` normally, none under --quick.
+  int warmup(int full) const { return quick ? 0 : full; }
 };
 bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& flags);
+
+// The benchmark's exit status once its report is printed: 1 (after naming the
+// count on stderr) when a row failed validation, in the full mode as under
+// --quick, so that scripts and ctest notice; the table marks such rows "NO".
+int exit_status(const Report& report, const CommonFlags& flags, const char* program);
 
 }  // namespace vlmc::bench
