@@ -9,7 +9,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <system_error>
 #include <vector>
 
 namespace vlmc::cli_test {
@@ -45,19 +44,5 @@ inline Result run_cli(const std::vector<std::string>& args, const std::filesyste
   r.err = read_text(err);
   return r;
 }
-
-// A fresh directory per test case, so ctest may run the cases in parallel.
-struct Scratch {
-  std::filesystem::path dir;
-  explicit Scratch(const std::string& tag) {
-    dir = std::filesystem::temp_directory_path() / ("vlmc_cli_" + tag + "_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-};
 
 }  // namespace vlmc::cli_test

@@ -18,11 +18,13 @@
 
 #include "core/io/tensor_io.h"
 #include "tests/cli/cli_runner.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
 using namespace vlmc::cli_test;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
@@ -59,15 +61,15 @@ std::string keys_of(const std::map<std::string, Tensor>& m) {
 TEST_CASE("connector run matches the PyTorch-made cases", "[cli]") {
   const std::vector<std::string> names = case_names();
   REQUIRE(names.size() >= 2);
-  Scratch scratch("run");
+  TempDir scratch("cli_run");
   for (const std::string& name : names) {
     DYNAMIC_SECTION(name) {
       const fs::path dir = kCases / name;
       bool with_grad = false;
       std::vector<std::string> args = case_args(dir, with_grad);
-      const fs::path out = scratch.dir / (name + ".safetensors");
+      const fs::path out = scratch.path / (name + ".safetensors");
       args.insert(args.end(), {"--out", out.string()});
-      const Result r = run_cli(args, scratch.dir);
+      const Result r = run_cli(args, scratch.path);
       INFO("stderr: " << r.err);
       REQUIRE(r.status == 0);
 
@@ -97,12 +99,12 @@ TEST_CASE("connector run matches the PyTorch-made cases", "[cli]") {
 }
 
 TEST_CASE("connector run reports missing files and tensors by name", "[cli]") {
-  Scratch scratch("errors");
+  TempDir scratch("cli_errors");
   const fs::path dir = kCases / "mlp_train";
   bool with_grad = false;
   const std::vector<std::string> good = case_args(dir, with_grad);
   REQUIRE(with_grad);
-  const fs::path out = scratch.dir / "out.safetensors";
+  const fs::path out = scratch.path / "out.safetensors";
 
   // Replaces the value of `flag` in the good command line.
   const auto with = [&](const std::string& flag, const std::string& value) {
@@ -114,43 +116,43 @@ TEST_CASE("connector run reports missing files and tensors by name", "[cli]") {
   };
 
   SECTION("a missing weights file") {
-    const Result r = run_cli(with("--weights", (scratch.dir / "nope.safetensors").string()), scratch.dir);
+    const Result r = run_cli(with("--weights", (scratch.path / "nope.safetensors").string()), scratch.path);
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Catch::Contains("--weights") && Catch::Contains("nope.safetensors"));
   }
   SECTION("an input file without visual_features") {
-    const Result r = run_cli(with("--input", (dir / "grad_output.safetensors").string()), scratch.dir);
+    const Result r = run_cli(with("--input", (dir / "grad_output.safetensors").string()), scratch.path);
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Catch::Contains("--input") && Catch::Contains("visual_features"));
   }
   SECTION("a gradient file without grad_output") {
-    const Result r = run_cli(with("--grad-output", (dir / "input.safetensors").string()), scratch.dir);
+    const Result r = run_cli(with("--grad-output", (dir / "input.safetensors").string()), scratch.path);
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Catch::Contains("grad_output"));
   }
   SECTION("weights of another connector") {
     const Result r = run_cli(with("--weights", (kCases / "linear_train" / "weights.safetensors").string()),
-                             scratch.dir);
+                             scratch.path);
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Catch::Contains("mlp.0.weight") && Catch::Contains("proj.weight"));
   }
   SECTION("a gradient of the wrong shape") {
     const Result r =
         run_cli(with("--grad-output", (kCases / "linear_train" / "grad_output.safetensors").string()),
-                scratch.dir);
+                scratch.path);
     // linear_train's gradient is [2, 7, 10] like mlp_train's output: same shape,
     // so it must run; a dynamic case's [2, 9, 10] must not.
     CHECK(r.status == 0);
     fs::remove(out);
     const Result bad =
         run_cli(with("--grad-output", (kCases / "dynamic_target" / "grad_output.safetensors").string()),
-                scratch.dir);
+                scratch.path);
     CHECK(bad.status != 0);
     CHECK_THAT(bad.err, Catch::Contains("grad_output") && Catch::Contains("[2,9,10]"));
   }
   SECTION("an unknown type") {
     std::vector<std::string> args = with("--type", "mlp3");
-    const Result r = run_cli(args, scratch.dir);
+    const Result r = run_cli(args, scratch.path);
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Catch::Contains("mlp3"));
   }
@@ -159,13 +161,13 @@ TEST_CASE("connector run reports missing files and tensors by name", "[cli]") {
 }
 
 TEST_CASE("connector bench prints one JSON object per line", "[cli]") {
-  Scratch scratch("bench");
+  TempDir scratch("cli_bench");
   for (const char* type : {"mlp", "c-abstractor", "dynamic"}) {
     DYNAMIC_SECTION(type) {
       const Result r = run_cli({"connector", "bench", "--type", type, "--batch", "2", "--tokens", "16",
                                 "--dim-vision", "8", "--dim-llm", "6", "--grid-size", "4", "--target-size", "2",
                                 "--max-tokens", "9", "--threads", "1", "--repeats", "3", "--backward", "--json"},
-                               scratch.dir);
+                               scratch.path);
       INFO("stderr: " << r.err << "\nstdout: " << r.out);
       REQUIRE(r.status == 0);
       std::istringstream lines(r.out);
@@ -193,8 +195,8 @@ TEST_CASE("connector bench prints one JSON object per line", "[cli]") {
 }
 
 TEST_CASE("connector --help lists every flag with its default", "[cli]") {
-  Scratch scratch("help");
-  const Result run = run_cli({"connector", "run", "--help"}, scratch.dir);
+  TempDir scratch("cli_help");
+  const Result run = run_cli({"connector", "run", "--help"}, scratch.path);
   CHECK(run.status == 0);
   for (const char* flag : {"--type", "--weights", "--input", "--out", "--grad-output", "--eval", "--device",
                            "--dim-vision", "--dim-llm", "--dim-hidden", "--grid-size", "--target-size",
@@ -202,7 +204,7 @@ TEST_CASE("connector --help lists every flag with its default", "[cli]") {
                            "--target-tokens"})
     CHECK_THAT(run.out, Catch::Contains(flag));
   CHECK_THAT(run.out, Catch::Contains("1024") && Catch::Contains("4096") && Catch::Contains("576"));
-  const Result bench = run_cli({"connector", "bench", "--help"}, scratch.dir);
+  const Result bench = run_cli({"connector", "bench", "--help"}, scratch.path);
   CHECK(bench.status == 0);
   for (const char* flag : {"--batch", "--tokens", "--backward", "--threads", "--json", "--repeats"})
     CHECK_THAT(bench.out, Catch::Contains(flag));

@@ -10,10 +10,12 @@
 #include <vector>
 
 #include "tests/cli/cli_runner.h"
+#include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
 
 using namespace vlmc::cli_test;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
@@ -68,15 +70,15 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
 }  // namespace
 
 TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval reads a checkpoint", "[cli][trainer]") {
-  Scratch scratch("train");
-  std::ofstream(scratch.dir / "toy.toml") << kToyConfig;
-  const Result r = run_cli(cat({"--threads", "1", "train"}, toy_args(scratch.dir)), scratch.dir);
+  TempDir scratch("cli_train");
+  std::ofstream(scratch.path / "toy.toml") << kToyConfig;
+  const Result r = run_cli(cat({"--threads", "1", "train"}, toy_args(scratch.path)), scratch.path);
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("answer accuracy: ") && Catch::Contains("encoder accuracy: ") &&
                         Catch::Contains("evaluation on 8 held-out test mosaics (16 questions)"));
   for (const char* stage : {"stage0-vision", "stage0-language", "stage1", "stage2"}) CHECK_THAT(r.err, Catch::Contains(stage));
-  const fs::path run = scratch.dir / "runs" / "toy";
+  const fs::path run = scratch.path / "runs" / "toy";
   for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "results.json"}) {
     INFO(f);
     CHECK(fs::is_regular_file(run / f));
@@ -85,18 +87,18 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
 
   const std::string last = (run / "checkpoints" / "3-stage2-step000003").string();
   REQUIRE(vlmc::train::is_checkpoint(last));
-  const Result e = run_cli({"eval", "--checkpoint", last, "--eval.mosaics", "4"}, scratch.dir);
+  const Result e = run_cli({"eval", "--checkpoint", last, "--eval.mosaics", "4"}, scratch.path);
   INFO(e.err);
   REQUIRE(e.status == 0);
   CHECK_THAT(e.out, Catch::Contains("evaluation on 4 held-out test mosaics") && Catch::Contains("answer accuracy: "));
 
   // The same run again: refused without --resume, nothing lost; with it, the
   // finished run loads its last checkpoint and only evaluates again.
-  const Result again = run_cli(cat({"train"}, toy_args(scratch.dir)), scratch.dir);
+  const Result again = run_cli(cat({"train"}, toy_args(scratch.path)), scratch.path);
   CHECK(again.status == 1);
   CHECK_THAT(again.err, Catch::Contains("already has checkpoints") && Catch::Contains("--resume"));
   CHECK(vlmc::train::is_checkpoint(last));
-  const Result resumed = run_cli(cat({"--threads", "1", "train", "--resume"}, toy_args(scratch.dir)), scratch.dir);
+  const Result resumed = run_cli(cat({"--threads", "1", "train", "--resume"}, toy_args(scratch.path)), scratch.path);
   INFO(resumed.err);
   CHECK(resumed.status == 0);
   CHECK_THAT(resumed.err, Catch::Contains("resuming from"));
@@ -104,26 +106,26 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
 }
 
 TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing anything", "[cli][trainer]") {
-  Scratch scratch("train_errors");
-  std::ofstream(scratch.dir / "bad.toml") << "[stage1]\nlrr = 1e-3\n";
-  Result r = run_cli({"train", "--config", (scratch.dir / "bad.toml").string(), "--run.runs_dir",
-                      (scratch.dir / "runs").string()},
-                     scratch.dir);
+  TempDir scratch("cli_train_errors");
+  std::ofstream(scratch.path / "bad.toml") << "[stage1]\nlrr = 1e-3\n";
+  Result r = run_cli({"train", "--config", (scratch.path / "bad.toml").string(), "--run.runs_dir",
+                      (scratch.path / "runs").string()},
+                     scratch.path);
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("bad.toml:2") && Catch::Contains("unknown key 'stage1.lrr'") &&
                         Catch::Contains("did you mean 'stage1.lr'"));
-  r = run_cli({"train", "--stage1.steps", "0", "--run.runs_dir", (scratch.dir / "runs").string()}, scratch.dir);
+  r = run_cli({"train", "--stage1.steps", "0", "--run.runs_dir", (scratch.path / "runs").string()}, scratch.path);
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("stage1.steps must be >= 1"));
-  r = run_cli({"train", "--connector.type", "mlp3x", "--run.runs_dir", (scratch.dir / "runs").string()}, scratch.dir);
+  r = run_cli({"train", "--connector.type", "mlp3x", "--run.runs_dir", (scratch.path / "runs").string()}, scratch.path);
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("connector.type 'mlp3x'"));
-  CHECK_FALSE(fs::exists(scratch.dir / "runs"));  // nothing was written
+  CHECK_FALSE(fs::exists(scratch.path / "runs"));  // nothing was written
 }
 
 TEST_CASE("cli: vlmc train --help lists every key with its default", "[cli][trainer]") {
-  Scratch scratch("train_help");
-  const Result r = run_cli({"train", "--help"}, scratch.dir);
+  TempDir scratch("cli_train_help");
+  const Result r = run_cli({"train", "--help"}, scratch.path);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("--stage1.lr") && Catch::Contains("(default: 0.001)") &&
                         Catch::Contains("--stage2.max_grad_norm") && Catch::Contains("--vision.patch_size") &&
@@ -131,17 +133,17 @@ TEST_CASE("cli: vlmc train --help lists every key with its default", "[cli][trai
 }
 
 TEST_CASE("cli: vlmc experiment connectors writes one table row per connector", "[cli][trainer]") {
-  Scratch scratch("experiment");
-  std::ofstream(scratch.dir / "toy.toml") << kToyConfig;
-  const fs::path table = scratch.dir / "table.md";
+  TempDir scratch("cli_experiment");
+  std::ofstream(scratch.path / "toy.toml") << kToyConfig;
+  const fs::path table = scratch.path / "table.md";
   const Result r = run_cli(cat({"--threads", "1", "experiment", "connectors", "--connectors", "linear,downsample",
                                 "--out", table.string()},
-                               toy_args(scratch.dir)),
-                           scratch.dir);
+                               toy_args(scratch.path)),
+                           scratch.path);
   INFO(r.err);
   REQUIRE(r.status == 0);
   const std::string text = read_text(table);
   CHECK_THAT(text, Catch::Contains("| linear | 272 | 16 |") && Catch::Contains("| downsample |"));
-  CHECK(fs::is_regular_file(scratch.dir / "runs" / "toy-linear" / "results.json"));
-  CHECK(fs::is_regular_file(scratch.dir / "runs" / "toy-downsample" / "results.json"));
+  CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-linear" / "results.json"));
+  CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-downsample" / "results.json"));
 }

@@ -13,8 +13,10 @@
 
 #include "core/error.h"
 #include "core/io/safetensors.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 using namespace vlmc;
 using namespace vlmc::io;
 using Catch::Contains;
@@ -22,25 +24,6 @@ using Catch::Contains;
 namespace {
 
 // A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("vlmc_st_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
 
 // Builds a file image the way the format defines it: 8-byte little-endian
 // header length, the header text, then the data buffer.
@@ -91,7 +74,7 @@ TEST_CASE("safetensors dtype names map both ways", "[io]") {
 }
 
 TEST_CASE("safetensors round trip of every dtype, scalar, empty tensor and metadata", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   SafetensorsData data;
   data.metadata = {{"format", "pt"}, {"note", "h\xc3\xa9llo \"quoted\""}};
   unsigned seed = 0;
@@ -132,7 +115,7 @@ TEST_CASE("safetensors round trip of every dtype, scalar, empty tensor and metad
 }
 
 TEST_CASE("safetensors round trip of an empty file", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   write_safetensors(dir.file("e.safetensors"), SafetensorsData{});
   const auto back = read_safetensors(dir.file("e.safetensors"));
   REQUIRE(back.tensors.empty());
@@ -303,7 +286,7 @@ TEST_CASE("safetensors rejects malformed __metadata__", "[io]") {
 }
 
 TEST_CASE("safetensors read errors name the path", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   const std::string missing = dir.file("nope.safetensors");
   REQUIRE_THROWS_WITH(read_safetensors(missing), Contains(missing + ": cannot open: No such file or directory"));
   REQUIRE_THROWS_WITH(read_safetensors(dir.path.string()), Catch::StartsWith(dir.path.string() + ": "));
@@ -314,7 +297,7 @@ TEST_CASE("safetensors read errors name the path", "[io]") {
 }
 
 TEST_CASE("safetensors writer validates tensors before touching the file", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   const std::string path = dir.file("w.safetensors");
   SafetensorsData d;
   d.tensors.emplace_back("ok", raw(DType::u8, {2}));
@@ -335,7 +318,7 @@ TEST_CASE("safetensors writer validates tensors before touching the file", "[io]
 }
 
 TEST_CASE("safetensors failed writes leave no file behind", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   SafetensorsData d;
   d.tensors.emplace_back("x", raw(DType::f32, {4}));
 
@@ -360,7 +343,7 @@ TEST_CASE("safetensors failed writes leave no file behind", "[io]") {
 }
 
 TEST_CASE("safetensors write replaces an existing file", "[io]") {
-  TempDir dir;
+  TempDir dir("safetensors");
   const std::string path = dir.file("m.safetensors");
   SafetensorsData big;
   big.tensors.emplace_back("big", raw(DType::f64, {64, 8}));

@@ -14,10 +14,12 @@
 
 #include "core/error.h"
 #include "train/config_schema.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
@@ -53,20 +55,6 @@ bool same(const Settings& a, const Settings& b) {
          a.hidden == b.hidden;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("vlmc_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name) << text;
-    return (path / name).string();
-  }
-};
 
 void parse(CLI::App& app, std::vector<std::string> args) {
   std::reverse(args.begin(), args.end());  // CLI11 takes a vector in reverse order
@@ -201,7 +189,7 @@ TEST_CASE("config: TOML files are read, and a missing file names its path", "[co
   Settings s;
   ConfigSchema schema;
   bind(schema, s);
-  TempDir dir;
+  TempDir dir("config");
   schema.load_toml_file(dir.write("ok.toml", "[stage1]\nsteps = 9\n"));
   CHECK(s.steps == 9);
   std::string missing = (dir.path / "nope.toml").string();

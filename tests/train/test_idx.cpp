@@ -11,24 +11,15 @@
 #include <vector>
 
 #include "train/idx.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("vlmc_idx_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() { static int n = 0; return n; }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 void put_be32(std::vector<uint8_t>& out, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
@@ -58,7 +49,7 @@ void write_raw(const std::string& path, const std::vector<uint8_t>& bytes) {
 }  // namespace
 
 TEST_CASE("idx: reads small valid image and label files", "[data][idx]") {
-  TempDir dir;
+  TempDir dir("idx");
   std::vector<uint8_t> images = idx_bytes(0x00000803, {2, 28, 28}, 0);
   for (int i = 0; i < 2 * 784; ++i) images.push_back(static_cast<uint8_t>(i % 251));
   write_gz(dir.file("img.gz"), images);
@@ -80,7 +71,7 @@ TEST_CASE("idx: reads small valid image and label files", "[data][idx]") {
 }
 
 TEST_CASE("idx: corrupt files are errors naming the file and the problem", "[data][idx]") {
-  TempDir dir;
+  TempDir dir("idx");
   const std::string p = dir.file("bad.gz");
   SECTION("bad magic (labels file read as images)") {
     write_gz(p, idx_bytes(0x00000801, {2}, 2));
@@ -134,7 +125,7 @@ TEST_CASE("idx: corrupt files are errors naming the file and the problem", "[dat
 }
 
 TEST_CASE("idx: locating files in a directory without the package", "[data][idx]") {
-  TempDir dir;
+  TempDir dir("idx");
   REQUIRE_THROWS_WITH(locate_fashion_mnist(Split::train, dir.path.string()),
                       Catch::Contains("train-images-idx3-ubyte.gz") &&
                           Catch::Contains("install") && Catch::Contains("dataset-fashion-mnist"));

@@ -17,23 +17,15 @@
 
 #include "core/error.h"
 #include "train/plot.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("vlmc_plot_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() { static int n = 0; return n; }
-};
 
 uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
 
@@ -358,7 +350,7 @@ TEST_CASE("plot: bad options and mismatched series are errors naming them", "[pl
 }
 
 TEST_CASE("plot: write_line_plot_png writes atomically and reports unwritable paths", "[plot]") {
-  TempDir dir;
+  TempDir dir("plot");
   const std::vector<Series> series = {Series{"stage 1", range(20), range(20, 1)}};
   const PlotOptions opt;
   const fs::path target = dir.path / "loss.png";

@@ -19,26 +19,16 @@
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/progress.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 using json = nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("vlmc_run_artifacts_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -190,7 +180,7 @@ TEST_CASE("progress on a TTY redraws one line with carriage returns", "[progress
 // ------------------------------------------------------------------- metrics --
 
 TEST_CASE("metrics log writes one parseable line per record with NaN as null", "[metrics]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string path = dir.file("runs/demo/metrics.jsonl");  // parents are created
   {
     MetricsLog log(path);
@@ -217,7 +207,7 @@ TEST_CASE("metrics log writes one parseable line per record with NaN as null", "
 }
 
 TEST_CASE("metrics truncate_for_resume keeps the chosen records and drops a torn last line", "[metrics]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string path = dir.file("metrics.jsonl");
   {
     MetricsLog log(path);
@@ -246,7 +236,7 @@ TEST_CASE("metrics truncate_for_resume keeps the chosen records and drops a torn
 }
 
 TEST_CASE("metrics a torn middle line is an error naming the file and line", "[metrics]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string path = dir.file("metrics.jsonl");
   write_text(path, "{\"step\":1}\n{\"step\":2, \"lo\n{\"step\":3}\n");
   REQUIRE_THROWS_WITH(MetricsLog::read_all(path), Catch::Contains(path + ":2:"));
@@ -259,7 +249,7 @@ TEST_CASE("metrics a torn middle line is an error naming the file and line", "[m
 }
 
 TEST_CASE("metrics reopening a log that ends in a torn line starts a fresh line", "[metrics]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string path = dir.file("metrics.jsonl");
   write_text(path, "{\"step\":1}\n{\"step\":2,");
   { MetricsLog(path).write({{"step", 3}}); }
@@ -269,7 +259,7 @@ TEST_CASE("metrics reopening a log that ends in a torn line starts a fresh line"
 }
 
 TEST_CASE("metrics log names the path it cannot open", "[metrics]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   write_text(dir.file("file"), "x");
   REQUIRE_THROWS_WITH(MetricsLog(dir.file("file/metrics.jsonl")), Catch::Contains(dir.file("file/metrics.jsonl")));
 }
@@ -277,7 +267,7 @@ TEST_CASE("metrics log names the path it cannot open", "[metrics]") {
 // ---------------------------------------------------------------- checkpoint --
 
 TEST_CASE("checkpoint save and load round-trip tensors bit-exactly and the state", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const Checkpoint c = sample_checkpoint(400);
   save_checkpoint(dir.file("ckpt"), "stage1-step000400", c);
   const std::string path = dir.file("ckpt/stage1-step000400");
@@ -298,7 +288,7 @@ TEST_CASE("checkpoint save and load round-trip tensors bit-exactly and the state
 }
 
 TEST_CASE("checkpoint with an empty optimizer map", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   Checkpoint c = sample_checkpoint(1);
   c.optimizer.clear();
   save_checkpoint(dir.path.string(), "a", c);
@@ -306,7 +296,7 @@ TEST_CASE("checkpoint with an empty optimizer map", "[checkpoint]") {
 }
 
 TEST_CASE("checkpoint replacing an existing one", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string root = dir.file("ckpt");
   save_checkpoint(root, "latest", sample_checkpoint(1));
   save_checkpoint(root, "latest", sample_checkpoint(2));
@@ -318,7 +308,7 @@ TEST_CASE("checkpoint replacing an existing one", "[checkpoint]") {
 }
 
 TEST_CASE("checkpoint a stale tmp dir is ignored by readers and cleaned by the next save", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string root = dir.file("ckpt");
   save_checkpoint(root, "stage1-step000100", sample_checkpoint(100));
   // A crashed writer (pid far above any pid_max) left a complete-looking tmp
@@ -337,7 +327,7 @@ TEST_CASE("checkpoint a stale tmp dir is ignored by readers and cleaned by the n
 }
 
 TEST_CASE("checkpoint an old dir left between the two renames is restored by the next save", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string root = dir.file("ckpt");
   save_checkpoint(root, "latest", sample_checkpoint(5));
   // The fallback path crashed after moving the old checkpoint aside.
@@ -349,7 +339,7 @@ TEST_CASE("checkpoint an old dir left between the two renames is restored by the
 }
 
 TEST_CASE("checkpoint missing state.json is not listed and loading names the file", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string root = dir.file("ckpt");
   save_checkpoint(root, "stage1-step000100", sample_checkpoint(100));
   save_checkpoint(root, "stage1-step000200", sample_checkpoint(200));
@@ -369,7 +359,7 @@ TEST_CASE("checkpoint missing state.json is not listed and loading names the fil
 }
 
 TEST_CASE("checkpoint rejects names that are not plain directory names", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   for (const char* bad : {"", ".hidden", "a/b", ".."})
     REQUIRE_THROWS_WITH(save_checkpoint(dir.path.string(), bad, sample_checkpoint(1)),
                         Catch::Contains("invalid checkpoint name"));
@@ -380,7 +370,7 @@ TEST_CASE("checkpoint rejects names that are not plain directory names", "[check
 }
 
 TEST_CASE("checkpoint prune keeps the newest of a prefix", "[checkpoint]") {
-  TempDir dir;
+  TempDir dir("run_artifacts");
   const std::string root = dir.file("ckpt");
   for (int s : {100, 200, 300, 400}) save_checkpoint(root, "stage1-step000" + std::to_string(s), sample_checkpoint(s));
   save_checkpoint(root, "stage2-step000100", sample_checkpoint(1));

@@ -12,23 +12,15 @@
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/stage_loop.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("vlmc_stage_loop_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // A regression whose batch is a pure function of the step, as the trainer's are.
 struct Toy {
@@ -78,7 +70,7 @@ std::vector<double> losses(const fs::path& metrics) {
 }  // namespace
 
 TEST_CASE("stage loop: a resumed run repeats the uninterrupted losses bit for bit", "[stage-loop]") {
-  TempDir whole, parts;
+  TempDir whole("stage_loop"), parts("stage_loop");
   Toy a;
   {
     MetricsLog log((whole.path / "metrics.jsonl").string());
@@ -124,7 +116,7 @@ TEST_CASE("stage loop: a resumed run repeats the uninterrupted losses bit for bi
 }
 
 TEST_CASE("stage loop: a NaN loss stops before the update and names the last checkpoint", "[stage-loop]") {
-  TempDir dir;
+  TempDir dir("stage_loop");
   Toy toy;
   MetricsLog log((dir.path / "metrics.jsonl").string());
   StageSpec spec = toy_spec(toy, 10);
@@ -148,7 +140,7 @@ TEST_CASE("stage loop: a NaN loss stops before the update and names the last che
 }
 
 TEST_CASE("stage loop: a NaN before the first checkpoint says there is none", "[stage-loop]") {
-  TempDir dir;
+  TempDir dir("stage_loop");
   Toy toy;
   MetricsLog log((dir.path / "metrics.jsonl").string());
   StageSpec spec = toy_spec(toy, 10);
@@ -162,7 +154,7 @@ TEST_CASE("stage loop: a NaN before the first checkpoint says there is none", "[
 }
 
 TEST_CASE("stage loop: K accumulated micro-batches step as one batch of K times the size", "[stage-loop]") {
-  TempDir dir;
+  TempDir dir("stage_loop");
   // Accumulating micro-batches 2s and 2s+1 ...
   Toy accumulated;
   {

@@ -11,23 +11,15 @@
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/trainer.h"
+#include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
+using vlmc::test::TempDir;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("vlmc_trainer_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 TrainConfig toy_config(const fs::path& root) {
   TrainConfig c;
@@ -74,7 +66,7 @@ std::vector<std::pair<std::string, double>> losses(const fs::path& run) {
 }  // namespace
 
 TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", "[trainer]") {
-  TempDir dir;
+  TempDir dir("trainer");
   const TrainConfig c = toy_config(dir.path);
   const TrainResult result = run_training(c, options_for(c));
   const EvalReport& report = result.eval;
@@ -116,7 +108,7 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
 }
 
 TEST_CASE("trainer: resuming from any stage's checkpoint repeats the loss sequence", "[trainer]") {
-  TempDir dir;
+  TempDir dir("trainer");
   const TrainConfig c = toy_config(dir.path);
   run_training(c, options_for(c));
   const fs::path run = dir.path / "runs" / c.name;
