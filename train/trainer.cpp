@@ -251,7 +251,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   });
   stage0(kLanguagePart, kRankLanguage, [&] {
     // Text in the image slots: sums of place and item word embeddings, on a
-    // grid of the encoder's size or of a quarter of it (pooling connectors).
+    // grid of the encoder's size or of half its side (pooling connectors).
     models.language->set_requires_grad(true);
     std::vector<Sample> texts = captions;
     texts.insert(texts.end(), questions.begin(), questions.end());
@@ -270,7 +270,8 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
           batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
                         static_cast<int64_t>(texts.size()));
       const TextBatch batch = make_text_batch(tokenizer, texts, rows);
-      const int64_t slot_grid = step % 2 == 0 ? grid : grid / 2;
+      // Every other step on the pooled grid, when it has whole quadrants.
+      const int64_t slot_grid = step % 2 == 1 && grid % 4 == 0 ? grid / 2 : grid;
       const SpliceResult in = text_slot_inputs(models, tokenizer, pool, batch, slot_grid);
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
