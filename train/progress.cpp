@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <utility>
 
 #include "core/error.h"
@@ -47,7 +48,8 @@ ProgressBar::ProgressBar(std::string label, int64_t total_steps, int64_t start_s
       log_every_s_(log_every_s),
       t0_(Clock::now()),
       last_draw_(t0_),
-      step_(start_step) {
+      step_(start_step),
+      exceptions_at_start_(std::uncaught_exceptions()) {
   VLMC_CHECK(total_steps >= 1, "ProgressBar '", label_, "': total_steps must be >= 1, got ", total_steps);
   VLMC_CHECK(start_step >= 0 && start_step <= total_steps, "ProgressBar '", label_, "': start_step ", start_step,
              " is outside [0, ", total_steps, "]");
@@ -60,6 +62,12 @@ ProgressBar::ProgressBar(std::string label, int64_t total_steps, int64_t start_s
 ProgressBar::~ProgressBar() {
   // A destructor must not throw; a failed final write to stderr is not worth dying for.
   try {
+    if (!finished_ && std::uncaught_exceptions() > exceptions_at_start_) {
+      // Unwinding from an error: the bar did not finish, so do not say how long it "took".
+      finished_ = true;
+      draw(line(step_, stats_, "stopped after " + format_duration(seconds_since_start())), true);
+      return;
+    }
     finish();
   } catch (...) {
   }

@@ -73,6 +73,7 @@ class ProgressBar {
   int64_t step_;
   ProgressStats stats_;
   bool finished_ = false;
+  int exceptions_at_start_ = 0;  // std::uncaught_exceptions() when constructed
 };
 
 }  // namespace vlmc::train

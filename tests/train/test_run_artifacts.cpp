@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <stdexcept>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -146,6 +147,22 @@ TEST_CASE("progress off a TTY prints only rate-limited lines and the final one",
   CHECK(count_lines(out) == 1);
   CHECK(out.find('\r') == std::string::npos);
   CHECK_THAT(out, Catch::StartsWith("stage1 [####################] 50/50 loss 0.0200 lr 1.00e-03 tok/s 100 took "));
+}
+
+TEST_CASE("progress interrupted by an exception says it stopped, not how long it took", "[progress]") {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  try {
+    ProgressBar bar("stage2", 50, 0, f, std::nullopt, 1e9);
+    bar.update(7, {0.5, 1e-3, 100.0});
+    throw std::runtime_error("NaN loss");
+  } catch (const std::runtime_error&) {
+  }
+  const std::string out = read_back(f);
+  std::fclose(f);
+  CHECK(count_lines(out) == 1);
+  CHECK_THAT(out, Catch::StartsWith("stage2 [##") && Catch::Contains(" 7/50 loss 0.5000") &&
+                      Catch::Contains("stopped after ") && !Catch::Contains("took"));
 }
 
 TEST_CASE("progress off a TTY with no rate limit prints every update", "[progress]") {
