@@ -2,20 +2,18 @@
 // "nice" axis ticks, and a PNG encoder over zlib. See plot.h for the contract.
 #include "train/plot.h"
 
-#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string_view>
 
 #include "core/error.h"
+#include "train/atomic_file.h"
 
 namespace vlmc::train {
 namespace {
@@ -636,26 +634,8 @@ void write_line_plot_png(const std::string& path, const std::vector<Series>& ser
   // Render and encode first: a bad option or series must not touch the disk.
   const std::vector<uint8_t> png = encode_png(render_line_plot(series, options));
 
-  // Write beside the target and rename over it (atomic within a filesystem).
-  const std::string tmp = str(path, ".tmp.", ::getpid());
-  auto why = [] { return std::string(std::strerror(errno)); };
-  errno = 0;
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  VLMC_CHECK(f != nullptr, "write_line_plot_png: cannot create temporary file '", tmp, "' for '", path, "': ", why());
-  const bool written = std::fwrite(png.data(), 1, png.size(), f) == png.size() && std::fflush(f) == 0 &&
-                       !std::ferror(f);
-  const std::string write_error = written ? "" : why();
-  const bool closed = std::fclose(f) == 0;
-  if (!written || !closed) {
-    const std::string error = written ? why() : write_error;
-    std::remove(tmp.c_str());
-    throw Error(str("write_line_plot_png: writing '", path, "' (temporary file '", tmp, "') failed: ", error));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string error = why();
-    std::remove(tmp.c_str());
-    throw Error(str("write_line_plot_png: cannot rename temporary file '", tmp, "' onto '", path, "': ", error));
-  }
+  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
+                        "write_line_plot_png");
 }
 
 }  // namespace vlmc::train

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "train/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
 #include "train/tokenizer.h"
@@ -72,14 +73,7 @@ int TrainCommands::run_experiment() {
   const std::string table = train::connector_table(rows, experiment_config_);
   const std::filesystem::path out(experiment_out_);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  const std::string tmp = experiment_out_ + ".tmp";
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    VLMC_CHECK(f != nullptr, "experiment: cannot write ", tmp);
-    const bool ok = std::fwrite(table.data(), 1, table.size(), f) == table.size();
-    VLMC_CHECK(std::fclose(f) == 0 && ok, "experiment: cannot write ", tmp);
-  }
-  std::filesystem::rename(tmp, out);
+  train::write_file_atomically(experiment_out_, table, "experiment connectors");
   std::printf("%s\nwritten to %s\n", table.c_str(), experiment_out_.c_str());
   return 0;
 }

@@ -5,12 +5,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/threads.h"
+#include "train/atomic_file.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
@@ -98,17 +98,6 @@ void load_part(MosaicModels& models, const Stage0Part& part, const std::string& 
   models.load_state_dict(state);
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    VLMC_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    out.flush();
-    VLMC_CHECK(out.good(), "cannot write ", tmp);
-  }
-  fs::rename(tmp, path);
-}
 
 // loss.png from everything metrics.jsonl holds (so a resumed run plots its whole history).
 void plot_losses(const std::string& metrics_path, const std::string& png_path) {
@@ -143,7 +132,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   VLMC_CHECK(options.resume || existing.empty(), "run '", c.name, "' already has checkpoints in ",
              checkpoint_root, ": pass --resume to continue it, or choose another run.name");
   fs::create_directories(run_dir);
-  write_text_file((fs::path(run_dir) / "config.toml").string(), options.config_toml);
+  write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
 
   const Tokenizer tokenizer;
   MosaicModels models = build_models(c, tokenizer);
@@ -334,7 +323,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
   metrics.write(record);
-  write_text_file((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n");
+  write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
   plot_losses(metrics_path, (fs::path(run_dir) / "loss.png").string());
   return result;
 }
