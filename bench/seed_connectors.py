@@ -7,15 +7,19 @@ seed chapter (../shared/seed/*.txt) and executes the ones that define the
 connectors, so what runs is exactly the specification's code.
 
     /usr/bin/python3 bench/seed_connectors.py --type mlp --batch 4 --tokens 576 \\
-        [--backward] [--threads K] [--device cpu|cuda] [--json] [dims]
+        [--backward] [--threads K] [--device cpu|cuda] [--precision f32|bf16] [--json] [dims]
 
 --type all (the default) times the six connectors one after the other. Each
 row is the median forward (or, with --backward, forward + backward of
 sum(output)) time over --repeats runs after --warmup untimed ones, with the
 module in training mode as the seed constructs it (forward alone runs under
-torch.no_grad()).
+torch.no_grad()). --precision bf16 runs the forward and the backward under
+torch.autocast(device_type, dtype=torch.bfloat16), the mixed precision that
+`vlmc connector bench --precision bf16` matches (bf16 matmul operands, f32
+weights and accumulation).
 """
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -129,13 +133,19 @@ def bench_one(seed, kind, a, device):
     module = make_connector(seed, kind, a).to(device)
     x = torch.randn(a.batch, a.tokens, a.dim_vision, device=device)
 
+    def autocast():
+        if a.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         if a.backward:
             module.zero_grad(set_to_none=True)
-            out = run_forward(module, kind, x, a.target_tokens)
-            out.sum().backward()
+            with autocast():
+                out = run_forward(module, kind, x, a.target_tokens)
+                out.sum().backward()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 out = run_forward(module, kind, x, a.target_tokens)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -156,12 +166,14 @@ def bench_one(seed, kind, a, device):
            "device": str(device), "backward": a.backward, "repeats": a.repeats,
            "median_ms": round(median, 4), "min_ms": round(min(times), 4), "max_ms": round(max(times), 4),
            "gflop": round(flops / 1e9, 4), "gflops": round(flops / (median * 1e-3) / 1e9, 3),
-           "parameters": sum(p.numel() for p in module.parameters()), "output_shape": list(out.shape)}
+           "parameters": sum(p.numel() for p in module.parameters()), "output_shape": list(out.shape),
+           "precision": a.precision}
     if a.json:
         print(json.dumps(row), flush=True)
     else:
         mode = "forward+backward" if a.backward else "forward"
-        print(f"connector {kind} (torch {torch.__version__}) on {device}, {row['threads']} threads\n"
+        print(f"connector {kind} (torch {torch.__version__}) on {device}, {a.precision}, "
+              f"{row['threads']} threads\n"
               f"  parameters:    {row['parameters']}\n  input shape:   {list(x.shape)}\n"
               f"  output shape:  {row['output_shape']}\n"
               f"  {mode} time: median {median:.2f} ms of {a.repeats} after {a.warmup} warm-up "
@@ -178,6 +190,8 @@ def main():
     parser.add_argument("--backward", action="store_true", help="time forward + backward of sum(output)")
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                        help="bf16: forward and backward under torch.autocast(dtype=torch.bfloat16)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)

@@ -144,6 +144,8 @@ struct SpliceResult {
   Tensor labels;          // i64 [B, L], -100 at image tokens and padding
   Tensor position_ids;    // i64 [B, L], 0..len-1 per sample, 0 on padding
   int64_t truncated = 0;  // tokens cut by max_length, summed over the batch
+  int64_t tokens = 0;     // real (unpadded) positions, summed over the batch: attention_mask's ones,
+                          // known on the host without reading the mask back from a device
 };
 // input_ids i64 [B, T]; embed_table [V, D] f32/f64; visual_tokens [num_images,
 // Nv, D] (same dtype and device as the table); labels i64 [B, T] or undefined

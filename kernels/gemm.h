@@ -23,6 +23,14 @@
 // size go to OpenBLAS's sgemm/dgemm (threaded by OpenBLAS on the vlmc pool).
 // CUDA: cuBLAS with a per-device handle, TF32 disabled so that f32 products
 // match the CPU to ~1e-6 relative.
+//
+// gemm_bf16 is the mixed-precision form behind autocast (core/autocast.h): A
+// and B hold bf16 bits (uint16_t), C, alpha and beta are f32, and every
+// product is accumulated in f32, with the strided-batched conventions above.
+// CPU (the oracle): the operands' matrices are widened to f32 (exact) into a
+// scratch sized to them and handed to the f32 path, so the result is exactly
+// "bf16 operands, f32 accumulation" up to summation order. CUDA:
+// cublasGemmStridedBatchedEx with bf16 A/B, f32 C and CUBLAS_COMPUTE_32F.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +52,11 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 
 template <typename T>
 void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc);
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+               int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+               int64_t batch);
 }  // namespace cpu
 
 namespace cuda {
@@ -59,6 +72,11 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 
 template <typename T>
 void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc, cudaStream_t stream);
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+               int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+               int64_t batch, cudaStream_t stream);
 }  // namespace cuda
 
 }  // namespace vlmc::kernels

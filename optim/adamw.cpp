@@ -1,11 +1,14 @@
-// AdamW (see adamw.h), composed from the engine's in-place and elementwise ops.
+// AdamW (see adamw.h): the unfused path composed from the engine's in-place
+// and elementwise ops, and the fused path over the multi-tensor kernel.
 #include "optim/adamw.h"
 
 #include <cmath>
 #include <set>
 
 #include "core/autograd.h"
+#include "core/dispatch.h"
 #include "core/ops.h"
+#include "kernels/adamw.h"
 
 namespace vlmc::optim {
 
@@ -45,7 +48,9 @@ std::vector<ParamGroup> make_param_groups(const std::vector<NamedTensor>& named,
   return kept;
 }
 
-AdamW::AdamW(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
+AdamW::AdamW(std::vector<ParamGroup> groups, bool fused)
+    : groups_(std::move(groups)), fused_(fused) {
+  const Tensor* first = nullptr;  // fused: the parameter whose device all must share
   std::set<const TensorImpl*> seen;
   for (const ParamGroup& g : groups_) {
     const std::string where = str("AdamW: group '", g.name, "'");
@@ -63,31 +68,73 @@ AdamW::AdamW(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
       VLMC_CHECK(p.is_contiguous(), where, ": parameter ", describe(p), " must be contiguous");
       VLMC_CHECK(seen.insert(&p.impl()).second, where, ": parameter ", describe(p),
                  " appears more than once");
+      if (!fused_) continue;
+      VLMC_CHECK(p.dtype() == DType::f32, where, ": fused AdamW needs f32 parameters, got ",
+                 describe(p));
+      if (first == nullptr) first = &p;
+      VLMC_CHECK(p.device() == first->device(), where,
+                 ": fused AdamW needs all parameters on one device, got ", describe(p),
+                 " and ", describe(*first));
     }
     base_lrs_.push_back(g.lr);
     state_.emplace_back(g.params.size());
   }
 }
 
-void AdamW::step() {
+void AdamW::step() { step(Tensor()); }
+
+void AdamW::step(const Tensor& grad_scale) {
   NoGradGuard no_grad;
+  if (grad_scale.defined()) {
+    VLMC_CHECK(grad_scale.dtype() == DType::f32 && grad_scale.numel() == 1,
+               "AdamW::step: grad_scale ", describe(grad_scale),
+               " must be an f32 tensor of one element");
+    for (const ParamGroup& g : groups_)
+      for (const Tensor& p : g.params)
+        VLMC_CHECK(grad_scale.device() == p.device(), "AdamW::step: grad_scale ",
+                   describe(grad_scale), " is not on the device of parameter ", describe(p),
+                   " in group '", g.name, "'");
+  }
+  if (fused_)
+    step_fused(grad_scale);
+  else
+    step_unfused(grad_scale);
+}
+
+Tensor AdamW::checked_grad(size_t gi, size_t pi) const {
+  const ParamGroup& g = groups_[gi];
+  const Tensor& p = g.params[pi];
+  const Tensor grad = p.grad();
+  if (!grad.defined()) return grad;  // as PyTorch: no gradient, no update, no step
+  VLMC_CHECK(grad.dtype() == p.dtype() && grad.shape() == p.shape() && grad.device() == p.device(),
+             "AdamW: gradient ", describe(grad), " does not match parameter ", describe(p),
+             " in group '", g.name, "'");
+  return grad;
+}
+
+AdamW::State& AdamW::advance(size_t gi, size_t pi) {
+  const Tensor& p = groups_[gi].params[pi];
+  State& s = state_[gi][pi];
+  if (!s.exp_avg.defined()) {
+    s.exp_avg = Tensor::zeros(p.shape(), p.dtype(), p.device());
+    s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
+  }
+  s.step += 1;
+  return s;
+}
+
+void AdamW::step_unfused(const Tensor& grad_scale) {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroup& g = groups_[gi];
     const auto [beta1, beta2] = g.betas;
     for (size_t pi = 0; pi < g.params.size(); ++pi) {
       Tensor p = g.params[pi];
-      const Tensor grad = p.grad();
-      if (!grad.defined()) continue;  // as PyTorch: no gradient, no update, no step
-      VLMC_CHECK(grad.dtype() == p.dtype() && grad.shape() == p.shape() &&
-                     grad.device() == p.device(),
-                 "AdamW: gradient ", describe(grad), " does not match parameter ", describe(p),
-                 " in group '", g.name, "'");
-      State& s = state_[gi][pi];
-      if (!s.exp_avg.defined()) {
-        s.exp_avg = Tensor::zeros(p.shape(), p.dtype(), p.device());
-        s.exp_avg_sq = Tensor::zeros(p.shape(), p.dtype(), p.device());
-      }
-      s.step += 1;
+      Tensor grad = checked_grad(gi, pi);
+      if (!grad.defined()) continue;
+      // The scale as a scalar-shaped tensor of the gradient's dtype, so the
+      // product keeps the parameter's shape and dtype (no host read of it).
+      if (grad_scale.defined()) grad = mul(grad, grad_scale.reshape({}).to(grad.dtype()));
+      State& s = advance(gi, pi);
       // Decoupled weight decay, before the moments touch p.
       if (g.weight_decay != 0) mul_(p, 1.0 - g.lr * g.weight_decay);
       mul_(s.exp_avg, beta1);
@@ -103,6 +150,58 @@ void AdamW::step() {
       const Tensor denom = add(div(sqrt(s.exp_avg_sq), std::sqrt(bias_correction2)), g.eps);
       add_(p, div(s.exp_avg, denom), -step_size);
     }
+  }
+}
+
+void AdamW::step_fused(const Tensor& grad_scale) {
+  // Host-side metadata only; the kernel reads the buffers in place. Gradients
+  // that are not contiguous are copied, and kept alive until the call returns
+  // (the CUDA copies are stream-ordered before the kernel).
+  std::vector<kernels::AdamWTensor<float>> list;
+  std::vector<Tensor> keep;
+  Device device = Device::cpu();
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const ParamGroup& g = groups_[gi];
+    const auto [beta1, beta2] = g.betas;
+    for (size_t pi = 0; pi < g.params.size(); ++pi) {
+      const Tensor& p = g.params[pi];
+      Tensor grad = checked_grad(gi, pi);
+      if (!grad.defined()) continue;
+      if (!grad.is_contiguous()) {
+        grad = grad.contiguous();
+        keep.push_back(grad);
+      }
+      State& s = advance(gi, pi);
+      device = p.device();
+      // The scalars exactly as the unfused path computes them (double, then
+      // rounded to f32 once), so both paths round the same way.
+      const double t = static_cast<double>(s.step);
+      const double bias_correction1 = 1.0 - std::pow(beta1, t);
+      const double bias_correction2 = 1.0 - std::pow(beta2, t);
+      kernels::AdamWTensor<float> item;
+      item.param = p.data<float>();
+      item.grad = grad.data<float>();
+      item.exp_avg = s.exp_avg.data<float>();
+      item.exp_avg_sq = s.exp_avg_sq.data<float>();
+      item.numel = p.numel();
+      item.decay_factor = static_cast<float>(1.0 - g.lr * g.weight_decay);
+      item.beta1 = static_cast<float>(beta1);
+      item.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+      item.beta2 = static_cast<float>(beta2);
+      item.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+      item.neg_step_size = static_cast<float>(-(g.lr / bias_correction1));
+      item.sqrt_bc2 = static_cast<float>(std::sqrt(bias_correction2));
+      item.eps = static_cast<float>(g.eps);
+      list.push_back(item);
+    }
+  }
+  if (list.empty()) return;
+  const float* scale = grad_scale.defined() ? grad_scale.data<float>() : nullptr;
+  const auto count = static_cast<int64_t>(list.size());
+  if (device.is_cuda()) {
+    VLMC_CUDA_DISPATCH(kernels::cuda::adamw(list.data(), count, scale, cuda::stream(device.index)));
+  } else {
+    kernels::cpu::adamw<float>(list.data(), count, scale);
   }
 }
 

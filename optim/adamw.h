@@ -11,6 +11,11 @@
 //
 // The optimizer knows tensors only; make_param_groups() splits named tensors
 // (a module's named_parameters(), say) into the usual groups.
+//
+// Two paths with one state layout: the unfused one composes engine ops per
+// parameter (the reference); the fused one (fused = true, f32 parameters on one
+// device) updates all parameters with ONE multi-tensor kernel call
+// (kernels/adamw.h) and no temporaries. Their state_dicts are interchangeable.
 #pragma once
 
 #include <cstdint>
@@ -63,10 +68,17 @@ class AdamW {
  public:
   // Checks every group (lr >= 0, 0 <= betas < 1, eps >= 0, weight_decay >= 0,
   // float leaf parameters, no parameter twice) and throws vlmc::Error if not.
-  explicit AdamW(std::vector<ParamGroup> groups);
+  // fused additionally requires every parameter f32 and all on one device.
+  explicit AdamW(std::vector<ParamGroup> groups, bool fused = false);
 
   // One update of every parameter that has a gradient, under NoGradGuard.
   void step();
+  // The same with every gradient multiplied by grad_scale as it is read (the
+  // gradients themselves are left alone): an f32 one-element tensor on the
+  // parameters' device, e.g. clip_coefficient()'s coef; undefined means 1.
+  // The fused path reads it inside the kernel, so nothing syncs with the host.
+  void step(const Tensor& grad_scale);
+  bool fused() const { return fused_; }
   // set_to_none (PyTorch's default since 2.0): drop the gradients; else zero them.
   void zero_grad(bool set_to_none = true);
 
@@ -94,7 +106,15 @@ class AdamW {
     Tensor exp_avg;     // m, same shape/dtype/device as the parameter
     Tensor exp_avg_sq;  // v
   };
+  void step_unfused(const Tensor& grad_scale);
+  void step_fused(const Tensor& grad_scale);
+  // The checked gradient of parameter pi of group gi (undefined when it has none).
+  Tensor checked_grad(size_t gi, size_t pi) const;
+  // Creates the moments on the first step and advances the step count.
+  State& advance(size_t gi, size_t pi);
+
   std::vector<ParamGroup> groups_;
+  bool fused_ = false;
   std::vector<double> base_lrs_;
   std::vector<std::vector<State>> state_;  // [group][param]
 };

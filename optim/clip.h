@@ -17,6 +17,22 @@ namespace vlmc::optim {
 // max_norm must be > 0.
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
 
+// The clipping decision without a host sync and without touching the gradients.
+struct GradClip {
+  Tensor total_norm;  // sqrt(sum over the gradients of sum(g^2)), f32, one element
+  Tensor coef;        // min(1, max_norm / (total_norm + 1e-6)), f32, one element
+};
+
+// Computes GradClip on the parameters' device with the multi-tensor norm kernels
+// (kernels/adamw.h): double accumulation, deterministic, nothing read on the
+// host. Pass coef to AdamW::step(coef), which scales each gradient as it reads
+// it; read total_norm whenever it is wanted (logging), which is when the host
+// waits. Tensors without a gradient are ignored (none at all: norm 0, coef 1).
+// The gradients must be f32 and on one device (else vlmc::Error naming the
+// parameter); non-contiguous ones are copied. max_norm must be > 0.
+// coef equals clip_grad_norm_'s scale: scaling by it is the same f32 product.
+GradClip clip_coefficient(const std::vector<Tensor>& params, double max_norm);
+
 // Gradient accumulation needs no helper: backward() adds into .grad, so K
 // micro-batches whose losses are each divided by K leave the gradient of the
 // mean loss over the K micro-batches (the big batch's gradient when the loss is

@@ -190,7 +190,7 @@ void ConfigSchema::add_entry(const std::string& key, Field field, std::string he
   }
   Value current = std::visit([](auto* p) -> Value { return *p; }, field);
   index_[key] = entries_.size();
-  entries_.push_back(Entry{key, field, std::move(help), std::move(current), {}, std::nullopt});
+  entries_.push_back(Entry{key, field, std::move(help), std::move(current), {}, {}, std::nullopt});
 }
 
 void ConfigSchema::set_choices(const std::string& key, std::vector<std::string> choices) {
@@ -203,6 +203,20 @@ void ConfigSchema::set_choices(const std::string& key, std::vector<std::string> 
   VLMC_CHECK(std::find(choices.begin(), choices.end(), current) != choices.end(), "set_choices: config key '",
              key, "': its current value ", quote(current), " is not one of: ", join(choices, ", "));
   e->choices = std::move(choices);
+}
+
+void ConfigSchema::add_alias(const std::string& key, const std::string& flag) {
+  Entry* e = find(key);
+  VLMC_CHECK(e, "add_alias: ", unknown_key_message(key));
+  VLMC_CHECK(flag.size() > 2 && flag.compare(0, 2, "--") == 0 && flag.find_first_of(", =") == std::string::npos,
+             "add_alias: flag ", quote(flag), " for config key '", key, "' must look like --name");
+  for (const Entry& other : entries_) {
+    VLMC_CHECK("--" + other.key != flag, "add_alias: flag ", quote(flag), " is already config key '", other.key,
+               "'");
+    for (const std::string& a : other.aliases)
+      VLMC_CHECK(a != flag, "add_alias: flag ", quote(flag), " is already an alias of '", other.key, "'");
+  }
+  e->aliases.push_back(flag);
 }
 
 std::vector<std::string> ConfigSchema::keys() const {
@@ -409,7 +423,9 @@ void ConfigSchema::add_to_cli(CLI::App& app) {
     desc += " (default: " + format_value(e.default_value) + ")";
     // Capture by index: entries_ may grow (and move) after this call.
     auto capture = [this, i](const std::string& v) { entries_[i].cli_value = v; };
-    CLI::Option* opt = app.add_option_function<std::string>("--" + e.key, capture, desc);
+    std::string names = "--" + e.key;
+    for (const std::string& a : e.aliases) names += "," + a;
+    CLI::Option* opt = app.add_option_function<std::string>(names, capture, desc);
     static const char* const kTypeNames[] = {"INT", "FLOAT", "BOOL", "TEXT"};
     opt->type_name(kTypeNames[e.field.index()]);
     opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // the last of repeated flags wins

@@ -37,6 +37,9 @@ class ConfigSchema {
   void add(const std::string& key, std::string* field, std::string help);
   // Restricts a string key to these values (its current value must be one).
   void set_choices(const std::string& key, std::vector<std::string> choices);
+  // A second, short flag for a key ("--device" for "run.device"); the TOML key
+  // stays the dotted one. The alias must start with "--" and be unused.
+  void add_alias(const std::string& key, const std::string& flag);
 
   // Applies a TOML document; [stage1] lr = 1e-3 and stage1.lr = 1e-3 both set
   // "stage1.lr". Errors name "<source>:<line>:" and the key; all problems in
@@ -75,6 +78,7 @@ class ConfigSchema {
     std::string help;
     Value default_value;  // the field's value at registration, for --help
     std::vector<std::string> choices;
+    std::vector<std::string> aliases;  // extra flags, "--device"
     std::optional<std::string> cli_value;  // captured by the last parse
   };
   // A validated value waiting to be stored: loads apply all or none.

@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/cuda/runtime.h"
 #include "core/io/tensor_io.h"
@@ -237,8 +238,10 @@ int bench_connector(const ConnectorBenchOptions& o) {
   connector->train();  // as the seed's modules are after construction
   const Tensor x = Tensor::randn({o.batch, o.tokens, config.dim_vision}, gen, DType::f32, device);
 
+  const bool bf16 = o.precision == "bf16";
   Tensor out;
   const auto step = [&] {
+    AutocastGuard autocast(bf16);  // the backward captures the mode with its forward
     if (!o.backward) {
       NoGradGuard no_grad;
       out = connector->forward(x, target_tokens);
@@ -268,14 +271,15 @@ int bench_connector(const ConnectorBenchOptions& o) {
         "{\"impl\": \"vlmc\", \"type\": %s, \"batch\": %lld, \"tokens\": %lld, \"dim_vision\": %lld, "
         "\"dim_llm\": %lld, \"threads\": %d, \"device\": %s, \"backward\": %s, \"repeats\": %d, "
         "\"median_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"gflop\": %.4f, \"gflops\": %.3f, "
-        "\"parameters\": %lld, \"output_shape\": %s}\n",
+        "\"parameters\": %lld, \"output_shape\": %s, \"precision\": %s}\n",
         json_string(config.type).c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.tokens),
         static_cast<long long>(config.dim_vision), static_cast<long long>(config.dim_llm), num_threads(),
         json_string(device.str()).c_str(), o.backward ? "true" : "false", o.repeats, median, ms.front(),
         ms.back(), flops / 1e9, gflops, static_cast<long long>(connector->num_parameters()),
-        shape_list(out.shape()).c_str());
+        shape_list(out.shape()).c_str(), json_string(o.precision).c_str());
   } else {
-    std::printf("connector %s on %s, %d threads\n", config.type.c_str(), device.str().c_str(), num_threads());
+    std::printf("connector %s on %s, %s, %d threads\n", config.type.c_str(), device.str().c_str(),
+                o.precision.c_str(), num_threads());
     std::printf("  parameters:    %lld\n", static_cast<long long>(connector->num_parameters()));
     std::printf("  input shape:   %s\n", shape_list(x.shape()).c_str());
     std::printf("  output shape:  %s\n", shape_list(out.shape()).c_str());
@@ -318,6 +322,10 @@ ConnectorCommands::ConnectorCommands(CLI::App& app) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   bench_->add_option("--warmup", b.warmup, "untimed runs first")->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_->add_option("--seed", b.seed, "seed of the random weights and features")->capture_default_str();
+  bench_->add_option("--precision", b.precision,
+                      "f32, or bf16: matmul operands in bf16 with f32 accumulation (torch.autocast's bf16)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   bench_->add_flag("--json", b.json, "print one JSON object per line (median_ms, gflops, ...)");
 }
 

@@ -5,7 +5,8 @@
 //          forward (and, given an output gradient, one backward) and writes the
 //          output, every gradient and every buffer, so the result can be
 //          compared tensor by tensor with the seed's classes.
-//   bench: times the forward (or forward + backward) on random weights.
+//   bench: times the forward (or forward + backward) on random weights, in
+//          f32 or bf16 mixed precision.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -44,6 +45,10 @@ struct ConnectorBenchOptions {
   int warmup = 1;
   uint64_t seed = 42;
   bool json = false;
+  // "f32", or "bf16": the timed forward and backward run under an
+  // AutocastGuard (bf16 matmul operands, f32 accumulation), as the seed's
+  // classes do under torch.autocast(dtype=torch.bfloat16).
+  std::string precision = "f32";
 };
 
 int run_connector(const ConnectorRunOptions& options);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "train/batches.h"
@@ -29,6 +30,7 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   const bool was_training = models.llava->is_training();
   models.llava->eval();
   NoGradGuard no_grad;
+  AutocastGuard autocast(c.precision == "bf16");  // evaluate as trained
   const Tensor features = features_of(models, set);  // [M, N, Dv]
   EvalReport report;
   report.mosaics = set.size();
@@ -52,7 +54,8 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
       if (oracle) {
         in = text_slot_inputs(models, tokenizer, set, batch, patch_grid_side(c));
       } else {
-        const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
+        const Tensor index =
+            Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);
         in = models.llava->prepare_inputs_from_features(batch.input_ids, index_select(features, 0, index),
                                                         batch.labels, batch.text_mask);
       }

@@ -40,7 +40,7 @@ Tensor features_of(MosaicModels& models, const MosaicSet& set) {
   constexpr int64_t kChunk = 256;
   for (int64_t begin = 0; begin < set.size(); begin += kChunk) {
     const int64_t end = std::min(set.size(), begin + kChunk);
-    chunks.push_back(models.llava->vision_features(encoder_pixels(set, row_range(begin, end))));
+    chunks.push_back(models.llava->vision_features(encoder_pixels(set, row_range(begin, end)).to(models.device)));
   }
   return cat(chunks, 0);
 }
@@ -49,8 +49,8 @@ Tensor features_of(MosaicModels& models, const MosaicSet& set) {
 // classes as text (slot_word_ids on a grid x grid layout).
 SpliceResult text_slot_inputs(const MosaicModels& models, const Tokenizer& tokenizer, const MosaicSet& set,
                               const TextBatch& batch, int64_t grid) {
-  const Tensor words = slot_word_ids(tokenizer, classes_of(set, batch.images), grid);  // [B, n, 3]
-  const Tensor table = models.language->embed_tokens();                               // [V, D]
+  const Tensor table = models.language->embed_tokens();  // [V, D]
+  const Tensor words = slot_word_ids(tokenizer, classes_of(set, batch.images), grid).to(table.device());  // [B, n, 3]
   const Tensor slots = sum(embedding(table, words), {2});                              // [B, n, D]
   return splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
 }
@@ -61,6 +61,12 @@ std::map<std::string, Tensor> MosaicModels::state_dict() const {
   std::map<std::string, Tensor> out = llava->state_dict();
   for (auto& [k, v] : quadrant_head->state_dict()) out["quadrant_head." + k] = v;
   return out;
+}
+
+void MosaicModels::to(Device to) {
+  llava->to(to);  // the vision encoder, the connector and the language model
+  quadrant_head->to(to);
+  device = to;
 }
 
 void MosaicModels::load_state_dict(const std::map<std::string, Tensor>& state) {

@@ -37,6 +37,10 @@ struct MosaicModels {
   std::shared_ptr<nn::Linear> quadrant_head;  // [10, Dv]: stage 0's classifier
   std::shared_ptr<nn::LlamaForCausalLM> language;
   std::shared_ptr<nn::LlavaModel> llava;
+  Device device = Device::cpu();  // where every parameter and buffer lives
+
+  // Moves every model (parameters, buffers) to `to`.
+  void to(Device to);
 
   // llava's names ("vision_encoder.*", "connector.*", "llm.*") and "quadrant_head.*".
   std::map<std::string, Tensor> state_dict() const;
@@ -59,7 +63,7 @@ Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer);
 std::vector<int64_t> row_range(int64_t begin, int64_t end);
 
 // The frozen encoder's features of every mosaic of a set, computed once
-// without a graph: [M, N, Dv].
+// without a graph, on the models' device: [M, N, Dv].
 Tensor features_of(MosaicModels& models, const MosaicSet& set);
 
 // Stage 0's language-model inputs: the batch's <image> replaced by the true

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/autocast.h"
+#include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "optim/clip.h"
@@ -46,7 +48,8 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     grouping.lr_prefix = spec.lr_prefix;
     grouping.prefix_lr = spec.prefix_lr;
   }
-  optim::AdamW opt(optim::make_param_groups(spec.params, grouping));
+  // One multi-tensor kernel per step over every parameter (optim/adamw.h).
+  optim::AdamW opt(optim::make_param_groups(spec.params, grouping), /*fused=*/true);
   std::vector<Tensor> params;
   for (const optim::NamedTensor& p : spec.params) params.push_back(p.tensor);
   const optim::CosineWithWarmup schedule =
@@ -60,6 +63,8 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   std::vector<double> losses;
   int64_t tokens_run = 0;
   ProgressBar bar(spec.name, s.steps, first, stderr, std::nullopt, files.log_every_s);
+  const Device device = params.empty() ? Device::cpu() : params.front().device();
+  if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = first; step < s.steps; ++step) {
     const double lr_multiplier = schedule.multiplier(step);
@@ -71,7 +76,13 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     double loss = 0.0;
     int64_t tokens = 0;
     for (int64_t k = 0; k < K; ++k) {
+      // bf16 operands for the matrix work of this micro-batch's forward and
+      // backward; the optimizer below runs on the f32 masters, outside it.
+      AutocastGuard autocast(spec.bf16);
       StepLoss out = spec.step(step * K + k);
+      // The backward is queued before the loss is read, so that on a GPU the
+      // one host wait of the micro-batch overlaps the backward's work.
+      (K == 1 ? out.loss : div(out.loss, static_cast<double>(K))).backward();
       const double micro = out.loss.item();
       if (!std::isfinite(micro)) {
         files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", micro}});
@@ -82,14 +93,21 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
                                    : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
                                          " (continue from it with --resume, after lowering the learning rate)."));
       }
-      (K == 1 ? out.loss : div(out.loss, static_cast<double>(K))).backward();
       loss += micro / static_cast<double>(K);
       tokens += out.tokens;
     }
-    double grad_norm = NAN;
-    if (s.max_grad_norm > 0) grad_norm = optim::clip_grad_norm_(params, s.max_grad_norm);
-    opt.step();
+    // Clipping without a host round trip: the norm and the coefficient stay on
+    // the device, and the optimizer's kernel scales each gradient as it reads it.
+    Tensor grad_norm_device;
+    if (s.max_grad_norm > 0) {
+      const optim::GradClip clip = optim::clip_coefficient(params, s.max_grad_norm);
+      grad_norm_device = clip.total_norm;
+      opt.step(clip.coef);
+    } else {
+      opt.step();
+    }
     opt.zero_grad();
+    const double grad_norm = grad_norm_device.defined() ? grad_norm_device.item() : NAN;
 
     const double step_s = seconds_since(t_step);
     tokens_run += tokens;
@@ -105,6 +123,8 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   }
   bar.finish();
   summary.seconds = seconds_since(t0);
+  if (device.is_cuda())
+    summary.peak_device_bytes = static_cast<int64_t>(cuda::allocator_stats(device.index).peak_allocated_bytes);
   summary.tokens_per_s = summary.seconds > 0 ? tokens_run / summary.seconds : 0.0;
   if (!losses.empty()) {
     const size_t tail = std::max<size_t>(1, losses.size() / 10);

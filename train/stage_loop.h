@@ -47,6 +47,7 @@ struct StageSpec {
   int rank = 0;      // order of the stage in the run (checkpoint names sort by it)
   StageSettings settings;
   std::vector<optim::NamedTensor> params;  // what this stage trains
+  bool bf16 = false;                       // forward and backward under AutocastGuard (run.precision bf16)
   std::string lr_prefix;                   // parameters named so get prefix_lr (when > 0)
   double prefix_lr = 0.0;
   // The loss of micro-batch m (m = step * gradient_accumulation_steps + k);
@@ -64,6 +65,7 @@ struct StageSummary {
   double final_loss = 0.0;     // mean loss of the last 10 % of steps
   double seconds = 0.0;        // wall time of the steps run in this process
   double tokens_per_s = 0.0;
+  int64_t peak_device_bytes = 0;  // CUDA: the caching allocator's high-water mark during the stage; CPU: 0
 };
 
 // "<rank>-<name>-step<NNNNNN>": sorting names sorts by (rank, step).

@@ -102,6 +102,7 @@ int TrainCommands::run_eval() {
   eval_config_.validate();
   const train::Tokenizer tokenizer;
   train::MosaicModels models = train::build_models(eval_config_, tokenizer);
+  models.to(Device::parse(eval_config_.device));  // run.device / --device, checked by validate()
   models.load_state_dict(ckpt.model);
   const train::EvalReport report = train::evaluate(models, eval_config_, tokenizer);
   train::print_report(report, stdout);

@@ -1,10 +1,31 @@
 #include "train/train_config.h"
 
+#include "core/cuda/runtime.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "modules/llava.h"
 
 namespace vlmc::train {
 namespace {
+
+// A device the trainer can use: parsed, and for CUDA present in this build and
+// on this machine, so that a run never starts on the wrong device.
+void check_device(const std::string& text, const char* key) {
+  Device device;
+  try {
+    device = Device::parse(text);
+  } catch (const Error& e) {
+    throw Error(str(key, ": ", e.what()));
+  }
+  if (!device.is_cuda()) return;
+#if !VLMC_WITH_CUDA
+  throw Error(str(key, " = '", text, "': this vlmc was built without CUDA (configure with -DVLMC_CUDA=ON)"));
+#endif
+  const int count = cuda::device_count();
+  VLMC_CHECK(count > 0, key, " = '", text, "': no CUDA device is visible on this machine");
+  VLMC_CHECK(device.index < count, key, " = '", text, "': this machine has ", count, " CUDA device",
+             count == 1 ? "" : "s", " (cuda:0", count > 1 ? str("..cuda:", count - 1) : std::string(), ")");
+}
 
 void register_stage(ConfigSchema& s, const std::string& prefix, StageSettings& stage) {
   s.add(prefix + ".steps", &stage.steps, "optimizer steps");
@@ -77,8 +98,8 @@ nn::ConnectorConfig TrainConfig::connector_config() const {
 void TrainConfig::validate() const {
   VLMC_CHECK(!name.empty() && name.find('/') == std::string::npos && name[0] != '.',
              "run.name must be a plain directory name, got '", name, "'");
-  VLMC_CHECK(device == "cpu", "run.device: '", device,
-             "' is not supported by the trainer yet (only cpu; CUDA training is issue 6)");
+  check_device(device, "run.device");
+  VLMC_CHECK(precision == "f32" || precision == "bf16", "run.precision: '", precision, "' is not one of f32, bf16");
   VLMC_CHECK(checkpoint_every >= 1, "run.checkpoint_every must be >= 1, got ", checkpoint_every);
   VLMC_CHECK(keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1, got ", keep_checkpoints);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
@@ -135,7 +156,13 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("run.runs_dir", &c.runs_dir, "directory of the runs");
   s.add("run.cache_dir", &c.cache_dir, "stage-0 models, reused by every run with the same stage-0 settings");
   s.add("run.seed", &c.seed, "seed of the weights, the data and the questions");
-  s.add("run.device", &c.device, "device to train on");
+  s.add("run.device", &c.device, "device to train and evaluate on: cpu, cuda or cuda:N");
+  s.add_alias("run.device", "--device");
+  s.add("run.precision", &c.precision,
+        "f32, or bf16: bf16 operands with f32 accumulation for every matrix product; f32 master weights, optimizer, "
+        "softmax, norms and loss");
+  s.set_choices("run.precision", {"f32", "bf16"});
+  s.add_alias("run.precision", "--precision");
   s.add("run.checkpoint_every", &c.checkpoint_every, "steps between checkpoints (also at each stage's end)");
   s.add("run.keep_checkpoints", &c.keep_checkpoints, "checkpoints kept per stage");
   s.add("run.log_every_s", &c.log_every_s, "seconds between progress lines when stderr is not a terminal");

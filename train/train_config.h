@@ -35,7 +35,8 @@ struct TrainConfig {
   std::string runs_dir = "runs";
   std::string cache_dir = "runs/cache";  // stage-0 models, shared by runs with the same stage-0 settings
   int64_t seed = 0;
-  std::string device = "cpu";
+  std::string device = "cpu";      // "cpu", "cuda" or "cuda:N"
+  std::string precision = "f32";   // "f32", or "bf16": bf16 operands for the matrix work (core/autocast.h)
   int64_t checkpoint_every = 100;  // optimizer steps between checkpoints (and at each stage's end)
   int64_t keep_checkpoints = 2;
   double log_every_s = 10.0;       // progress lines when stderr is not a terminal

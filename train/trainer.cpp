@@ -29,13 +29,6 @@ enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 =
 // Stage ranks: checkpoint names sort by them.
 constexpr int kRankVision = 0, kRankLanguage = 1, kRankStage1 = 2, kRankStage2 = 3;
 
-// Tokens the language model read (the attention mask's ones), for tokens/s.
-int64_t real_tokens(const Tensor& attention_mask) {
-  int64_t n = 0;
-  for (int64_t v : attention_mask.to_vector<int64_t>()) n += v != 0;
-  return n;
-}
-
 std::vector<optim::NamedTensor> named(const nn::Module& module, const std::string& prefix) {
   std::vector<optim::NamedTensor> out;
   for (auto& [name, tensor] : module.named_parameters()) out.push_back({prefix + name, tensor});
@@ -70,6 +63,10 @@ std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& conf
   nlohmann::json key;
   for (auto& [k, v] : config.items())
     if (starts_with_any(k, part.settings)) key[k] = v;
+  // bf16 training learns other weights; f32 keeps the keys caches were made with.
+  // The device does not count: CPU and CUDA differ only in the last bits, as thread counts do.
+  const std::string precision = config.value("run.precision", "f32");
+  if (precision != "f32") key["run.precision"] = precision;
   key["format"] = kStage0Format;
   const std::string text = key.dump();
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and machines
@@ -135,10 +132,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
 
   const Tokenizer tokenizer;
+  // Built on the CPU from the seed (the same initial weights on every device), then moved.
   MosaicModels models = build_models(c, tokenizer);
+  models.to(Device::parse(c.device));
   TrainResult result;
   auto timed = [&](const std::string& stage, const StageSummary& s) {
-    result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss};
+    result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
   };
 
   // Where a previous process stopped.
@@ -222,6 +221,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.name = "stage0-vision";
     spec.rank = kRankVision;
     spec.settings = c.stage0_vision;
+    spec.bf16 = c.precision == "bf16";
     spec.params = named(*models.vision, "vision_encoder.");
     for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
@@ -229,10 +229,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       Generator gen(seeds::derive(c.seed, seeds::kVisionMosaics));
       gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
       const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
-      const Tensor pixels = encoder_pixels(batch, row_range(0, batch.size()));
+      const Tensor pixels = encoder_pixels(batch, row_range(0, batch.size())).to(models.device);
       const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
       const Tensor logits = quadrant_logits(*models.quadrant_head, features);
-      const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}));
+      const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}).to(models.device));
       return StepLoss{loss, batch.size() * (grid * grid + 1)};
     };
     timed("stage0-vision", run_stage(spec, files, resume_for(kRankVision)));
@@ -253,6 +253,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.name = "stage0-language";
     spec.rank = kRankLanguage;
     spec.settings = c.stage0_language;
+    spec.bf16 = c.precision == "bf16";
     spec.params = named(*models.language, "llm.");
     spec.step = [&](int64_t step) {
       const std::vector<int64_t> rows =
@@ -263,7 +264,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const int64_t slot_grid = step % 2 == 1 && grid % 4 == 0 ? grid / 2 : grid;
       const SpliceResult in = text_slot_inputs(models, tokenizer, pool, batch, slot_grid);
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens};
     };
     timed("stage0-language", run_stage(spec, files, resume_for(kRankLanguage)));
     models.language->set_requires_grad(false);
@@ -277,11 +278,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const std::vector<int64_t> rows = batch_indices(static_cast<uint64_t>(c.seed), stream, step, s.batch_size,
                                                       static_cast<int64_t>(samples.size()));
       const TextBatch batch = make_text_batch(tokenizer, samples, rows);
-      const Tensor index = Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())});
+      const Tensor index =
+          Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);
       const SpliceResult in = models.llava->prepare_inputs_from_features(
           batch.input_ids, index_select(pool_features, 0, index), batch.labels, batch.text_mask);
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      return StepLoss{nn::causal_lm_loss(logits, in.labels), real_tokens(in.attention_mask)};
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens};
     };
   };
   models.llava->train();
@@ -291,6 +293,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.name = "stage1";
     spec.rank = kRankStage1;
     spec.settings = c.stage1;
+    spec.bf16 = c.precision == "bf16";
     spec.params = named(*models.llava->connector, "connector.");
     spec.step = llava_step(captions, kStreamStage1, c.stage1);
     timed("stage1", run_stage(spec, files, resume_for(kRankStage1)));
@@ -301,6 +304,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.name = "stage2";
     spec.rank = kRankStage2;
     spec.settings = c.stage2;
+    spec.bf16 = c.precision == "bf16";
     spec.params = named(*models.llava->connector, "connector.");
     for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
     spec.lr_prefix = "connector.";
@@ -323,6 +327,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
   metrics.write(record);
+  // results.json also says how the run ran: where, in what precision, how fast.
+  record["device"] = c.device;
+  record["precision"] = c.precision;
+  for (const auto& [stage, t] : result.stages)
+    record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
+                               {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};
   write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
   plot_losses(metrics_path, (fs::path(run_dir) / "loss.png").string());
   return result;

@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -53,6 +55,76 @@ struct Allocator {
 Allocator& allocator() {
   static Allocator* instance = new Allocator();  // never destroyed: tensors may outlive static teardown
   return *instance;
+}
+
+// Small host-to-device uploads (a batch's token ids, masks, index maps) go
+// through a pinned staging ring so that the host does not wait for them: the
+// bytes are copied into the ring at once (the caller may reuse its buffer),
+// the DMA is queued on the device's stream, and an event marks when that part
+// of the ring may be written again. The host waits only when the ring wraps
+// onto an upload still in flight, which a training step's few kilobytes never
+// reach. Larger uploads (weights, whole data sets) stay synchronous.
+struct StagingRing {
+  static constexpr size_t kCapacity = size_t(8) << 20;
+  static constexpr size_t kMaxUpload = kCapacity / 8;
+  static constexpr size_t kAlign = 256;
+  struct InFlight {
+    size_t begin, end;
+    cudaEvent_t done;
+  };
+  std::mutex mutex;
+  char* base = nullptr;  // pinned, kCapacity bytes, allocated on first use
+  size_t head = 0;       // where the next upload starts looking
+  std::deque<InFlight> in_flight;  // oldest first
+  std::vector<cudaEvent_t> spare_events;
+
+  // Queues dst <- src on `stream`; returns once src may be reused.
+  void upload(void* dst, const void* src, size_t nbytes, int index, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex);
+    VLMC_CUDA_CHECK(cudaSetDevice(index));
+    if (base == nullptr) VLMC_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base), kCapacity, cudaHostAllocDefault));
+    // Recycle the events of uploads that have landed, oldest first.
+    while (!in_flight.empty() && cudaEventQuery(in_flight.front().done) == cudaSuccess) retire_front();
+    cudaGetLastError();  // cudaEventQuery's cudaErrorNotReady is not an error
+    size_t begin = (head + kAlign - 1) / kAlign * kAlign;
+    if (begin + nbytes > kCapacity) begin = 0;  // wrap
+    const size_t end = begin + nbytes;
+    // Wait for the newest in-flight upload that overlaps [begin, end): the
+    // stream runs them in order, so every older one has landed too.
+    for (size_t i = in_flight.size(); i-- > 0;) {
+      if (in_flight[i].begin < end && begin < in_flight[i].end) {
+        VLMC_CUDA_CHECK(cudaEventSynchronize(in_flight[i].done));
+        for (size_t k = 0; k <= i; ++k) retire_front();
+        break;
+      }
+    }
+    std::memcpy(base + begin, src, nbytes);
+    VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, base + begin, nbytes, cudaMemcpyHostToDevice, stream));
+    cudaEvent_t done;
+    if (spare_events.empty()) {
+      VLMC_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    } else {
+      done = spare_events.back();
+      spare_events.pop_back();
+    }
+    VLMC_CUDA_CHECK(cudaEventRecord(done, stream));
+    in_flight.push_back({begin, end, done});
+    head = end;
+  }
+
+  void retire_front() {
+    spare_events.push_back(in_flight.front().done);
+    in_flight.pop_front();
+  }
+};
+
+StagingRing& staging_ring(int index) {
+  static std::mutex mutex;
+  static std::map<int, StagingRing*>* rings = new std::map<int, StagingRing*>();  // never destroyed, as the allocator
+  std::lock_guard<std::mutex> lock(mutex);
+  StagingRing*& ring = (*rings)[index];
+  if (ring == nullptr) ring = new StagingRing();
+  return *ring;
 }
 
 }  // namespace
@@ -143,8 +215,20 @@ AllocatorStats allocator_stats(int index) {
   return a.device(index).stats;
 }
 
+void reset_peak_allocated(int index) {
+  Allocator& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mutex);
+  AllocatorStats& stats = a.device(index).stats;
+  stats.peak_allocated_bytes = stats.allocated_bytes;
+}
+
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
+  if (nbytes == 0) return;
   cudaStream_t s = stream(index);
+  if (nbytes <= StagingRing::kMaxUpload) {
+    staging_ring(index).upload(dst, src, nbytes, index, s);  // no host wait
+    return;
+  }
   VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
   VLMC_CUDA_CHECK(cudaStreamSynchronize(s));  // src is pageable host memory the caller may reuse
 }

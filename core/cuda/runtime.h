@@ -34,8 +34,13 @@ struct AllocatorStats {
   int64_t cache_hits = 0;           // allocations served from the cache
 };
 AllocatorStats allocator_stats(int device);
+// Starts a new high-water mark at what is allocated now (per stage, per benchmark).
+void reset_peak_allocated(int device);
 
-// Copies; each returns once the bytes are in place (the host may read them).
+// Copies. Host to device returns once src may be reused; the bytes land in
+// stream order (small copies are staged through pinned memory and do not make
+// the host wait; large ones do). Device to host returns once the bytes are in
+// place (the host may read them): the one copy that synchronises.
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int device);
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int device);
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int device);  // stream-ordered

@@ -19,6 +19,7 @@ void* allocate(size_t, int) { no_cuda("cuda::allocate"); }
 void release(void*, int) {}
 void empty_cache() {}
 AllocatorStats allocator_stats(int) { return {}; }
+void reset_peak_allocated(int) {}
 void copy_host_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_host_to_device"); }
 void copy_device_to_host(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_host"); }
 void copy_device_to_device(void*, const void*, size_t, int) { no_cuda("cuda::copy_device_to_device"); }

@@ -11,6 +11,16 @@
 // (our kernel, CPU and CUDA), then dx = dz·W and dW = dzᵀ·x as two plain GEMMs
 // (kernels/gemm.h: OpenBLAS on the CPU, cuBLAS on CUDA). Only the gradients
 // the GradMask asks for are computed.
+//
+// Under autocast (core/autocast.h), read once in the forward: x, W and b are
+// rounded to bf16 and y, z and every gradient stay f32. CUDA runs the forward
+// through v3 (bf16 tensor cores, f32 accumulation, f32 y and z); the CPU runs
+// the f32 kernel on the rounded values widened back to f32, which is the same
+// arithmetic. The bias is rounded too (unlike linear's, which stays f32)
+// because v3 reads it as bf16 and both devices must compute the same thing.
+// The backward's dx and dW GEMMs take dz and the saved bf16 copies through
+// gemm_bf16.
+#include "core/autocast.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/fused_linear.h"
@@ -58,12 +68,43 @@ void forward(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w,
   });
 }
 
-// c [m, n] = op(a)·op(b) over contiguous row-major operands (kernels/gemm.h).
+// The autocast forward: y, z (f32) = GELU(x·Wᵀ + b) with x, w, b bf16 copies.
+void forward_bf16(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w,
+                  const Tensor& b, kernels::GeluKind kind) {
+  if (x.device().is_cuda()) {
+    [[maybe_unused]] const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+    [[maybe_unused]] const auto bits = [](const Tensor& t) {
+      return t.defined() ? static_cast<const uint16_t*>(t.data_ptr()) : nullptr;
+    };
+    VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_bf16(
+        y.data_ptr(), DType::f32, z.defined() ? z.data<float>() : nullptr, bits(x), bits(w),
+        bits(b), m, n, k, kind, stream_of(x)));
+    return;
+  }
+  const auto widened = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
+  forward(y, z, widened(x), widened(w), widened(b), kind);
+}
+
+// c [m, n] = op(a)·op(b) over contiguous row-major operands (kernels/gemm.h);
+// bf16 operands (both or neither) accumulate into an f32 c.
 void gemm_into(const Tensor& c, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                const Tensor& a, int64_t lda, const Tensor& b, int64_t ldb) {
   if (c.numel() == 0) return;
   if (k == 0) {
     Tensor(c).zero_();  // a handle to the same tensor
+    return;
+  }
+  if (a.dtype() == DType::bf16) {
+    const auto* pa = static_cast<const uint16_t*>(a.data_ptr());
+    const auto* pb = static_cast<const uint16_t*>(b.data_ptr());
+    if (c.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::gemm_bf16(trans_a, trans_b, m, n, k, 1.0f, pa, lda, 0, pb,
+                                                  ldb, 0, 0.0f, c.data<float>(), n, 0, 1,
+                                                  stream_of(c)));
+    } else {
+      kernels::cpu::gemm_bf16(trans_a, trans_b, m, n, k, 1.0f, pa, lda, 0, pb, ldb, 0, 0.0f,
+                              c.data<float>(), n, 0, 1);
+    }
     return;
   }
   dispatch_float(kOp, c.dtype(), [&](auto tag) {
@@ -138,13 +179,25 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
   for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
-  const Tensor x2 = x.detach().reshape({rows, in}).contiguous();
-  const Tensor wd = weight.detach().contiguous();
-  const Tensor bd = bias.defined() ? bias.detach().contiguous() : Tensor();
+  // Under autocast the leaves themselves go to autocast_bf16_copy (the weight cache).
+  const bool bf16 = autocast_bf16() && x.dtype() == DType::f32;
+  const auto prepared = [bf16](const Tensor& t) {
+    if (!t.defined()) return Tensor();
+    return bf16 ? autocast_bf16_copy(t) : t.detach().contiguous();
+  };
+  const Tensor x2 = prepared(x).reshape({rows, in}).contiguous();
+  const Tensor wd = prepared(weight);
+  const Tensor bd = prepared(bias);
   const bool grad = any_requires_grad({x, weight, bias});
   Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
   const Tensor z2 = grad ? Tensor::empty({rows, out_features}, x.dtype(), x.device()) : Tensor();
-  if (y2.numel() > 0) forward(y2, z2, x2, wd, bd, kind);
+  if (y2.numel() > 0) {
+    if (bf16) {
+      forward_bf16(y2, z2, x2, wd, bd, kind);
+    } else {
+      forward(y2, z2, x2, wd, bd, kind);
+    }
+  }
   Tensor y = y2.view(out_shape);
   if (!grad) return y;
 
@@ -152,12 +205,14 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
   const Tensor saved_x = weight.requires_grad() ? x2 : Tensor();
   const Tensor saved_w = x.requires_grad() ? wd : Tensor();
   record(y, kOp, {x, weight, bias},
-         [z2, saved_x, saved_w, kind, x_shape = x.shape(), rows, in, out_features](
+         [z2, saved_x, saved_w, kind, bf16, x_shape = x.shape(), rows, in, out_features](
              const Tensor& g, const GradMask& needs) {
            const Tensor g2 = g.reshape({rows, out_features}).contiguous();
            Tensor dz = Tensor::empty({rows, out_features}, g2.dtype(), g2.device());
            Tensor db = needs[2] ? Tensor::empty({out_features}, g2.dtype(), g2.device()) : Tensor();
            backward_elementwise(dz, db, g2, z2, kind);
+           // The GEMMs' operand: dz rounded to bf16 under autocast (db used dz in f32).
+           if (bf16 && (needs[0] || needs[1])) dz = autocast_bf16_copy(dz);
            std::vector<Tensor> grads(3);
            if (needs[0]) {  // dx [rows, in] = dz [rows, out] · W [out, in]
              Tensor dx = Tensor::empty({rows, in}, g2.dtype(), g2.device());

@@ -6,8 +6,14 @@
 // and transpose(-1,-2) views cost nothing), and its batch dims whenever they
 // collapse to one stride (0 for a broadcast operand). Only other layouts are
 // copied first.
+//
+// Under autocast (core/autocast.h) an f32 product takes bf16 copies of its
+// operands and runs gemm_bf16 (f32 accumulation, f32 result). The mode is
+// read once, in the forward, and handed to the backward's products; the
+// backward saves the bf16 copies (half the bytes of the f32 operands).
 #include <algorithm>
 
+#include "core/autocast.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/gemm.h"
@@ -78,9 +84,24 @@ Operand transposed(Operand o) {
   return o;
 }
 
-// c [batch, m, n] (contiguous) = op(a) · op(b) + beta * c.
+// c [batch, m, n] (contiguous) = op(a) · op(b) + beta * c. bf16 operands
+// (both or neither) accumulate into an f32 c.
 void run_gemm(const Operand& a, const Operand& b, const Tensor& c, int64_t batch, int64_t m,
               int64_t n, int64_t k, double beta) {
+  if (a.data.dtype() == DType::bf16) {
+    const auto* pa = static_cast<const uint16_t*>(a.data.data_ptr());
+    const auto* pb = static_cast<const uint16_t*>(b.data.data_ptr());
+    float* pc = c.data<float>();
+    if (c.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(kernels::cuda::gemm_bf16(a.trans, b.trans, m, n, k, 1.0f, pa, a.ld,
+                                                  a.batch_stride, pb, b.ld, b.batch_stride,
+                                                  float(beta), pc, n, m * n, batch, stream_of(c)));
+    } else {
+      kernels::cpu::gemm_bf16(a.trans, b.trans, m, n, k, 1.0f, pa, a.ld, a.batch_stride, pb, b.ld,
+                              b.batch_stride, float(beta), pc, n, m * n, batch);
+    }
+    return;
+  }
   dispatch_float("matmul", c.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pa = static_cast<const T*>(a.data.data_ptr());
@@ -113,13 +134,19 @@ void lay_bias_rows(const Tensor& y, const Tensor& bias) {
   });
 }
 
+// The operand a product under autocast (bf16) multiplies: its bf16 copy.
+Tensor cast_if(const Tensor& x, bool bf16) { return bf16 ? autocast_bf16_copy(x) : x; }
+
 // out [batch..., m, n] = a [batch_a..., m, k] · b [batch_b..., k, n] with the
-// batch dims broadcast. No autograd: callers pass detached tensors.
-Tensor product(const Tensor& a, const Tensor& b) {
+// batch dims broadcast. No autograd: callers pass detached tensors. With bf16,
+// f32 operands are rounded to bf16 (bf16 ones are used as they are) and out is f32.
+Tensor product(const Tensor& a_in, const Tensor& b_in, bool bf16) {
+  const Tensor a = cast_if(a_in, bf16), b = cast_if(b_in, bf16);
   const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
   const Shape batch = broadcast_shapes(batch_of(a), batch_of(b), "matmul");
   const int64_t nb = shape_numel(batch);
-  Tensor out = Tensor::empty(with_matrix(batch, m, n), a.dtype(), a.device());
+  Tensor out =
+      Tensor::empty(with_matrix(batch, m, n), bf16 ? DType::f32 : a.dtype(), a.device());
   if (out.numel() == 0) return out;
   if (k == 0) return out.zero_();
   const Operand oa = operand(a, batch), ob = operand(b, batch);
@@ -145,9 +172,10 @@ Operand stacked(const Tensor& x, const Shape& batch) {
 
 // sum over the batch of aᵀ·g, for a [batch..., m, k] and g [batch..., m, n]:
 // one GEMM whose inner dimension runs over all nb*m rows -> [k, n].
-Tensor summed_product_tn(const Tensor& a, const Tensor& g, const Shape& batch) {
+Tensor summed_product_tn(const Tensor& a_in, const Tensor& g_in, const Shape& batch, bool bf16) {
+  const Tensor a = cast_if(a_in, bf16), g = cast_if(g_in, bf16);
   const int64_t rows = shape_numel(batch) * a.size(-2), k = a.size(-1), n = g.size(-1);
-  Tensor out = Tensor::empty({k, n}, g.dtype(), g.device());
+  Tensor out = Tensor::empty({k, n}, bf16 ? DType::f32 : g.dtype(), g.device());
   if (out.numel() == 0) return out;
   if (rows == 0) return out.zero_();
   run_gemm(transposed(stacked(a, batch)), stacked(g, batch), out, 1, k, n, rows, 0.0);
@@ -160,26 +188,31 @@ Tensor reduce_to(const Tensor& x, const Shape& shape) {
 
 // The recorded op on operands of >= 2 dims.
 Tensor matmul_nd(const Tensor& a, const Tensor& b) {
-  const Tensor ad = a.detach(), bd = b.detach();
-  Tensor out = product(ad, bd);
+  // The leaves themselves go to autocast_bf16_copy, so a weight hits the cache.
+  const bool bf16 = autocast_bf16() && a.dtype() == DType::f32;
+  const Tensor ad = bf16 ? autocast_bf16_copy(a) : a.detach();
+  const Tensor bd = bf16 ? autocast_bf16_copy(b) : b.detach();
+  Tensor out = product(ad, bd, bf16);
   if (!any_requires_grad({a, b})) return out;
   // Each input's gradient needs only the other input.
   const Tensor saved_a = b.requires_grad() ? ad : Tensor();
   const Tensor saved_b = a.requires_grad() ? bd : Tensor();
   record(out, "matmul", {a, b},
-         [saved_a, saved_b, a_shape = a.shape(), b_shape = b.shape()](const Tensor& g,
-                                                                      const GradMask& needs) {
+         [saved_a, saved_b, bf16, a_shape = a.shape(), b_shape = b.shape()](
+             const Tensor& g_in, const GradMask& needs) {
+           const Tensor g = cast_if(g_in, bf16);  // rounded once for both products
            std::vector<Tensor> grads(2);
            // dA = g · Bᵀ, summed over the dims A was broadcast along.
-           if (needs[0]) grads[0] = reduce_to(product(g, saved_b.transpose(-1, -2)), a_shape);
+           if (needs[0])
+             grads[0] = reduce_to(product(g, saved_b.transpose(-1, -2), bf16), a_shape);
            if (needs[1]) {
              const Shape batch = batch_of(g);
              const Shape b_batch(b_shape.begin(), b_shape.end() - 2);
              if (shape_numel(batch) > 1 && shape_numel(b_batch) == 1) {
                // B shared by the batch: dB = Σ Aᵢᵀ·gᵢ as one GEMM, no [nb, k, n] temporary.
-               grads[1] = summed_product_tn(saved_a, g, batch).reshape(b_shape);
+               grads[1] = summed_product_tn(saved_a, g, batch, bf16).reshape(b_shape);
              } else {
-               grads[1] = reduce_to(product(saved_a.transpose(-1, -2), g), b_shape);
+               grads[1] = reduce_to(product(saved_a.transpose(-1, -2), g, bf16), b_shape);
              }
            }
            return grads;
@@ -243,8 +276,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
-  const Tensor x2 = x.detach().reshape({rows, in});
-  const Tensor wd = weight.detach();
+  // Under autocast x and W are rounded to bf16; the bias stays f32 (it is
+  // laid into y, not multiplied).
+  const bool bf16 = autocast_bf16() && x.dtype() == DType::f32;
+  const Tensor x2 = (bf16 ? autocast_bf16_copy(x) : x.detach()).reshape({rows, in});
+  const Tensor wd = bf16 ? autocast_bf16_copy(weight) : weight.detach();
   Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
   if (y2.numel() > 0) {
     // The bias is laid into every row first and the GEMM adds onto it (beta = 1).
@@ -265,13 +301,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const Tensor saved_x = weight.requires_grad() ? x2 : Tensor();
   const Tensor saved_w = x.requires_grad() ? wd : Tensor();
   record(y, "linear", {x, weight, bias},
-         [saved_x, saved_w, x_shape = x.shape(), rows, out_features](const Tensor& g,
-                                                                     const GradMask& needs) {
+         [saved_x, saved_w, bf16, x_shape = x.shape(), rows, out_features](
+             const Tensor& g, const GradMask& needs) {
            const Tensor g2 = g.reshape({rows, out_features});
+           const Tensor gm = needs[0] || needs[1] ? cast_if(g2, bf16) : g2;  // rounded once
            std::vector<Tensor> grads(3);
-           if (needs[0]) grads[0] = product(g2, saved_w).view(x_shape);    // g · W
-           if (needs[1]) grads[1] = product(g2.transpose(0, 1), saved_x);  // gᵀ · x, over all rows
-           if (needs[2]) grads[2] = sum(g2, {0});
+           if (needs[0]) grads[0] = product(gm, saved_w, bf16).view(x_shape);    // g · W
+           if (needs[1]) grads[1] = product(gm.transpose(0, 1), saved_x, bf16);  // gᵀ · x
+           if (needs[2]) grads[2] = sum(g2, {0});                                // f32
            return grads;
          });
   return y;

@@ -118,6 +118,7 @@ SpliceResult splice_image_embeddings(const Tensor& input_ids, const Tensor& embe
   result.position_ids = to_device(positions, {batch, length}, device);
   result.labels = to_device(plan.labels, {batch, length}, device);
   result.truncated = plan.truncated;
+  for (int64_t len : plan.lengths) result.tokens += len;
 
   if (!any_requires_grad({embed_table, visual_tokens})) return result;
   BackwardPlan back;

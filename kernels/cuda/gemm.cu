@@ -13,6 +13,10 @@
 // Math mode: CUBLAS_DEFAULT_MATH, which never lowers f32 products to TF32
 // (only CUBLAS_TF32_TENSOR_OP_MATH would), so f32 results agree with the CPU
 // at ~1e-6 relative. The _64 entry points take 64-bit sizes.
+//
+// gemm_bf16 (autocast's products) goes through cublasGemmStridedBatchedEx with
+// bf16 A and B, f32 C and CUBLAS_COMPUTE_32F: the operands are already bf16,
+// so tensor cores may run it, and the accumulation stays f32 either way.
 #include <cublas_v2.h>
 
 #include <mutex>
@@ -140,6 +144,22 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
     check_cublas(gemm_call(h, op(trans_b), op(trans_a), n, m, k, &alpha, b, ld_of(ldb), stride_b, a,
                            ld_of(lda), stride_a, &beta, c, ld_of(ldc), stride_c, batch),
                  "gemm_strided_batched");
+  });
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+               int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+               int64_t batch, cudaStream_t stream) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  // Same swap as gemm_call: Cᵀ = op(B)ᵀ·op(A)ᵀ in cuBLAS's column-major terms.
+  with_handle(stream, [&](cublasHandle_t h) {
+    check_cublas(cublasGemmStridedBatchedEx_64(h, op(trans_b), op(trans_a), n, m, k, &alpha, b,
+                                               CUDA_R_16BF, ld_of(ldb), stride_b, a, CUDA_R_16BF,
+                                               ld_of(lda), stride_a, &beta, c, CUDA_R_32F,
+                                               ld_of(ldc), stride_c, batch, CUBLAS_COMPUTE_32F,
+                                               CUBLAS_GEMM_DEFAULT),
+                 "gemm_bf16");
   });
 }
 

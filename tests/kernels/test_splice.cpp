@@ -2,6 +2,7 @@
 // padding, truncation, the plan's reverse maps, PyTorch golden values
 // (LLaVA's logic), f64 gradients and error messages.
 #include <catch2/catch.hpp>
+#include <numeric>
 
 #include <map>
 #include <nlohmann/json.hpp>
@@ -53,6 +54,7 @@ TEST_CASE("splice_image_embeddings replaces placeholders and pads on the right",
   CHECK(r.attention_mask.to_vector<int64_t>() == std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0});
   CHECK(r.position_ids.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 0, 0});
   CHECK(r.truncated == 0);
+  CHECK(r.tokens == 8);
   CHECK(r.attention_mask.dtype() == DType::i64);
 
   // No labels: IGNORE everywhere. An i64 mask works like a u8 one.
@@ -203,6 +205,8 @@ TEST_CASE("splice_image_embeddings matches the PyTorch reference (LLaVA's logic)
       CHECK(r.position_ids.to_vector<int64_t>() == file.at(name + ".out.position_ids").to_vector<int64_t>());
       CHECK(r.labels.shape() == file.at(name + ".out.labels").shape());
       CHECK(r.truncated == file.at(name + ".out.truncated").to_vector<int64_t>()[0]);
+      const std::vector<int64_t> mask = r.attention_mask.to_vector<int64_t>();
+      CHECK(r.tokens == std::accumulate(mask.begin(), mask.end(), int64_t{0}));
       r.inputs_embeds.backward(file.at(name + ".proj.inputs_embeds"));
       CHECK_REL(table.grad(), file.at(name + ".grad.embed_table"), 1e-5);
       CHECK_REL(visual.grad(), file.at(name + ".grad.visual_tokens"), 1e-5);

@@ -297,6 +297,28 @@ TEST_CASE("config: --help lists every key with its default, grouped by table", "
   for (const char* group : {"stage1:", "stage2:", "model:", "run:"}) CHECK_THAT(help, Catch::Contains(group));
 }
 
+TEST_CASE("config: a short alias sets the same key, and bad aliases are refused", "[config]") {
+  Settings s;
+  ConfigSchema schema;
+  bind(schema, s);
+  schema.add_alias("model.projector", "--projector");
+  REQUIRE_THROWS_WITH(schema.add_alias("model.projector", "projector"), Catch::Contains("must look like --name"));
+  REQUIRE_THROWS_WITH(schema.add_alias("seed", "--projector"), Catch::Contains("already an alias of 'model.projector'"));
+  REQUIRE_THROWS_WITH(schema.add_alias("seed", "--stage1.lr"), Catch::Contains("already config key 'stage1.lr'"));
+  REQUIRE_THROWS_WITH(schema.add_alias("nope", "--nope"), Catch::Contains("unknown key 'nope'"));
+  CLI::App app{"test"};
+  schema.add_to_cli(app);
+  CHECK_THAT(app.help(), Catch::Contains("--projector"));
+  parse(app, {"--projector", "linear"});
+  schema.apply_cli();
+  CHECK(s.projector == "linear");
+  parse(app, {"--projector", "qformer"});  // the key's choices still apply, named by its key
+  REQUIRE_THROWS_WITH(schema.apply_cli(), Catch::Contains("\"qformer\" is not one of"));
+  CHECK(s.projector == "linear");
+  // The TOML file knows only the dotted key.
+  CHECK_THAT(schema.to_toml(), Catch::Contains("projector = \"linear\""));
+}
+
 TEST_CASE("config: to_toml round-trips every value exactly", "[config]") {
   Settings s;
   ConfigSchema schema;

@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 #include <vector>
 
+#include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "train/config_schema.h"
 #include "train/train_config.h"
@@ -110,9 +111,9 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   ConfigSchema schema;
   register_train_config(schema, c);
   const std::vector<std::string> keys = schema.keys();
-  // 8 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
+  // 9 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
   // + stage0.language.extra_questions_per_image + stage2.connector_lr + 3 eval.
-  CHECK(keys.size() == 68);
+  CHECK(keys.size() == 69);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);
@@ -170,7 +171,9 @@ TEST_CASE("train config: each bad value is refused, naming its key", "[train-con
       {"run.name", [](TrainConfig& c) { c.name = "a/b"; }},
       {"run.name", [](TrainConfig& c) { c.name = ""; }},
       {"run.name", [](TrainConfig& c) { c.name = ".."; }},
-      {"run.device", [](TrainConfig& c) { c.device = "cuda"; }},
+      {"run.device", [](TrainConfig& c) { c.device = "gpu"; }},
+      {"run.device", [](TrainConfig& c) { c.device = "cuda:99"; }},  // more devices than any machine here
+      {"run.precision", [](TrainConfig& c) { c.precision = "fp16"; }},
       {"run.checkpoint_every", [](TrainConfig& c) { c.checkpoint_every = 0; }},
       {"run.keep_checkpoints", [](TrainConfig& c) { c.keep_checkpoints = 0; }},
       {"data.train_mosaics", [](TrainConfig& c) { c.train_mosaics = 0; }},
@@ -184,6 +187,19 @@ TEST_CASE("train config: each bad value is refused, naming its key", "[train-con
     bad.set(c);
     INFO("expected an error naming " << bad.key);
     REQUIRE_THROWS_WITH(c.validate(), Catch::Contains(bad.key));
+  }
+}
+
+TEST_CASE("train config: run.device cuda is checked against this build and machine", "[train-config]") {
+  TrainConfig c;
+  c.device = "cuda";
+  if (cuda::is_available()) {
+    CHECK_NOTHROW(c.validate());
+  } else {
+    // Never a silent CPU run: the reason names the key and what is missing.
+    REQUIRE_THROWS_WITH(c.validate(), Catch::Contains("run.device = 'cuda'") &&
+                                          (Catch::Contains("built without CUDA") ||
+                                           Catch::Contains("no CUDA device is visible")));
   }
 }
 

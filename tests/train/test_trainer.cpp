@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -12,6 +14,7 @@
 #include "train/metrics_log.h"
 #include "train/trainer.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/toy_run.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
@@ -21,32 +24,7 @@ using vlmc::test::TempDir;
 namespace {
 
 
-TrainConfig toy_config(const fs::path& root) {
-  TrainConfig c;
-  c.runs_dir = (root / "runs").string();
-  c.cache_dir = (root / "cache").string();
-  c.log_every_s = 1e9;
-  c.checkpoint_every = 2;
-  c.keep_checkpoints = 100;
-  c.train_mosaics = 64;
-  c.questions_per_image = 2;
-  c.vision_hidden_size = 16;
-  c.vision_intermediate_size = 32;
-  c.vision_num_attention_heads = 2;
-  c.vision_num_hidden_layers = 1;
-  c.lm_hidden_size = 16;
-  c.lm_intermediate_size = 32;
-  c.lm_num_attention_heads = 2;
-  c.lm_num_key_value_heads = 1;
-  c.lm_num_hidden_layers = 1;
-  for (StageSettings* s : {&c.stage0_vision, &c.stage0_language, &c.stage1, &c.stage2}) {
-    s->steps = 4;
-    s->batch_size = 4;
-  }
-  c.eval_mosaics = 8;
-  c.eval_questions_per_image = 2;
-  return c;
-}
+TrainConfig toy_config(const fs::path& root) { return test::toy_run_config(root); }
 
 TrainOptions options_for(const TrainConfig& c, bool resume = false) {
   TrainOptions o;
@@ -83,6 +61,15 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
   for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "results.json"}) {
     INFO(f);
     CHECK(fs::is_regular_file(run / f));
+  }
+  {
+    std::ifstream in(run / "results.json");
+    const nlohmann::json results = nlohmann::json::parse(in);
+    CHECK(results.at("device") == "cpu");
+    CHECK(results.at("precision") == "f32");
+    CHECK(results.at("stages").size() == 4);
+    CHECK(results.at("stages").at("stage2").at("tokens_per_s").get<double>() > 0);
+    CHECK(results.at("stages").at("stage2").at("peak_device_bytes") == 0);  // no device memory on the CPU
   }
   const auto seq = losses(run);
   REQUIRE(seq.size() == 16);  // 4 steps x 4 stages
@@ -125,4 +112,32 @@ TEST_CASE("trainer: resuming from any stage's checkpoint repeats the loss sequen
     run_training(c, options_for(c, /*resume=*/true));
     CHECK(losses(run) == expected);
   }
+}
+
+TEST_CASE("trainer: bf16 precision trains close to f32 and keeps its own stage-0 cache", "[trainer]") {
+  TempDir dir("trainer");
+  const TrainConfig f32 = toy_config(dir.path);
+  run_training(f32, options_for(f32));
+  TrainConfig bf16 = f32;
+  bf16.name = "bf16";
+  bf16.precision = "bf16";
+  TrainOptions o = options_for(bf16);
+  o.config_json["run.precision"] = "bf16";
+  run_training(bf16, o);
+
+  const auto a = losses(dir.path / "runs" / f32.name), b = losses(dir.path / "runs" / "bf16");
+  REQUIRE(a.size() == 16);
+  REQUIRE(b.size() == a.size());  // stage 0 ran again: the f32 cache is not bf16's
+  double largest = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(b[i].first == a[i].first);
+    largest = std::max(largest, std::abs(b[i].second - a[i].second) / std::abs(a[i].second));
+  }
+  // bf16 operands (8 significant bits) move the toy losses by about 1e-3; a
+  // run that ignored the precision would give exactly the f32 losses.
+  CHECK(largest > 0);
+  CHECK(largest < 2e-2);
+  int cached = 0;
+  for (const auto& e : fs::directory_iterator(dir.path / "cache")) cached += is_checkpoint(e.path().string());
+  CHECK(cached == 4);
 }

@@ -1,0 +1,51 @@
+// bf16 mixed precision for the matrix work, as torch.autocast(dtype=bfloat16)
+// does for matmuls.
+//
+// Inside an AutocastGuard(true), every f32 matrix product done by matmul,
+// linear and linear_gelu, forward and the backward's products, takes its two
+// operands rounded to bf16 (round to nearest even) and accumulates in f32
+// (kernels/gemm.h gemm_bf16). Outputs and gradients stay f32, so everything
+// else (softmax, norms, the loss, the optimizer and its master weights) is
+// untouched f32. f64 is never affected; attention and conv2d stay f32.
+//
+// The mode is thread-local, and an op captures it when it runs its forward:
+// its backward rounds the same way even if backward() runs outside the guard.
+//
+// Weight cache: the bf16 copy of a leaf that requires grad (a parameter) is
+// made once and kept until the outermost guard exits, so repeated uses of a
+// weight inside one step (a shared weight, several micro-batches) cast it once.
+// The trainer steps the optimizer outside the guard, and the cache is empty
+// by then, so no stale copy outlives an update.
+#pragma once
+
+#include <cstddef>
+
+#include "core/tensor.h"
+
+namespace vlmc {
+
+// Sets the mode for its scope; guards nest and each restores the mode it found.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool bf16_enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// The current mode on this thread: true inside an AutocastGuard(true).
+bool autocast_bf16();
+
+// x (f32) as a contiguous bf16 copy with x's shape and no autograd history, for
+// use as a product operand. Taken from (or added to) the weight cache when x is
+// a leaf that requires grad and a guard is active; a bf16 x is returned
+// detached as it is.
+Tensor autocast_bf16_copy(const Tensor& x);
+
+// Entries in this thread's weight cache (for tests).
+size_t autocast_cache_size();
+
+}  // namespace vlmc

@@ -1,0 +1,65 @@
+// CPU bf16 GEMM (see kernels/gemm.h), the oracle of autocast's products.
+//
+// Widening bf16 to f32 is exact (a bf16 is the top half of an f32), so
+// widening the operands and running the f32 sgemm path computes exactly
+// "bf16 operands, f32 accumulation" up to summation order, at OpenBLAS speed,
+// with no second GEMM implementation to trust. Each operand's distinct
+// matrices (one when its batch stride is 0) are packed densely into one f32
+// scratch, so the scratch is the size of the data read, whatever the leading
+// dimensions and strides, and padding between rows is never touched.
+#include <memory>
+
+#include "kernels/dtype.h"
+#include "kernels/gemm.h"
+
+namespace vlmc::kernels::cpu {
+namespace {
+
+// A stored operand ([rows, cols] per matrix, leading dim ld, batch stride) widened
+// to f32, packed: matrix i at data + i * stride, rows of cols elements.
+struct Widened {
+  std::unique_ptr<float[]> data;  // uninitialised: every element is written
+  int64_t ld = 1;
+  int64_t stride = 0;
+};
+
+Widened widen(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+              int64_t batch) {
+  const int64_t matrices = stride == 0 ? 1 : batch;
+  const int64_t per_matrix = rows * cols;
+  Widened w;
+  w.ld = cols < 1 ? 1 : cols;
+  w.stride = stride == 0 ? 0 : per_matrix;
+  w.data.reset(new float[static_cast<size_t>(matrices * per_matrix > 0 ? matrices * per_matrix : 1)]);
+  float* dst = w.data.get();
+  const int64_t total_rows = matrices * rows;
+#pragma omp parallel for schedule(static) if (matrices * per_matrix > (int64_t(1) << 15))
+  for (int64_t r = 0; r < total_rows; ++r) {
+    const int64_t i = r / rows, row = r - i * rows;
+    const uint16_t* in = src + i * stride + row * ld;
+    float* out = dst + r * cols;
+    for (int64_t j = 0; j < cols; ++j) out[j] = bf16_bits_to_float(in[j]);
+  }
+  return w;
+}
+
+}  // namespace
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+               int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+               int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  if (k == 0) {  // C = beta * C: the f32 path never reads the operands
+    gemm_strided_batched<float>(trans_a, trans_b, m, n, 0, alpha, nullptr, 1, 0, nullptr, 1, 0,
+                                beta, c, ldc, stride_c, batch);
+    return;
+  }
+  // Stored shapes: A is [m, k] or, transposed, [k, m]; B is [k, n] or [n, k].
+  const Widened wa = widen(a, trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
+  const Widened wb = widen(b, trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);
+  gemm_strided_batched<float>(trans_a, trans_b, m, n, k, alpha, wa.data.get(), wa.ld, wa.stride,
+                              wb.data.get(), wb.ld, wb.stride, beta, c, ldc, stride_c, batch);
+}
+
+}  // namespace vlmc::kernels::cpu
