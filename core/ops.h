@@ -146,6 +146,8 @@ struct SpliceResult {
   int64_t truncated = 0;  // tokens cut by max_length, summed over the batch
   int64_t tokens = 0;     // real (unpadded) positions, summed over the batch: attention_mask's ones,
                           // known on the host without reading the mask back from a device
+  int64_t targets = 0;    // labels other than -100 after each sample's first position: the terms a
+                          // causal LM loss averages (labels[:, 1:]), known on the host
 };
 // input_ids i64 [B, T]; embed_table [V, D] f32/f64; visual_tokens [num_images,
 // Nv, D] (same dtype and device as the table); labels i64 [B, T] or undefined

@@ -23,6 +23,7 @@ struct GatherGeometry {
   Layout x;              // the index's shape, the big tensor's strides, 0 at dim
   int dim = 0;           // the indexed dim
   int64_t x_dim_stride = 0;  // the big tensor's stride along dim
+  int64_t x_dim_size = 0;    // the big tensor's size along dim: CUDA skips indices outside it
 };
 
 namespace cpu {
@@ -54,8 +55,15 @@ void masked_fill(void* out, DType dtype, const void* x, const Layout& x_layout, 
 }  // namespace cpu
 
 namespace cuda {
-// first_bad is one int64 in device memory. The caller reads it back (a
-// synchronisation); -1 when every index is in range.
+// first_bad: two int64 the device can write (the ops pass a deferred-check
+// record in mapped host memory), first_bad[0] = -1 on entry (the caller sets
+// it). Afterwards first_bad[0] = the lowest bad position (as the CPU form) and
+// first_bad[1] = the index found there; both stay as they were when all are in
+// range. Nothing is read back here.
+//
+// The kernels below skip an index outside [0, size): gather and index_select
+// write zero for it, index_add and scatter_add add nothing, so that ops may
+// launch them before the range check has been read.
 void find_out_of_range(int64_t* first_bad, const int64_t* index, const Layout& layout, int64_t bound,
                        cudaStream_t stream);
 void index_select(void* out, DType dtype, const void* x, const int64_t* index, int64_t outer,

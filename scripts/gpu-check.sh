@@ -10,7 +10,9 @@
 #      and peak memory;
 #   4. a short training run (`vlmc train`, 50 steps per stage, bf16) for the
 #      stage-1 and stage-2 tokens/s;
-#   5. the kernel benchmarks against cuBLAS / cuBLASLt / cuDNN;
+#   5. data-parallel training over NCCL (mpirun, one process per GPU) where
+#      the machine has more than one GPU; said to be skipped otherwise;
+#   6. the kernel benchmarks against cuBLAS / cuBLASLt / cuDNN;
 # and prints one table (scripts/perf_table.py; also written as markdown for
 # docs/perf.md, with the date, the GPU and the commit).
 #
@@ -120,7 +122,21 @@ if ((built)); then
     --run.cache_dir "$out/cache" --stage0.vision.steps 50 --stage0.language.steps 50 --stage1.steps 50 \
     --stage2.steps 50 --eval.mosaics 100
 
-  # ---- 5. kernel benchmarks ------------------------------------------------------------------
+  # ---- 5. data parallel over NCCL (issue 7), where the machine has several GPUs ----------------
+  gpus=$(nvidia-smi -L | wc -l)
+  if ((gpus > 1)); then
+    run_part "nccl data parallel ($gpus GPUs)" 120 "$out/train-nccl.log" \
+      env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+      mpirun -np "$gpus" build-gpu/vlmc train --device cuda --precision bf16 --run.name "nccl-$run_name" \
+      --run.runs_dir "$out/runs" --run.cache_dir "$out/cache" --run.collective_timeout_s 60 \
+      --stage0.vision.steps 20 --stage0.language.steps 20 --stage1.steps 20 --stage2.steps 20 --eval.mosaics 100 \
+      --stage0.vision.batch_size $((8 * gpus)) --stage0.language.batch_size $((8 * gpus)) \
+      --stage1.batch_size $((8 * gpus)) --stage2.batch_size $((8 * gpus))
+  else
+    echo "gpu-check: nccl data parallel: skipped (this machine has $gpus GPU; it needs 2 or more)"
+  fi
+
+  # ---- 6. kernel benchmarks ------------------------------------------------------------------
   for bench in build-gpu/bench/bench_*; do
     name=$(basename "$bench")
     [[ "$name" == "bench_gemm" ]] && continue        # CPU sgemm only; its ceiling is measured inside each benchmark

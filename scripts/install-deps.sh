@@ -15,6 +15,8 @@ packages=(
   zlib1g-dev
   libtomlplusplus-dev      # the training configs (TOML)
   dataset-fashion-mnist    # the training images (IDX .gz under /usr/share/datasets/fashion-mnist)
+  libopenmpi-dev           # data-parallel training (dist/): MPI headers and library
+  openmpi-bin              # mpirun, to launch it and to run the MPI self-test
 )
 if [[ "${1:-}" == "fuzz" ]]; then
   packages+=(clang-14 libclang-rt-14-dev)

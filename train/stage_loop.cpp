@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "core/autocast.h"
 #include "core/cuda/runtime.h"
@@ -25,7 +26,8 @@ void save(const StageSpec& spec, const RunFiles& files, const optim::AdamW& opt,
   ckpt.model = files.model_state();
   ckpt.optimizer = opt.state_dict();
   ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
-                {"steps", spec.settings.steps}, {"config", files.config}};
+                {"steps", spec.settings.steps}, {"config", files.config},
+                {"world_size", files.group ? files.group->world_size() : 1}};
   const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
   save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
   prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
@@ -59,10 +61,20 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   VLMC_CHECK(first >= 0 && first <= s.steps, spec.name, ": resume step ", first, " outside 0..", s.steps);
   if (resume) opt.load_state_dict(resume->optimizer);
 
+  // A data-parallel job: every process runs this loop in lockstep on its
+  // share of each batch; process 0 alone reports and writes.
+  dist::ProcessGroup* group = files.group;
+  const int world = group ? group->world_size() : 1;
+  const bool lead = !group || group->rank() == 0;
+  auto step_name = [&](int64_t step, const char* what) {
+    return spec.name + " step " + std::to_string(step + 1) + " " + what;
+  };
+
   StageSummary summary;
   std::vector<double> losses;
   int64_t tokens_run = 0;
-  ProgressBar bar(spec.name, s.steps, first, stderr, std::nullopt, files.log_every_s);
+  std::optional<ProgressBar> bar;
+  if (lead) bar.emplace(spec.name, s.steps, first, stderr, std::nullopt, files.log_every_s);
   const Device device = params.empty() ? Device::cpu() : params.front().device();
   if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
   const auto t0 = std::chrono::steady_clock::now();
@@ -73,19 +85,36 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     // K micro-batches, each loss scaled by 1/K: backward() adds into .grad,
     // so the update is that of the mean loss over the K micro-batches.
     const int64_t K = s.gradient_accumulation_steps;
-    double loss = 0.0;
+    std::vector<double> micro_losses;  // this process's weighted part of each micro-batch's loss
     int64_t tokens = 0;
     for (int64_t k = 0; k < K; ++k) {
       // bf16 operands for the matrix work of this micro-batch's forward and
       // backward; the optimizer below runs on the f32 masters, outside it.
       AutocastGuard autocast(spec.bf16);
       StepLoss out = spec.step(step * K + k);
+      Tensor loss = out.loss;
+      if (world > 1) {
+        // mean_r * n_r / N: the processes' parts sum to the mean over the global micro-batch.
+        VLMC_CHECK(out.terms > 0, spec.name, ": a data-parallel step must say how many terms its loss averages");
+        const double total = group->all_reduce_sum({static_cast<double>(out.terms)}, step_name(step, "loss terms"))[0];
+        loss = mul(loss, static_cast<double>(out.terms) / total);
+      }
       // The backward is queued before the loss is read, so that on a GPU the
       // one host wait of the micro-batch overlaps the backward's work.
-      (K == 1 ? out.loss : div(out.loss, static_cast<double>(K))).backward();
-      const double micro = out.loss.item();
+      (K == 1 ? loss : div(loss, static_cast<double>(K))).backward();
+      micro_losses.push_back(loss.item());
+      tokens += out.tokens;
+    }
+    if (world > 1) {
+      micro_losses = group->all_reduce_sum(micro_losses, step_name(step, "losses"));
+      const std::vector<double> counts = group->all_reduce_sum({static_cast<double>(tokens)}, step_name(step, "tokens"));
+      tokens = static_cast<int64_t>(counts[0]);
+    }
+    double loss = 0.0;
+    for (const double micro : micro_losses) {
       if (!std::isfinite(micro)) {
-        files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", micro}});
+        // Every process sees the same summed loss, so all of them stop here.
+        if (files.metrics) files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", micro}});
         const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
         throw Error(spec.name + " step " + std::to_string(step + 1) + ": the loss is " +
                     (std::isnan(micro) ? "NaN" : "infinite") + "; training stopped before updating the weights. " +
@@ -94,7 +123,21 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
                                          " (continue from it with --resume, after lowering the learning rate)."));
       }
       loss += micro / static_cast<double>(K);
-      tokens += out.tokens;
+    }
+    if (world > 1) {
+      // Each process holds the gradient of its weighted part: their sum is the
+      // global batch's gradient, the same on every process after this.
+      std::vector<Tensor> grads;
+      for (Tensor& p : params) {
+        Tensor g = p.grad();
+        if (!g.defined()) continue;
+        if (!g.is_contiguous()) {
+          g = g.contiguous();
+          p.set_grad(g);
+        }
+        grads.push_back(g);
+      }
+      group->all_reduce_sum(grads, step_name(step, "gradients"));
     }
     // Clipping without a host round trip: the norm and the coefficient stay on
     // the device, and the optimizer's kernel scales each gradient as it reads it.
@@ -116,12 +159,12 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     nlohmann::json record = {{"stage", spec.name}, {"step", step + 1}, {"loss", loss}, {"lr", lr},
                              {"tokens", tokens}, {"step_s", step_s}};
     if (s.max_grad_norm > 0) record["grad_norm"] = grad_norm;
-    files.metrics->write(record);
+    if (files.metrics) files.metrics->write(record);
     const double elapsed = seconds_since(t0);
-    bar.update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
-    if ((step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps) save(spec, files, opt, step + 1);
+    if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
+    if (lead && ((step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps)) save(spec, files, opt, step + 1);
   }
-  bar.finish();
+  if (bar) bar->finish();
   summary.seconds = seconds_since(t0);
   if (device.is_cuda())
     summary.peak_device_bytes = static_cast<int64_t>(cuda::allocator_stats(device.index).peak_allocated_bytes);

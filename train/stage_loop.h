@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "dist/process_group.h"
 #include "optim/adamw.h"
 #include "train/metrics_log.h"
 #include "train/train_config.h"
@@ -28,13 +29,21 @@ namespace vlmc::train {
 struct StepLoss {
   Tensor loss;
   int64_t tokens = 0;
+  // How many terms `loss` is the mean of (target tokens, classified
+  // quadrants). With several processes each one's loss is weighted by its
+  // share of the global count, so that the summed gradients are those of the
+  // mean over the whole global batch; may stay 0 in a single process.
+  int64_t terms = 0;
 };
 
 // Where a run keeps its files, and how to snapshot the whole model.
 struct RunFiles {
   std::string run_dir;          // runs/<name>
   std::string checkpoint_root;  // runs/<name>/checkpoints
-  MetricsLog* metrics = nullptr;
+  MetricsLog* metrics = nullptr;  // null on every process but the first of a data-parallel job
+  // The job's processes (nullptr: this one alone). Each step's gradients are
+  // summed over them; only process 0 draws progress, writes metrics and checkpoints.
+  dist::ProcessGroup* group = nullptr;
   std::function<std::map<std::string, Tensor>()> model_state;
   nlohmann::json config;        // written into every checkpoint's state.json
   int64_t checkpoint_every = 100;
@@ -51,7 +60,8 @@ struct StageSpec {
   std::string lr_prefix;                   // parameters named so get prefix_lr (when > 0)
   double prefix_lr = 0.0;
   // The loss of micro-batch m (m = step * gradient_accumulation_steps + k);
-  // a pure function of m.
+  // a pure function of m. In a data-parallel job, of this process's share of
+  // the micro-batch.
   std::function<StepLoss(int64_t micro_step)> step;
 };
 

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "dist/process_group.h"
 #include "train/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
@@ -69,6 +70,8 @@ int TrainCommands::run_experiment() {
   train::TrainOptions options;
   options.config_toml = experiment_schema_.to_toml();
   options.config_json = experiment_schema_.to_json();
+  VLMC_CHECK(dist::launch_info().world_size == 1,
+             "vlmc experiment runs in one process; launch `vlmc train` with mpirun for data parallelism");
   const auto rows = train::compare_connectors(experiment_config_, experiment_connectors_, options);
   const std::string table = train::connector_table(rows, experiment_config_);
   const std::filesystem::path out(experiment_out_);
@@ -86,9 +89,25 @@ int TrainCommands::run_train() {
   options.resume = resume_;
   options.config_toml = train_schema_.to_toml();
   options.config_json = train_schema_.to_json();
-  const train::TrainResult result = train::run_training(train_config_, options);
-  std::fflush(stderr);
-  train::print_report(result.eval, stdout);
+  // One group for the life of the process (MPI starts once): a single process,
+  // or every process mpirun started (docs/distributed.md).
+  const dist::LaunchInfo launch = dist::launch_info();
+  const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group(
+      dist::rank_device(train_config_.device, launch), train_config_.collective_timeout_s);
+  options.group = group.get();
+  train::TrainResult result;
+  try {
+    result = train::run_training(train_config_, options);
+  } catch (const std::exception& e) {
+    // An error on one process would leave the others waiting in a collective
+    // until their timeout: end the whole job now, naming this process.
+    if (group->world_size() > 1) group->abort(std::string("error: ") + e.what(), 1);
+    throw;
+  }
+  if (group->rank() == 0) {
+    std::fflush(stderr);
+    train::print_report(result.eval, stdout);
+  }
   return 0;
 }
 
@@ -100,6 +119,8 @@ int TrainCommands::run_eval() {
   if (!eval_config_file_.empty()) eval_schema_.load_toml_file(eval_config_file_);
   eval_schema_.apply_cli();
   eval_config_.validate();
+  VLMC_CHECK(dist::launch_info().world_size == 1, "vlmc eval runs in one process, not under mpirun -np ",
+             dist::launch_info().world_size);
   const train::Tokenizer tokenizer;
   train::MosaicModels models = train::build_models(eval_config_, tokenizer);
   models.to(Device::parse(eval_config_.device));  // run.device / --device, checked by validate()

@@ -1,5 +1,7 @@
 #include "train/train_config.h"
 
+#include <cmath>
+
 #include "core/cuda/runtime.h"
 #include "core/device.h"
 #include "core/error.h"
@@ -102,6 +104,8 @@ void TrainConfig::validate() const {
   VLMC_CHECK(precision == "f32" || precision == "bf16", "run.precision: '", precision, "' is not one of f32, bf16");
   VLMC_CHECK(checkpoint_every >= 1, "run.checkpoint_every must be >= 1, got ", checkpoint_every);
   VLMC_CHECK(keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1, got ", keep_checkpoints);
+  VLMC_CHECK(collective_timeout_s > 0 && std::isfinite(collective_timeout_s),
+             "run.collective_timeout_s must be > 0 seconds, got ", collective_timeout_s);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
@@ -166,6 +170,8 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("run.checkpoint_every", &c.checkpoint_every, "steps between checkpoints (also at each stage's end)");
   s.add("run.keep_checkpoints", &c.keep_checkpoints, "checkpoints kept per stage");
   s.add("run.log_every_s", &c.log_every_s, "seconds between progress lines when stderr is not a terminal");
+  s.add("run.collective_timeout_s", &c.collective_timeout_s,
+        "data-parallel jobs (mpirun): seconds a process waits for the others before stopping the job");
 
   s.add("data.dir", &c.data_dir, "Fashion-MNIST IDX files (Debian's dataset-fashion-mnist)");
   s.add("data.train_mosaics", &c.train_mosaics, "training mosaics for stages 1 and 2 (train split)");

@@ -40,6 +40,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 100;  // optimizer steps between checkpoints (and at each stage's end)
   int64_t keep_checkpoints = 2;
   double log_every_s = 10.0;       // progress lines when stderr is not a terminal
+  double collective_timeout_s = 300.0;  // data-parallel jobs: longest wait for the other processes
 
   // [data]
   std::string data_dir = "/usr/share/datasets/fashion-mnist";

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <optional>
+#include <utility>
 
 #include "core/error.h"
 #include "core/ops.h"
@@ -117,24 +119,47 @@ void plot_losses(const std::string& metrics_path, const std::string& png_path) {
   write_line_plot_png(png_path, series, options);
 }
 
+// This process's contiguous share of a global batch's rows.
+std::vector<int64_t> shard(const std::vector<int64_t>& rows, int proc, int world) {
+  const size_t per = rows.size() / static_cast<size_t>(world);
+  return std::vector<int64_t>(rows.begin() + static_cast<std::ptrdiff_t>(per * proc),
+                              rows.begin() + static_cast<std::ptrdiff_t>(per * (proc + 1)));
+}
+
 }  // namespace
 
 // ---- the run ---------------------------------------------------------------------------
 
 TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   c.validate();
+  // A data-parallel job: every process runs all of this in lockstep on its
+  // share of each batch; process 0 alone writes files and prints.
+  dist::ProcessGroup* group = options.group;
+  const int world = group ? group->world_size() : 1;
+  const int proc = group ? group->rank() : 0;
+  const bool lead = proc == 0;
+  for (const auto& [key, stage] : {std::pair<const char*, const StageSettings*>{"stage0.vision", &c.stage0_vision},
+                                   {"stage0.language", &c.stage0_language},
+                                   {"stage1", &c.stage1},
+                                   {"stage2", &c.stage2}})
+    VLMC_CHECK(stage->batch_size % world == 0, key, ".batch_size ", stage->batch_size, " does not split over the ",
+               world, " processes of this job (each takes batch_size / ", world, " samples)");
+
   const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
   const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
   const std::vector<std::string> existing = list_checkpoints(checkpoint_root);
   VLMC_CHECK(options.resume || existing.empty(), "run '", c.name, "' already has checkpoints in ",
              checkpoint_root, ": pass --resume to continue it, or choose another run.name");
-  fs::create_directories(run_dir);
-  write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
+  if (lead) {
+    fs::create_directories(run_dir);
+    write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
+  }
 
   const Tokenizer tokenizer;
-  // Built on the CPU from the seed (the same initial weights on every device), then moved.
+  // Built on the CPU from the seed (the same initial weights on every device
+  // and every process), then moved.
   MosaicModels models = build_models(c, tokenizer);
-  models.to(Device::parse(c.device));
+  models.to(dist::rank_device(c.device, dist::launch_info()));
   TrainResult result;
   auto timed = [&](const std::string& stage, const StageSummary& s) {
     result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
@@ -143,26 +168,32 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   // Where a previous process stopped.
   int resume_rank = -1;
   std::optional<StageResume> resume_point;
-  if (options.resume && existing.empty())
+  if (options.resume && existing.empty() && lead)
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",
                  checkpoint_root.c_str());
   if (options.resume && !existing.empty()) {
     const std::string dir = (fs::path(checkpoint_root) / existing.back()).string();
     Checkpoint ckpt = load_checkpoint(dir);
+    // The global batch is split by the process count: another count would read other samples.
+    const int saved_world = ckpt.state.value("world_size", 1);
+    VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
+               saved_world == 1 ? "" : "es", "; resume it with the same number (this job has ", world, ")");
     models.load_state_dict(ckpt.model);
     resume_rank = ckpt.state.at("rank").get<int>();
     resume_point = StageResume{ckpt.state.at("step").get<int64_t>(), std::move(ckpt.optimizer)};
-    std::fprintf(stderr, "resuming from %s\n", dir.c_str());
+    if (lead) std::fprintf(stderr, "resuming from %s\n", dir.c_str());
     // Settings may change on resume (more steps, another log interval), but
     // then the run is no longer the uninterrupted one: say which.
     const nlohmann::json before = ckpt.state.value("config", nlohmann::json::object());
     for (auto& [key, value] : options.config_json.items())
-      if (before.contains(key) && before[key] != value)
+      if (lead && before.contains(key) && before[key] != value)
         std::fprintf(stderr, "  note: %s is %s now, %s when the checkpoint was written\n", key.c_str(),
                      value.dump().c_str(), before[key].dump().c_str());
   }
   const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
-  if (resume_rank >= 0) {
+  if (!lead) {
+    // Nothing to prepare: only process 0 writes the metrics.
+  } else if (resume_rank >= 0) {
     const int rank = resume_rank;
     const int64_t step = resume_point->step;
     const std::map<std::string, int> ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
@@ -175,12 +206,14 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   } else {
     fs::remove(metrics_path);
   }
-  MetricsLog metrics(metrics_path);
+  std::optional<MetricsLog> metrics;
+  if (lead) metrics.emplace(metrics_path);
 
   RunFiles files;
   files.run_dir = run_dir;
   files.checkpoint_root = checkpoint_root;
-  files.metrics = &metrics;
+  files.metrics = metrics ? &*metrics : nullptr;
+  files.group = group;
   files.model_state = [&] { return models.state_dict(); };
   files.config = options.config_json;
   files.checkpoint_every = c.checkpoint_every;
@@ -209,11 +242,11 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     const std::string dir = (fs::path(c.cache_dir) / name).string();
     if (resume_rank < rank && is_checkpoint(dir)) {
       load_part(models, part, dir);
-      std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
+      if (lead) std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
       return;
     }
     run();
-    save_part(models, part, c.cache_dir, name, options.config_json);
+    if (lead) save_part(models, part, c.cache_dir, name, options.config_json);
   };
   stage0(kVisionPart, kRankVision, [&] {
     models.vision->set_requires_grad(true);
@@ -229,11 +262,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       Generator gen(seeds::derive(c.seed, seeds::kVisionMosaics));
       gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
       const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
-      const Tensor pixels = encoder_pixels(batch, row_range(0, batch.size())).to(models.device);
+      const int64_t per = batch.size() / world, first = per * proc;  // this process's mosaics
+      const Tensor pixels = encoder_pixels(batch, row_range(first, first + per)).to(models.device);
       const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
       const Tensor logits = quadrant_logits(*models.quadrant_head, features);
-      const Tensor loss = cross_entropy(logits, batch.classes.reshape({batch.size() * 4}).to(models.device));
-      return StepLoss{loss, batch.size() * (grid * grid + 1)};
+      const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * 4}).to(models.device);
+      return StepLoss{cross_entropy(logits, classes), per * (grid * grid + 1), per * 4};
     };
     timed("stage0-vision", run_stage(spec, files, resume_for(kRankVision)));
     models.vision->set_requires_grad(false);
@@ -257,14 +291,15 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     spec.params = named(*models.language, "llm.");
     spec.step = [&](int64_t step) {
       const std::vector<int64_t> rows =
-          batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
-                        static_cast<int64_t>(texts.size()));
+          shard(batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
+                              static_cast<int64_t>(texts.size())),
+                proc, world);
       const TextBatch batch = make_text_batch(tokenizer, texts, rows);
       // Every other step on the pooled grid, when it has whole quadrants.
       const int64_t slot_grid = step % 2 == 1 && grid % 4 == 0 ? grid / 2 : grid;
       const SpliceResult in = text_slot_inputs(models, tokenizer, pool, batch, slot_grid);
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens};
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
     };
     timed("stage0-language", run_stage(spec, files, resume_for(kRankLanguage)));
     models.language->set_requires_grad(false);
@@ -275,15 +310,16 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   pool.images = Tensor();                                  // not needed any more
   auto llava_step = [&](const std::vector<Sample>& samples, uint64_t stream, const StageSettings& s) {
     return [&, stream, s](int64_t step) {
-      const std::vector<int64_t> rows = batch_indices(static_cast<uint64_t>(c.seed), stream, step, s.batch_size,
-                                                      static_cast<int64_t>(samples.size()));
+      const std::vector<int64_t> rows = shard(batch_indices(static_cast<uint64_t>(c.seed), stream, step,
+                                                            s.batch_size, static_cast<int64_t>(samples.size())),
+                                              proc, world);
       const TextBatch batch = make_text_batch(tokenizer, samples, rows);
       const Tensor index =
           Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);
       const SpliceResult in = models.llava->prepare_inputs_from_features(
           batch.input_ids, index_select(pool_features, 0, index), batch.labels, batch.text_mask);
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens};
+      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
     };
   };
   models.llava->train();
@@ -326,10 +362,12 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   result.eval = report;
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
-  metrics.write(record);
+  if (!lead) return result;  // every process evaluated the same model; process 0 writes
+  metrics->write(record);
   // results.json also says how the run ran: where, in what precision, how fast.
   record["device"] = c.device;
   record["precision"] = c.precision;
+  record["processes"] = world;
   for (const auto& [stage, t] : result.stages)
     record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};

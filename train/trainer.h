@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "dist/process_group.h"
 #include "train/evaluate.h"
 #include "train/mosaic_models.h"
 #include "train/train_config.h"
@@ -31,6 +32,10 @@ struct TrainOptions {
   bool resume = false;       // continue runs/<name> from its last checkpoint
   std::string config_toml;   // the effective settings, written to runs/<name>/config.toml
   nlohmann::json config_json;
+  // The processes of a data-parallel job (dist/process_group.h), made once per
+  // process by the command line; nullptr: this process alone. Each stage's
+  // batch_size is the global batch, split evenly over the processes.
+  dist::ProcessGroup* group = nullptr;
 };
 
 struct StageTiming {

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/cuda/deferred_check.h"
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 
@@ -151,7 +152,12 @@ cudaStream_t stream(int index) {
   return d.stream;
 }
 
-void synchronize(int index) { VLMC_CUDA_CHECK(cudaStreamSynchronize(stream(index))); }
+// After each host wait the device's deferred index checks are read: an op's
+// bad index surfaces here (core/cuda/deferred_check.h).
+void synchronize(int index) {
+  VLMC_CUDA_CHECK(cudaStreamSynchronize(stream(index)));
+  check_deferred_errors(index);
+}
 
 void* allocate(size_t nbytes, int index) {
   const size_t size = round_size(nbytes == 0 ? 1 : nbytes);
@@ -237,6 +243,7 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   cudaStream_t s = stream(index);
   VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
   VLMC_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_deferred_errors(index);
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int index) {

@@ -3,7 +3,9 @@
 // to f32/f64 inputs.
 #include <algorithm>
 #include <numeric>
+#include <string>
 
+#include "core/cuda/deferred_check.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/index.h"
@@ -27,25 +29,30 @@ bool broadcasts_to(const Shape& from, const Shape& to) {
 }
 
 // Throws unless every index lies in [0, bound). The error names the first bad
-// value in row-major order and the size of the indexed dim.
+// value in row-major order and the size of the indexed dim. On CUDA the check
+// is deferred (core/cuda/deferred_check.h): the kernel writes the first bad
+// position and its value into a record, the op goes on without waiting (the
+// index kernels never read through a bad index), and the error is thrown at
+// the next synchronisation.
 void check_index_range(const char* op, const Tensor& index, int64_t bound, int64_t dim, const Tensor& x) {
   const kernels::Layout layout = make_layout(index.shape(), index.strides());
-  int64_t bad = -1;
-  if (index.device().is_cpu()) {
-    kernels::cpu::find_out_of_range(&bad, index.data<int64_t>(), layout, bound);
-  } else {
-    // Device-side check whose one-int64 result is read back here. The read
-    // synchronises the host with the stream once per op: accepted for now, in
-    // exchange for never reading out of bounds silently.
-    Tensor flag = Tensor::empty({1}, DType::i64, index.device());
-    VLMC_CUDA_DISPATCH(kernels::cuda::find_out_of_range(flag.data<int64_t>(), index.data<int64_t>(),
-                                                        layout, bound, stream_of(index)));
-    bad = flag.to_vector<int64_t>()[0];
+  const std::string tensors = str("(x ", describe(x), ", index ", describe(index), ")");
+  const auto message = [op = std::string(op), bound, dim, tensors](int64_t value) {
+    return str(op, ": index ", value, " is out of range for dim ", dim, " of size ", bound, " ", tensors);
+  };
+  if (index.device().is_cuda()) {
+    // Slot 0: the first bad position (-1: none); slot 1: the index there.
+    [[maybe_unused]] int64_t* slots = cuda::defer_check(index.device().index, {-1, 0}, [message](const int64_t* s) {
+      return s[0] >= 0 ? message(s[1]) : std::string();
+    });
+    VLMC_CUDA_DISPATCH(kernels::cuda::find_out_of_range(slots, index.data<int64_t>(), layout, bound,
+                                                        stream_of(index)));
+    return;
   }
+  int64_t bad = -1;
+  kernels::cpu::find_out_of_range(&bad, index.data<int64_t>(), layout, bound);
   if (bad < 0) return;
-  const int64_t value = index.contiguous().view({-1}).narrow(0, bad, 1).to_vector<int64_t>()[0];
-  throw Error(str(op, ": index ", value, " is out of range for dim ", dim, " of size ", bound, " (x ",
-                  describe(x), ", index ", describe(index), ")"));
+  throw Error(message(index.data<int64_t>()[layout.offset_of(bad)]));
 }
 
 // The index as the kernels take it: i64, contiguous, validated, on x's device.
@@ -133,13 +140,15 @@ Tensor index_add_into_zeros(const Tensor& g, int64_t d, const Tensor& index, con
 }
 
 // Where gather reads x (shape, strides) at positions of an index of index_shape.
-kernels::GatherGeometry gather_geometry(const Shape& index_shape, const Shape& x_strides, int64_t d) {
+kernels::GatherGeometry gather_geometry(const Shape& index_shape, const Shape& x_shape, const Shape& x_strides,
+                                        int64_t d) {
   Shape strides = x_strides;
   strides[static_cast<size_t>(d)] = 0;
   kernels::GatherGeometry g;
   g.x = make_layout(index_shape, strides);
   g.dim = static_cast<int>(d);
   g.x_dim_stride = x_strides[static_cast<size_t>(d)];
+  g.x_dim_size = x_shape[static_cast<size_t>(d)];
   return g;
 }
 
@@ -147,7 +156,7 @@ kernels::GatherGeometry gather_geometry(const Shape& index_shape, const Shape& x
 Tensor scatter_add_into_zeros(const Tensor& g, int64_t d, const Tensor& index, const Shape& x_shape) {
   const Tensor gc = g.contiguous();
   Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
-  const kernels::GatherGeometry geometry = gather_geometry(index.shape(), gx.strides(), d);
+  const kernels::GatherGeometry geometry = gather_geometry(index.shape(), gx.shape(), gx.strides(), d);
   if (g.device().is_cuda()) {
     VLMC_CUDA_DISPATCH(kernels::cuda::scatter_add(gx.data_ptr(), gx.dtype(), gc.data_ptr(),
                                                   index.data<int64_t>(), geometry, stream_of(gx)));
@@ -261,7 +270,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 
   // out[i] = x[i with coordinate d replaced by index[i]]; x may be strided.
   Tensor out = Tensor::empty(idx.shape(), x.dtype(), x.device());
-  const kernels::GatherGeometry geometry = gather_geometry(idx.shape(), x.strides(), d);
+  const kernels::GatherGeometry geometry = gather_geometry(idx.shape(), x.shape(), x.strides(), d);
   if (x.device().is_cuda()) {
     VLMC_CUDA_DISPATCH(kernels::cuda::gather(out.data_ptr(), x.dtype(), x.data_ptr(),
                                              idx.data<int64_t>(), geometry, stream_of(out)));

@@ -5,7 +5,10 @@
 #include "kernels/nn.h"
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
+#include "core/cuda/deferred_check.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/philox.h"
@@ -32,24 +35,27 @@ void run(const char* op, const Tensor& like, Cpu&& cpu, Gpu&& gpu) {
   });
 }
 
-// The two i64 error slots of kernels/nn.h, zeroed, where the kernel can write them.
+// The two i64 error slots of kernels/nn.h, zeroed, where the kernel can write
+// them. On the CPU they are read as soon as the kernel returns; on CUDA they
+// are a deferred-check record (core/cuda/deferred_check.h), so that the op
+// does not wait for the GPU: `message(value)` is thrown at the next
+// synchronisation if the kernel set them.
 struct ErrorSlots {
   int64_t host[2] = {0, 0};
-  Tensor device;  // on a CUDA device, else undefined
+  int64_t* device = nullptr;  // the record's slots, on a CUDA device
+  std::function<std::string(int64_t)> message;
 
-  explicit ErrorSlots(Device d) {
-    if (d.is_cuda()) device = Tensor::zeros({2}, DType::i64, d);
-  }
-  int64_t* data() { return device.defined() ? device.data<int64_t>() : host; }
-  // Reads them back (a synchronising copy on CUDA); true when one was set.
-  bool raised(int64_t& value) {
-    if (device.defined()) {
-      const std::vector<int64_t> v = device.to_vector<int64_t>();
-      host[0] = v[0];
-      host[1] = v[1];
+  ErrorSlots(Device d, std::function<std::string(int64_t)> what) : message(std::move(what)) {
+    if (d.is_cuda()) {
+      device = cuda::defer_check(d.index, {0, 0}, [message = message](const int64_t* slots) {
+        return slots[0] != 0 ? message(slots[1]) : std::string();
+      });
     }
-    value = host[1];
-    return host[0] != 0;
+  }
+  int64_t* data() { return device != nullptr ? device : host; }
+  // CPU: throws now when the kernel set the slots. CUDA: the record reports later.
+  void check_host() const {
+    if (device == nullptr && host[0] != 0) throw Error(message(host[1]));
   }
 };
 
@@ -252,7 +258,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   const Tensor idx = indices.contiguous(), wc = weight.detach().contiguous();
   Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
   if (n > 0) {
-    ErrorSlots error(weight.device());
+    ErrorSlots error(weight.device(), [num, shape = shape_str(weight.shape())](int64_t bad) {
+      return str("embedding: index ", bad, " is out of range for ", num, " embeddings (weight ", shape,
+                 ")");
+    });
     run(
         "embedding", weight,
         [&](auto t) {
@@ -265,9 +274,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
           kernels::cuda::embedding_forward<T>(ptr<T>(out), error.data(), ptr<T>(wc),
                                               ptr<int64_t>(idx), n, num, d, s);
         });
-    int64_t bad = 0;
-    VLMC_CHECK(!error.raised(bad), "embedding: index ", bad, " is out of range for ", num,
-               " embeddings (weight ", shape_str(weight.shape()), ")");
+    error.check_host();
   }
   record(out, "embedding", {weight}, [idx, num, d, n](const Tensor& g, const GradMask&) {
     const Tensor gc = g.contiguous();
@@ -310,7 +317,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor count = Tensor::empty({1}, logits.dtype(), device);  // kept rows, for the backward
   Tensor lse = Tensor::empty({n}, logits.dtype(), device);
   Tensor nll = Tensor::empty({n}, logits.dtype(), device);  // per-row losses, forward only
-  ErrorSlots error(device);
+  ErrorSlots error(device, [c, ignore_index, shape = shape_str(logits.shape())](int64_t bad) {
+    return str("cross_entropy: target ", bad, " is out of range for ", c, " classes (logits ", shape,
+               ", ignore_index ", ignore_index, ")");
+  });
   run(
       "cross_entropy", logits,
       [&](auto t) {
@@ -325,9 +335,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                                                 ptr<T>(nll), error.data(), ptr<T>(lc),
                                                 ptr<int64_t>(tc), n, c, ignore_index, s);
       });
-  int64_t bad = 0;
-  VLMC_CHECK(!error.raised(bad), "cross_entropy: target ", bad, " is out of range for ", c,
-             " classes (logits ", shape_str(logits.shape()), ", ignore_index ", ignore_index, ")");
+  error.check_host();
   record(loss, "cross_entropy", {logits},
          [lc, tc, lse, count, n, c, ignore_index](const Tensor& g, const GradMask&) {
            const Tensor gc = g.contiguous();

@@ -119,6 +119,8 @@ SpliceResult splice_image_embeddings(const Tensor& input_ids, const Tensor& embe
   result.labels = to_device(plan.labels, {batch, length}, device);
   result.truncated = plan.truncated;
   for (int64_t len : plan.lengths) result.tokens += len;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 1; p < length; ++p) result.targets += plan.labels[static_cast<size_t>(b * length + p)] != -100;
 
   if (!any_requires_grad({embed_table, visual_tokens})) return result;
   BackwardPlan back;

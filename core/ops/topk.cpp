@@ -1,8 +1,10 @@
 // topk_indices and gather_rows: the token selection of the dynamic-resolution
 // connector (kernels/topk.h).
 #include <algorithm>
+#include <string>
 #include <vector>
 
+#include "core/cuda/deferred_check.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/topk.h"
@@ -59,23 +61,29 @@ Tensor gather_rows(const Tensor& x, const Tensor& indices) {
   // The inverse map validates the indices (range, no repeats) and is what the
   // backward gathers through.
   Tensor inverse = Tensor::empty({rows, n}, DType::i64, x.device());
-  int64_t error[3] = {0, 0, 0};
+  // error: {code, row, value} as kernels/topk.h writes them; "" when code is 0.
+  const auto message = [n, xs = shape_str(x.shape()), is = shape_str(indices.shape())](const int64_t* error) {
+    if (error[0] == kernels::kIndexOutOfRange)
+      return str("gather_rows: index ", error[2], " in row ", error[1], " is outside [0, ", n, ") (x ", xs,
+                 ", indices ", is, ")");
+    if (error[0] == kernels::kIndexRepeated)
+      return str("gather_rows: index ", error[2], " appears twice in row ", error[1],
+                 "; each row's indices must be distinct (x ", xs, ", indices ", is, ")");
+    return std::string();
+  };
   if (x.device().is_cuda()) {
-    Tensor slots = Tensor::zeros({3}, DType::i64, x.device());
-    VLMC_CUDA_DISPATCH(kernels::cuda::invert_row_indices(inverse.data<int64_t>(), slots.data<int64_t>(),
-                                                         idx.data<int64_t>(), rows, n, k, stream_of(x)));
-    // One small read-back (a synchronisation) per call, so that a bad index
-    // is an Error rather than an out-of-bounds read.
-    const std::vector<int64_t> e = slots.to_vector<int64_t>();
-    std::copy(e.begin(), e.end(), error);
+    // Checked at the next synchronisation (core/cuda/deferred_check.h), not
+    // here: the op does not wait for the GPU, and gather_rows' kernel never
+    // reads through a bad index meanwhile.
+    [[maybe_unused]] int64_t* slots = cuda::defer_check(x.device().index, {0, 0, 0}, message);
+    VLMC_CUDA_DISPATCH(kernels::cuda::invert_row_indices(inverse.data<int64_t>(), slots, idx.data<int64_t>(), rows,
+                                                         n, k, stream_of(x)));
   } else {
+    int64_t error[3] = {0, 0, 0};
     kernels::cpu::invert_row_indices(inverse.data<int64_t>(), error, idx.data<int64_t>(), rows, n, k);
+    const std::string what = message(error);
+    if (!what.empty()) throw Error(what);
   }
-  VLMC_CHECK(error[0] != kernels::kIndexOutOfRange, "gather_rows: index ", error[2], " in row ", error[1],
-             " is outside [0, ", n, ") (x ", shape_str(x.shape()), ", indices ", shape_str(indices.shape()), ")");
-  VLMC_CHECK(error[0] != kernels::kIndexRepeated, "gather_rows: index ", error[2], " appears twice in row ",
-             error[1], "; each row's indices must be distinct (x ", shape_str(x.shape()), ", indices ",
-             shape_str(indices.shape()), ")");
 
   Tensor y = Tensor::empty({rows, k, x.size(2)}, x.dtype(), x.device());
   if (x.device().is_cuda()) {

@@ -31,6 +31,13 @@ __global__ void out_of_range_kernel(unsigned long long* first_bad, const int64_t
   }
 }
 
+// After out_of_range_kernel: the index at the lowest bad position, so the
+// error can name the value (one thread, after the scan on the same stream).
+__global__ void bad_value_kernel(int64_t* first_bad, const int64_t* index, Layout l, bool contiguous) {
+  const int64_t i = first_bad[0];
+  if (i >= 0) first_bad[1] = index[contiguous ? i : l.offset_of(i)];
+}
+
 // out: [outer, n, inner], x: [outer, size, inner].
 template <typename T>
 __global__ void index_select_kernel(T* out, const T* x, const int64_t* index, int64_t size,
@@ -38,7 +45,8 @@ __global__ void index_select_kernel(T* out, const T* x, const int64_t* index, in
   VLMC_GRID_STRIDE(t, total) {
     const int64_t k = t % inner, r = t / inner;
     const int64_t j = r % n, o = r / n;
-    out[t] = x[(o * size + index[j]) * inner + k];
+    const int64_t v = index[j];
+    out[t] = (v >= 0 && v < size) ? x[(o * size + v) * inner + k] : T(0);  // a bad index is reported, not read
   }
 }
 
@@ -49,19 +57,26 @@ __global__ void index_add_kernel(T* dst, const T* src, const int64_t* index, int
   VLMC_GRID_STRIDE(t, total) {
     const int64_t k = t % inner, r = t / inner;
     const int64_t j = r % n, o = r / n;
-    atomicAdd(dst + (o * size + index[j]) * inner + k, src[t]);
+    const int64_t v = index[j];
+    if (v >= 0 && v < size) atomicAdd(dst + (o * size + v) * inner + k, src[t]);
   }
 }
 
 template <typename T>
 __global__ void gather_kernel(T* out, const T* x, const int64_t* index, GatherGeometry g, int64_t total) {
-  VLMC_GRID_STRIDE(i, total) out[i] = x[g.x.offset_of(i) + index[i] * g.x_dim_stride];
+  VLMC_GRID_STRIDE(i, total) {
+    const int64_t v = index[i];
+    out[i] = (v >= 0 && v < g.x_dim_size) ? x[g.x.offset_of(i) + v * g.x_dim_stride] : T(0);
+  }
 }
 
 template <typename T>
 __global__ void scatter_add_kernel(T* dst, const T* src, const int64_t* index, GatherGeometry g,
                                    int64_t total) {
-  VLMC_GRID_STRIDE(i, total) atomicAdd(dst + g.x.offset_of(i) + index[i] * g.x_dim_stride, src[i]);
+  VLMC_GRID_STRIDE(i, total) {
+    const int64_t v = index[i];
+    if (v >= 0 && v < g.x_dim_size) atomicAdd(dst + g.x.offset_of(i) + v * g.x_dim_stride, src[i]);
+  }
 }
 
 template <typename T>
@@ -94,11 +109,12 @@ __global__ void masked_fill_kernel(T* out, const T* x, Layout xl, const uint8_t*
 
 void find_out_of_range(int64_t* first_bad, const int64_t* index, const Layout& layout, int64_t bound,
                        cudaStream_t stream) {
-  VLMC_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xff, sizeof(int64_t), stream));
   const int64_t n = layout.numel();
   if (n == 0) return;
   out_of_range_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(
       reinterpret_cast<unsigned long long*>(first_bad), index, layout, n, bound, layout.is_contiguous());
+  VLMC_CUDA_CHECK_LAUNCH();
+  bad_value_kernel<<<1, 1, 0, stream>>>(first_bad, index, layout, layout.is_contiguous());
   VLMC_CUDA_CHECK_LAUNCH();
 }
 

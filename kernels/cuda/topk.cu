@@ -22,7 +22,9 @@
 // gather_rows / gather_rows_backward: one block per destination row, threads
 //   across the row in the widest unit (16, 8, 4, 2 or 1 bytes) that divides
 //   the row size and both base addresses: float4-wide copies for f32 rows with
-//   D % 4 == 0. The backward writes each dx row once (gradient row or zeros).
+//   D % 4 == 0. A row whose index is outside [0, n) is written as zeros (the
+//   op reports it later, through invert_row_indices' error slots). The
+//   backward writes each dx row once (gradient row or zeros).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -179,8 +181,13 @@ template <typename U>
 __global__ void gather_rows_kernel(U* y, const U* x, const int64_t* indices, int64_t rows, int64_t n,
                                    int64_t k, int64_t units) {
   for (int64_t o = blockIdx.x; o < rows * k; o += gridDim.x) {
-    const U* src = x + ((o / k) * n + indices[o]) * units;
+    const int64_t v = indices[o];
     U* dst = y + o * units;
+    if (v < 0 || v >= n) {  // reported by invert_row_indices; never read through
+      for (int64_t u = threadIdx.x; u < units; u += blockDim.x) dst[u] = U{};
+      continue;
+    }
+    const U* src = x + ((o / k) * n + v) * units;
     for (int64_t u = threadIdx.x; u < units; u += blockDim.x) dst[u] = src[u];
   }
 }

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "core/cuda/runtime.h"
 #include "core/ops.h"
 #include "tests/support/check.h"
 
@@ -235,11 +236,15 @@ TEST_CASE("cuda index range errors", "[cuda][index]") {
   picks[4321] = 70000;
   picks[4500] = -2;
   const Tensor bad = Tensor::from_vector(picks, {1, 5000});
-  // On the device: checked there, the first bad position read back.
-  REQUIRE_THROWS_WITH(gather(x, 1, bad.to(kGpu)), Contains("gather: index 70000 is out of range for dim 1 of size 70000"));
-  REQUIRE_THROWS_WITH(index_select(x, 1, bad.view({5000}).to(kGpu)),
-                      Contains("index_select: index 70000 is out of range for dim 1 of size 70000"));
-  REQUIRE_THROWS_WITH(index_select(x, 0, bad.view({5000}).to(kGpu)),
+  // On the device: checked there without a wait, the first bad position and
+  // its value reported at the next synchronising read.
+  const Tensor gathered = gather(x, 1, bad.to(kGpu));
+  REQUIRE_THROWS_WITH(gathered.to_vector<float>(),
+                      Contains("gather: index 70000 is out of range for dim 1 of size 70000"));
+  (void)index_select(x, 1, bad.view({5000}).to(kGpu));
+  REQUIRE_THROWS_WITH(cuda::synchronize(0), Contains("index_select: index 70000 is out of range for dim 1 of size 70000"));
+  const Tensor selected = index_select(x, 0, bad.view({5000}).to(kGpu));
+  REQUIRE_THROWS_WITH(selected.to_vector<float>(),
                       Contains("index_select: index 70000 is out of range for dim 0 of size 4"));
   // On the host: checked before the copy.
   REQUIRE_THROWS_WITH(gather(x, 1, bad), Contains("gather: index 70000 is out of range for dim 1 of size 70000"));

@@ -55,6 +55,7 @@ TEST_CASE("splice_image_embeddings replaces placeholders and pads on the right",
   CHECK(r.position_ids.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 0, 0});
   CHECK(r.truncated == 0);
   CHECK(r.tokens == 8);
+  CHECK(r.targets == 2);  // 13 and 14; 11 and 15 stand at their sample's position 0, which nothing predicts
   CHECK(r.attention_mask.dtype() == DType::i64);
 
   // No labels: IGNORE everywhere. An i64 mask works like a u8 one.
@@ -207,6 +208,11 @@ TEST_CASE("splice_image_embeddings matches the PyTorch reference (LLaVA's logic)
       CHECK(r.truncated == file.at(name + ".out.truncated").to_vector<int64_t>()[0]);
       const std::vector<int64_t> mask = r.attention_mask.to_vector<int64_t>();
       CHECK(r.tokens == std::accumulate(mask.begin(), mask.end(), int64_t{0}));
+      const std::vector<int64_t> out_labels = r.labels.to_vector<int64_t>();
+      const int64_t L = r.labels.size(1);
+      int64_t targets = 0;
+      for (size_t i = 0; i < out_labels.size(); ++i) targets += i % L != 0 && out_labels[i] != -100;
+      CHECK(r.targets == targets);
       r.inputs_embeds.backward(file.at(name + ".proj.inputs_embeds"));
       CHECK_REL(table.grad(), file.at(name + ".grad.embed_table"), 1e-5);
       CHECK_REL(visual.grad(), file.at(name + ".grad.visual_tokens"), 1e-5);

@@ -111,9 +111,9 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   ConfigSchema schema;
   register_train_config(schema, c);
   const std::vector<std::string> keys = schema.keys();
-  // 9 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
+  // 10 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
   // + stage0.language.extra_questions_per_image + stage2.connector_lr + 3 eval.
-  CHECK(keys.size() == 69);
+  CHECK(keys.size() == 70);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);
@@ -176,6 +176,7 @@ TEST_CASE("train config: each bad value is refused, naming its key", "[train-con
       {"run.precision", [](TrainConfig& c) { c.precision = "fp16"; }},
       {"run.checkpoint_every", [](TrainConfig& c) { c.checkpoint_every = 0; }},
       {"run.keep_checkpoints", [](TrainConfig& c) { c.keep_checkpoints = 0; }},
+      {"run.collective_timeout_s", [](TrainConfig& c) { c.collective_timeout_s = 0; }},
       {"data.train_mosaics", [](TrainConfig& c) { c.train_mosaics = 0; }},
       {"data.questions_per_image", [](TrainConfig& c) { c.questions_per_image = 0; }},
       {"eval.mosaics", [](TrainConfig& c) { c.eval_mosaics = 0; }},

@@ -1,0 +1,140 @@
+// The "nccl" backend (CUDA + NCCL builds only): gradients on a GPU summed with
+// ncclAllReduce on the device's vlmc stream; scalars, barriers and the NCCL
+// setup go through an MpiGroup.
+//
+// Buckets as the mpi group (dist/buckets.h), staged in one device buffer from
+// the caching allocator. Copies in, the all-reduce and copies out are all
+// issued to the one stream, so reusing the buffer for the next bucket needs
+// no host wait; the host waits once, at the end, polling the stream and the
+// communicator's asynchronous error with a deadline.
+//
+// Determinism: NCCL's all-reduce leaves the same bits on every rank (a ring
+// all-reduce ends by passing the finished sums around), so no extra broadcast.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/cuda/runtime.h"
+#include "core/error.h"
+#include "dist/buckets.h"
+#include "dist/groups.h"
+#include "dist/mpi_group.h"
+
+namespace vlmc::dist {
+namespace {
+
+void nccl_check(ncclResult_t result, const char* call) {
+  VLMC_CHECK(result == ncclSuccess, "nccl: ", call, " failed: ", ncclGetErrorString(result));
+}
+
+class NcclGroup final : public ProcessGroup {
+ public:
+  NcclGroup(Device device, double timeout_s) : mpi_(timeout_s), device_(device) {
+    VLMC_CHECK(device.is_cuda(), "nccl process group: device ", device.str(), " is not a CUDA device");
+    ncclUniqueId id{};
+    if (mpi_.rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    // Also proves every rank is alive before the (blocking) communicator setup.
+    mpi_.broadcast_bytes(&id, static_cast<int>(sizeof(id)), "nccl setup (unique id broadcast)");
+    const cudaError_t set = cudaSetDevice(device.index);
+    VLMC_CHECK(set == cudaSuccess, "nccl process group: cudaSetDevice(", device.index,
+               ") failed: ", cudaGetErrorString(set));
+    nccl_check(ncclCommInitRank(&comm_, mpi_.world_size(), id, mpi_.rank()), "ncclCommInitRank");
+  }
+
+  ~NcclGroup() override {
+    if (comm_ != nullptr) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return mpi_.rank(); }
+  int world_size() const override { return mpi_.world_size(); }
+  std::string backend() const override { return "nccl"; }
+
+  void all_reduce_sum(const std::vector<Tensor>& tensors, const std::string& what) override {
+    const std::vector<Bucket> buckets = plan_f32_buckets(tensors, device_, what, "nccl", "");
+    if (buckets.empty()) return;
+    int64_t largest = 0;
+    for (const Bucket& b : buckets) largest = std::max(largest, b.count);
+    const Tensor staging = Tensor::empty({largest}, DType::f32, device_);
+    float* buffer = static_cast<float*>(staging.data_ptr());
+    const int dev = device_.index;
+    cudaStream_t stream = cuda::stream(dev);
+    for (const Bucket& bucket : buckets) {
+      int64_t at = 0;
+      for (const BucketPiece& p : bucket.pieces) {
+        const float* src = static_cast<const float*>(tensors[p.tensor].data_ptr()) + p.offset;
+        cuda::copy_device_to_device(buffer + at, src, static_cast<size_t>(p.count) * sizeof(float), dev);
+        at += p.count;
+      }
+      nccl_check(ncclAllReduce(buffer, buffer, static_cast<size_t>(bucket.count), ncclFloat, ncclSum, comm_,
+                               stream),
+                 "ncclAllReduce");
+      at = 0;
+      for (const BucketPiece& p : bucket.pieces) {
+        float* dst = static_cast<float*>(tensors[p.tensor].data_ptr()) + p.offset;
+        cuda::copy_device_to_device(dst, buffer + at, static_cast<size_t>(p.count) * sizeof(float), dev);
+        at += p.count;
+      }
+    }
+    wait_stream(stream, what);
+  }
+
+  std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) override {
+    return mpi_.all_reduce_sum(values, what);
+  }
+  void barrier(const std::string& what) override { mpi_.barrier(what); }
+
+  [[noreturn]] void abort(const std::string& message, int exit_code) override {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    mpi_.abort(message, exit_code);
+  }
+
+ private:
+  // Polls the stream until the collectives are done. A rank that died or hangs
+  // leaves ncclAllReduce spinning on the GPU forever: past the deadline, or on
+  // an asynchronous NCCL error, the communicator is aborted (which ends its
+  // kernels) and so is the job.
+  void wait_stream(cudaStream_t stream, const std::string& what) {
+    cudaError_t stream_error = cudaSuccess;
+    ncclResult_t async_error = ncclSuccess;
+    const bool done = poll_until(
+        [&] {
+          const cudaError_t q = cudaStreamQuery(stream);
+          if (q == cudaSuccess) return true;
+          if (q == cudaErrorNotReady) {
+            cudaGetLastError();  // not an error: clear it so later checks do not see it
+          } else {
+            stream_error = q;
+            return true;
+          }
+          if (ncclCommGetAsyncError(comm_, &async_error) != ncclSuccess || async_error != ncclSuccess) {
+            if (async_error == ncclSuccess) async_error = ncclInternalError;
+            return true;
+          }
+          return false;
+        },
+        mpi_.timeout_s(), Poll::backoff);
+    if (done && stream_error == cudaSuccess && async_error == ncclSuccess) return;
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    if (!done) mpi_.abort_timeout(what);
+    if (stream_error != cudaSuccess) {
+      mpi_.abort(str(what, ": CUDA error while summing over the ranks: ", cudaGetErrorString(stream_error)), 1);
+    }
+    mpi_.abort(str(what, ": NCCL error while summing over the ranks: ", ncclGetErrorString(async_error)), 1);
+  }
+
+  MpiGroup mpi_;  // declared first: destroyed last, after the communicator
+  Device device_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<ProcessGroup> make_nccl_group(Device device, double timeout_s) {
+  return std::make_unique<NcclGroup>(device, timeout_s);
+}
+
+}  // namespace vlmc::dist

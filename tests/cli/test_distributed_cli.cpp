@@ -1,0 +1,226 @@
+// Data-parallel training end to end: the real `vlmc train` under Open MPI's
+// mpirun with two processes on this machine's CPU (tag [mpi]).
+//  - the loss sequence equals, within 1e-6 relative, that of one process with
+//    the same global batch (every stage, every step);
+//  - a process killed mid-run ends the job with an error that names its rank;
+//  - a process that hangs (stopped with SIGSTOP) makes the others stop after
+//    run.collective_timeout_s with a message, instead of waiting forever.
+// Built only when CMake found MPI (VLMC_MPIEXEC is mpirun's path).
+#if defined(VLMC_MPIEXEC)
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "tests/cli/cli_runner.h"
+#include "tests/support/temp_dir.h"
+#include "train/metrics_log.h"
+
+using namespace vlmc;
+using namespace vlmc::cli_test;
+namespace fs = std::filesystem;
+using vlmc::test::TempDir;
+
+namespace {
+
+// The toy run (tests/support/toy_run.h) as flags; global batch 4 = 2 per process.
+std::vector<std::string> toy_flags(const fs::path& root, const std::string& name, int64_t steps) {
+  std::vector<std::string> a = {"--threads", "1", "train",
+                                "--run.name", name,
+                                "--run.runs_dir", (root / "runs").string(),
+                                "--run.cache_dir", (root / ("cache-" + name)).string(),  // each run its own stage 0
+                                "--run.log_every_s", "1e9",
+                                "--run.checkpoint_every", "2",
+                                "--data.train_mosaics", "64",
+                                "--data.questions_per_image", "2",
+                                "--vision.hidden_size", "16",
+                                "--vision.intermediate_size", "32",
+                                "--vision.num_attention_heads", "2",
+                                "--vision.num_hidden_layers", "1",
+                                "--language.hidden_size", "16",
+                                "--language.intermediate_size", "32",
+                                "--language.num_attention_heads", "2",
+                                "--language.num_key_value_heads", "1",
+                                "--language.num_hidden_layers", "1",
+                                "--eval.mosaics", "8",
+                                "--eval.questions_per_image", "2"};
+  for (const char* stage : {"stage0.vision", "stage0.language", "stage1", "stage2"}) {
+    for (const std::string& f : {std::string("--") + stage + ".steps", std::to_string(steps)}) a.push_back(f);
+    a.push_back(std::string("--") + stage + ".batch_size");
+    a.push_back("4");
+  }
+  return a;
+}
+
+// mpirun's own flags: root is allowed (CI runs as root), two slots on any machine.
+std::vector<std::string> mpirun_prefix(int processes) {
+  return {VLMC_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(processes)};
+}
+
+std::vector<std::pair<std::string, double>> losses(const fs::path& metrics) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& r : train::MetricsLog::read_all(metrics.string()))
+    if (r.contains("loss") && r.at("loss").is_number()) out.emplace_back(r.at("stage"), r.at("loss").get<double>());
+  return out;
+}
+
+// A child process running argv with stdout/stderr in files.
+struct Child {
+  pid_t pid = -1;
+  Child(const std::vector<std::string>& argv, const fs::path& out, const fs::path& err) {
+    pid = fork();
+    if (pid == 0) {
+      setpgid(0, 0);  // its own group, so that the test can end it and everything it started
+      const int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, 1);
+      dup2(e, 2);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  // The exit status, or -1 when it is still running after `limit` (then it is killed).
+  int wait_for(std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(-pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return -1;
+  }
+};
+
+// The pid of the vlmc process that is MPI rank `rank` of the run named `name`
+// (found through /proc: its command line holds the run name, its environment
+// the rank Open MPI gave it), or -1.
+pid_t find_rank(int rank, const std::string& name) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string cmdline = read_text(entry.path() / "cmdline");
+    if (cmdline.find(name) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
+    const std::string environ = read_text(entry.path() / "environ");
+    for (size_t at = 0; at < environ.size();) {
+      const size_t end = environ.find('\0', at);
+      if (environ.compare(at, (end == std::string::npos ? environ.size() : end) - at, want) == 0)
+        return static_cast<pid_t>(std::stol(pid));
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+  }
+  return -1;
+}
+
+// Waits until the run's metrics hold `records` step records (the job is under way).
+bool wait_for_records(const fs::path& metrics, size_t records, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(metrics) && losses(metrics).size() >= records) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("mpi: two processes give the one-process loss sequence within 1e-6", "[mpi]") {
+  TempDir scratch("mpi");
+  const Result one = run_cli(toy_flags(scratch.path, "one", 4), scratch.path);
+  INFO(one.err);
+  REQUIRE(one.status == 0);
+
+  std::vector<std::string> argv = mpirun_prefix(2);
+  argv.push_back(VLMC_CLI_PATH);
+  for (const std::string& a : toy_flags(scratch.path, "two", 4)) argv.push_back(a);
+  Child job(argv, scratch.path / "mpi.out", scratch.path / "mpi.err");
+  const int status = job.wait_for(std::chrono::seconds(300));
+  INFO(read_text(scratch.path / "mpi.err"));
+  REQUIRE(status == 0);
+
+  const auto a = losses(scratch.path / "runs" / "one" / "metrics.jsonl");
+  const auto b = losses(scratch.path / "runs" / "two" / "metrics.jsonl");
+  REQUIRE(a.size() == 16);  // 4 steps x 4 stages
+  REQUIRE(b.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first << " record " << i << ": one process " << a[i].second << ", two " << b[i].second);
+    CHECK(b[i].first == a[i].first);
+    CHECK(std::abs(b[i].second - a[i].second) <= 1e-6 * std::abs(a[i].second));
+  }
+  // Process 0 alone wrote the outputs, and the report was printed once.
+  const std::string out = read_text(scratch.path / "mpi.out");
+  REQUIRE(out.find("evaluation on") != std::string::npos);
+  CHECK(out.find("evaluation on") == out.rfind("evaluation on"));
+  CHECK(fs::is_regular_file(scratch.path / "runs" / "two" / "results.json"));
+  std::ifstream results(scratch.path / "runs" / "two" / "results.json");
+  CHECK(nlohmann::json::parse(results).at("processes") == 2);
+
+  // --resume with another process count is refused, naming both counts.
+  const Result other = run_cli([&] {
+    std::vector<std::string> args = toy_flags(scratch.path, "two", 6);
+    args.push_back("--resume");
+    return args;
+  }(), scratch.path);
+  CHECK(other.status != 0);
+  CHECK_THAT(other.err, Catch::Contains("job of 2 processes") && Catch::Contains("this job has 1"));
+}
+
+TEST_CASE("mpi: a killed process ends the job with an error naming its rank", "[mpi]") {
+  TempDir scratch("mpi");
+  std::vector<std::string> argv = mpirun_prefix(2);
+  argv.push_back(VLMC_CLI_PATH);
+  for (const std::string& a : toy_flags(scratch.path, "killed", 400)) argv.push_back(a);
+  Child job(argv, scratch.path / "mpi.out", scratch.path / "mpi.err");
+  REQUIRE(wait_for_records(scratch.path / "runs" / "killed" / "metrics.jsonl", 3, std::chrono::seconds(120)));
+  const pid_t victim = find_rank(1, "killed");
+  REQUIRE(victim > 0);
+  kill(victim, SIGKILL);
+  const int status = job.wait_for(std::chrono::seconds(60));
+  const std::string err = read_text(scratch.path / "mpi.err");
+  INFO(err);
+  CHECK(status != -1);  // ended by itself, not by the test's deadline
+  CHECK(status != 0);
+  CHECK_THAT(err, Catch::Contains("rank 1"));
+}
+
+TEST_CASE("mpi: a hanging process makes the others stop after the collective timeout", "[mpi]") {
+  TempDir scratch("mpi");
+  std::vector<std::string> argv = mpirun_prefix(2);
+  argv.push_back(VLMC_CLI_PATH);
+  for (const std::string& a : toy_flags(scratch.path, "hung", 400)) argv.push_back(a);
+  argv.push_back("--run.collective_timeout_s");
+  argv.push_back("3");
+  Child job(argv, scratch.path / "mpi.out", scratch.path / "mpi.err");
+  REQUIRE(wait_for_records(scratch.path / "runs" / "hung" / "metrics.jsonl", 3, std::chrono::seconds(120)));
+  const pid_t victim = find_rank(1, "hung");
+  REQUIRE(victim > 0);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  kill(victim, SIGSTOP);  // alive but silent: only a timeout can end the job
+  const int status = job.wait_for(std::chrono::seconds(60));
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  const std::string err = read_text(scratch.path / "mpi.err");
+  INFO(err);
+  CHECK(status != -1);
+  CHECK(status != 0);
+  CHECK_THAT(err, Catch::Contains("did not complete within 3 s"));
+  CHECK(waited < 30);
+}
+#endif  // VLMC_MPIEXEC
