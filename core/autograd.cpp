@@ -9,6 +9,9 @@ namespace vlmc {
 namespace {
 
 thread_local bool g_grad_enabled = true;
+// The innermost GradReadyGuard's callback, or null: one pointer test per leaf
+// when no guard is set.
+thread_local const GradReadyFn* g_grad_ready = nullptr;
 
 // A recorded op: its backward is a closure.
 struct FunctionNode final : Node {
@@ -32,6 +35,7 @@ struct AccumulateGrad final : Node {
     std::shared_ptr<TensorImpl> impl = leaf.lock();
     if (!impl) return {};  // the leaf is gone; nobody can read its gradient
     accumulate_into(impl, grad_output);
+    if (g_grad_ready != nullptr) (*g_grad_ready)(Tensor(impl));
     return {};
   }
 
@@ -63,6 +67,11 @@ std::shared_ptr<Node> gradient_edge(const Tensor& t) {
 }
 
 }  // namespace
+
+GradReadyGuard::GradReadyGuard(GradReadyFn fn) : fn_(std::move(fn)), previous_(g_grad_ready) {
+  g_grad_ready = fn_ ? &fn_ : nullptr;
+}
+GradReadyGuard::~GradReadyGuard() { g_grad_ready = previous_; }
 
 bool grad_enabled() { return g_grad_enabled; }
 void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }

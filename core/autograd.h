@@ -33,6 +33,31 @@ class NoGradGuard {
   bool previous_;
 };
 
+// ---- gradient-ready hook ---------------------------------------------------
+
+// Called once per leaf per backward, right after the leaf's .grad received
+// its whole gradient from that backward (the leaf's sink runs once every path
+// into it has been summed). `leaf` shares the leaf's impl, so leaf.grad() is
+// the accumulated gradient. Data-parallel training uses it to start summing a
+// bucket of gradients over the processes while the backward goes on
+// (dist/reducer.h), as PyTorch DDP's autograd hooks do.
+using GradReadyFn = std::function<void(const Tensor& leaf)>;
+
+// Installs `fn` as this thread's gradient-ready hook for its scope; the
+// previous hook (or none) is restored on exit, so guards nest. Without a guard
+// the engine does nothing extra.
+class GradReadyGuard {
+ public:
+  explicit GradReadyGuard(GradReadyFn fn);
+  ~GradReadyGuard();
+  GradReadyGuard(const GradReadyGuard&) = delete;
+  GradReadyGuard& operator=(const GradReadyGuard&) = delete;
+
+ private:
+  GradReadyFn fn_;
+  const GradReadyFn* previous_;
+};
+
 // ---- graph nodes -------------------------------------------------------------
 
 struct Node {

@@ -27,6 +27,8 @@ MpiGroup::MpiGroup(double timeout_s) : timeout_s_(timeout_s) {
     }
   }
   MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+  MPI_Comm_dup(MPI_COMM_WORLD, &reduce_comm_);
+  MPI_Comm_dup(MPI_COMM_WORLD, &broadcast_comm_);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
 }
@@ -35,6 +37,8 @@ MpiGroup::~MpiGroup() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
+  if (broadcast_comm_ != MPI_COMM_NULL) MPI_Comm_free(&broadcast_comm_);
+  if (reduce_comm_ != MPI_COMM_NULL) MPI_Comm_free(&reduce_comm_);
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
   if (owns_mpi_) MPI_Finalize();
 }
@@ -123,6 +127,78 @@ std::vector<double> MpiGroup::all_reduce_sum(const std::vector<double>& values, 
   // A few bytes in few rounds: waiting with sleeps costs at most a few ms here.
   sum_in_place(sums.data(), static_cast<int>(sums.size()), MPI_DOUBLE, what, Poll::backoff);
   return sums;
+}
+
+// A started sum: MPI_Ireduce to rank 0, then MPI_Ibcast from rank 0 (the bits
+// rank 0 computed, on every rank, as sum_in_place), each stage on its own
+// communicator in start order (see MpiGroup's members).
+class MpiWork final : public Work {
+ public:
+  MpiWork(MpiGroup& group, const Tensor& flat, std::string what)
+      : group_(group), flat_(flat), what_(std::move(what)) {
+    const int count = static_cast<int>(flat_.numel());
+    if (group_.rank() == 0) {
+      MPI_Ireduce(MPI_IN_PLACE, flat_.data_ptr(), count, MPI_FLOAT, MPI_SUM, 0, group_.reduce_comm_, &request_);
+    } else {
+      MPI_Ireduce(flat_.data_ptr(), nullptr, count, MPI_FLOAT, MPI_SUM, 0, group_.reduce_comm_, &request_);
+    }
+    group_.awaiting_broadcast_.push_back(this);
+  }
+
+  ~MpiWork() override {
+    if (done_) return;
+    // Only on an error path (the job is ending): MPI forbids freeing or
+    // cancelling a collective in flight, and it may still write into the
+    // buffer, so the buffer is kept alive on purpose.
+    new Tensor(flat_);
+    auto& queue = group_.awaiting_broadcast_;
+    queue.erase(std::remove(queue.begin(), queue.end(), this), queue.end());
+  }
+
+  void progress() override { advance(); }
+
+  void wait() override {
+    // Every rank has started this sum (the reducer waits for every rank
+    // first): poll without sleeping so that MPI moves the data at full speed.
+    if (!poll_until([&] { return advance(); }, group_.timeout_s(), Poll::spin)) group_.abort_timeout(what_);
+  }
+
+ private:
+  // Starts the broadcasts whose turn has come (the queue's head, once its
+  // reduce is done, then the next...), then tests this sum. True when done.
+  bool advance() {
+    auto& queue = group_.awaiting_broadcast_;
+    while (!queue.empty()) {
+      MpiWork& head = *queue.front();
+      int flag = 0;
+      MPI_Test(&head.request_, &flag, MPI_STATUS_IGNORE);
+      if (flag == 0) break;
+      MPI_Ibcast(head.flat_.data_ptr(), static_cast<int>(head.flat_.numel()), MPI_FLOAT, 0, group_.broadcast_comm_,
+                 &head.request_);
+      head.broadcasting_ = true;
+      queue.pop_front();
+    }
+    if (!done_ && broadcasting_) {
+      int flag = 0;
+      MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+      done_ = flag != 0;
+    }
+    return done_;
+  }
+
+  MpiGroup& group_;
+  Tensor flat_;  // keeps the buffer alive while MPI uses it
+  std::string what_;
+  MPI_Request request_ = MPI_REQUEST_NULL;  // the reduce's, then the broadcast's
+  bool broadcasting_ = false;
+  bool done_ = false;
+};
+
+std::unique_ptr<Work> MpiGroup::all_reduce_sum_start(const Tensor& flat, const std::string& what) {
+  plan_f32_buckets({flat}, Device::cpu(), what, "mpi", " (CUDA tensors need the nccl group)");  // the checks only
+  VLMC_CHECK(flat.numel() < (int64_t{1} << 31), "all_reduce_sum_start (", what, "): ", flat.numel(),
+             " elements are more than one MPI call can take");
+  return std::make_unique<MpiWork>(*this, flat, what);
 }
 
 std::unique_ptr<ProcessGroup> make_mpi_group(double timeout_s) { return std::make_unique<MpiGroup>(timeout_s); }

@@ -16,6 +16,7 @@
 
 #include <mpi.h>
 
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@
 #include "dist/process_group.h"
 
 namespace vlmc::dist {
+
+class MpiWork;  // a started sum (mpi_group.cpp)
 
 class MpiGroup final : public ProcessGroup {
  public:
@@ -39,6 +42,9 @@ class MpiGroup final : public ProcessGroup {
   std::string backend() const override { return "mpi"; }
   void all_reduce_sum(const std::vector<Tensor>& tensors, const std::string& what) override;
   std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) override;
+  // The same reduce + broadcast, non-blocking: the broadcast starts once the
+  // reduce is done (checked by Work::progress and wait of any started sum).
+  std::unique_ptr<Work> all_reduce_sum_start(const Tensor& flat, const std::string& what) override;
   void barrier(const std::string& what) override;
   [[noreturn]] void abort(const std::string& message, int exit_code) override;
 
@@ -57,6 +63,22 @@ class MpiGroup final : public ProcessGroup {
   double timeout_s_;
   bool owns_mpi_ = false;
   MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD: our traffic only
+  // Started sums (MpiWork, mpi_group.cpp) have two communicators of their
+  // own. MPI matches the collectives of a communicator in the order each rank
+  // issues them, so that order must be the same on every rank:
+  //  - the reduces go to reduce_comm_ in start order (the same everywhere);
+  //  - a broadcast can start only once its reduce is done, which happens at
+  //    different moments on different ranks: on one communicator with the
+  //    reduces the orders would differ (reduce 2 before broadcast 1 here,
+  //    after it there). So the broadcasts go to broadcast_comm_, also in start
+  //    order: awaiting_broadcast_ queues the sums whose broadcast has not
+  //    started, and only its head may start.
+  // Neither is comm_, where the trainer's blocking scalar sums may be issued
+  // while gradient buckets are in flight.
+  friend class MpiWork;
+  MPI_Comm reduce_comm_ = MPI_COMM_NULL;
+  MPI_Comm broadcast_comm_ = MPI_COMM_NULL;
+  std::deque<MpiWork*> awaiting_broadcast_;
   int rank_ = 0;
   int size_ = 1;
   std::vector<float> host_bucket_;  // reused across calls

@@ -8,6 +8,12 @@
 // no host wait; the host waits once, at the end, polling the stream and the
 // communicator's asynchronous error with a deadline.
 //
+// Started sums (all_reduce_sum_start, the reducer's buckets during the
+// backward) run on a communication stream of their own, so that they overlap
+// the backward's kernels on the compute stream: the communication stream first
+// waits for an event recorded on the compute stream when the bucket was filled,
+// and wait() makes the compute stream wait for the sum's done-event.
+//
 // Determinism: NCCL's all-reduce leaves the same bits on every rank (a ring
 // all-reduce ends by passing the finished sums around), so no extra broadcast.
 #include <cuda_runtime.h>
@@ -18,6 +24,7 @@
 
 #include "core/cuda/runtime.h"
 #include "core/error.h"
+#include "kernels/cuda/check.h"
 #include "dist/buckets.h"
 #include "dist/groups.h"
 #include "dist/mpi_group.h"
@@ -41,10 +48,12 @@ class NcclGroup final : public ProcessGroup {
     VLMC_CHECK(set == cudaSuccess, "nccl process group: cudaSetDevice(", device.index,
                ") failed: ", cudaGetErrorString(set));
     nccl_check(ncclCommInitRank(&comm_, mpi_.world_size(), id, mpi_.rank()), "ncclCommInitRank");
+    VLMC_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
   }
 
   ~NcclGroup() override {
     if (comm_ != nullptr) ncclCommDestroy(comm_);
+    if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
   }
 
   int rank() const override { return mpi_.rank(); }
@@ -80,6 +89,8 @@ class NcclGroup final : public ProcessGroup {
     wait_stream(stream, what);
   }
 
+  std::unique_ptr<Work> all_reduce_sum_start(const Tensor& flat, const std::string& what) override;
+
   std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) override {
     return mpi_.all_reduce_sum(values, what);
   }
@@ -92,16 +103,25 @@ class NcclGroup final : public ProcessGroup {
   }
 
  private:
+  friend class NcclWork;
+
   // Polls the stream until the collectives are done. A rank that died or hangs
   // leaves ncclAllReduce spinning on the GPU forever: past the deadline, or on
   // an asynchronous NCCL error, the communicator is aborted (which ends its
   // kernels) and so is the job.
   void wait_stream(cudaStream_t stream, const std::string& what) {
+    wait_until([&] { return cudaStreamQuery(stream); }, what);
+  }
+
+  // Polls query() (cudaStreamQuery or cudaEventQuery) with sleeps until it
+  // says done, with the deadline and the error handling above.
+  template <typename Query>
+  void wait_until(const Query& query, const std::string& what) {
     cudaError_t stream_error = cudaSuccess;
     ncclResult_t async_error = ncclSuccess;
     const bool done = poll_until(
         [&] {
-          const cudaError_t q = cudaStreamQuery(stream);
+          const cudaError_t q = query();
           if (q == cudaSuccess) return true;
           if (q == cudaErrorNotReady) {
             cudaGetLastError();  // not an error: clear it so later checks do not see it
@@ -129,7 +149,52 @@ class NcclGroup final : public ProcessGroup {
   MpiGroup mpi_;  // declared first: destroyed last, after the communicator
   Device device_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // the started sums'
 };
+
+// A sum started on the communication stream (see the top of this file).
+class NcclWork final : public Work {
+ public:
+  NcclWork(NcclGroup& group, const Tensor& flat, std::string what)
+      : group_(group), flat_(flat), what_(std::move(what)) {
+    VLMC_CUDA_CHECK(cudaEventCreateWithFlags(&filled_, cudaEventDisableTiming));
+    VLMC_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    const cudaStream_t compute = cuda::stream(group_.device_.index);
+    VLMC_CUDA_CHECK(cudaEventRecord(filled_, compute));
+    VLMC_CUDA_CHECK(cudaStreamWaitEvent(group_.comm_stream_, filled_, 0));
+    nccl_check(ncclAllReduce(flat_.data_ptr(), flat_.data_ptr(), static_cast<size_t>(flat_.numel()), ncclFloat,
+                             ncclSum, group_.comm_, group_.comm_stream_),
+               "ncclAllReduce");
+    VLMC_CUDA_CHECK(cudaEventRecord(done_, group_.comm_stream_));
+  }
+
+  ~NcclWork() override {
+    // Destroying an event still pending is allowed: CUDA releases it once it completes.
+    cudaEventDestroy(filled_);
+    cudaEventDestroy(done_);
+  }
+
+  void wait() override {
+    // A host wait, with the group's deadline: a dead rank would leave the
+    // all-reduce spinning on the GPU forever. The reducer waits only at the
+    // end of the backward, when the host would soon wait for the step anyway.
+    group_.wait_until([&] { return cudaEventQuery(done_); }, what_);
+    // Later work on the compute stream (the copies out of the bucket) reads the sums.
+    VLMC_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(group_.device_.index), done_, 0));
+  }
+
+ private:
+  NcclGroup& group_;
+  Tensor flat_;  // its block stays allocated until the sum is done
+  std::string what_;
+  cudaEvent_t filled_ = nullptr;
+  cudaEvent_t done_ = nullptr;
+};
+
+std::unique_ptr<Work> NcclGroup::all_reduce_sum_start(const Tensor& flat, const std::string& what) {
+  plan_f32_buckets({flat}, device_, what, "nccl", "");  // the checks only
+  return std::make_unique<NcclWork>(*this, flat, what);
+}
 
 }  // namespace
 

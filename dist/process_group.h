@@ -5,7 +5,7 @@
 // of them: who am I, how many are we, and the collectives data parallelism
 // needs. Three backends, chosen by init_process_group():
 //   single  one process (no launcher, or mpirun -np 1): every collective is the identity
-//   mpi     CPU tensors: MPI_Iallreduce over host buffers
+//   mpi     CPU tensors: MPI reduce to rank 0 + broadcast over host buffers
 //   nccl    CUDA tensors: ncclAllReduce on the device's stream (its unique id
 //           travels over MPI), CUDA builds with NCCL only
 //
@@ -26,6 +26,18 @@
 
 namespace vlmc::dist {
 
+// A collective started by ProcessGroup::all_reduce_sum_start.
+struct Work {
+  virtual ~Work() = default;
+  // Blocks until the collective is complete (past the group's timeout it ends
+  // the job naming the call, as every wait does); then the buffer holds the sums.
+  virtual void wait() = 0;
+  // Lets the collective advance without blocking. MPI moves a non-blocking
+  // collective's data only inside MPI calls: the reducer calls this during
+  // the backward so that the transfer goes on while gradients are computed.
+  virtual void progress() {}
+};
+
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
@@ -40,6 +52,11 @@ class ProcessGroup {
   // tensors are packed into buckets so that a step makes few collectives.
   // `what` names the call in timeout messages ("stage1 step 12 gradients").
   virtual void all_reduce_sum(const std::vector<Tensor>& tensors, const std::string& what) = 0;
+  // Starts summing one flat f32 contiguous tensor on the group's device over
+  // the ranks, in place, and returns at once; the buffer must stay untouched
+  // until wait() returned. Every rank must start the same collectives (same
+  // sizes) in the same order. The same bits as all_reduce_sum on every rank.
+  virtual std::unique_ptr<Work> all_reduce_sum_start(const Tensor& flat, const std::string& what) = 0;
   // Sums host scalars (token counts, losses) over the ranks.
   virtual std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) = 0;
   // all_reduce_sum({x, y}, what) with doubles: without this overload the

@@ -74,10 +74,36 @@ run_part() {
 }
 
 # ---- build ----------------------------------------------------------------------------
-scripts/install-deps.sh >"$out/install-deps.log" 2>&1 || fail "install-deps: see $out/install-deps.log"
+# The GPU machine's image has CUDA, CMake, ninja and PyTorch but not vlmc's
+# Debian dependencies, and it cannot download: scripts/gpu-deps.sh fetches
+# them here into .gpu-deps/, which travels with the tree; they are unpacked
+# (not installed) under .gpu-deps/root and CMake is pointed at them.
+cmake_deps=()
+data_dir=/usr/share/datasets/fashion-mnist
+if compgen -G ".gpu-deps/*.deb" >/dev/null; then
+  root=$PWD/.gpu-deps/root
+  mkdir -p "$root"
+  for deb in .gpu-deps/*.deb; do dpkg -x "$deb" "$root"; done
+  # Absolute links (libz.so -> /lib/.../libz.so.1.2.13) must point into the unpacked tree.
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    if [[ "$target" == /* && -e "$root$target" ]]; then ln -sfn "$root$target" "$link"; fi
+  done < <(find "$root" -type l)
+  multiarch=$root/usr/lib/x86_64-linux-gnu
+  cmake_deps=(-DCMAKE_PREFIX_PATH="$root/usr" -DCMAKE_LIBRARY_PATH="$multiarch/openblas-openmp;$multiarch"
+              -DCMAKE_INCLUDE_PATH="$root/usr/include")
+  export LD_LIBRARY_PATH="$multiarch/openblas-openmp:$multiarch:$root/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export CPATH="$root/usr/include${CPATH:+:$CPATH}"
+  [[ -d "$root/usr/share/datasets/fashion-mnist" ]] && data_dir=$root/usr/share/datasets/fashion-mnist
+  export VLMC_FASHION_MNIST_DIR=$data_dir  # the CUDA trainer test reads it (tests/support/toy_run.h)
+  echo "gpu-check: using the carried Debian packages in .gpu-deps ($(ls .gpu-deps/*.deb | wc -l) of them)"
+elif ! scripts/install-deps.sh >"$out/install-deps.log" 2>&1; then
+  echo "gpu-check: install-deps failed (no network?) and no .gpu-deps/ was carried: run scripts/gpu-deps.sh" \
+       "on a machine with network and carry .gpu-deps (see $out/install-deps.log)" >&2
+fi
 built=0
 if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-     >"$out/configure.log" 2>&1 &&
+     "${cmake_deps[@]}" >"$out/configure.log" 2>&1 &&
    cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1; then
   built=1
   echo "gpu-check: built in $(($(date +%s) - start)) s"
@@ -103,8 +129,10 @@ if ((built)); then
       build-gpu/vlmc connector bench --type "$type" "${common[@]}" "${dims[@]}" &&
       grep '^{' "$out/connector-$type-vlmc.log" >>"$out/connectors-vlmc.jsonl"
   done
+  seed_dir=()
+  [[ -d .gpu-deps/seed ]] && seed_dir=(--seed-dir .gpu-deps/seed)  # carried by scripts/gpu-deps.sh
   run_part "connectors (PyTorch)" 150 "$out/connectors-torch.log" \
-    "$python" bench/seed_connectors.py --type all "${common[@]}" "${dims[@]}"
+    "$python" bench/seed_connectors.py --type all "${common[@]}" "${dims[@]}" "${seed_dir[@]}"
   grep '^{' "$out/connectors-torch.log" >"$out/connectors-torch.jsonl" || true
 
   # ---- 3. one LLaVA stage-1 step -------------------------------------------------------------
@@ -119,7 +147,7 @@ if ((built)); then
   run_name="gpu-check-$(date +%Y%m%d-%H%M%S)"
   run_part "training run" 180 "$out/train.log" \
     build-gpu/vlmc train --device cuda --precision bf16 --run.name "$run_name" --run.runs_dir "$out/runs" \
-    --run.cache_dir "$out/cache" --stage0.vision.steps 50 --stage0.language.steps 50 --stage1.steps 50 \
+    --run.cache_dir "$out/cache" --data.dir "$data_dir" --stage0.vision.steps 50 --stage0.language.steps 50 --stage1.steps 50 \
     --stage2.steps 50 --eval.mosaics 100
 
   # ---- 5. data parallel over NCCL (issue 7), where the machine has several GPUs ----------------
@@ -128,7 +156,7 @@ if ((built)); then
     run_part "nccl data parallel ($gpus GPUs)" 120 "$out/train-nccl.log" \
       env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
       mpirun -np "$gpus" build-gpu/vlmc train --device cuda --precision bf16 --run.name "nccl-$run_name" \
-      --run.runs_dir "$out/runs" --run.cache_dir "$out/cache" --run.collective_timeout_s 60 \
+      --run.runs_dir "$out/runs" --run.cache_dir "$out/cache" --data.dir "$data_dir" --run.collective_timeout_s 60 \
       --stage0.vision.steps 20 --stage0.language.steps 20 --stage1.steps 20 --stage2.steps 20 --eval.mosaics 100 \
       --stage0.vision.batch_size $((8 * gpus)) --stage0.language.batch_size $((8 * gpus)) \
       --stage1.batch_size $((8 * gpus)) --stage2.batch_size $((8 * gpus))

@@ -6,9 +6,11 @@
 #include <optional>
 
 #include "core/autocast.h"
+#include "core/autograd.h"
 #include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "dist/reducer.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
@@ -69,6 +71,10 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   auto step_name = [&](int64_t step, const char* what) {
     return spec.name + " step " + std::to_string(step + 1) + " " + what;
   };
+  // Sums the gradients over the processes while the step's last backward
+  // runs (dist/reducer.h); earlier micro-batches only accumulate locally.
+  std::optional<dist::Reducer> reducer;
+  if (world > 1) reducer.emplace(*group, params);
 
   StageSummary summary;
   std::vector<double> losses;
@@ -101,10 +107,20 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
       }
       // The backward is queued before the loss is read, so that on a GPU the
       // one host wait of the micro-batch overlaps the backward's work.
-      (K == 1 ? loss : div(loss, static_cast<double>(K))).backward();
+      const Tensor scaled = K == 1 ? loss : div(loss, static_cast<double>(K));
+      if (reducer && k == K - 1) {
+        reducer->prepare(step_name(step, "gradients"));
+        GradReadyGuard hook([&](const Tensor& leaf) { reducer->on_ready(leaf); });
+        scaled.backward();
+      } else {
+        scaled.backward();
+      }
       micro_losses.push_back(loss.item());
       tokens += out.tokens;
     }
+    // Each process holds the gradient of its weighted part: their sum is the
+    // global batch's gradient, the same on every process after this.
+    if (reducer) reducer->finish();
     if (world > 1) {
       micro_losses = group->all_reduce_sum(micro_losses, step_name(step, "losses"));
       const std::vector<double> counts = group->all_reduce_sum({static_cast<double>(tokens)}, step_name(step, "tokens"));
@@ -123,21 +139,6 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
                                          " (continue from it with --resume, after lowering the learning rate)."));
       }
       loss += micro / static_cast<double>(K);
-    }
-    if (world > 1) {
-      // Each process holds the gradient of its weighted part: their sum is the
-      // global batch's gradient, the same on every process after this.
-      std::vector<Tensor> grads;
-      for (Tensor& p : params) {
-        Tensor g = p.grad();
-        if (!g.defined()) continue;
-        if (!g.is_contiguous()) {
-          g = g.contiguous();
-          p.set_grad(g);
-        }
-        grads.push_back(g);
-      }
-      group->all_reduce_sum(grads, step_name(step, "gradients"));
     }
     // Clipping without a host round trip: the norm and the coefficient stay on
     // the device, and the optimizer's kernel scales each gradient as it reads it.

@@ -173,6 +173,19 @@ TEST_CASE("mpi: two processes give the one-process loss sequence within 1e-6", "
   std::ifstream results(scratch.path / "runs" / "two" / "results.json");
   CHECK(nlohmann::json::parse(results).at("processes") == 2);
 
+  // A crash after stage 1's second step: --resume with two processes again
+  // repeats the uninterrupted sequence exactly.
+  const fs::path checkpoints = scratch.path / "runs" / "two" / "checkpoints";
+  for (const auto& entry : fs::directory_iterator(checkpoints))
+    if (entry.path().filename().string() > "2-stage1-step000002") fs::remove_all(entry.path());
+  std::vector<std::string> resume_argv = argv;
+  resume_argv.push_back("--resume");
+  Child resumed(resume_argv, scratch.path / "resume.out", scratch.path / "resume.err");
+  const int resumed_status = resumed.wait_for(std::chrono::seconds(300));
+  INFO(read_text(scratch.path / "resume.err"));
+  REQUIRE(resumed_status == 0);
+  CHECK(losses(scratch.path / "runs" / "two" / "metrics.jsonl") == b);
+
   // --resume with another process count is refused, naming both counts.
   const Result other = run_cli([&] {
     std::vector<std::string> args = toy_flags(scratch.path, "two", 6);

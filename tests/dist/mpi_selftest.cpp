@@ -4,7 +4,9 @@
 //
 //   mpi_selftest          sums of many tensor sizes (across bucket boundaries,
 //                         more than one bucket in total) are exact and the very
-//                         same bits on every rank; scalars; barrier.
+//                         same bits on every rank; scalars; barrier; then the
+//                         Reducer (dist/reducer.h) over small buckets, with
+//                         gradients ready in another order on each rank.
 //   mpi_selftest --hang   the last rank sleeps 10 s before a barrier that has a
 //                         2 s timeout: rank 0 must end the job after ~2 s with
 //                         "did not complete within" (ctest checks the message
@@ -19,6 +21,7 @@
 
 #include "dist/buckets.h"
 #include "dist/process_group.h"
+#include "dist/reducer.h"
 
 using namespace vlmc;
 using namespace vlmc::dist;
@@ -110,6 +113,84 @@ int run_sums(ProcessGroup& group) {
   return failures == 0 ? 0 : 1;
 }
 
+// The Reducer over 10 parameters in 9 buckets of 1024 floats (the larger
+// parameters span buckets). Rank 0 makes gradients ready first to last, the
+// other ranks last to first (the order a backward would), so buckets complete
+// in another order on each rank. Parameter 1 has no gradient on any rank (it
+// must keep none); parameter 0 has one on the last rank only (every rank must
+// get it); parameter 2's gradient is set on every rank but never reported
+// ready on rank 0 (an earlier micro-batch's gradient: still summed). Two
+// steps, to check that prepare() resets the reducer.
+int run_reducer(ProcessGroup& group) {
+  const int rank = group.rank();
+  const int size = group.world_size();
+  const std::vector<int64_t> sizes = {5, 300, 1, 4000, 17, 2500, 64, 1000, 3, 777};
+  std::vector<Tensor> params;
+  for (const int64_t n : sizes) params.push_back(Tensor::zeros({n}, DType::f32));
+  Reducer reducer(group, params, 1024 * sizeof(float));
+  auto grad_value = [](int r, size_t t, int64_t i, int step) { return value(r, t + 20, i) * (step + 1); };
+  auto has_grad = [&](int r, size_t t) { return t != 1 && (t != 0 || r == size - 1); };
+  for (int step = 0; step < 2; ++step) {
+    for (size_t t = 0; t < params.size(); ++t) {
+      params[t].set_grad(Tensor());
+      if (!has_grad(rank, t)) continue;
+      Tensor g = Tensor::empty({sizes[t]}, DType::f32);
+      float* p = static_cast<float*>(g.data_ptr());
+      for (int64_t i = 0; i < sizes[t]; ++i) p[i] = grad_value(rank, t, i, step);
+      params[t].set_grad(g);
+    }
+    reducer.prepare("selftest reducer step " + std::to_string(step + 1));
+    for (size_t k = 0; k < params.size(); ++k) {
+      const size_t t = rank == 0 ? k : params.size() - 1 - k;
+      if (!has_grad(rank, t) || (rank == 0 && t == 2)) continue;
+      reducer.on_ready(params[t]);
+    }
+    const Reducer::Stats before = reducer.stats();
+    reducer.finish();
+    const Reducer::Stats& stats = reducer.stats();
+    const std::string at = "reducer step " + std::to_string(step + 1) + ": ";
+    expect(stats.buckets == 9, rank, at + "9 buckets, got " + std::to_string(stats.buckets));
+    // The last bucket holds parameters 0-2: it waits for finish(); the others start during the "backward".
+    expect(before.started_in_backward == 8 && before.started_in_finish == 0, rank,
+           at + "8 buckets started before finish, got " + std::to_string(before.started_in_backward));
+    expect(stats.started_in_backward == 8 && stats.started_in_finish == 1, rank,
+           at + "1 bucket started in finish, got " + std::to_string(stats.started_in_finish));
+
+    for (size_t t = 0; t < params.size(); ++t) {
+      const Tensor g = params[t].grad();
+      bool any = false;
+      for (int r = 0; r < size; ++r) any = any || has_grad(r, t);
+      if (!any) {
+        expect(!g.defined(), rank, at + "parameter " + std::to_string(t) + " got a gradient no rank had");
+        continue;
+      }
+      expect(g.defined(), rank, at + "parameter " + std::to_string(t) + " has no gradient");
+      if (!g.defined()) continue;
+      const float* p = static_cast<const float*>(g.data_ptr());
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < sizes[t]; ++i) {
+        float want = 0;
+        for (int r = 0; r < size; ++r)
+          if (has_grad(r, t)) want += grad_value(r, t, i, step);
+        if (p[i] != want) ++wrong;
+      }
+      expect(wrong == 0, rank, at + "parameter " + std::to_string(t) + " has " + std::to_string(wrong) + " wrong sums");
+    }
+    std::vector<Tensor> grads;
+    for (const Tensor& p : params)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    const uint64_t fp = fingerprint(grads);
+    std::vector<double> mine = {static_cast<double>(fp >> 40), static_cast<double>((fp >> 20) & 0xFFFFF),
+                                static_cast<double>(fp & 0xFFFFF)};
+    const std::vector<double> sums = group.all_reduce_sum(mine, "selftest reducer fingerprints");
+    for (size_t k = 0; k < mine.size(); ++k)
+      expect(sums[k] == mine[k] * size, rank, at + "the summed bits differ between ranks");
+  }
+  std::printf("mpi_selftest rank %d/%d: reducer over %zu parameters, %s\n", rank, size, params.size(),
+              failures == 0 ? "ok" : "FAILED");
+  return failures == 0 ? 0 : 1;
+}
+
 int run_hang(ProcessGroup& group) {
   if (group.rank() == group.world_size() - 1) {
     std::this_thread::sleep_for(std::chrono::seconds(10));
@@ -129,5 +210,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mpi_selftest: run me under mpirun -np 2 (got world size %d)\n", group->world_size());
     return 1;
   }
-  return hang ? run_hang(*group) : run_sums(*group);
+  if (hang) return run_hang(*group);
+  const int sums = run_sums(*group);
+  return run_reducer(*group) != 0 || sums != 0 ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 // the support library links vlmc_core alone.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "train/train_config.h"
@@ -35,6 +36,9 @@ inline train::TrainConfig toy_run_config(const std::filesystem::path& root) {
   }
   c.eval_mosaics = 8;
   c.eval_questions_per_image = 2;
+  // Where the machine keeps Fashion-MNIST elsewhere (the GPU machine unpacks
+  // the Debian package beside the tree: scripts/gpu-check.sh).
+  if (const char* dir = std::getenv("VLMC_FASHION_MNIST_DIR")) c.data_dir = dir;
   return c;
 }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Downloads, HERE (a Debian 12 machine with network), the Debian packages
+# vlmc's build needs that the GPU machine's image lacks, into .gpu-deps/
+# (git-ignored): the GPU machine cannot fetch anything, and its image has
+# CUDA, CMake, ninja and PyTorch but none of Eigen, OpenBLAS, Catch2, toml++,
+# CLI11, nlohmann-json or the Fashion-MNIST data. scripts/gpu-check.sh unpacks
+# them (dpkg -x, no installation) when it finds them. About 45 MB.
+#
+#   scripts/gpu-deps.sh      then carry .gpu-deps to the GPU machine with the tree
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(
+  libeigen3-dev catch2 libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev zlib1g
+  libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0  # OpenBLAS and what it loads
+  dataset-fashion-mnist                                                   # the training run's images
+)
+mkdir -p .gpu-deps
+(cd .gpu-deps && rm -f ./*.deb && apt-get download "${packages[@]}")
+# The seed chapter, whose PyTorch classes bench/seed_connectors.py runs: it lives
+# beside the checkout (../shared/seed), which does not travel with the tree.
+seed=${VLMC_SEED_DIR:-../shared/seed}
+if compgen -G "$seed/*.txt" >/dev/null; then
+  mkdir -p .gpu-deps/seed && cp "$seed"/*.txt .gpu-deps/seed/
+else
+  echo "gpu-deps: no seed chapter in $seed (set VLMC_SEED_DIR): the PyTorch connector comparison will fail" >&2
+fi
+du -sh .gpu-deps
