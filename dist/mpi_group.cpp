@@ -120,6 +120,48 @@ void MpiGroup::all_reduce_sum(const std::vector<Tensor>& tensors, const std::str
   }
 }
 
+void MpiGroup::broadcast(const std::vector<Tensor>& tensors, const std::vector<int>& owners,
+                         const std::string& what) {
+  check_broadcast(tensors, owners, size_, Device::cpu(), what, "mpi",
+                  " (CUDA tensors need the nccl group: init_process_group with a CUDA device)");
+  if (tensors.empty()) return;
+  barrier(what + " (waiting for every rank)");
+  const int64_t capacity = kBucketBytes / static_cast<int64_t>(sizeof(float));
+  for (int root = 0; root < size_; ++root) {
+    // The root's tensors, in list order: every rank makes the same plan.
+    std::vector<size_t> index;
+    std::vector<int64_t> numels;
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (owners[i] == root) {
+        index.push_back(i);
+        numels.push_back(tensors[i].numel());
+      }
+    for (const Bucket& bucket : plan_buckets(numels, capacity)) {
+      if (static_cast<int64_t>(host_bucket_.size()) < bucket.count)
+        host_bucket_.resize(static_cast<size_t>(bucket.count));
+      float* buffer = host_bucket_.data();
+      if (rank_ == root) {
+        int64_t at = 0;
+        for (const BucketPiece& p : bucket.pieces) {
+          const float* src = static_cast<const float*>(tensors[index[p.tensor]].data_ptr()) + p.offset;
+          std::memcpy(buffer + at, src, static_cast<size_t>(p.count) * sizeof(float));
+          at += p.count;
+        }
+      }
+      MPI_Request request;
+      MPI_Ibcast(buffer, static_cast<int>(bucket.count), MPI_FLOAT, root, comm_, &request);
+      wait(request, what, Poll::spin);
+      if (rank_ == root) continue;  // its tensors already hold these bits
+      int64_t at = 0;
+      for (const BucketPiece& p : bucket.pieces) {
+        float* dst = static_cast<float*>(tensors[index[p.tensor]].data_ptr()) + p.offset;
+        std::memcpy(dst, buffer + at, static_cast<size_t>(p.count) * sizeof(float));
+        at += p.count;
+      }
+    }
+  }
+}
+
 std::vector<double> MpiGroup::all_reduce_sum(const std::vector<double>& values, const std::string& what) {
   std::vector<double> sums = values;
   if (sums.empty()) return sums;

@@ -45,6 +45,11 @@ class MpiGroup final : public ProcessGroup {
   // The same reduce + broadcast, non-blocking: the broadcast starts once the
   // reduce is done (checked by Work::progress and wait of any started sum).
   std::unique_ptr<Work> all_reduce_sum_start(const Tensor& flat, const std::string& what) override;
+  // Per owner, its tensors packed into buckets (dist/buckets.h), each an
+  // MPI_Ibcast from the owner through the staging buffer; after a barrier,
+  // polled without sleeping, as all_reduce_sum.
+  void broadcast(const std::vector<Tensor>& tensors, const std::vector<int>& owners,
+                 const std::string& what) override;
   void barrier(const std::string& what) override;
   [[noreturn]] void abort(const std::string& message, int exit_code) override;
 

@@ -14,6 +14,9 @@
 // waits for an event recorded on the compute stream when the bucket was filled,
 // and wait() makes the compute stream wait for the sum's done-event.
 //
+// ZeRO stage 1's broadcast (each parameter from the rank that updated it) runs
+// on the communication stream too, in place, one ncclBroadcast per tensor.
+//
 // Determinism: NCCL's all-reduce leaves the same bits on every rank (a ring
 // all-reduce ends by passing the finished sums around), so no extra broadcast.
 #include <cuda_runtime.h>
@@ -35,6 +38,23 @@ namespace {
 void nccl_check(ncclResult_t result, const char* call) {
   VLMC_CHECK(result == ncclSuccess, "nccl: ", call, " failed: ", ncclGetErrorString(result));
 }
+
+// Two events for ordering a collective between the streams, destroyed on
+// every path (CUDA releases a pending one once it completes).
+struct EventPair {
+  cudaEvent_t ready = nullptr;
+  cudaEvent_t done = nullptr;
+  EventPair() {
+    VLMC_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    VLMC_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  }
+  ~EventPair() {
+    if (ready != nullptr) cudaEventDestroy(ready);
+    if (done != nullptr) cudaEventDestroy(done);
+  }
+  EventPair(const EventPair&) = delete;
+  EventPair& operator=(const EventPair&) = delete;
+};
 
 class NcclGroup final : public ProcessGroup {
  public:
@@ -94,6 +114,37 @@ class NcclGroup final : public ProcessGroup {
   std::vector<double> all_reduce_sum(const std::vector<double>& values, const std::string& what) override {
     return mpi_.all_reduce_sum(values, what);
   }
+  // ZeRO stage 1's parameter broadcast: one in-place ncclBroadcast per
+  // tensor from its owner, fused by ncclGroupStart/End, on the communication
+  // stream once the compute stream's work so far (the optimizer's kernel) is
+  // done; the host waits for it with the deadline, and later compute-stream
+  // work is ordered after it.
+  void broadcast(const std::vector<Tensor>& tensors, const std::vector<int>& owners,
+                 const std::string& what) override {
+    check_broadcast(tensors, owners, world_size(), device_, what, "nccl");
+    if (tensors.empty()) return;
+    const cudaStream_t compute = cuda::stream(device_.index);
+    EventPair events;
+    VLMC_CUDA_CHECK(cudaEventRecord(events.ready, compute));
+    VLMC_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, events.ready, 0));
+    // NCCL bounds the operations of one group call: fuse a bounded number at a time.
+    constexpr size_t kPerGroupCall = 256;
+    for (size_t first = 0; first < tensors.size(); first += kPerGroupCall) {
+      nccl_check(ncclGroupStart(), "ncclGroupStart");
+      for (size_t i = first; i < std::min(tensors.size(), first + kPerGroupCall); ++i) {
+        if (tensors[i].numel() == 0) continue;
+        void* data = tensors[i].data_ptr();
+        nccl_check(ncclBroadcast(data, data, static_cast<size_t>(tensors[i].numel()), ncclFloat, owners[i], comm_,
+                                 comm_stream_),
+                   "ncclBroadcast");
+      }
+      nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+    }
+    VLMC_CUDA_CHECK(cudaEventRecord(events.done, comm_stream_));
+    wait_until([&] { return cudaEventQuery(events.done); }, what);
+    VLMC_CUDA_CHECK(cudaStreamWaitEvent(compute, events.done, 0));
+  }
+
   void barrier(const std::string& what) override { mpi_.barrier(what); }
 
   [[noreturn]] void abort(const std::string& message, int exit_code) override {

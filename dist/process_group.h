@@ -6,8 +6,8 @@
 // needs. Three backends, chosen by init_process_group():
 //   single  one process (no launcher, or mpirun -np 1): every collective is the identity
 //   mpi     CPU tensors: MPI reduce to rank 0 + broadcast over host buffers
-//   nccl    CUDA tensors: ncclAllReduce on the device's stream (its unique id
-//           travels over MPI), CUDA builds with NCCL only
+//   nccl    CUDA tensors: ncclAllReduce / ncclBroadcast on the device's
+//           streams (its unique id travels over MPI), CUDA builds with NCCL only
 //
 // Every collective waits at most `timeout_s` for the other ranks. A rank that
 // died or hangs makes the others stop: the rank that times out prints which
@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,15 @@ class ProcessGroup {
   std::vector<double> all_reduce_sum(std::initializer_list<double> values, const std::string& what) {
     return all_reduce_sum(std::vector<double>(values), what);
   }
+  // Copies tensors[i] from rank owners[i] to every other rank, in place:
+  // afterwards every rank holds the very bits its owner had (ZeRO stage 1:
+  // each rank updates the parameters it owns, then shares them). Tensors as
+  // for all_reduce_sum (f32, contiguous, on the group's device, the same list
+  // and shapes on every rank); owners are ranks, the same list on every rank.
+  // Tensors of one owner are packed into buckets, so a call makes few
+  // collectives. `what` names the call in timeout messages.
+  virtual void broadcast(const std::vector<Tensor>& tensors, const std::vector<int>& owners,
+                         const std::string& what) = 0;
   // Waits until every rank has arrived.
   virtual void barrier(const std::string& what) = 0;
   // Ends the whole job now with `message` printed by this rank (MPI_Abort);
@@ -96,6 +106,15 @@ LaunchInfo launch_info();
 // the rank when the node has fewer GPUs than local ranks); "cpu" and an
 // explicit "cuda:N" are kept as they are.
 Device rank_device(const std::string& configured, const LaunchInfo& launch);
+
+// Checks ProcessGroup::broadcast's arguments for a group of `world_size`
+// ranks (the backends call it): as many owners as tensors, each a rank; each
+// tensor f32 and contiguous, and on `device` when one is given (the single
+// group takes any). Errors name the call (`what`) and the tensor's index;
+// `device_hint` follows a device mismatch.
+void check_broadcast(const std::vector<Tensor>& tensors, const std::vector<int>& owners, int world_size,
+                     const std::optional<Device>& device, const std::string& what, const std::string& backend,
+                     const std::string& device_hint = "");
 
 // True when this vlmc was built with MPI (and with NCCL).
 bool built_with_mpi();

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <optional>
+#include <utility>
 
 #include "core/autocast.h"
 #include "core/autograd.h"
@@ -15,6 +17,7 @@
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/progress.h"
+#include "train/sharded_optimizer.h"
 
 namespace vlmc::train {
 namespace {
@@ -23,10 +26,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void save(const StageSpec& spec, const RunFiles& files, const optim::AdamW& opt, int64_t step) {
+void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step) {
   Checkpoint ckpt;
   ckpt.model = files.model_state();
-  ckpt.optimizer = opt.state_dict();
+  ckpt.optimizer = std::move(optimizer);
   ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
                 {"steps", spec.settings.steps}, {"config", files.config},
                 {"world_size", files.group ? files.group->world_size() : 1}};
@@ -52,8 +55,11 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     grouping.lr_prefix = spec.lr_prefix;
     grouping.prefix_lr = spec.prefix_lr;
   }
-  // One multi-tensor kernel per step over every parameter (optim/adamw.h).
-  optim::AdamW opt(optim::make_param_groups(spec.params, grouping), /*fused=*/true);
+  // One multi-tensor kernel per step over every parameter (optim/adamw.h),
+  // or, with run.zero_stage 1 in a data-parallel job, over this process's
+  // share of them (train/sharded_optimizer.h).
+  dist::ProcessGroup* group = files.group;
+  ShardedOptimizer opt(optim::make_param_groups(spec.params, grouping), group, files.zero_stage);
   std::vector<Tensor> params;
   for (const optim::NamedTensor& p : spec.params) params.push_back(p.tensor);
   const optim::CosineWithWarmup schedule =
@@ -65,7 +71,6 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
 
   // A data-parallel job: every process runs this loop in lockstep on its
   // share of each batch; process 0 alone reports and writes.
-  dist::ProcessGroup* group = files.group;
   const int world = group ? group->world_size() : 1;
   const bool lead = !group || group->rank() == 0;
   auto step_name = [&](int64_t step, const char* what) {
@@ -146,9 +151,9 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     if (s.max_grad_norm > 0) {
       const optim::GradClip clip = optim::clip_coefficient(params, s.max_grad_norm);
       grad_norm_device = clip.total_norm;
-      opt.step(clip.coef);
+      opt.step(clip.coef, step_name(step, "parameters"));
     } else {
-      opt.step();
+      opt.step(Tensor(), step_name(step, "parameters"));
     }
     opt.zero_grad();
     const double grad_norm = grad_norm_device.defined() ? grad_norm_device.item() : NAN;
@@ -163,7 +168,12 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     if (files.metrics) files.metrics->write(record);
     const double elapsed = seconds_since(t0);
     if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
-    if (lead && ((step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps)) save(spec, files, opt, step + 1);
+    const bool checkpoint = (step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps;
+    // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
+    if (checkpoint && (lead || opt.sharded())) {
+      std::map<std::string, Tensor> state = opt.state_dict(step_name(step, "optimizer state"));
+      if (lead) save(spec, files, std::move(state), step + 1);
+    }
   }
   if (bar) bar->finish();
   summary.seconds = seconds_since(t0);

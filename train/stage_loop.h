@@ -1,6 +1,6 @@
-// One optimisation stage of the trainer, whatever it trains: AdamW over named
-// parameters, warmup + cosine, optional clipping, a progress bar, one
-// metrics.jsonl record per step, atomic checkpoints every N steps and at the
+// One optimisation stage of the trainer, whatever it trains: AdamW (fused;
+// sharded over the processes with ZeRO-1) over named parameters, warmup +
+// cosine, optional clipping, a progress bar, one metrics.jsonl record per step, atomic checkpoints every N steps and at the
 // end, and a hard stop on a non-finite loss (the last checkpoint stays usable).
 //
 // Resuming: the step function must be a pure function of the step (the batch
@@ -44,6 +44,7 @@ struct RunFiles {
   // The job's processes (nullptr: this one alone). Each step's gradients are
   // summed over them; only process 0 draws progress, writes metrics and checkpoints.
   dist::ProcessGroup* group = nullptr;
+  int zero_stage = 0;  // 1: the optimizer state sharded over the processes (train/sharded_optimizer.h)
   std::function<std::map<std::string, Tensor>()> model_state;
   nlohmann::json config;        // written into every checkpoint's state.json
   int64_t checkpoint_every = 100;

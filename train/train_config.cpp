@@ -106,6 +106,7 @@ void TrainConfig::validate() const {
   VLMC_CHECK(keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1, got ", keep_checkpoints);
   VLMC_CHECK(collective_timeout_s > 0 && std::isfinite(collective_timeout_s),
              "run.collective_timeout_s must be > 0 seconds, got ", collective_timeout_s);
+  VLMC_CHECK(zero_stage == 0 || zero_stage == 1, "run.zero_stage must be 0 or 1, got ", zero_stage);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
@@ -172,6 +173,9 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("run.log_every_s", &c.log_every_s, "seconds between progress lines when stderr is not a terminal");
   s.add("run.collective_timeout_s", &c.collective_timeout_s,
         "data-parallel jobs (mpirun): seconds a process waits for the others before stopping the job");
+  s.add("run.zero_stage", &c.zero_stage,
+        "data-parallel jobs (mpirun): 0 = every process holds the whole AdamW state; 1 = each holds its share "
+        "(ZeRO stage 1: same results, bit for bit, less memory)");
 
   s.add("data.dir", &c.data_dir, "Fashion-MNIST IDX files (Debian's dataset-fashion-mnist)");
   s.add("data.train_mosaics", &c.train_mosaics, "training mosaics for stages 1 and 2 (train split)");

@@ -41,6 +41,7 @@ struct TrainConfig {
   int64_t keep_checkpoints = 2;
   double log_every_s = 10.0;       // progress lines when stderr is not a terminal
   double collective_timeout_s = 300.0;  // data-parallel jobs: longest wait for the other processes
+  int64_t zero_stage = 0;  // data-parallel jobs: 1 shards AdamW's state over the processes (ZeRO stage 1)
 
   // [data]
   std::string data_dir = "/usr/share/datasets/fashion-mnist";

@@ -214,6 +214,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   files.checkpoint_root = checkpoint_root;
   files.metrics = metrics ? &*metrics : nullptr;
   files.group = group;
+  files.zero_stage = static_cast<int>(c.zero_stage);
   files.model_state = [&] { return models.state_dict(); };
   files.config = options.config_json;
   files.checkpoint_every = c.checkpoint_every;

@@ -2,6 +2,9 @@
 // mpirun with two processes on this machine's CPU (tag [mpi]).
 //  - the loss sequence equals, within 1e-6 relative, that of one process with
 //    the same global batch (every stage, every step);
+//  - with run.zero_stage 1 (the optimizer state sharded) the losses, weights
+//    and optimizer state are those of the unsharded job bit for bit, and
+//    checkpoints resume across the two;
 //  - a process killed mid-run ends the job with an error that names its rank;
 //  - a process that hangs (stopped with SIGSTOP) makes the others stop after
 //    run.collective_timeout_s with a message, instead of waiting forever.
@@ -15,9 +18,11 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <utility>
@@ -25,6 +30,7 @@
 
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
+#include "train/checkpoint.h"
 #include "train/metrics_log.h"
 
 using namespace vlmc;
@@ -194,6 +200,95 @@ TEST_CASE("mpi: two processes give the one-process loss sequence within 1e-6", "
   }(), scratch.path);
   CHECK(other.status != 0);
   CHECK_THAT(other.err, Catch::Contains("job of 2 processes") && Catch::Contains("this job has 1"));
+}
+
+namespace {
+
+// Runs `vlmc train` under mpirun with two processes and the toy flags plus
+// `extra`; returns its exit status (-1: still running after 300 s).
+int run_two(const fs::path& root, const std::string& name, const std::vector<std::string>& extra,
+            const std::string& log) {
+  std::vector<std::string> argv = mpirun_prefix(2);
+  argv.push_back(VLMC_CLI_PATH);
+  for (const std::string& a : toy_flags(root, name, 4)) argv.push_back(a);
+  for (const std::string& a : extra) argv.push_back(a);
+  Child job(argv, root / (log + ".out"), root / (log + ".err"));
+  return job.wait_for(std::chrono::seconds(300));
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && a.nbytes() == b.nbytes() &&
+         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
+}
+
+// Every tensor of `a` and `b` (same names) has the same bits.
+void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b,
+                        const std::string& where) {
+  INFO(where);
+  CHECK(a.size() == b.size());
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    const auto it = b.find(name);
+    REQUIRE(it != b.end());
+    CHECK(same_bits(t, it->second));
+  }
+}
+
+// Leaves only the checkpoints up to stage 1's second step: the job "crashed" there.
+void crash_after_stage1_step2(const fs::path& checkpoints) {
+  for (const auto& entry : fs::directory_iterator(checkpoints))
+    if (entry.path().filename().string() > "2-stage1-step000002") fs::remove_all(entry.path());
+}
+
+}  // namespace
+
+TEST_CASE("mpi: ZeRO-1 gives the unsharded job's losses bit for bit", "[mpi]") {
+  TempDir scratch("mpi");
+  const std::vector<std::string> zero1 = {"--run.zero_stage", "1"};
+  {
+    const int whole = run_two(scratch.path, "whole", {}, "whole");
+    INFO(read_text(scratch.path / "whole.err"));
+    REQUIRE(whole == 0);
+  }
+  {
+    const int sharded = run_two(scratch.path, "sharded", zero1, "sharded");
+    INFO(read_text(scratch.path / "sharded.err"));
+    REQUIRE(sharded == 0);
+  }
+  const fs::path whole_dir = scratch.path / "runs" / "whole";
+  const fs::path sharded_dir = scratch.path / "runs" / "sharded";
+  const auto a = losses(whole_dir / "metrics.jsonl");
+  const auto b = losses(sharded_dir / "metrics.jsonl");
+  REQUIRE(a.size() == 16);  // 4 steps x 4 stages
+  CHECK(b == a);            // exactly: the same arithmetic per parameter
+
+  // Every checkpoint left (each stage's last two) holds the same weights and
+  // the same optimizer state, in the unsharded AdamW's format.
+  const std::vector<std::string> names = train::list_checkpoints((whole_dir / "checkpoints").string());
+  REQUIRE(names.size() == 8);
+  CHECK(train::list_checkpoints((sharded_dir / "checkpoints").string()) == names);
+  for (const std::string& name : names) {
+    const train::Checkpoint x = train::load_checkpoint((whole_dir / "checkpoints" / name).string());
+    const train::Checkpoint y = train::load_checkpoint((sharded_dir / "checkpoints" / name).string());
+    REQUIRE_FALSE(x.optimizer.empty());
+    check_same_tensors(x.optimizer, y.optimizer, name + " optimizer");
+    check_same_tensors(x.model, y.model, name + " model");
+  }
+
+  // After a crash following stage 1's second step, --resume with ZeRO-1
+  // repeats the uninterrupted sequence exactly: the ZeRO-1 job's own
+  // checkpoint, and the unsharded job's (checkpoints are interchangeable).
+  auto resume_with_zero1 = [&](const std::string& name, const fs::path& dir) {
+    crash_after_stage1_step2(dir / "checkpoints");
+    std::vector<std::string> resume = zero1;
+    resume.push_back("--resume");
+    const int status = run_two(scratch.path, name, resume, name + "-resume");
+    INFO(read_text(scratch.path / (name + "-resume.err")));
+    REQUIRE(status == 0);
+    return losses(dir / "metrics.jsonl");
+  };
+  CHECK(resume_with_zero1("sharded", sharded_dir) == b);
+  CHECK(resume_with_zero1("whole", whole_dir) == a);
 }
 
 TEST_CASE("mpi: a killed process ends the job with an error naming its rank", "[mpi]") {

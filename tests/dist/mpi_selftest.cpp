@@ -6,7 +6,8 @@
 //                         more than one bucket in total) are exact and the very
 //                         same bits on every rank; scalars; barrier; then the
 //                         Reducer (dist/reducer.h) over small buckets, with
-//                         gradients ready in another order on each rank.
+//                         gradients ready in another order on each rank;
+//                         then broadcasts from alternating owners (ZeRO-1).
 //   mpi_selftest --hang   the last rank sleeps 10 s before a barrier that has a
 //                         2 s timeout: rank 0 must end the job after ~2 s with
 //                         "did not complete within" (ctest checks the message
@@ -191,6 +192,46 @@ int run_reducer(ProcessGroup& group) {
   return failures == 0 ? 0 : 1;
 }
 
+// ZeRO stage 1's broadcast: tensors of odd sizes (an empty one, one over a
+// bucket) owned by the ranks in turn, each rank starting from its own values;
+// afterwards tensor t holds its owner's values, the same bits on every rank.
+int run_broadcast(ProcessGroup& group) {
+  const int rank = group.rank();
+  const int size = group.world_size();
+  const int64_t bucket = kBucketBytes / 4;
+  const std::vector<int64_t> sizes = {1, 0, 3, 1001, 77777, bucket + 5, 12345, 2, 999};
+  std::vector<Tensor> tensors;
+  std::vector<int> owners;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    Tensor x = Tensor::empty({sizes[t]}, DType::f32);
+    float* p = static_cast<float*>(x.data_ptr());
+    for (int64_t i = 0; i < sizes[t]; ++i) p[i] = value(rank, t + 40, i) + std::sin(static_cast<float>(i)) * 1e-3f;
+    tensors.push_back(x);
+    owners.push_back(static_cast<int>(t) % size);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  group.broadcast(tensors, owners, "selftest broadcast");
+  group.broadcast({}, {}, "selftest empty broadcast");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const float* p = static_cast<const float*>(tensors[t].data_ptr());
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < sizes[t]; ++i)
+      if (p[i] != value(owners[t], t + 40, i) + std::sin(static_cast<float>(i)) * 1e-3f) ++wrong;
+    expect(wrong == 0, rank, "broadcast tensor " + std::to_string(t) + " (owner " + std::to_string(owners[t]) +
+                                 ") has " + std::to_string(wrong) + " values not its owner's");
+  }
+  const uint64_t fp = fingerprint(tensors);
+  std::vector<double> mine = {static_cast<double>(fp >> 40), static_cast<double>((fp >> 20) & 0xFFFFF),
+                              static_cast<double>(fp & 0xFFFFF)};
+  const std::vector<double> sums = group.all_reduce_sum(mine, "selftest broadcast fingerprints");
+  for (size_t k = 0; k < mine.size(); ++k)
+    expect(sums[k] == mine[k] * size, rank, "the broadcast bits differ between ranks");
+  std::printf("mpi_selftest rank %d/%d: broadcast of %zu tensors in %.3f s, %s\n", rank, size, tensors.size(),
+              seconds, failures == 0 ? "ok" : "FAILED");
+  return failures == 0 ? 0 : 1;
+}
+
 int run_hang(ProcessGroup& group) {
   if (group.rank() == group.world_size() - 1) {
     std::this_thread::sleep_for(std::chrono::seconds(10));
@@ -212,5 +253,6 @@ int main(int argc, char** argv) {
   }
   if (hang) return run_hang(*group);
   const int sums = run_sums(*group);
-  return run_reducer(*group) != 0 || sums != 0 ? 1 : 0;
+  const int reducer = run_reducer(*group);
+  return run_broadcast(*group) != 0 || reducer != 0 || sums != 0 ? 1 : 0;
 }

@@ -43,7 +43,9 @@ bool same_stage(const StageSettings& a, const StageSettings& b) {
 bool same(const TrainConfig& a, const TrainConfig& b) {
   return a.name == b.name && a.runs_dir == b.runs_dir && a.cache_dir == b.cache_dir && a.seed == b.seed &&
          a.device == b.device && a.checkpoint_every == b.checkpoint_every &&
-         a.keep_checkpoints == b.keep_checkpoints && a.log_every_s == b.log_every_s && a.data_dir == b.data_dir &&
+         a.keep_checkpoints == b.keep_checkpoints && a.log_every_s == b.log_every_s && a.zero_stage == b.zero_stage &&
+         a.precision == b.precision && a.collective_timeout_s == b.collective_timeout_s &&
+         a.data_dir == b.data_dir &&
          a.train_mosaics == b.train_mosaics && a.questions_per_image == b.questions_per_image &&
          a.vision_hidden_size == b.vision_hidden_size && a.vision_intermediate_size == b.vision_intermediate_size &&
          a.vision_num_attention_heads == b.vision_num_attention_heads &&
@@ -72,6 +74,9 @@ TrainConfig changed_everywhere() {
   c.checkpoint_every = 7;
   c.keep_checkpoints = 5;
   c.log_every_s = 0.1 + 0.2;
+  c.zero_stage = 1;
+  c.precision = "bf16";
+  c.collective_timeout_s = 123.25;
   c.data_dir = "data\\dir";
   c.train_mosaics = 17;
   c.questions_per_image = 3;
@@ -111,9 +116,9 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   ConfigSchema schema;
   register_train_config(schema, c);
   const std::vector<std::string> keys = schema.keys();
-  // 10 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
+  // 11 run + 3 data + 7 vision + 8 language + 5 connector + 4 stages x 8
   // + stage0.language.extra_questions_per_image + stage2.connector_lr + 3 eval.
-  CHECK(keys.size() == 70);
+  CHECK(keys.size() == 71);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);
@@ -177,6 +182,7 @@ TEST_CASE("train config: each bad value is refused, naming its key", "[train-con
       {"run.checkpoint_every", [](TrainConfig& c) { c.checkpoint_every = 0; }},
       {"run.keep_checkpoints", [](TrainConfig& c) { c.keep_checkpoints = 0; }},
       {"run.collective_timeout_s", [](TrainConfig& c) { c.collective_timeout_s = 0; }},
+      {"run.zero_stage", [](TrainConfig& c) { c.zero_stage = 2; }},
       {"data.train_mosaics", [](TrainConfig& c) { c.train_mosaics = 0; }},
       {"data.questions_per_image", [](TrainConfig& c) { c.questions_per_image = 0; }},
       {"eval.mosaics", [](TrainConfig& c) { c.eval_mosaics = 0; }},
