@@ -234,6 +234,16 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   const std::vector<Sample> questions = instruction_samples(pool, c.questions_per_image, pool_questions);
   const int64_t grid = patch_grid_side(c);
 
+  // What every stage shares: its name, its order in the run, its settings, the precision.
+  auto stage_spec = [&](const char* name, int rank, const StageSettings& settings) {
+    StageSpec spec;
+    spec.name = name;
+    spec.rank = rank;
+    spec.settings = settings;
+    spec.bf16 = c.precision == "bf16";
+    return spec;
+  };
+
   // ---- stage 0: each half is loaded from the cache, resumed, or run --------------------
   // A half runs when the resume point is inside it, or when the run has not
   // reached it and the cache has no copy.
@@ -251,11 +261,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   };
   stage0(kVisionPart, kRankVision, [&] {
     models.vision->set_requires_grad(true);
-    StageSpec spec;
-    spec.name = "stage0-vision";
-    spec.rank = kRankVision;
-    spec.settings = c.stage0_vision;
-    spec.bf16 = c.precision == "bf16";
+    StageSpec spec = stage_spec("stage0-vision", kRankVision, c.stage0_vision);
     spec.params = named(*models.vision, "vision_encoder.");
     for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
@@ -284,11 +290,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const std::vector<Sample> extra = instruction_samples(pool, c.stage0_extra_questions, extra_gen, kind);
       texts.insert(texts.end(), extra.begin(), extra.end());
     }
-    StageSpec spec;
-    spec.name = "stage0-language";
-    spec.rank = kRankLanguage;
-    spec.settings = c.stage0_language;
-    spec.bf16 = c.precision == "bf16";
+    StageSpec spec = stage_spec("stage0-language", kRankLanguage, c.stage0_language);
     spec.params = named(*models.language, "llm.");
     spec.step = [&](int64_t step) {
       const std::vector<int64_t> rows =
@@ -326,22 +328,14 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   models.llava->train();
   if (resume_rank <= kRankStage1) {
     models.llava->set_stage(1);
-    StageSpec spec;
-    spec.name = "stage1";
-    spec.rank = kRankStage1;
-    spec.settings = c.stage1;
-    spec.bf16 = c.precision == "bf16";
+    StageSpec spec = stage_spec("stage1", kRankStage1, c.stage1);
     spec.params = named(*models.llava->connector, "connector.");
     spec.step = llava_step(captions, kStreamStage1, c.stage1);
     timed("stage1", run_stage(spec, files, resume_for(kRankStage1)));
   }
   {
     models.llava->set_stage(2);
-    StageSpec spec;
-    spec.name = "stage2";
-    spec.rank = kRankStage2;
-    spec.settings = c.stage2;
-    spec.bf16 = c.precision == "bf16";
+    StageSpec spec = stage_spec("stage2", kRankStage2, c.stage2);
     spec.params = named(*models.llava->connector, "connector.");
     for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
     spec.lr_prefix = "connector.";
