@@ -2,7 +2,10 @@
 // standard error messages, dtype dispatch, and the CUDA dispatch guard.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <initializer_list>
+#include <string>
 
 #include "core/cuda/runtime.h"
 #include "core/tensor.h"
@@ -18,6 +21,13 @@ void check_same_dtype(const char* op, std::initializer_list<Tensor> tensors);
 void check_float(const char* op, const char* what, const Tensor& t);
 // Throws unless t has the given dtype.
 void check_dtype(const char* op, const char* what, const Tensor& t, DType dtype);
+
+// Throws vlmc::Error(message(value)) for the first entry of `index` (i64,
+// any layout) outside [0, bound), in row-major order. On the CPU at once; on
+// CUDA at the next synchronisation (core/cuda/deferred_check.h), so the
+// caller does not wait for the GPU: its kernels must not read through a bad
+// index meanwhile.
+void check_index_bound(const Tensor& index, int64_t bound, std::function<std::string(int64_t value)> message);
 
 inline cudaStream_t stream_of(const Tensor& t) { return cuda::stream(t.device().index); }
 

@@ -3,16 +3,13 @@
 #include <cmath>
 #include <map>
 #include <mutex>
-#include <numeric>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include "core/cuda/deferred_check.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/shape.h"
-#include "kernels/index.h"
 
 namespace vlmc::nn {
 
@@ -70,23 +67,6 @@ std::vector<double> inverse_frequencies(int64_t head_dim, double theta) {
   return inv_freq;
 }
 
-// cos and sin of the angles of `positions` ([count, Dh] row-major), in double:
-// each value is rounded to the model's dtype once, when the caller converts.
-void rotary_angles(const std::vector<int64_t>& positions, int64_t head_dim, double theta,
-                   std::vector<double>& c, std::vector<double>& s) {
-  const std::vector<double> inv_freq = inverse_frequencies(head_dim, theta);
-  const int64_t half = head_dim / 2;
-  c.assign(positions.size() * head_dim, 0.0);
-  s.assign(positions.size() * head_dim, 0.0);
-  for (size_t p = 0; p < positions.size(); ++p) {
-    for (int64_t j = 0; j < head_dim; ++j) {
-      const double angle = static_cast<double>(positions[p]) * inv_freq[j % half];  // emb = cat(freqs, freqs)
-      c[p * head_dim + j] = std::cos(angle);
-      s[p * head_dim + j] = std::sin(angle);
-    }
-  }
-}
-
 // The cos and sin of every position below `length`, [length, Dh] in `dtype`
 // on `device`: computed on the host and uploaded once per (device, dtype,
 // head dim, theta, length), so that a forward never reads its position ids
@@ -99,22 +79,25 @@ RotaryTables position_table(int64_t length, int64_t head_dim, double theta, DTyp
   std::lock_guard<std::mutex> lock(mutex);
   auto it = tables->find(key);
   if (it != tables->end()) return it->second;
-  std::vector<int64_t> positions(static_cast<size_t>(length));
-  std::iota(positions.begin(), positions.end(), int64_t{0});
-  std::vector<double> c, s;
-  rotary_angles(positions, head_dim, theta, c, s);
+  // In double, each value rounded to the model's dtype once, by the conversion below.
+  const std::vector<double> inv_freq = inverse_frequencies(head_dim, theta);
+  const int64_t half = head_dim / 2;
+  std::vector<double> c(static_cast<size_t>(length * head_dim)), s(c.size());
+  for (int64_t p = 0; p < length; ++p)
+    for (int64_t j = 0; j < head_dim; ++j) {
+      const double angle = static_cast<double>(p) * inv_freq[j % half];  // emb = cat(freqs, freqs)
+      c[p * head_dim + j] = std::cos(angle);
+      s[p * head_dim + j] = std::sin(angle);
+    }
   const Shape shape{length, head_dim};
   RotaryTables table{Tensor::from_vector(c, shape).to(device, dtype), Tensor::from_vector(s, shape).to(device, dtype)};
   return tables->emplace(key, table).first->second;
 }
 
-// rotary_tables for positions below `length` (LlamaModel: max_position_embeddings):
-// rows of position_table picked by id on the tables' device. A position
-// outside [0, length) is an error naming position_ids; on CUDA it is reported
-// at the next synchronisation (core/cuda/deferred_check.h), so the forward
-// does not wait for the GPU.
-RotaryTables gather_rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta, int64_t length,
-                                  DType dtype, Device device) {
+}  // namespace
+
+RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta, int64_t length, DType dtype,
+                           Device device) {
   VLMC_CHECK(position_ids.dim() == 2 && position_ids.dtype() == DType::i64,
              "rotary_tables: position_ids ", shape_str(position_ids.shape()), " must be i64 [B, L]");
   VLMC_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary_tables: head dim ", head_dim, " must be even");
@@ -123,41 +106,13 @@ RotaryTables gather_rotary_tables(const Tensor& position_ids, int64_t head_dim, 
                ") (max_position_embeddings ", length, ")");
   };
   Tensor ids = position_ids.contiguous();
-  if (ids.device().is_cpu()) {
-    const int64_t* p = ids.data<int64_t>();
-    for (int64_t i = 0; i < ids.numel(); ++i) VLMC_CHECK(p[i] >= 0 && p[i] < length, message(p[i]));
-  } else {
-    // Slot 0: the first bad position in ids (-1: none); slot 1: its value.
-    [[maybe_unused]] int64_t* slots = cuda::defer_check(ids.device().index, {-1, 0}, [message](const int64_t* s) {
-      return s[0] >= 0 ? message(s[1]) : std::string();
-    });
-    VLMC_CUDA_DISPATCH(kernels::cuda::find_out_of_range(slots, ids.data<int64_t>(),
-                                                        make_layout(ids.shape(), ids.strides()), length,
-                                                        stream_of(ids)));
-  }
+  check_index_bound(ids, length, message);
   if (ids.device() != device) ids = ids.to(device);  // an upload: no host wait
   const RotaryTables table = position_table(length, head_dim, theta, dtype, device);
   // [B, L, Dh] -> [B, 1, L, Dh]: the singleton broadcasts over the heads.
   return {embedding(table.cos, ids).unsqueeze(1), embedding(table.sin, ids).unsqueeze(1)};
 }
 
-}  // namespace
-
-RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta, DType dtype,
-                           Device device) {
-  VLMC_CHECK(position_ids.dim() == 2 && position_ids.dtype() == DType::i64,
-             "rotary_tables: position_ids ", shape_str(position_ids.shape()), " must be i64 [B, L]");
-  VLMC_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary_tables: head dim ", head_dim, " must be even");
-  // Without a bound on the positions the table is built for these ids alone,
-  // on the host (a read of device ids); LlamaModel::forward uses the cached
-  // tables of gather_rotary_tables instead.
-  const std::vector<int64_t> pos = position_ids.to_vector<int64_t>();
-  std::vector<double> c, s;
-  rotary_angles(pos, head_dim, theta, c, s);
-  // [B, 1, L, Dh]: the singleton broadcasts over the heads.
-  const Shape shape{position_ids.size(0), 1, position_ids.size(1), head_dim};
-  return {Tensor::from_vector(c, shape).to(device, dtype), Tensor::from_vector(s, shape).to(device, dtype)};
-}
 
 Tensor apply_rotary(const Tensor& x, const RotaryTables& tables) {
   // x [B, H, L, Dh]
@@ -257,9 +212,9 @@ Tensor LlamaModel::forward(const Tensor& inputs_embeds, const Tensor& attention_
              " must be i64 [B, L] = ", shape_str(bl), " as inputs_embeds ", shape_str(inputs_embeds.shape()));
   const Tensor positions =
       position_ids.defined() ? position_ids : Tensor::arange(l).unsqueeze(0).expand({b, l}).contiguous();
-  const RotaryTables rotary = gather_rotary_tables(positions, config_.head_dim(), config_.rope_theta,
-                                                   config_.max_position_embeddings, inputs_embeds.dtype(),
-                                                   inputs_embeds.device());
+  const RotaryTables rotary = rotary_tables(positions, config_.head_dim(), config_.rope_theta,
+                                            config_.max_position_embeddings, inputs_embeds.dtype(),
+                                            inputs_embeds.device());
   Tensor h = inputs_embeds;
   for (const auto& layer : layers->items) h = layer->forward(h, rotary, attention_mask);
   return norm->forward(h);

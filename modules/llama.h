@@ -56,15 +56,19 @@ class LlamaRMSNorm : public UnaryModule {
   double eps_;
 };
 
-// Rotary position embedding tables for position_ids i64 [B, L] (any device):
-// cos and sin [B, 1, L, Dh] in `dtype` on `device`, where
-// angle[b, l, j] = position_ids[b, l] * inv_freq[j mod Dh/2] and
-// inv_freq[i] = 1 / theta^(2i / Dh) (HF's layout: the frequencies repeated
-// twice along Dh). Built on the host in double; they carry no gradient.
+// Rotary position embedding tables for position_ids i64 [B, L] (any device),
+// each in [0, max_positions): cos and sin [B, 1, L, Dh] in `dtype` on
+// `device`, where angle[b, l, j] = position_ids[b, l] * inv_freq[j mod Dh/2]
+// and inv_freq[i] = 1 / theta^(2i / Dh) (HF's layout: the frequencies
+// repeated twice along Dh). The table of every position below max_positions
+// is computed once on the host in double, uploaded once per device, dtype,
+// head dim and theta, and its rows picked by id on the device, so device ids
+// are never read back. A position outside the range is an error naming
+// position_ids (on CUDA, at the next synchronisation). No gradient.
 struct RotaryTables {
   Tensor cos, sin;
 };
-RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta,
+RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double theta, int64_t max_positions,
                            DType dtype, Device device);
 
 // x [B, H, L, Dh] -> x * cos + rotate_half(x) * sin, with HF's rotate_half

@@ -5,7 +5,6 @@
 #include <numeric>
 #include <string>
 
-#include "core/cuda/deferred_check.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/index.h"
@@ -30,29 +29,15 @@ bool broadcasts_to(const Shape& from, const Shape& to) {
 
 // Throws unless every index lies in [0, bound). The error names the first bad
 // value in row-major order and the size of the indexed dim. On CUDA the check
-// is deferred (core/cuda/deferred_check.h): the kernel writes the first bad
+// is deferred (check_index_bound in core/dispatch.h): the kernel writes the first bad
 // position and its value into a record, the op goes on without waiting (the
 // index kernels never read through a bad index), and the error is thrown at
 // the next synchronisation.
 void check_index_range(const char* op, const Tensor& index, int64_t bound, int64_t dim, const Tensor& x) {
-  const kernels::Layout layout = make_layout(index.shape(), index.strides());
   const std::string tensors = str("(x ", describe(x), ", index ", describe(index), ")");
-  const auto message = [op = std::string(op), bound, dim, tensors](int64_t value) {
+  check_index_bound(index, bound, [op = std::string(op), bound, dim, tensors](int64_t value) {
     return str(op, ": index ", value, " is out of range for dim ", dim, " of size ", bound, " ", tensors);
-  };
-  if (index.device().is_cuda()) {
-    // Slot 0: the first bad position (-1: none); slot 1: the index there.
-    [[maybe_unused]] int64_t* slots = cuda::defer_check(index.device().index, {-1, 0}, [message](const int64_t* s) {
-      return s[0] >= 0 ? message(s[1]) : std::string();
-    });
-    VLMC_CUDA_DISPATCH(kernels::cuda::find_out_of_range(slots, index.data<int64_t>(), layout, bound,
-                                                        stream_of(index)));
-    return;
-  }
-  int64_t bad = -1;
-  kernels::cpu::find_out_of_range(&bad, index.data<int64_t>(), layout, bound);
-  if (bad < 0) return;
-  throw Error(message(index.data<int64_t>()[layout.offset_of(bad)]));
+  });
 }
 
 // The index as the kernels take it: i64, contiguous, validated, on x's device.

@@ -168,8 +168,11 @@ TEST_CASE("llama state_dict uses Hugging Face's parameter names and shapes", "[l
 
 TEST_CASE("llama rotary positions: identity at 0, norm-preserving, relative, differentiable", "[llama][modules]") {
   const Tensor pos = Tensor::from_vector(std::vector<int64_t>{0, 1, 5, 0, 2, 3}, {2, 3});
-  const auto t = nn::rotary_tables(pos, 8, 10000.0, DType::f64, Device::cpu());
+  const auto t = nn::rotary_tables(pos, 8, 10000.0, 8, DType::f64, Device::cpu());
   CHECK(t.cos.shape() == Shape{2, 1, 3, 8});
+  // Positions beyond the table (max_position_embeddings) are refused, naming them.
+  REQUIRE_THROWS_WITH(nn::rotary_tables(pos, 8, 10000.0, 5, DType::f64, Device::cpu()),
+                      Catch::Contains("position_ids [2,3] hold position 5, outside [0, 5)"));
   // cos/sin by hand: position 5, frequency index 1 of 4 (inv_freq = 10000^(-2/8)) and its repeat at 5.
   const double angle = 5.0 * std::pow(10000.0, -2.0 / 8.0);
   CHECK(t.cos.select(0, 0).select(0, 0).select(0, 2).select(0, 1).item() == Approx(std::cos(angle)));
@@ -185,9 +188,9 @@ TEST_CASE("llama rotary positions: identity at 0, norm-preserving, relative, dif
   // q·k after rotation depends on the position difference only: (1, 3) == (3, 5).
   const Tensor q = test::leaf({1, 1, 1, 8}, 12), k = test::leaf({1, 1, 1, 8}, 13);
   auto dot_at = [&](int64_t m, int64_t n) {
-    auto tm = nn::rotary_tables(Tensor::from_vector(std::vector<int64_t>{m}, {1, 1}), 8, 100.0, DType::f64,
+    auto tm = nn::rotary_tables(Tensor::from_vector(std::vector<int64_t>{m}, {1, 1}), 8, 100.0, 8, DType::f64,
                                 Device::cpu());
-    auto tn = nn::rotary_tables(Tensor::from_vector(std::vector<int64_t>{n}, {1, 1}), 8, 100.0, DType::f64,
+    auto tn = nn::rotary_tables(Tensor::from_vector(std::vector<int64_t>{n}, {1, 1}), 8, 100.0, 8, DType::f64,
                                 Device::cpu());
     return sum(nn::apply_rotary(q, tm) * nn::apply_rotary(k, tn)).item();
   };
