@@ -2,6 +2,9 @@
 BUILD      ?= build
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
+# The suite's builds treat warnings as errors; a plain cmake build does not
+# (scripts/gpu-check.sh builds on a machine whose compiler may warn anew).
+STRICT     := -DVLMC_WARNINGS_AS_ERRORS=ON
 # ccache keys on paths relative to the checkout, so clones share the cache.
 export CCACHE_BASEDIR := $(CURDIR)
 
@@ -13,7 +16,7 @@ deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/build.ninja:
-	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD) -G Ninja $(STRICT) $(CMAKE_ARGS)
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
@@ -22,7 +25,7 @@ build: deps $(BUILD)/build.ninja
 # so that -DVLMC_CUDA=OFF keeps linking and passing.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	cmake -S . -B $(BUILD)-cpu-only -G Ninja -DVLMC_CUDA=OFF $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD)-cpu-only -G Ninja -DVLMC_CUDA=OFF $(STRICT) $(CMAKE_ARGS)
 	cmake --build $(BUILD)-cpu-only -j $(JOBS)
 	cd $(BUILD)-cpu-only && ctest --output-on-failure -j $(JOBS)
 

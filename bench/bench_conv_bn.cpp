@@ -446,7 +446,7 @@ int main(int argc, char** argv) {
   int status = 0;
   try {
     bench::Report report("conv2d + batchnorm2d (+ GELU), channels last, f32");
-    const bool gpu = cuda::is_available();
+    const bool gpu = flags.cuda_rows && cuda::is_available();
     std::map<int64_t, double> host_ceilings;  // by GEMM rows M
     // Timings of the rows that passed validation (whose validation run is
     // warm-up enough under --quick).
@@ -458,7 +458,7 @@ int main(int argc, char** argv) {
         flags.quick ? std::vector<std::array<int64_t, 3>>{{2, 24, 2}, {2, 12, 1}}
                     : std::vector<std::array<int64_t, 3>>{{4, 24, 2}, {4, 12, 1}, {16, 24, 2}, {16, 12, 1}};
     for (const auto& [batch, grid, stride] : shapes) {
-      const bool time_cpu = !(cpu_batch4_only && batch > 4);
+      const bool time_cpu = flags.cpu_rows && !(cpu_batch4_only && batch > 4);
       if (!time_cpu && !gpu) continue;
       const Problem p = make_problem(batch, grid, stride, channels);
       const kernels::ConvShape& s = p.s;

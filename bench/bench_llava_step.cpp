@@ -218,14 +218,27 @@ int run(const Options& o, const bench::CommonFlags& flags) {
   const double uniform = std::log(static_cast<double>(o.vocab));
 
   // ---- validation ----
+  // Each phase says how long it took (stderr, unbuffered), so a run cut by a
+  // timeout still shows where its time went.
+  auto phase_start = std::chrono::steady_clock::now();
+  const auto phase = [&](const char* what) {
+    const auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "bench_llava_step: %s in %.1f s\n", what,
+                 std::chrono::duration<double>(now - phase_start).count());
+    phase_start = now;
+  };
   Setup s = build_on_cpu(o);
+  phase("model and batch built on the CPU");
   double reference = NAN;  // the CPU's f32 loss of the same model and batch
   if (on_gpu) {
     reference = loss_of(s, false);
+    phase("CPU f32 reference loss");
     s.move_to(device);
+    phase("moved to the device");
   }
   const double loss_f32 = loss_of(s, false);
   const double loss_run = bf16 ? loss_of(s, true) : loss_f32;
+  phase("validation losses");
   std::string problem;
   if (!std::isfinite(loss_run) || std::fabs(loss_f32 - uniform) > 0.2 * uniform) {
     problem = "loss at init " + std::to_string(loss_f32) + " is not within 20 % of ln(vocab) = " + std::to_string(uniform);

@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
     // A memcpy moving the same number of bytes, so caches help both alike.
     const double host_ceiling = bench::host_copy_gbps(static_cast<size_t>(bytes / 2));
 
-    for (const Device device : gpu ? std::vector<Device>{Device::cpu(), Device::cuda(0)} : std::vector<Device>{Device::cpu()}) {
+    for (const Device device : flags.devices(gpu)) {
       // Kernels are timed directly on preallocated buffers: no allocation, no graph.
       const Tensor xd = x.to(device);
       Tensor y = Tensor::full({s.batch, s.out_h, s.out_w, s.channels}, NAN, DType::f32, device);

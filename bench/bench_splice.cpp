@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
       const double table_bytes = 4.0 * width * (vocab + text_rows);
       const double host_ceiling = bench::host_copy_gbps(static_cast<size_t>(forward_bytes / 2));
 
-      for (const Device device : gpu ? std::vector<Device>{Device::cpu(), Device::cuda(0)} : std::vector<Device>{Device::cpu()}) {
+      for (const Device device : flags.devices(gpu)) {
         const bool on_gpu = device.is_cuda();
         const auto up = [&](const std::vector<int64_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}).to(device); };
         const Tensor table_d = table.to(device), visual_d = visual.to(device), g_d = g.to(device);

@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     const double backward_bytes = 4.0 * rows * n * d + 4.0 * rows * k * d + 8.0 * rows * n;
     const double host_ceiling = bench::host_copy_gbps(static_cast<size_t>(gather_bytes / 2));
 
-    for (const Device device : gpu ? std::vector<Device>{Device::cpu(), Device::cuda(0)} : std::vector<Device>{Device::cpu()}) {
+    for (const Device device : flags.devices(gpu)) {
       const bool on_gpu = device.is_cuda();
       const Tensor sd = scores.to(device), xd = x.to(device), gd = g.to(device), idx_in = want_idx_t.to(device);
       Tensor idx = Tensor::full({rows, k}, -1, DType::i64, device);

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cuda/deferred_check.h"
 #include "core/cuda/runtime.h"
 #include "core/threads.h"
 #include "kernels/gemm.h"
@@ -48,6 +49,8 @@ Timing time_host(const std::function<void()>& fn, int warmup, int repeats) {
 
 #if VLMC_WITH_CUDA
 Timing time_device(const std::function<void()>& fn, cudaStream_t stream, int warmup, int repeats) {
+  int device = 0;  // whose deferred index checks each wait reads (core/cuda/deferred_check.h)
+  VLMC_CUDA_CHECK(cudaStreamGetDevice(stream, &device));
   constexpr size_t kFlushBytes = size_t(256) << 20;  // larger than any GPU's L2
   void* flush = nullptr;
   VLMC_CUDA_CHECK(cudaMalloc(&flush, kFlushBytes));
@@ -62,6 +65,7 @@ Timing time_device(const std::function<void()>& fn, cudaStream_t stream, int war
     fn();
     VLMC_CUDA_CHECK(cudaEventRecord(stop, stream));
     VLMC_CUDA_CHECK(cudaEventSynchronize(stop));
+    cuda::check_deferred_errors(device);  // after the timed span: costs no time measured
     float elapsed = 0;
     VLMC_CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
     ms.push_back(elapsed);
@@ -195,7 +199,9 @@ bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& f
                   "  --repeats N   timed repeats after warm-up (default %d; 1 with --quick)\n"
                   "  --json PATH   also write the results as JSON\n"
                   "  --quick       smoke test: small shapes only (each bench says which), every row validated,\n"
-                  "                one repeat, no warm-up; exits 1 when a row fails validation (ctest -L bench)\n",
+                  "                one repeat, no warm-up; exits 1 when a row fails validation (ctest -L bench)\n"
+                  "  --cpu-only    only the CPU rows\n"
+                  "  --cuda-only   only the CUDA rows (CPU references for the validation are still computed)\n",
                   usage, flags.repeats);
       return false;
     } else if (arg == "--threads") {
@@ -206,6 +212,10 @@ bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& f
       repeats_given = true;
     } else if (arg == "--quick") {
       flags.quick = true;
+    } else if (arg == "--cpu-only") {
+      flags.cuda_rows = false;
+    } else if (arg == "--cuda-only") {
+      flags.cpu_rows = false;
     } else if (arg == "--json") {
       flags.json = value("--json");
     } else {
@@ -213,7 +223,15 @@ bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& f
     }
   }
   if (flags.quick && !repeats_given) flags.repeats = 1;
+  if (!flags.cpu_rows && !flags.cuda_rows) throw std::runtime_error("--cpu-only and --cuda-only exclude each other");
   return true;
+}
+
+std::vector<Device> CommonFlags::devices(bool gpu_visible) const {
+  std::vector<Device> out;
+  if (cpu_rows) out.push_back(Device::cpu());
+  if (cuda_rows && gpu_visible) out.push_back(Device::cuda(0));
+  return out;
 }
 
 int exit_status(const Report& report, const CommonFlags& /*flags*/, const char* program) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "kernels/cuda_stream.h"
 
 namespace vlmc::bench {
@@ -86,11 +87,17 @@ struct CommonFlags {
   int threads = 0;  // 0: vlmc's default
   int repeats = 5;  // 1 under --quick unless --repeats is given
   bool quick = false;
+  bool cpu_rows = true;   // false under --cuda-only
+  bool cuda_rows = true;  // false under --cpu-only
   std::string json;  // empty: no JSON file
   std::vector<std::string> rest;  // flags the benchmark handles itself
 
   // Warm-up calls before timing: `full` normally, none under --quick.
   int warmup(int full) const { return quick ? 0 : full; }
+  // The devices whose rows run: the CPU unless --cuda-only, cuda:0 when a GPU
+  // is visible unless --cpu-only. References computed on the CPU for the
+  // validation are computed either way.
+  std::vector<Device> devices(bool gpu_visible) const;
 };
 bool parse_common_flags(int argc, char** argv, const char* usage, CommonFlags& flags);
 

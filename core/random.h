@@ -1,7 +1,7 @@
 // Seeded random streams. A Generator is a (seed, offset) pair: each draw of n
 // numbers uses counters offset..offset+n of the Philox4x32-10 generator and
-// advances offset, so element i of a draw never depends on the thread count
-// or the device.
+// advances offset, so element i of a draw never depends on the thread count,
+// and is designed not to depend on the device (untested on a GPU).
 #pragma once
 
 #include <cstdint>

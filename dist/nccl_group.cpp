@@ -17,7 +17,8 @@
 // ZeRO stage 1's broadcast (each parameter from the rank that updated it) runs
 // on the communication stream too, in place, one ncclBroadcast per tensor.
 //
-// Determinism: NCCL's all-reduce leaves the same bits on every rank (a ring
+// Determinism: NCCL's ring all-reduce is expected to leave the same bits on
+// every rank (untested: no session has had two GPUs) (a ring
 // all-reduce ends by passing the finished sums around), so no extra broadcast.
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/cuda/deferred_check.h"
 #include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "kernels/cuda/check.h"
@@ -165,7 +167,11 @@ class NcclGroup final : public ProcessGroup {
   }
 
   // Polls query() (cudaStreamQuery or cudaEventQuery) with sleeps until it
-  // says done, with the deadline and the error handling above.
+  // says done, with the deadline and the error handling above. Like every
+  // host wait it then reads the device's deferred index checks
+  // (core/cuda/deferred_check.h), which completes the compute stream when
+  // records are pending. That wait cannot hang on a dead rank: the compute
+  // stream only ever waits for collectives the host has seen finish.
   template <typename Query>
   void wait_until(const Query& query, const std::string& what) {
     cudaError_t stream_error = cudaSuccess;
@@ -187,7 +193,10 @@ class NcclGroup final : public ProcessGroup {
           return false;
         },
         mpi_.timeout_s(), Poll::backoff);
-    if (done && stream_error == cudaSuccess && async_error == ncclSuccess) return;
+    if (done && stream_error == cudaSuccess && async_error == ncclSuccess) {
+      cuda::check_deferred_errors(device_.index);
+      return;
+    }
     ncclCommAbort(comm_);
     comm_ = nullptr;
     if (!done) mpi_.abort_timeout(what);

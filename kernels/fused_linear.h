@@ -56,7 +56,7 @@ namespace cuda {
 
 // The kernel versions of kernels/cuda/fused_linear.cu.
 enum class LinearGeluVersion : uint8_t {
-  v1_simt,  // f32/f64 SIMT tiles, exact: matches the CPU to ~1e-6
+  v1_simt,  // f32/f64 SIMT tiles, exact: designed to match the CPU to ~1e-6 (untested on a GPU)
   v2_tf32,  // f32 in, TF32 tensor cores (wmma 16x16x8), f32 accumulation
   v3_bf16,  // bf16 in, bf16 tensor cores (wmma 16x16x16), f32 accumulation
 };

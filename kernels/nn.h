@@ -4,9 +4,10 @@
 // Conventions: destination first; T is float or double; "rows" count the
 // independent vectors a kernel normalises (all leading dims flattened) and
 // "n"/"d"/"c" is each vector's length. Every CPU function is the oracle for
-// the CUDA one of the same name, and both give results that do not depend on
-// the thread count (per-row or per-column work, fixed summation order), except
-// the CUDA embedding backward, whose atomicAdd order is unspecified.
+// the CUDA one of the same name, and both are designed to give results that do
+// not depend on the thread count (per-row or per-column work, fixed summation
+// order; the CUDA side untested on a GPU), except the CUDA embedding backward,
+// whose atomicAdd order is unspecified.
 //
 // Out-of-range indices (embedding, cross_entropy) are never read through.
 // Those kernels take `error`, two i64 that the caller zeroes beforehand, in

@@ -1,6 +1,7 @@
 // Philox4x32-10 (Salmon et al., SC'11), a counter-based generator: the output
 // for (key, counter) is a pure function, which makes random tensors identical
-// across thread counts and devices. Host and device.
+// across thread counts, and is designed to make them identical across devices
+// (untested on a GPU). Host and device.
 #pragma once
 
 #include <cmath>

@@ -12,6 +12,7 @@
 // counts as larger than every number (the first NaN wins).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/cuda_stream.h"
@@ -46,12 +47,20 @@ void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t o
 }  // namespace cpu
 
 namespace cuda {
+// Scratch bytes sum / max need for [outer, r, inner] of elem_size-byte values
+// on the current device: the partial results of a long r split over the GPU
+// when the output alone would not fill it, 0 otherwise. The op allocates them
+// (on the kernel's device, through the caching allocator so that its peak
+// counts them) and passes them as workspace (null when 0).
+size_t sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner, size_t elem_size);
+size_t max_workspace_bytes(int64_t outer, int64_t r, int64_t inner, size_t elem_size);
+
 template <typename T>
-void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale,
+void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale, void* workspace,
          cudaStream_t stream);
 template <typename T>
 void max(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner,
-         cudaStream_t stream);
+         void* workspace, cudaStream_t stream);
 template <typename T>
 void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t outer, int64_t r,
                      int64_t inner, cudaStream_t stream);

@@ -8,13 +8,14 @@
 // row's k largest scores in ascending position order. The ranking is a total
 // order on (score, position): a higher score ranks first, equal scores rank
 // the lower position first, NaN (any payload) ranks above +inf, and -0 equals
-// +0. Both devices select exactly the same set.
+// +0. Both devices are designed to select exactly the same set (untested on a
+// GPU).
 //
 // gather_rows: x [rows, n, row_bytes] -> y [rows, k, row_bytes] at those
 // positions; its backward writes every x row once (the gradient row that
 // picked it, or zeros) through the inverse map built by invert_row_indices,
 // which also validates the indices. All buffers are contiguous; the row
-// kernels move bytes, so any dtype works.
+// kernels move bytes, so any dtype is accepted.
 #pragma once
 
 #include <cstdint>

@@ -4,13 +4,18 @@
 # (git-ignored): the GPU machine cannot fetch anything, and its image has
 # CUDA, CMake, ninja and PyTorch but none of Eigen, OpenBLAS, Catch2, toml++,
 # CLI11, nlohmann-json or the Fashion-MNIST data. scripts/gpu-check.sh unpacks
-# them (dpkg -x, no installation) when it finds them. About 45 MB.
+# them (dpkg -x, no installation) and builds there when no pack was carried.
+# About 45 MB.
+#
+# The quicker way is scripts/gpu-pack.sh (programs built here, about 20 MB):
+# this is the fallback for when the pack's programs do not load there.
 #
 #   scripts/gpu-deps.sh      then carry .gpu-deps to the GPU machine with the tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(
-  libeigen3-dev catch2 libtomlplusplus-dev libcli11-dev nlohmann-json3-dev zlib1g-dev zlib1g
+  libeigen3-dev catch2 libcli11-dev nlohmann-json3-dev zlib1g-dev zlib1g
+  libtomlplusplus-dev libtomlplusplus3  # toml++ is a compiled library: -dev holds only its .so link
   libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0  # OpenBLAS and what it loads
   dataset-fashion-mnist                                                   # the training run's images
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Merges what scripts/gpu-check.sh measured into one markdown table.
 
-    scripts/perf_table.py [--gpu NAME] [--commit SHA] [--ctest-log LOG]
+    scripts/perf_table.py [--gpu NAME] [--commit SHA] [--suite suite.json]
         [--connectors-vlmc F.jsonl --connectors-torch F.jsonl]
         [--llava-vlmc F.json --llava-torch F.json] [--train-results results.json]
         [--failed "part: why" ...] [bench_*.json ...]
@@ -71,18 +71,22 @@ def verdict(ok):
     return "pass" if ok else "FAIL"
 
 
-def ctest_section(t, log):
-    t.section("CUDA test suite", ["suite", "result", "target"], ["---", "---", "---"])
-    summary = None
-    if log and os.path.exists(log):
-        with open(log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if "tests passed" in line and "out of" in line:
-                    summary = line.strip()
-    if summary is None:
-        t.row(["ctest -L cuda", "no result", "FAIL"], ok=False)
-    else:
-        t.row(["ctest -L cuda", summary, verdict("0 tests failed" in summary)], ok="0 tests failed" in summary)
+def suite_section(t, path):
+    """The CUDA suite as scripts/gpu_suite.py summarised it: every case must pass."""
+    t.section("CUDA test suite (one process per case)", ["suite", "result", "target"], ["---", "---", "---"])
+    doc = read_json(path)
+    if doc is None or "passed" not in doc:
+        why = (doc or {}).get("error", "no result")
+        t.row(["vlmc_cuda_tests", why, "FAIL"], ok=False)
+        return
+    ok = doc["passed"] == doc["cases"] and doc["cases"] > 0
+    t.row(["vlmc_cuda_tests", f"{doc['passed']} of {doc['cases']} cases passed", verdict(ok)], ok=ok)
+    for name in doc.get("failed", []):
+        r = doc["results"][name]
+        reruns = "; ".join(f"{k.replace('_rerun', '')}: {v['status']}" for k, v in r.items()
+                           if k.endswith("_rerun"))
+        t.row([f"`{name}`", f"{r['status']} (exit {r['exit']})" + (f"; {reruns}" if reruns else ""), "FAIL"],
+              ok=False)
 
 
 def connector_section(t, vlmc_path, torch_path):
@@ -180,7 +184,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpu", default="")
     parser.add_argument("--commit", default="")
-    parser.add_argument("--ctest-log", help="the output of ctest -L cuda")
+    parser.add_argument("--suite", help="the summary scripts/gpu_suite.py wrote")
     parser.add_argument("--connectors-vlmc", help="JSON lines of `vlmc connector bench --json`")
     parser.add_argument("--connectors-torch", help="JSON lines of bench/seed_connectors.py --json")
     parser.add_argument("--llava-vlmc", help="bench_llava_step --json")
@@ -195,8 +199,8 @@ def main():
     t = Table()
     # Each section is shown when the check ran that part (its flag is given);
     # kernel files alone give the kernel table, as before the other parts existed.
-    if args.ctest_log is not None:
-        ctest_section(t, args.ctest_log)
+    if args.suite is not None:
+        suite_section(t, args.suite)
     if args.connectors_vlmc is not None or args.connectors_torch is not None:
         connector_section(t, args.connectors_vlmc, args.connectors_torch)
     if args.llava_vlmc is not None or args.llava_torch is not None:

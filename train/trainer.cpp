@@ -66,7 +66,8 @@ std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& conf
   for (auto& [k, v] : config.items())
     if (starts_with_any(k, part.settings)) key[k] = v;
   // bf16 training learns other weights; f32 keeps the keys caches were made with.
-  // The device does not count: CPU and CUDA differ only in the last bits, as thread counts do.
+  // The device does not count: CPU and CUDA are designed to differ only in the last bits, as
+  // thread counts do (untested on a GPU).
   const std::string precision = config.value("run.precision", "f32");
   if (precision != "f32") key["run.precision"] = precision;
   key["format"] = kStage0Format;

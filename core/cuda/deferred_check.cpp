@@ -78,7 +78,8 @@ void check_deferred_errors(int device) {
   {
     std::lock_guard<std::mutex> lock(ring.mutex);
     if (ring.pending.empty()) return;
-    // Called right after the stream was synchronised: the records are final.
+    // The copy runs behind every op that took a record, so what it reads is
+    // final (usually the stream was just synchronised and this adds no wait).
     const cudaStream_t s = stream(device);
     VLMC_CUDA_CHECK(cudaMemcpyAsync(ring.host, ring.device, ring.pending.size() * kDeferredSlots * sizeof(int64_t),
                                     cudaMemcpyDeviceToHost, s));

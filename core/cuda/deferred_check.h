@@ -1,7 +1,8 @@
 // Deferred index checks on CUDA: an op's kernel reports a bad index into a
 // record of a few i64 slots, and the op returns without waiting for the GPU;
 // the record is read at the next host wait (synchronize(), a device-to-host
-// copy), which throws the op's own message if the kernel flagged an error.
+// copy, any other wait: see check_deferred_errors), which throws the op's own
+// message if the kernel flagged an error.
 //
 // Why: reading a device flag back inside every indexing op made a training
 // step wait for the GPU several times (docs/cuda.md); with deferred checks the
@@ -44,8 +45,12 @@ int64_t* defer_check(int device, std::initializer_list<int64_t> initial, Deferre
 
 // Reads every pending record of `device` and forgets them all; throws
 // vlmc::Error with the first (oldest) error's message, followed by
-// " (reported at the next synchronisation)". The caller must have synchronised
-// the device's stream. runtime.cpp calls it after each of its host waits.
+// " (reported at the next synchronisation)". Every host wait calls it:
+// runtime.cpp's synchronize() and copies, and the waits on an event (the
+// staging ring, the NCCL group, the benchmark harness). It reads the records
+// behind every op queued on the device's stream, so it completes that stream
+// when records are pending: no extra wait right after synchronising it, and
+// none at all when nothing is pending.
 void check_deferred_errors(int device);
 
 // Records of `device` registered and not yet checked (for tests).

@@ -96,6 +96,7 @@ struct StagingRing {
       if (in_flight[i].begin < end && begin < in_flight[i].end) {
         VLMC_CUDA_CHECK(cudaEventSynchronize(in_flight[i].done));
         for (size_t k = 0; k <= i; ++k) retire_front();
+        check_deferred_errors(index);  // a host wait, like every other one
         break;
       }
     }
@@ -153,7 +154,8 @@ cudaStream_t stream(int index) {
 }
 
 // After each host wait the device's deferred index checks are read: an op's
-// bad index surfaces here (core/cuda/deferred_check.h).
+// bad index surfaces here (core/cuda/deferred_check.h). Every wait of this
+// file goes through it, or calls check_deferred_errors after an event wait.
 void synchronize(int index) {
   VLMC_CUDA_CHECK(cudaStreamSynchronize(stream(index)));
   check_deferred_errors(index);
@@ -236,14 +238,13 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
     return;
   }
   VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
-  VLMC_CUDA_CHECK(cudaStreamSynchronize(s));  // src is pageable host memory the caller may reuse
+  synchronize(index);  // src is pageable host memory the caller may reuse
 }
 
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   cudaStream_t s = stream(index);
   VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
-  VLMC_CUDA_CHECK(cudaStreamSynchronize(s));
-  check_deferred_errors(index);
+  synchronize(index);
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t nbytes, int index) {

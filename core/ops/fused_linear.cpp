@@ -13,11 +13,13 @@
 // the GradMask asks for are computed.
 //
 // Under autocast (core/autocast.h), read once in the forward: x, W and b are
-// rounded to bf16 and y, z and every gradient stay f32. CUDA runs the forward
-// through v3 (bf16 tensor cores, f32 accumulation, f32 y and z); the CPU runs
-// the f32 kernel on the rounded values widened back to f32, which is the same
-// arithmetic. The bias is rounded too (unlike linear's, which stays f32)
-// because v3 reads it as bf16 and both devices must compute the same thing.
+// rounded to bf16 and y, z and every gradient stay f32. CUDA dispatches the
+// forward to v3 (bf16 tensor cores, f32 accumulation, f32 y and z; untested on
+// a GPU); the CPU runs the f32 kernel on the rounded values widened back to
+// f32. What is exact is the rounding of the operands to bf16 (the same values
+// on both devices); the f32 accumulation runs in another order. The bias is
+// rounded too (unlike linear's, which stays f32) because v3 reads it as bf16
+// and both devices must compute the same thing.
 // The backward's dx and dW GEMMs take dz and the saved bf16 copies through
 // gemm_bf16.
 #include "core/autocast.h"

@@ -75,8 +75,14 @@ Tensor sum_pass(const char* op, const Tensor& src, int64_t first, int64_t last, 
   dispatch_float(op, src.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if (out.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::sum<T>(out.data<T>(), src.data<T>(), s.outer, s.r, s.inner,
-                                               scale, stream_of(out)));
+      VLMC_CUDA_DISPATCH({
+        // The partials of a split r, from the caching allocator (most shapes need none).
+        const size_t bytes = kernels::cuda::sum_workspace_bytes(s.outer, s.r, s.inner, sizeof(T));
+        const Tensor ws =
+            bytes ? Tensor::empty({static_cast<int64_t>(bytes)}, DType::u8, out.device()) : Tensor();
+        kernels::cuda::sum<T>(out.data<T>(), src.data<T>(), s.outer, s.r, s.inner, scale,
+                              bytes ? ws.data_ptr() : nullptr, stream_of(out));
+      });
     } else {
       kernels::cpu::sum<T>(out.data<T>(), src.data<T>(), s.outer, s.r, s.inner, scale);
     }
@@ -128,9 +134,13 @@ MaxOut run_max(const char* op, const Tensor& src, const Split3& s, const Shape& 
   dispatch_float(op, src.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if (src.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::max<T>(m.values.data<T>(), m.indices.data<int64_t>(),
-                                               src.data<T>(), s.outer, s.r, s.inner,
-                                               stream_of(src)));
+      VLMC_CUDA_DISPATCH({
+        const size_t bytes = kernels::cuda::max_workspace_bytes(s.outer, s.r, s.inner, sizeof(T));
+        const Tensor ws =
+            bytes ? Tensor::empty({static_cast<int64_t>(bytes)}, DType::u8, src.device()) : Tensor();
+        kernels::cuda::max<T>(m.values.data<T>(), m.indices.data<int64_t>(), src.data<T>(), s.outer, s.r,
+                              s.inner, bytes ? ws.data_ptr() : nullptr, stream_of(src));
+      });
     } else {
       kernels::cpu::max<T>(m.values.data<T>(), m.indices.data<int64_t>(), src.data<T>(), s.outer,
                            s.r, s.inner);

@@ -1,6 +1,7 @@
 // CPU dropout (see kernels/nn.h): the keep decision for element i is a pure
-// function of (seed, offset, i), so forward, backward, the CUDA kernel and any
-// thread count agree without storing a mask.
+// function of (seed, offset, i), so forward, backward and any thread count
+// agree without storing a mask, and the CUDA kernel is designed to agree too
+// (untested on a GPU).
 #include "kernels/nn.h"
 #include "kernels/philox.h"
 

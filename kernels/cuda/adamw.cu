@@ -13,7 +13,8 @@
 // chunks in double, reduces its threads by a fixed shared-memory tree and
 // writes one partial into the caller's scratch; a one-block kernel then adds
 // the partials in a fixed order. The partition never depends on the device, so
-// the result has the same bits on every run (no atomics).
+// the result is designed to have the same bits on every run (no atomics;
+// run-to-run identity not yet checked on a GPU).
 #include <algorithm>
 
 #include "kernels/adamw.h"

@@ -257,6 +257,12 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(T* dk, T* dv, 
   }
 }
 
+template <typename T>
+__global__ void fill_kernel(T* p, int64_t n, T value) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = value;
+}
+
 void check_shape(const AttentionShape& s) {
   if (s.head_dim > kAttentionMaxHeadDimCuda)
     throw std::runtime_error("attention (CUDA): head dim " + std::to_string(s.head_dim) + " exceeds " +
@@ -277,10 +283,14 @@ template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask, bool causal,
                        double scale, const AttentionShape& s, cudaStream_t stream) {
   check_shape(s);
-  if (s.batch * s.q_heads * s.q_len == 0) return;
-  if (s.kv_len == 0 || s.head_dim == 0) {  // no keys (every row fully masked) or empty rows
-    VLMC_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(T) * s.batch * s.q_heads * s.q_len * s.head_dim, stream));
-    // lse is only read by the backward, which the same early exit covers.
+  const int64_t rows = s.batch * s.q_heads * s.q_len;
+  if (rows == 0) return;
+  if (s.kv_len == 0) {
+    // No keys: every row is fully masked, so zeros out and lse = -inf, as the
+    // CPU writes. (Dh = 0 with keys runs the kernel: lse = log(visible keys).)
+    if (s.head_dim > 0) VLMC_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(T) * rows * s.head_dim, stream));
+    fill_kernel<T><<<grid_for(rows, kThreads), kThreads, 0, stream>>>(lse, rows, -static_cast<T>(INFINITY));
+    VLMC_CUDA_CHECK_LAUNCH();
     return;
   }
   attention_forward_kernel<T><<<row_grid(s.q_len, s.q_heads, s.batch), kThreads, 0, stream>>>(

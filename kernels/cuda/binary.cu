@@ -62,12 +62,13 @@ void binary(BinaryOp op, T* out, const T* a, const Layout& la_in, const T* b, co
 #define VLMC_CALL(OP) binary_contiguous_kernel<OP, T><<<grid, kBlock, 0, stream>>>(out, a, b, n)
     VLMC_BINARY_OP_SWITCH(op, VLMC_CALL)
 #undef VLMC_CALL
+    VLMC_CUDA_CHECK_LAUNCH();
   } else {
 #define VLMC_CALL(OP) binary_strided_kernel<OP, T><<<grid, kBlock, 0, stream>>>(out, a, la, b, lb, n)
     VLMC_BINARY_OP_SWITCH(op, VLMC_CALL)
 #undef VLMC_CALL
+    VLMC_CUDA_CHECK_LAUNCH();
   }
-  VLMC_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>

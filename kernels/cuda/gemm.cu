@@ -14,6 +14,9 @@
 // (only CUBLAS_TF32_TENSOR_OP_MATH would), so f32 results agree with the CPU
 // at ~1e-6 relative. The _64 entry points take 64-bit sizes.
 //
+// With VLMC_CUDA_SYNC=1 every cuBLAS call is followed by a device wait, as
+// our own launches are (kernels/cuda/check.h).
+//
 // gemm_bf16 (autocast's products) goes through cublasGemmStridedBatchedEx with
 // bf16 A and B, f32 C and CUBLAS_COMPUTE_32F: the operands are already bf16,
 // so tensor cores may run it, and the accumulation stays f32 either way.
@@ -128,6 +131,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
                            ld_of(lda), &beta, c, ld_of(ldc)),
                  "gemm");
   });
+  VLMC_CUDA_SYNC_CHECK();
 }
 
 template <typename T>
@@ -145,6 +149,7 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
                            ld_of(lda), stride_a, &beta, c, ld_of(ldc), stride_c, batch),
                  "gemm_strided_batched");
   });
+  VLMC_CUDA_SYNC_CHECK();
 }
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -161,6 +166,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                                                CUBLAS_GEMM_DEFAULT),
                  "gemm_bf16");
   });
+  VLMC_CUDA_SYNC_CHECK();
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,

@@ -108,13 +108,14 @@ __global__ void norm_backward_dw_kernel(T* dweight, T* dbias, const T* dy, const
 template <bool kCenter, typename T>
 void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T* mean,
                    const T* rstd, const T* weight, int64_t rows, int64_t d, cudaStream_t stream) {
-  if (rows == 0 || d == 0) return;
-  if (dx) {
+  if (d == 0) return;  // every output is empty
+  if (dx && rows > 0) {
     norm_backward_dx_kernel<kCenter, T>
         <<<row_grid(rows), row_block(d), 0, stream>>>(dx, dy, x, mean, rstd, weight, rows, d);
     VLMC_CUDA_CHECK_LAUNCH();
   }
   if (dweight || dbias) {
+    // Also for rows == 0: the column sums of an empty batch are zeros, as on the CPU.
     const unsigned blocks = static_cast<unsigned>((d + kColumnsPerBlock - 1) / kColumnsPerBlock);
     norm_backward_dw_kernel<kCenter, T><<<blocks, dim3(kColumnsPerBlock, kRowThreads), 0, stream>>>(
         dweight, dbias, dy, x, mean, rstd, rows, d);
@@ -127,7 +128,7 @@ void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T
 template <typename T>
 void layer_norm_forward(T* y, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
                         int64_t rows, int64_t d, double eps, cudaStream_t stream) {
-  if (rows == 0 || d == 0) return;
+  if (rows == 0) return;  // d == 0 still writes mean and rstd (NaN, as on the CPU)
   norm_forward_kernel<true, T><<<row_grid(rows), row_block(d), 0, stream>>>(
       y, mean, rstd, x, weight, bias, rows, d, static_cast<T>(eps));
   VLMC_CUDA_CHECK_LAUNCH();
@@ -143,7 +144,7 @@ void layer_norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, c
 template <typename T>
 void rms_norm_forward(T* y, T* rstd, const T* x, const T* weight, int64_t rows, int64_t d,
                       double eps, cudaStream_t stream) {
-  if (rows == 0 || d == 0) return;
+  if (rows == 0) return;  // d == 0 still writes rstd (NaN, as on the CPU)
   norm_forward_kernel<false, T><<<row_grid(rows), row_block(d), 0, stream>>>(
       y, nullptr, rstd, x, weight, nullptr, rows, d, static_cast<T>(eps));
   VLMC_CUDA_CHECK_LAUNCH();

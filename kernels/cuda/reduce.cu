@@ -8,17 +8,20 @@
 //           (coalesced loads) and 8 strips of r, combined through shared memory.
 // When the output has too few rows/columns to fill the GPU and r is long, r is
 // split into chunks over a grid dimension; each chunk writes a partial result
-// and a second launch of the same kernels reduces the partials.
+// and a second launch of the same kernels reduces the partials. The partials
+// live in the caller's workspace (sum_workspace_bytes / max_workspace_bytes),
+// which the op takes from the caching allocator like any tensor.
 //
 // Accuracy: sums accumulate in T (f32 for f32). Each thread adds its strided
 // run of elements with Kahan compensation, and threads, warps and chunks are
 // combined by a tree, so the error is about (2 + log2 r) * eps * sum|x| rather
-// than the r * eps * sum|x| of a naive loop: ~1e-6 relative for millions of
+// than the r * eps * sum|x| of a naive loop: an expected ~1e-6 relative for millions of
 // values. The CPU kernels accumulate in double and are the reference. No
-// atomics: the result is the same on every run.
+// atomics: the result is designed to be the same on every run (not yet checked on a GPU).
 #include <algorithm>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/scratch.h"
 #include "kernels/reduce.h"
 
 namespace vlmc::kernels::cuda {
@@ -48,6 +51,37 @@ int64_t choose_splits(int64_t r, int64_t blocks) {
   const int64_t by_fill = ceil_div(target, blocks);
   const int64_t by_length = r / kMinChunk;
   return std::max<int64_t>(1, std::min<int64_t>({by_fill, by_length, int64_t(kMaxGridY)}));
+}
+
+// One pass over [outer, r, inner] cuts r into `splits` chunks (1: uncut). A cut
+// pass writes one partial per chunk, which the next pass reduces: rows' partials
+// are [outer, splits] (reduced as [outer, splits, 1]), columns' [splits, outer *
+// inner] (reduced as [1, splits, outer * inner]).
+struct Pass {
+  int64_t splits;
+  int64_t next_outer, next_inner;
+};
+
+Pass plan_pass(int64_t outer, int64_t r, int64_t inner) {
+  if (inner == 1) return {choose_splits(r, outer), outer, 1};
+  return {choose_splits(r, ceil_div(inner, kColX) * outer), 1, outer * inner};
+}
+
+// Workspace bytes for the partials of every cut pass, taken in the order the
+// launches below take them: per pass the values (elem_size bytes each), then
+// for max their indices.
+size_t partials_bytes(int64_t outer, int64_t r, int64_t inner, size_t elem_size, bool with_indices) {
+  Scratch measure(nullptr);
+  for (;;) {
+    const Pass p = plan_pass(outer, r, inner);
+    if (p.splits == 1) return measure.used();
+    const int64_t count = p.splits * outer * inner;
+    measure.take<char>(count * static_cast<int64_t>(elem_size));
+    if (with_indices) measure.take<int64_t>(count);
+    outer = p.next_outer;
+    r = p.splits;
+    inner = p.next_inner;
+  }
 }
 
 // ---- sum ---------------------------------------------------------------------------
@@ -142,12 +176,13 @@ __global__ void sum_columns_kernel(T* dst, const T* x, int64_t outer, int64_t r,
 }
 
 template <typename T>
-void launch_sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, T scale,
+void launch_sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, T scale, Scratch& ws,
                 cudaStream_t stream);
 
 template <typename T>
-void launch_sum_rows(T* out, const T* x, int64_t outer, int64_t r, T scale, cudaStream_t stream) {
-  const int64_t splits = choose_splits(r, outer);
+void launch_sum_rows(T* out, const T* x, int64_t outer, int64_t r, T scale, Scratch& ws,
+                     cudaStream_t stream) {
+  const int64_t splits = plan_pass(outer, r, 1).splits;
   if (splits == 1 && r <= kShortRow) {
     const unsigned grid = static_cast<unsigned>(
         std::min<int64_t>(ceil_div(outer, kWarpsPerBlock), 65535LL * 8));
@@ -163,19 +198,17 @@ void launch_sum_rows(T* out, const T* x, int64_t outer, int64_t r, T scale, cuda
     VLMC_CUDA_CHECK_LAUNCH();
     return;
   }
-  T* partial = nullptr;  // [outer, splits]
-  VLMC_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(T) * outer * splits, stream));
+  T* partial = ws.take<T>(outer * splits);  // [outer, splits]
   sum_rows_block_kernel<T><<<grid, kRowBlock, 0, stream>>>(partial, x, outer, r, chunk, T(1));
   VLMC_CUDA_CHECK_LAUNCH();
-  launch_sum_rows<T>(out, partial, outer, splits, scale, stream);
-  VLMC_CUDA_CHECK(cudaFreeAsync(partial, stream));
+  launch_sum_rows<T>(out, partial, outer, splits, scale, ws, stream);
 }
 
 template <typename T>
 void launch_sum_columns(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, T scale,
-                        cudaStream_t stream) {
+                        Scratch& ws, cudaStream_t stream) {
   const int64_t col_blocks = ceil_div(inner, kColX);
-  const int64_t splits = choose_splits(r, col_blocks * outer);
+  const int64_t splits = plan_pass(outer, r, inner).splits;
   const int64_t chunk = ceil_div(r, splits);
   const dim3 block(kColX, kColY);
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(col_blocks, 0x7fffffffLL)),
@@ -186,21 +219,19 @@ void launch_sum_columns(T* out, const T* x, int64_t outer, int64_t r, int64_t in
     VLMC_CUDA_CHECK_LAUNCH();
     return;
   }
-  T* partial = nullptr;  // [splits, outer * inner]
-  VLMC_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(T) * splits * outer * inner, stream));
+  T* partial = ws.take<T>(splits * outer * inner);  // [splits, outer * inner]
   sum_columns_kernel<T><<<grid, block, 0, stream>>>(partial, x, outer, r, inner, chunk, T(1));
   VLMC_CUDA_CHECK_LAUNCH();
-  launch_sum<T>(out, partial, 1, splits, outer * inner, scale, stream);
-  VLMC_CUDA_CHECK(cudaFreeAsync(partial, stream));
+  launch_sum<T>(out, partial, 1, splits, outer * inner, scale, ws, stream);
 }
 
 template <typename T>
-void launch_sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, T scale,
+void launch_sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, T scale, Scratch& ws,
                 cudaStream_t stream) {
   if (inner == 1) {
-    launch_sum_rows(out, x, outer, r, scale, stream);
+    launch_sum_rows(out, x, outer, r, scale, ws, stream);
   } else {
-    launch_sum_columns(out, x, outer, r, inner, scale, stream);
+    launch_sum_columns(out, x, outer, r, inner, scale, ws, stream);
   }
 }
 
@@ -320,10 +351,9 @@ __global__ void max_columns_kernel(T* dv, int64_t* di, const T* x, const int64_t
 
 template <typename T>
 void launch_max(T* values, int64_t* indices, const T* x, const int64_t* xi, int64_t outer,
-                int64_t r, int64_t inner, cudaStream_t stream) {
+                int64_t r, int64_t inner, Scratch& ws, cudaStream_t stream) {
   const bool rows = inner == 1;
-  const int64_t blocks = rows ? outer : ceil_div(inner, kColX) * outer;
-  const int64_t splits = choose_splits(r, blocks);
+  const int64_t splits = plan_pass(outer, r, inner).splits;
   if (rows && splits == 1 && r <= kShortRow) {
     const unsigned grid = static_cast<unsigned>(
         std::min<int64_t>(ceil_div(outer, kWarpsPerBlock), 65535LL * 8));
@@ -336,30 +366,29 @@ void launch_max(T* values, int64_t* indices, const T* x, const int64_t* xi, int6
   T* pv = values;
   int64_t* pi = indices;
   if (splits > 1) {
-    VLMC_CUDA_CHECK(cudaMallocAsync(&pv, sizeof(T) * splits * outer * inner, stream));
-    VLMC_CUDA_CHECK(cudaMallocAsync(&pi, sizeof(int64_t) * splits * outer * inner, stream));
+    pv = ws.take<T>(splits * outer * inner);
+    pi = ws.take<int64_t>(splits * outer * inner);
   }
   if (rows) {
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>(outer, 65535LL * 8)),
                     static_cast<unsigned>(splits));
     max_rows_block_kernel<T><<<grid, kRowBlock, 0, stream>>>(pv, pi, x, xi, outer, r, chunk);
+    VLMC_CUDA_CHECK_LAUNCH();
   } else {
     const dim3 block(kColX, kColY);
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(inner, kColX), 0x7fffffffLL)),
                     static_cast<unsigned>(std::min<int64_t>(outer, kMaxGridY)),
                     static_cast<unsigned>(splits));
     max_columns_kernel<T><<<grid, block, 0, stream>>>(pv, pi, x, xi, outer, r, inner, chunk);
+    VLMC_CUDA_CHECK_LAUNCH();
   }
-  VLMC_CUDA_CHECK_LAUNCH();
   if (splits > 1) {
     // Rows: partials are [outer, splits]; columns: [splits, outer * inner].
     if (rows) {
-      launch_max<T>(values, indices, pv, pi, outer, splits, 1, stream);
+      launch_max<T>(values, indices, pv, pi, outer, splits, 1, ws, stream);
     } else {
-      launch_max<T>(values, indices, pv, pi, 1, splits, outer * inner, stream);
+      launch_max<T>(values, indices, pv, pi, 1, splits, outer * inner, ws, stream);
     }
-    VLMC_CUDA_CHECK(cudaFreeAsync(pv, stream));
-    VLMC_CUDA_CHECK(cudaFreeAsync(pi, stream));
   }
 }
 
@@ -377,20 +406,32 @@ __global__ void scatter_kernel(T* grad_x, const T* grad, const int64_t* indices,
 
 }  // namespace
 
+size_t sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner, size_t elem_size) {
+  if (outer * inner == 0) return 0;
+  return partials_bytes(outer, r, inner, elem_size, false);
+}
+
+size_t max_workspace_bytes(int64_t outer, int64_t r, int64_t inner, size_t elem_size) {
+  if (outer * inner == 0 || r == 0) return 0;
+  return partials_bytes(outer, r, inner, elem_size, true);
+}
+
 template <typename T>
-void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale,
+void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale, void* workspace,
          cudaStream_t stream) {
   if (outer * inner == 0) return;
   // r == 0 needs no special case: every thread adds nothing, and 0 * scale is 0
   // for a sum and NaN (scale = inf) for the mean of nothing, as in PyTorch.
-  launch_sum<T>(out, x, outer, r, inner, static_cast<T>(scale), stream);
+  Scratch ws(workspace);
+  launch_sum<T>(out, x, outer, r, inner, static_cast<T>(scale), ws, stream);
 }
 
 template <typename T>
 void max(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner,
-         cudaStream_t stream) {
+         void* workspace, cudaStream_t stream) {
   if (outer * inner == 0 || r == 0) return;
-  launch_max<T>(values, indices, x, nullptr, outer, r, inner, stream);
+  Scratch ws(workspace);
+  launch_max<T>(values, indices, x, nullptr, outer, r, inner, ws, stream);
 }
 
 template <typename T>
@@ -403,10 +444,10 @@ void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t o
   VLMC_CUDA_CHECK_LAUNCH();
 }
 
-#define VLMC_INSTANTIATE(T)                                                                   \
-  template void sum<T>(T*, const T*, int64_t, int64_t, int64_t, double, cudaStream_t);        \
-  template void max<T>(T*, int64_t*, const T*, int64_t, int64_t, int64_t, cudaStream_t);      \
-  template void scatter_reduced<T>(T*, const T*, const int64_t*, int64_t, int64_t, int64_t,   \
+#define VLMC_INSTANTIATE(T)                                                                     \
+  template void sum<T>(T*, const T*, int64_t, int64_t, int64_t, double, void*, cudaStream_t);   \
+  template void max<T>(T*, int64_t*, const T*, int64_t, int64_t, int64_t, void*, cudaStream_t); \
+  template void scatter_reduced<T>(T*, const T*, const int64_t*, int64_t, int64_t, int64_t,     \
                                    cudaStream_t);
 VLMC_INSTANTIATE(float)
 VLMC_INSTANTIATE(double)

@@ -218,10 +218,11 @@ void topk_indices(int64_t* out, const T* scores, int64_t rows, int64_t n, int64_
   const int64_t cache_bytes = n * int64_t(sizeof(K));
   if (cache_bytes <= kCacheBytes) {
     topk_kernel<T, true><<<grid, kThreads, static_cast<size_t>(cache_bytes), stream>>>(out, scores, rows, n, k);
+    VLMC_CUDA_CHECK_LAUNCH();
   } else {
     topk_kernel<T, false><<<grid, kThreads, 0, stream>>>(out, scores, rows, n, k);
+    VLMC_CUDA_CHECK_LAUNCH();
   }
-  VLMC_CUDA_CHECK_LAUNCH();
 }
 
 void invert_row_indices(int64_t* inverse, int64_t* error, const int64_t* indices, int64_t rows,

@@ -9,6 +9,7 @@
 //     element a kernel fails to write fails the comparison.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -243,6 +244,44 @@ TEST_CASE("cuda conv_bn kernels, versions 1 and 2, write every output and match 
           }
         }
       }
+    }
+  }
+}
+
+TEST_CASE("cuda conv kernels on an empty batch: zero weight and channel gradients, as on the CPU",
+          "[cuda][conv_bn]") {
+  // M = 0 rows: no kernel may launch (a grid of 0 blocks is an error), but the
+  // gradients of the weight, bias, gamma and beta are sums of nothing: zero.
+  // The outputs start poisoned, so one left unwritten fails.
+  const auto all_zero = [](const Tensor& t) {
+    const std::vector<float> v = host(t).to_vector<float>();
+    return std::all_of(v.begin(), v.end(), [](float e) { return e == 0.0f; });
+  };
+  for (const Case& c : {Case{0, 7, 5, 3, 5, 3, 3, 2, 1}, Case{0, 5, 5, 40, 24, 1, 1, 1, 0}}) {
+    INFO("0x" << c.h << "x" << c.w << "x" << c.cin << " -> " << c.cout << ", k " << c.kh << "x" << c.kw);
+    const Inputs in = make_inputs(c, 450, true, true);
+    const PlainConv want = run_plain(kCpu, in), got = run_plain(kGpu, in);
+    CHECK(all_zero(want.dw));
+    CHECK(all_zero(want.dbias));
+    CHECK(all_zero(got.dw));
+    CHECK(all_zero(got.dbias));
+    for (const bool training : {true, false}) {
+      INFO((training ? "training" : "eval"));
+      kernels::BatchNormParams p;
+      p.training = training;
+      const Forward fwant = run_forward(kCpu, in, p), fgot = run_forward(kGpu, in, p);
+      CHECK(host(fgot.count).item() == fwant.count.item());
+      if (training) {  // the statistics of nothing: NaN on both (the op refuses M < 2)
+        for (const Tensor& t : {fwant.mean, fwant.rstd, host(fgot.mean), host(fgot.rstd), host(fgot.running_var)})
+          CHECK(std::isnan(t.to_vector<float>()[0]));
+      } else {  // the running statistics, written as on the CPU
+        CHECK_REL(host(fgot.mean), fwant.mean, 1e-6);
+        CHECK_REL(host(fgot.rstd), fwant.rstd, 1e-6);
+      }
+      const Backward gwant = run_backward(kCpu, in, fwant, p), ggot = run_backward(kGpu, in, fwant, p);
+      for (const Tensor& t : {gwant.dw, gwant.dconv_bias, gwant.dgamma, gwant.dbeta, ggot.dw, ggot.dconv_bias,
+                              ggot.dgamma, ggot.dbeta})
+        CHECK(all_zero(t));
     }
   }
 }

@@ -81,6 +81,20 @@ TEST_CASE("cuda deferred checks run past the record ring", "[cuda][deferred]") {
   CHECK(embedding(w, good).to_vector<float>() == std::vector<float>(12, 1.0f));
 }
 
+TEST_CASE("cuda deferred checks are read at every host wait, a large upload too", "[cuda][deferred]") {
+  cuda::synchronize(0);
+  const Tensor w = Tensor::ones({10, 4}, DType::f32, kGpu);
+  (void)index_select(w, 0, ids({2, 10, 3}, {3}));  // bad; nothing read back
+  REQUIRE(cuda::pending_deferred_checks(0) == 1);
+  // 4 MiB: past the staging ring's limit, so the upload makes the host wait.
+  const std::vector<float> big(size_t(1) << 20, 1.0f);
+  Tensor dst = Tensor::empty({static_cast<int64_t>(big.size())}, DType::f32, kGpu);
+  REQUIRE_THROWS_WITH(cuda::copy_host_to_device(dst.data_ptr(), big.data(), big.size() * sizeof(float), 0),
+                      Contains("index_select: index 10 is out of range for dim 0 of size 10"));
+  CHECK(cuda::pending_deferred_checks(0) == 0);
+  CHECK(dst.to(Device::cpu()).to_vector<float>() == big);  // the upload itself landed
+}
+
 TEST_CASE("cuda llama rotary positions are checked on the device", "[cuda][deferred]") {
   cuda::synchronize(0);
   nn::LlamaConfig config;

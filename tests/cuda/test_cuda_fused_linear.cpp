@@ -57,33 +57,13 @@ Tensor poisoned(const Shape& shape, DType dtype = DType::f32) {
   return Tensor::from_vector(v, t.shape());
 }
 
-// Σ_k |x_ik·w_jk| + |b_j|, in double.
+// Σ_k |x_ik·w_jk| + |b_j|, in double: the per-element scale of CHECK_SCALED
+// (tests/support/check.h), which fails on any non-finite value (a NaN the
+// kernel left unwritten).
 Tensor magnitude(const Tensor& x, const Tensor& w, const Tensor& b) {
   const auto a = [](const Tensor& t) { return t.defined() ? abs(t.to(DType::f64)) : Tensor(); };
   return linear(a(x), a(w), a(b));
 }
-
-// max |got - want| / mag over all elements (infinite when got holds a NaN).
-double scaled_error(const Tensor& got, const Tensor& want, const Tensor& mag) {
-  const std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>(),
-                            m = mag.to_vector<double>();
-  REQUIRE(g.size() == w.size());
-  REQUIRE(g.size() == m.size());
-  double worst = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double e = std::fabs(g[i] - w[i]) / std::max(m[i], 1e-30);
-    if (std::isnan(e)) return INFINITY;
-    worst = std::max(worst, e);
-  }
-  return worst;
-}
-
-#define CHECK_SCALED(got, want, mag, tol)                                  \
-  do {                                                                     \
-    const double vlmc_se_ = scaled_error((got), (want), (mag));            \
-    INFO("scaled error " << vlmc_se_ << " (tolerance " << (tol) << ")"); \
-    CHECK(vlmc_se_ <= (tol));                                              \
-  } while (0)
 
 struct Shape3 {
   int64_t m, k, n;

@@ -63,7 +63,8 @@ TEST_CASE("cuda layer_norm and rms_norm match the CPU", "[cuda][nn]") {
                                                                     {{300, 257}, {257}},
                                                                     {{4, 5, 6}, {5, 6}},
                                                                     {{3, 4100}, {4100}},
-                                                                    {{2, 1024}, {1024}}}) {
+                                                                    {{2, 1024}, {1024}},
+                                                                    {{0, 8}, {8}}}) {  // weight grads: 0
     INFO(shape_str(x) << " over " << shape_str(norm));
     test::compare_cpu_cuda([n = norm](const std::vector<Tensor>& t) { return layer_norm(t[0], n, t[1], t[2]); },
             {random_leaf(x, seed), random_leaf(norm, seed + 1), random_leaf(norm, seed + 2)});

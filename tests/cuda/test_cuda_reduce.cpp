@@ -5,8 +5,11 @@
 // outputs, long r), one element, and more than 64K elements.
 #include <cmath>
 #include <functional>
+#include <vector>
 
+#include "core/cuda/runtime.h"
 #include "core/ops.h"
+#include "kernels/reduce.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
@@ -171,3 +174,25 @@ TEST_CASE("cuda reductions: f64 and empty inputs", "[cuda][reduce]") {
   CHECK(sum(inf.to(kGpu)).item() == INFINITY);
   CHECK(sum(inf.view({100, 1000}).to(kGpu), {0}).to_vector<float>()[777] == INFINITY);
 }
+
+#if VLMC_WITH_CUDA  // asks kernels::cuda for the workspace sizes
+TEST_CASE("cuda reductions take their split partials from the caching allocator", "[cuda][reduce]") {
+  // Two outputs of 4M values each: r is split over the GPU, and the partials
+  // must show in the allocator's peak like any tensor.
+  const int64_t outer = 2, r = int64_t(1) << 22;
+  const size_t sum_bytes = kernels::cuda::sum_workspace_bytes(outer, r, 1, sizeof(float));
+  const size_t max_bytes = kernels::cuda::max_workspace_bytes(outer, r, 1, sizeof(float));
+  REQUIRE(sum_bytes > 0);
+  REQUIRE(max_bytes > sum_bytes);  // the partials' indices too
+  const Tensor x = Tensor::ones({outer, r}, DType::f32, kGpu);
+  for (const bool is_sum : {true, false}) {
+    INFO((is_sum ? "sum" : "max"));
+    cuda::synchronize(0);
+    cuda::reset_peak_allocated(0);
+    const size_t before = cuda::allocator_stats(0).allocated_bytes;
+    const Tensor y = is_sum ? sum(x, {1}) : max(x, 1).values;
+    CHECK(y.to_vector<float>() == std::vector<float>{is_sum ? float(r) : 1.0f, is_sum ? float(r) : 1.0f});
+    CHECK(cuda::allocator_stats(0).peak_allocated_bytes >= before + (is_sum ? sum_bytes : max_bytes));
+  }
+}
+#endif

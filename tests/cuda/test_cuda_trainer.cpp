@@ -2,8 +2,9 @@
 // initial weights, built on the CPU and moved), the same batches, 20 optimizer
 // steps over the four stages (5 each), f32 on both. Every step's loss must
 // agree within 1e-4 relative (issue 6's end-to-end check): cuBLAS and OpenBLAS
-// sum in other orders, so the weights drift apart in the last bits step by
-// step, far below that bound unless a CUDA kernel is wrong.
+// sum in other orders, so the weights are expected to drift apart in the last
+// bits step by step, far below that bound unless a CUDA kernel is wrong
+// (untested on a GPU: this suite has not run yet).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
@@ -69,7 +70,8 @@ TEST_CASE("cuda trainer: 20 f32 steps give the CPU's losses within 1e-4", "[cuda
 
 // bf16: both devices round the same operands to bf16 and accumulate in f32, but
 // an operand that differs in its last f32 bits can round to the neighbouring
-// bf16 value (2^-8 relative), so the runs drift faster than in f32.
+// bf16 value (2^-8 relative), so the runs are expected to drift faster than in
+// f32.
 TEST_CASE("cuda trainer: 20 bf16 steps stay within 1e-2 of the CPU's bf16 emulation", "[cuda][trainer]") {
   compare_runs("bf16", 1e-2);
 }

@@ -24,6 +24,10 @@ using json = nlohmann::json;
 namespace {
 
 constexpr double kTolerance = 1e-5;
+// Gradients go back through two layers of f32 products whose rounding depends
+// on OpenBLAS's kernel for the CPU: 1.2e-5 against PyTorch's on an Intel Xeon
+// with AVX-512 (2026-12-04), within 1e-5 in the earlier sessions' runs on AMD EPYC (AVX2).
+constexpr double kGradTolerance = 5e-5;
 
 nn::CLIPVisionConfig config_of(const json& a) {
   nn::CLIPVisionConfig c;
@@ -75,7 +79,7 @@ void check_case(const std::string& name, const json& args, const std::map<std::s
   if (args.at("pooled").get<bool>()) loss = loss + sum(out.pooler_output * all.at(name + ".proj.pooler_output"));
   loss.backward();
 
-  CHECK_REL(images.grad(), all.at(name + ".grad.images"), kTolerance);
+  CHECK_REL(images.grad(), all.at(name + ".grad.images"), kGradTolerance);
   const auto grads = section(all, name + ".grad.");
   int checked = 0;
   for (const auto& [pname, p] : model.named_parameters()) {
@@ -98,7 +102,7 @@ void check_case(const std::string& name, const json& args, const std::map<std::s
       CHECK((!p.grad().defined() || max(abs(p.grad())).item() == 0.0));
     } else {
       REQUIRE(p.grad().defined());
-      CHECK_REL(p.grad(), want, kTolerance);
+      CHECK_REL(p.grad(), want, kGradTolerance);
     }
     ++checked;
   }

@@ -12,7 +12,8 @@ Tensor random_leaf(const Shape& shape, uint64_t seed, DType dtype) {
 }
 
 void compare_cpu_cuda(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
-                      const std::vector<Tensor>& cpu, double tol) {
+                      const std::vector<Tensor>& cpu, double tol, std::optional<double> element_tol) {
+  const double elem_tol = element_tol.value_or(10 * tol);
   const Device gpu = Device::cuda(0);
   std::vector<Tensor> on_gpu;
   for (const Tensor& t : cpu) {
@@ -22,7 +23,12 @@ void compare_cpu_cuda(const std::function<Tensor(const std::vector<Tensor>&)>& f
   }
   const Tensor y_cpu = fn(cpu), y_gpu = fn(on_gpu);
   REQUIRE(y_gpu.device() == gpu);
-  CHECK_REL(y_gpu.to(Device::cpu()), y_cpu, tol);
+  {
+    INFO("output");
+    const Tensor y = y_gpu.to(Device::cpu());
+    CHECK_REL(y, y_cpu, tol);
+    CHECK_ELEMENTWISE(y, y_cpu, elem_tol);
+  }
   Generator gen(999);
   const Tensor g = Tensor::randn(y_cpu.shape(), gen, y_cpu.dtype());
   y_cpu.backward(g);
@@ -31,7 +37,9 @@ void compare_cpu_cuda(const std::function<Tensor(const std::vector<Tensor>&)>& f
     if (!cpu[i].requires_grad()) continue;
     INFO("gradient of input " << i);
     REQUIRE(on_gpu[i].grad().defined());
-    CHECK_REL(on_gpu[i].grad().to(Device::cpu()), cpu[i].grad(), tol);
+    const Tensor grad = on_gpu[i].grad().to(Device::cpu());
+    CHECK_REL(grad, cpu[i].grad(), tol);
+    CHECK_ELEMENTWISE(grad, cpu[i].grad(), elem_tol);
   }
 }
 

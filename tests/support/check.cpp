@@ -1,5 +1,6 @@
 #include "tests/support/check.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -18,6 +19,20 @@ double rel_error(const Tensor& actual, const Tensor& expected) {
   return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
+double rel_error_floor(const Tensor& actual, const Tensor& expected, double floor) {
+  VLMC_CHECK(actual.shape() == expected.shape(), "rel_error_floor: shapes ", shape_str(actual.shape()),
+             " and ", shape_str(expected.shape()), " differ");
+  VLMC_CHECK(floor >= 0, "rel_error_floor: floor ", floor, " is negative");
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (a[i] - e[i]) * (a[i] - e[i]);
+    norm += e[i] * e[i];
+  }
+  if (!std::isfinite(diff)) return INFINITY;
+  return std::sqrt(diff) / std::max({std::sqrt(norm), floor, 1e-30});
+}
+
 double max_abs_error(const Tensor& actual, const Tensor& expected) {
   VLMC_CHECK(actual.shape() == expected.shape(), "max_abs_error: shapes ",
              shape_str(actual.shape()), " and ", shape_str(expected.shape()), " differ");
@@ -29,6 +44,55 @@ double max_abs_error(const Tensor& actual, const Tensor& expected) {
     worst = std::max(worst, d);
   }
   return worst;
+}
+
+namespace {
+
+// The worst of |a_i - e_i| / magnitude(i); the first non-finite value (in a,
+// e or the magnitude) wins outright.
+template <typename Magnitude>
+ElementError worst_element(const std::vector<double>& a, const std::vector<double>& e, Magnitude&& magnitude) {
+  ElementError worst;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double m = magnitude(i);
+    const bool finite = std::isfinite(a[i]) && std::isfinite(e[i]) && std::isfinite(m);
+    const double err = finite ? std::fabs(a[i] - e[i]) / std::max(m, 1e-30) : INFINITY;
+    if (worst.index < 0 || err > worst.error) worst = {err, static_cast<int64_t>(i), a[i], e[i], m};
+    if (!finite) break;
+  }
+  return worst;
+}
+
+}  // namespace
+
+std::string ElementError::str() const {
+  if (index < 0) return "element: none (empty tensors)";
+  std::ostringstream out;
+  out.precision(10);  // enough to tell f32 neighbours apart
+  out << "element " << index << ": actual " << actual << " vs expected " << expected << ", |diff| / "
+      << magnitude << " = " << error;
+  return out.str();
+}
+
+ElementError element_error(const Tensor& actual, const Tensor& expected, double scale) {
+  VLMC_CHECK(actual.shape() == expected.shape(), "element_error: shapes ", shape_str(actual.shape()),
+             " and ", shape_str(expected.shape()), " differ");
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  if (scale < 0) {  // the RMS of the finite values: a non-finite one is reported where it is
+    double sq = 0;
+    for (double v : e) sq += std::isfinite(v) ? v * v : 0.0;
+    scale = e.empty() ? 0.0 : std::sqrt(sq / static_cast<double>(e.size()));
+  }
+  return worst_element(a, e, [&](size_t i) { return std::fabs(e[i]) + scale; });
+}
+
+ElementError element_error(const Tensor& actual, const Tensor& expected, const Tensor& magnitude) {
+  VLMC_CHECK(actual.shape() == expected.shape() && magnitude.shape() == expected.shape(),
+             "element_error: shapes ", shape_str(actual.shape()), ", ", shape_str(expected.shape()),
+             " and magnitude ", shape_str(magnitude.shape()), " differ");
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>(),
+                            m = magnitude.to_vector<double>();
+  return worst_element(a, e, [&](size_t i) { return m[i]; });
 }
 
 Tensor leaf(const Shape& shape, uint64_t seed) {
