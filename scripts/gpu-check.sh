@@ -33,6 +33,9 @@
 # Each part runs under its own timeout, cut to what is left of the budget
 # (GPU_CHECK_BUDGET_S: default 270 s for suite, 280 s for bench, 420 s for all,
 # of which the suite gets 150, from the start of the script). A part that fails, times out or gets no time is a FAIL row.
+# GPU_CHECK_PARTS="suite connectors kernels train ncu llava" runs only the
+# parts named (default: every part of the mode), for a rerun that must fit
+# what is left of a lease.
 # Exit status: 0 when every part ran and met its target, 1 otherwise, 3 when
 # no GPU is visible or the build has no CUDA.
 set -uo pipefail
@@ -51,6 +54,8 @@ python=${PYTHON:-python3}
 arch=${VLMC_CUDA_ARCH:-90a}
 status=0
 failed=()  # "part: why", one per failed part, shown in the table
+parts=${GPU_CHECK_PARTS:-suite connectors kernels train ncu llava}
+wanted() { [[ " $parts " == *" $1 "* ]]; }
 
 fail() {
   failed+=("$1")
@@ -60,12 +65,14 @@ fail() {
 
 # Whatever happens, $OUT gets the logs (one archive) and the table.
 finish() {
-  local table_args=(--gpu "${gpu:-none}" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
-  [[ "$mode" != bench ]] && table_args+=(--suite "$logs/suite.json")
+  # The commit the programs were built from: the pack's, else the tree's.
+  local table_args=(--gpu "${gpu:-none}" --commit "${build_commit:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}")
+  [[ "$mode" != bench ]] && wanted suite && table_args+=(--suite "$logs/suite.json")
   if [[ "$mode" != suite ]]; then
-    table_args+=(--connectors-vlmc "$logs/connectors-vlmc.jsonl" --connectors-torch "$logs/connectors-torch.jsonl"
-                 --llava-vlmc "$logs/llava-step-vlmc.json" --llava-torch "$logs/llava-step-torch.json"
-                 --train-results "$logs/runs/gpu-check/results.json")
+    wanted connectors &&
+      table_args+=(--connectors-vlmc "$logs/connectors-vlmc.jsonl" --connectors-torch "$logs/connectors-torch.jsonl")
+    wanted llava && table_args+=(--llava-vlmc "$logs/llava-step-vlmc.json" --llava-torch "$logs/llava-step-torch.json")
+    wanted train && table_args+=(--train-results "$logs/runs/gpu-check/results.json")
   fi
   local reason
   for reason in "${failed[@]}"; do table_args+=(--failed "$reason"); done
@@ -120,6 +127,7 @@ if [[ -f .gpu-pack/vlmc-gpu.tar.xz ]]; then
     echo "gpu-check: the pack's vlmc does not start here (see pack-smoke.log); building instead" >&2
   else
     bin=$pack/bin data_dir=$pack/data seed_dir=$pack/seed
+    build_commit=$(sed -n 's/^commit \([0-9a-f]\{7\}\).*/\1/p' "$pack/MANIFEST")
     echo "gpu-check: using the carried pack"
   fi
 fi
@@ -195,7 +203,7 @@ run_part() {
   echo "gpu-check: $name took $(($(date +%s) - t0)) s"
 }
 
-if [[ "$mode" != bench ]]; then
+if [[ "$mode" != bench ]] && wanted suite; then
   suite_budget=$budget
   [[ "$mode" == all ]] && suite_budget=150  # the rest is the benchmarks'
   if [[ ! -x "$bin/vlmc_cuda_tests" ]]; then
@@ -205,8 +213,8 @@ if [[ "$mode" != bench ]]; then
     "$python" scripts/gpu_suite.py --exe "$bin/vlmc_cuda_tests" --logs "$logs/suite" --json "$logs/suite.json" \
       --jobs 4 --timeout 90 --budget "$left" || fail "cuda suite: not every case passed"
   fi
-  [[ "$mode" == suite ]] && finish
 fi
+[[ "$mode" == suite ]] && finish
 
 # ---- bench: 1. connectors, vlmc against the seed's PyTorch classes ----------------------------
 # The seed's constructor defaults, given to both explicitly.
@@ -214,17 +222,17 @@ dims=(--dim-vision 1024 --dim-llm 4096 --grid-size 24 --target-size 12 --num-con
       --max-tokens 576 --min-tokens 64 --max-visual-tokens 1024)
 common=(--batch 16 --tokens 576 --backward --precision bf16 --device cuda --json --repeats 10 --warmup 3)
 : >"$logs/connectors-vlmc.jsonl"
-for type in linear mlp downsample c-abstractor dynamic ocr; do
+wanted connectors && for type in linear mlp downsample c-abstractor dynamic ocr; do
   run_part "connector $type (vlmc)" 30 "$logs/connector-$type-vlmc.log" \
     "$bin/vlmc" connector bench --type "$type" "${common[@]}" "${dims[@]}" &&
     grep '^{' "$logs/connector-$type-vlmc.log" >>"$logs/connectors-vlmc.jsonl"
 done
-run_part "connectors (PyTorch)" 60 "$logs/connectors-torch.log" \
+wanted connectors && run_part "connectors (PyTorch)" 60 "$logs/connectors-torch.log" \
   "$python" bench/seed_connectors.py --type all "${common[@]}" "${dims[@]}" --seed-dir "$seed_dir"
 grep '^{' "$logs/connectors-torch.log" >"$logs/connectors-torch.jsonl" || true
 
 # ---- bench: 2. kernel benchmarks, the CUDA rows (CPU rows are the CPU benchmarks' business) ----------
-for bench in "$bin"/bench_*; do
+wanted kernels && for bench in "$bin"/bench_*; do
   name=$(basename "$bench")
   [[ "$name" == "bench_gemm" ]] && continue        # CPU sgemm only
   [[ "$name" == "bench_llava_step" ]] && continue  # part 5
@@ -232,7 +240,7 @@ for bench in "$bin"/bench_*; do
 done
 
 # ---- bench: 3. training throughput --------------------------------------------------------------
-run_part "training run" 60 "$logs/train.log" \
+wanted train && run_part "training run" 60 "$logs/train.log" \
   "$bin/vlmc" train --device cuda --precision bf16 --run.name gpu-check --run.runs_dir "$logs/runs" \
   --run.cache_dir "$logs/cache" --data.dir "$data_dir" --stage0.vision.steps 50 --stage0.language.steps 50 \
   --stage1.steps 50 --stage2.steps 50 --eval.mosaics 100
@@ -241,7 +249,9 @@ run_part "training run" 60 "$logs/train.log" \
 # Nsight Compute reads each kernel's duration (it replays kernels: the sum is
 # not the step's time, the split between kernels is what it shows).
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n1)
-if [[ -n "$ncu" ]]; then
+if ! wanted ncu; then
+  :
+elif [[ -n "$ncu" ]]; then
   for type in mlp c-abstractor; do
     run_part "kernel split of $type (ncu)" 40 "$logs/ncu-$type.csv" \
       "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
@@ -254,9 +264,9 @@ fi
 
 # ---- bench: 5. one LLaVA stage-1 step (last: the CPU builds and checks a 1.1B model first) ----------
 step=(--device cuda --precision bf16 --batch 1 --seq 2048 --warmup 2 --repeats 5)
-run_part "llava step (PyTorch)" 60 "$logs/llava-step-torch.log" \
+wanted llava && run_part "llava step (PyTorch)" 60 "$logs/llava-step-torch.log" \
   "$python" bench/llava_step.py "${step[@]}" --json "$logs/llava-step-torch.json"
-run_part "llava step (vlmc)" 150 "$logs/llava-step-vlmc.log" \
+wanted llava && run_part "llava step (vlmc)" 150 "$logs/llava-step-vlmc.log" \
   "$bin/bench_llava_step" "${step[@]}" --json "$logs/llava-step-vlmc.json"
 
 # ---- bench: 6. data parallel over NCCL, where the machine has several GPUs -------------------------

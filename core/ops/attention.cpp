@@ -1,5 +1,12 @@
-// scaled_dot_product_attention: fused softmax(q·kᵀ·scale + masks)·v (kernels/attention.h).
+// scaled_dot_product_attention: softmax(q·kᵀ·scale + masks)·v, by the fused
+// kernels (kernels/attention.h) or, for long unmasked sequences on CUDA and
+// under autocast, by products (below).
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/autocast.h"
 
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -12,6 +19,63 @@ constexpr const char* kOp = "scaled_dot_product_attention";
 
 std::string shapes_of(const Tensor& q, const Tensor& k, const Tensor& v) {
   return str("q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+}
+
+// Query rows times key rows from which CUDA takes the product form. The fused
+// CUDA kernel (v1) computes each score with a warp reduction in f32 (no
+// tensor cores); with it a LLaVA stage-1 step at sequence 2048 ran 30 times
+// slower than PyTorch's (an H200, 2026-12-04). The product form runs its two
+// products on cuBLAS, in bf16 under autocast.
+constexpr int64_t kProductFormMinScores = 64 * 64;
+
+// u8 [T, S] (1: key j is hidden from query i by causality, j > i + S - T), on
+// `device`, made once per shape and device (a step asks for it in every layer).
+Tensor causal_hidden(int64_t t, int64_t s, Device device) {
+  static std::mutex mutex;
+  // Never destroyed: device tensors must not be freed after the CUDA runtime
+  // has shut down at exit.
+  static auto* cache = new std::map<std::tuple<int64_t, int64_t, int, int>, Tensor>();
+  const auto key = std::make_tuple(t, s, static_cast<int>(device.type), device.index);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  std::vector<uint8_t> hidden(static_cast<size_t>(t * s));
+  for (int64_t i = 0; i < t; ++i)
+    for (int64_t j = 0; j < s; ++j) hidden[static_cast<size_t>(i * s + j)] = j > i + s - t;
+  const Tensor out = Tensor::from_vector(hidden, {t, s}).to(device);
+  return cache->emplace(key, out).first->second;
+}
+
+// The product form: scores = q·kᵀ·scale [B, Hq, T, S], causal keys set to
+// -inf, softmax over keys, times v. Built from matmul, masked_fill and softmax,
+// so autograd comes with them and autocast rounds the two products to bf16 as
+// it does every product (torch.autocast runs attention in bf16 too). Only where
+// every query row sees a key (no key mask; causal with T <= S), so no softmax
+// row is all -inf. Scores take B·Hq·T·S floats, which the fused kernel never
+// holds: the price of running on the GEMM units.
+Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
+                             const kernels::AttentionShape& s) {
+  const int64_t group = s.q_heads / s.kv_heads;
+  Tensor keys = k, values = v;  // [B, Hq, S, Dh]: each KV head repeated for its group of query heads
+  if (group > 1) {
+    const Shape grouped{s.batch, s.kv_heads, group, s.kv_len, s.head_dim};
+    const Shape per_query_head{s.batch, s.q_heads, s.kv_len, s.head_dim};
+    keys = k.unsqueeze(2).expand(grouped).reshape(per_query_head);
+    values = v.unsqueeze(2).expand(grouped).reshape(per_query_head);
+  }
+  Tensor scores = mul(matmul(q, keys.transpose(2, 3)), scale);  // [B, Hq, T, S]
+  if (causal) scores = masked_fill(scores, causal_hidden(s.q_len, s.kv_len, q.device()), -INFINITY);
+  return matmul(softmax(scores, -1), values);  // [B, Hq, T, Dh]
+}
+
+// The product form where every row sees a key and it pays: long sequences on
+// CUDA, and under autocast on any device (so that the CPU's bf16 emulation
+// computes what CUDA computes).
+bool use_products(const Tensor& q, const Tensor& key_padding_mask, bool causal, const kernels::AttentionShape& s) {
+  if (key_padding_mask.defined() || (causal && s.q_len > s.kv_len)) return false;
+  if (s.q_len == 0 || s.kv_len == 0 || s.head_dim == 0 || s.batch == 0) return false;
+  const bool autocast = autocast_bf16() && q.dtype() == DType::f32;
+  return autocast || (q.device().is_cuda() && s.q_len * s.kv_len >= kProductFormMinScores);
 }
 
 }  // namespace
@@ -36,6 +100,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (q.device().is_cuda())
     VLMC_CHECK(s.head_dim <= kernels::kAttentionMaxHeadDimCuda, kOp, ": ", shapes_of(q, k, v), ": head dim ",
                s.head_dim, " exceeds the CUDA kernels' maximum of ", kernels::kAttentionMaxHeadDimCuda);
+  const double sc = scale.value_or(s.head_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(s.head_dim)) : 1.0);
+  if (use_products(q, key_padding_mask, causal, s)) return attention_by_products(q, k, v, causal, sc, s);
   Tensor mask;  // i64 [B, S], contiguous, on q's device
   if (key_padding_mask.defined()) {
     VLMC_CHECK(key_padding_mask.dtype() == DType::u8 || key_padding_mask.dtype() == DType::i64, kOp,
@@ -48,7 +114,6 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                key_padding_mask.device().str(), " but q is on ", q.device().str());
     mask = key_padding_mask.to(DType::i64).contiguous();  // u8 -> i64 keeps nonzero values nonzero
   }
-  const double sc = scale.value_or(s.head_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(s.head_dim)) : 1.0);
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.batch, s.q_heads, s.q_len}, q.dtype(), q.device());

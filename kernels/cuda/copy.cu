@@ -30,6 +30,45 @@ __global__ void copy_kernel(void* dst, DType dst_dtype, Layout dl, const void* s
   }
 }
 
+// The casts autocast makes for every product operand, contiguous: four elements
+// a thread through 16-byte loads where the pointers allow (the generic kernel
+// above converts one element at a time through double and a dtype switch).
+// The same rounding as the generic kernel: float_to_bf16_bits, round to nearest even.
+__global__ void f32_to_bf16_kernel(uint16_t* dst, const float* src, int64_t n, bool vector) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (vector) {
+    for (; 4 * i + 3 < n; i += stride) {
+      const float4 v = reinterpret_cast<const float4*>(src)[i];
+      const uint2 packed{float_to_bf16_bits(v.x) | (uint32_t(float_to_bf16_bits(v.y)) << 16),
+                         float_to_bf16_bits(v.z) | (uint32_t(float_to_bf16_bits(v.w)) << 16)};
+      reinterpret_cast<uint2*>(dst)[i] = packed;
+    }
+    // The tail (n % 4 elements) by the first threads.
+    const int64_t t = (n / 4) * 4 + blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+    if (t < n) dst[t] = float_to_bf16_bits(src[t]);
+    return;
+  }
+  for (; i < n; i += stride) dst[i] = float_to_bf16_bits(src[i]);
+}
+
+__global__ void bf16_to_f32_kernel(float* dst, const uint16_t* src, int64_t n, bool vector) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (vector) {
+    for (; 4 * i + 3 < n; i += stride) {
+      const uint2 packed = reinterpret_cast<const uint2*>(src)[i];
+      reinterpret_cast<float4*>(dst)[i] =
+          float4{bf16_bits_to_float(uint16_t(packed.x & 0xffffu)), bf16_bits_to_float(uint16_t(packed.x >> 16)),
+                 bf16_bits_to_float(uint16_t(packed.y & 0xffffu)), bf16_bits_to_float(uint16_t(packed.y >> 16))};
+    }
+    const int64_t t = (n / 4) * 4 + blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+    if (t < n) dst[t] = bf16_bits_to_float(src[t]);
+    return;
+  }
+  for (; i < n; i += stride) dst[i] = bf16_bits_to_float(src[i]);
+}
+
 __global__ void fill_kernel(void* dst, DType dtype, Layout l, double value, int64_t n) {
   const bool contiguous = l.is_contiguous();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -61,6 +100,20 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
   if (contiguous && dst_dtype == src_dtype) {
     VLMC_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(dst_dtype),
                                     cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  if (contiguous && src_dtype == DType::f32 && dst_dtype == DType::bf16) {
+    const bool vector = reinterpret_cast<uintptr_t>(dst) % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+    f32_to_bf16_kernel<<<grid_for(vector ? (n + 3) / 4 : n, kBlock), kBlock, 0, stream>>>(
+        static_cast<uint16_t*>(dst), static_cast<const float*>(src), n, vector);
+    VLMC_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  if (contiguous && src_dtype == DType::bf16 && dst_dtype == DType::f32) {
+    const bool vector = reinterpret_cast<uintptr_t>(dst) % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 8 == 0;
+    bf16_to_f32_kernel<<<grid_for(vector ? (n + 3) / 4 : n, kBlock), kBlock, 0, stream>>>(
+        static_cast<float*>(dst), static_cast<const uint16_t*>(src), n, vector);
+    VLMC_CUDA_CHECK_LAUNCH();
     return;
   }
   copy_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(dst, dst_dtype, dst_layout, src, src_dtype,

@@ -20,6 +20,7 @@
 // gemm_bf16 (autocast's products) goes through cublasGemmStridedBatchedEx with
 // bf16 A and B, f32 C and CUBLAS_COMPUTE_32F: the operands are already bf16,
 // so tensor cores may run it, and the accumulation stays f32 either way.
+#include <algorithm>
 #include <cublas_v2.h>
 
 #include <mutex>
@@ -101,14 +102,17 @@ cublasStatus_t gemm_call(cublasHandle_t h, cublasOperation_t tb, cublasOperation
   return cublasDgemm_64(h, tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
 }
 
+// Block (x) over a tile of columns, rows strided over grid y: each thread
+// reads its row element once and writes it down its column, coalesced across
+// the warp, with no index division (the element-per-thread version spent
+// 200 us on a 9216 x 4096 f32 output on an H200, 2026-12-04: a fifth of the
+// copy bandwidth).
 template <typename T>
 __global__ void broadcast_rows_kernel(T* c, const T* row, int64_t m, int64_t n, int64_t ldc) {
-  const int64_t total = m * n;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = e / n, j = e - i * n;
-    c[i * ldc + j] = row[j];
-  }
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= n) return;
+  const T value = row[j];
+  for (int64_t i = blockIdx.y; i < m; i += gridDim.y) c[i * ldc + j] = value;
 }
 
 }  // namespace
@@ -118,7 +122,8 @@ void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc, cudaS
   const int64_t total = m * n;
   if (total == 0) return;
   constexpr int kBlock = 256;
-  broadcast_rows_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(c, row, m, n, ldc);
+  const dim3 grid(static_cast<unsigned>((n + kBlock - 1) / kBlock), static_cast<unsigned>(std::min<int64_t>(m, 1024)));
+  broadcast_rows_kernel<T><<<grid, kBlock, 0, stream>>>(c, row, m, n, ldc);
   VLMC_CUDA_CHECK_LAUNCH();
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/cuda/runtime.h"
 #include "core/ops.h"
 #include "kernels/attention.h"
@@ -111,30 +112,60 @@ TEST_CASE("cuda attention v1 kernels write every output and match the CPU", "[cu
 }
 #endif
 
+namespace {
+
+// The op on the CPU and on CUDA (inside an AutocastGuard(autocast) both),
+// forward and the three input gradients.
+void check_op_against_cpu(const Case& c, uint64_t seed, bool autocast, double tol) {
+  INFO(c.b << "x" << c.hq << "/" << c.hkv << " T=" << c.t << " S=" << c.s << " Dh=" << c.dh
+            << " causal=" << c.causal << " mask=" << c.mask << " autocast=" << autocast);
+  Generator gen(seed);
+  Tensor q = Tensor::randn({c.b, c.hq, c.t, c.dh}, gen), k = Tensor::randn({c.b, c.hkv, c.s, c.dh}, gen),
+         v = Tensor::randn({c.b, c.hkv, c.s, c.dh}, gen);
+  const Tensor mask = c.mask ? padding_mask(c, gen) : Tensor();
+  for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+  Tensor qg = q.detach().to(kGpu), kg = k.detach().to(kGpu), vg = v.detach().to(kGpu);
+  for (Tensor* t : {&qg, &kg, &vg}) t->set_requires_grad(true);
+  Tensor y, yg;
+  {
+    AutocastGuard guard(autocast);
+    y = scaled_dot_product_attention(q, k, v, mask, c.causal);
+    yg = scaled_dot_product_attention(qg, kg, vg, mask.defined() ? mask.to(kGpu) : Tensor(), c.causal);
+  }
+  CHECK_REL(yg.to(Device::cpu()), y, tol);
+  const Tensor g = Tensor::randn(y.shape(), gen);
+  y.backward(g);
+  yg.backward(g.to(kGpu));
+  const double floor = std::sqrt(static_cast<double>(q.numel())) * rms_of(v.grad());
+  CHECK_REL_FLOOR(qg.grad().to(Device::cpu()), q.grad(), floor, tol);  // 0 with one key: see above
+  CHECK_REL_FLOOR(kg.grad().to(Device::cpu()), k.grad(), floor, tol);
+  CHECK_REL(vg.grad().to(Device::cpu()), v.grad(), tol);
+}
+
+// Long enough for CUDA's product form (core/ops/attention.cpp: T·S >= 64·64,
+// no key mask, causal only with T <= S), grouped heads among them; the CPU
+// runs its fused kernel outside autocast, the product form inside.
+const std::vector<Case> kProductCases = {
+    {2, 4, 2, 80, 80, 32, true, false},   {1, 4, 4, 64, 100, 64, true, false},
+    {2, 2, 1, 70, 70, 16, false, false},  {1, 8, 2, 128, 128, 64, true, false},
+    {1, 2, 2, 100, 60, 32, true, false},  // T > S causal: the fused kernel on both
+    {2, 4, 2, 80, 80, 32, true, true},    // a key mask: the fused kernel on both
+};
+
+}  // namespace
+
 TEST_CASE("cuda scaled_dot_product_attention matches the CPU forward and backward", "[cuda][attention]") {
   uint64_t seed = 400;
-  for (const Case& c : kCases) {
-    INFO(c.b << "x" << c.hq << "/" << c.hkv << " T=" << c.t << " S=" << c.s << " Dh=" << c.dh
-              << " causal=" << c.causal << " mask=" << c.mask);
-    Generator gen(seed++);
-    Tensor q = Tensor::randn({c.b, c.hq, c.t, c.dh}, gen), k = Tensor::randn({c.b, c.hkv, c.s, c.dh}, gen),
-           v = Tensor::randn({c.b, c.hkv, c.s, c.dh}, gen);
-    const Tensor mask = c.mask ? padding_mask(c, gen) : Tensor();
-    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
-    Tensor qg = q.detach().to(kGpu), kg = k.detach().to(kGpu), vg = v.detach().to(kGpu);
-    for (Tensor* t : {&qg, &kg, &vg}) t->set_requires_grad(true);
-    const Tensor y = scaled_dot_product_attention(q, k, v, mask, c.causal);
-    const Tensor yg =
-        scaled_dot_product_attention(qg, kg, vg, mask.defined() ? mask.to(kGpu) : Tensor(), c.causal);
-    CHECK_REL(yg.to(Device::cpu()), y, 1e-5);
-    const Tensor g = Tensor::randn(y.shape(), gen);
-    y.backward(g);
-    yg.backward(g.to(kGpu));
-    const double floor = std::sqrt(static_cast<double>(q.numel())) * rms_of(v.grad());
-    CHECK_REL_FLOOR(qg.grad().to(Device::cpu()), q.grad(), floor, 1e-5);  // 0 with one key: see above
-    CHECK_REL_FLOOR(kg.grad().to(Device::cpu()), k.grad(), floor, 1e-5);
-    CHECK_REL(vg.grad().to(Device::cpu()), v.grad(), 1e-5);
-  }
+  for (const Case& c : kCases) check_op_against_cpu(c, seed++, false, 1e-5);
+}
+
+TEST_CASE("cuda scaled_dot_product_attention's product form matches the CPU, in f32 and under autocast",
+          "[cuda][attention]") {
+  uint64_t seed = 450;
+  for (const Case& c : kProductCases) check_op_against_cpu(c, seed++, false, 1e-5);
+  // Under autocast both devices round the same operands to bf16 and accumulate
+  // in f32 in their own orders.
+  for (const Case& c : kProductCases) check_op_against_cpu(c, seed++, true, 1e-4);
 }
 
 TEST_CASE("cuda scaled_dot_product_attention rejects head dims over 128", "[cuda][attention]") {

@@ -219,3 +219,39 @@ TEST_CASE("cuda elementwise: f64 works and mixed devices are refused", "[cuda][e
   Tensor ag = a.to(kGpu);
   REQUIRE_THROWS_WITH(add_(ag, a), Catch::Contains("add_: tensors on cuda:0 and cpu"));
 }
+
+TEST_CASE("cuda casts between f32 and bf16 match the CPU bit for bit (vector and scalar paths)",
+          "[cuda][elementwise]") {
+  Generator gen(510);
+  // Lengths around the 4-element vectors; narrowed views start 1..3 elements
+  // in, so their pointers are not 16-byte aligned and take the scalar path.
+  for (const int64_t n : {1, 3, 4, 5, 8, 1023, 4097, (1 << 20) + 3}) {
+    std::vector<float> values = mul(Tensor::randn({n + 3}, gen), 1000.0).to_vector<float>();
+    values[0] = INFINITY;
+    if (n > 2) values[2] = -0.0f;
+    if (n > 3) values[3] = NAN;
+    if (n > 4) values[4] = 3.3895e38f;  // rounds to bf16 infinity
+    const Tensor x = Tensor::from_vector(values, {n + 3});
+    for (int64_t start = 0; start < 4; ++start) {
+      INFO("n " << n << ", view from element " << start);
+      const Tensor view = x.narrow(0, start, n);
+      const Tensor want = view.to(DType::bf16);
+      const Tensor got = view.to(kGpu).to(DType::bf16);
+      // Compare the bf16 bits through their exact f32 values (NaN compared as NaN).
+      const std::vector<float> a = got.to(Device::cpu()).to(DType::f32).to_vector<float>(),
+                               b = want.to(DType::f32).to_vector<float>();
+      bool same = true;
+      for (size_t i = 0; i < a.size(); ++i)
+        same = same && ((std::isnan(a[i]) && std::isnan(b[i])) ||
+                        (a[i] == b[i] && std::signbit(a[i]) == std::signbit(b[i])));
+      CHECK(same);
+      // Back to f32, from bf16 views that start off the vector alignment too.
+      const Tensor back = want.to(kGpu).narrow(0, start == 0 ? 0 : 1, n - (start == 0 ? 0 : 1)).to(DType::f32);
+      const Tensor back_cpu = want.narrow(0, start == 0 ? 0 : 1, n - (start == 0 ? 0 : 1)).to(DType::f32);
+      const std::vector<float> c = back.to(Device::cpu()).to_vector<float>(), d = back_cpu.to_vector<float>();
+      bool same_back = true;
+      for (size_t i = 0; i < c.size(); ++i) same_back = same_back && ((std::isnan(c[i]) && std::isnan(d[i])) || c[i] == d[i]);
+      CHECK(same_back);
+    }
+  }
+}

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/io/tensor_io.h"
 #include "core/ops.h"
 #include "tests/support/check.h"
@@ -173,4 +174,35 @@ TEST_CASE("scaled_dot_product_attention rejects bad arguments by name", "[attent
                       Catch::Contains("key_padding_mask must be u8 or i64, got f32"));
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k.to(DType::f64), k), Catch::Contains("scaled_dot_product_attention"));
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(q.to(DType::i64), k, k), Catch::Contains("must be f32 or f64"));
+}
+
+TEST_CASE("scaled_dot_product_attention under autocast runs by bf16 products, near the f32 kernel",
+          "[attention][autocast]") {
+  // No key mask and T <= S: the product form (core/ops/attention.cpp), whose
+  // two products round their operands to bf16 as every product under autocast.
+  Generator gen(77);
+  for (const bool causal : {false, true}) {
+    INFO("causal " << causal);
+    const Tensor q0 = Tensor::randn({2, 4, 9, 16}, gen), k0 = Tensor::randn({2, 2, 11, 16}, gen),
+                 v0 = Tensor::randn({2, 2, 11, 16}, gen), g = Tensor::randn({2, 4, 9, 16}, gen);
+    std::vector<Tensor> grads[2];
+    Tensor outs[2];
+    for (int bf16 = 0; bf16 < 2; ++bf16) {
+      Tensor q = q0.clone().set_requires_grad(true), k = k0.clone().set_requires_grad(true),
+             v = v0.clone().set_requires_grad(true);
+      {
+        AutocastGuard guard(bf16 == 1);
+        outs[bf16] = scaled_dot_product_attention(q, k, v, Tensor(), causal);
+      }
+      outs[bf16].backward(g);
+      grads[bf16] = {q.grad(), k.grad(), v.grad()};
+    }
+    // bf16 operands move results by ~2^-8 relative; the f32 kernel is the reference.
+    CHECK(test::rel_error(outs[1], outs[0]) > 0);  // the bf16 rounding happened
+    CHECK_REL(outs[1], outs[0], 2e-2);
+    for (int i = 0; i < 3; ++i) {
+      INFO("gradient " << i);
+      CHECK_REL(grads[1][i], grads[0][i], 3e-2);
+    }
+  }
 }
