@@ -205,7 +205,7 @@ run_part() {
 
 if [[ "$mode" != bench ]] && wanted suite; then
   suite_budget=$budget
-  [[ "$mode" == all ]] && suite_budget=150  # the rest is the benchmarks'
+  [[ "$mode" == all ]] && suite_budget=${GPU_CHECK_SUITE_S:-150}  # the rest is the benchmarks'
   if [[ ! -x "$bin/vlmc_cuda_tests" ]]; then
     fail "cuda suite: vlmc_cuda_tests was not built"
   else

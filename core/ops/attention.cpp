@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/autocast.h"
+#include "core/autograd.h"
 
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -46,15 +47,21 @@ Tensor causal_hidden(int64_t t, int64_t s, Device device) {
   return cache->emplace(key, out).first->second;
 }
 
-// The product form: scores = q·kᵀ·scale [B, Hq, T, S], causal keys set to
-// -inf, softmax over keys, times v. Built from matmul, masked_fill and softmax,
-// so autograd comes with them and autocast rounds the two products to bf16 as
-// it does every product (torch.autocast runs attention in bf16 too). Only where
-// every query row sees a key (no key mask; causal with T <= S), so no softmax
-// row is all -inf. Scores take B·Hq·T·S floats, which the fused kernel never
-// holds: the price of running on the GEMM units.
-Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale,
-                             const kernels::AttentionShape& s) {
+// The product form: scores = q·kᵀ·scale [B, Hq, T, S], hidden keys masked,
+// softmax over keys, times v. Built from matmul, masked_fill and softmax, so
+// autograd comes with them and autocast rounds the two products to bf16 as it
+// does every product (torch.autocast runs attention in bf16 too). Scores take
+// B·Hq·T·S floats, which the fused kernel never holds: the price of running
+// on the GEMM units.
+//
+// Where a row may see no key at all (a key mask, or causal with T > S), hidden
+// scores get a large finite negative value instead of -inf: such a row then
+// has a finite softmax (uniform over its hidden keys) rather than NaN, and
+// its output is multiplied by 0, which also zeroes its gradient: the fused
+// kernel's zeros. In every other row a hidden key's weight is exp(-1e30 - max)
+// = 0, as with -inf.
+Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask,
+                             bool causal, double scale, const kernels::AttentionShape& s) {
   const int64_t group = s.q_heads / s.kv_heads;
   Tensor keys = k, values = v;  // [B, Hq, S, Dh]: each KV head repeated for its group of query heads
   if (group > 1) {
@@ -64,15 +71,30 @@ Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, 
     values = v.unsqueeze(2).expand(grouped).reshape(per_query_head);
   }
   Tensor scores = mul(matmul(q, keys.transpose(2, 3)), scale);  // [B, Hq, T, S]
-  if (causal) scores = masked_fill(scores, causal_hidden(s.q_len, s.kv_len, q.device()), -INFINITY);
-  return matmul(softmax(scores, -1), values);  // [B, Hq, T, Dh]
+  const bool rows_may_see_nothing = key_padding_mask.defined() || (causal && s.q_len > s.kv_len);
+  if (!rows_may_see_nothing) {
+    if (causal) scores = masked_fill(scores, causal_hidden(s.q_len, s.kv_len, q.device()), -INFINITY);
+    return matmul(softmax(scores, -1), values);  // [B, Hq, T, Dh]
+  }
+  Tensor hidden, row_sees_a_key;  // u8 [B|1, 1, T|1, S] and f32 0/1 [B|1, 1, T|1, 1]: no autograd
+  {
+    NoGradGuard no_grad;
+    const Tensor one = Tensor::ones({1}, DType::f32, q.device());
+    Tensor visible = Tensor::ones({1, 1, 1, s.kv_len}, DType::f32, q.device());
+    if (key_padding_mask.defined())  // any nonzero mask value: the key is there
+      visible = minimum(abs(key_padding_mask.to(DType::f32)), one).view({s.batch, 1, 1, s.kv_len});
+    if (causal)
+      visible = mul(visible, rsub(1.0, causal_hidden(s.q_len, s.kv_len, q.device()).to(DType::f32)));
+    hidden = rsub(1.0, visible).to(DType::u8);
+    row_sees_a_key = minimum(sum(visible, {-1}, /*keepdim=*/true), one);
+  }
+  scores = masked_fill(scores, hidden, -1e30);
+  return mul(matmul(softmax(scores, -1), values), row_sees_a_key);  // [B, Hq, T, Dh]
 }
 
-// The product form where every row sees a key and it pays: long sequences on
-// CUDA, and under autocast on any device (so that the CPU's bf16 emulation
-// computes what CUDA computes).
-bool use_products(const Tensor& q, const Tensor& key_padding_mask, bool causal, const kernels::AttentionShape& s) {
-  if (key_padding_mask.defined() || (causal && s.q_len > s.kv_len)) return false;
+// The product form where it pays: long sequences on CUDA, and under autocast
+// on any device (so that the CPU's bf16 emulation computes what CUDA computes).
+bool use_products(const Tensor& q, const kernels::AttentionShape& s) {
   if (s.q_len == 0 || s.kv_len == 0 || s.head_dim == 0 || s.batch == 0) return false;
   const bool autocast = autocast_bf16() && q.dtype() == DType::f32;
   return autocast || (q.device().is_cuda() && s.q_len * s.kv_len >= kProductFormMinScores);
@@ -101,7 +123,6 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     VLMC_CHECK(s.head_dim <= kernels::kAttentionMaxHeadDimCuda, kOp, ": ", shapes_of(q, k, v), ": head dim ",
                s.head_dim, " exceeds the CUDA kernels' maximum of ", kernels::kAttentionMaxHeadDimCuda);
   const double sc = scale.value_or(s.head_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(s.head_dim)) : 1.0);
-  if (use_products(q, key_padding_mask, causal, s)) return attention_by_products(q, k, v, causal, sc, s);
   Tensor mask;  // i64 [B, S], contiguous, on q's device
   if (key_padding_mask.defined()) {
     VLMC_CHECK(key_padding_mask.dtype() == DType::u8 || key_padding_mask.dtype() == DType::i64, kOp,
@@ -114,6 +135,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                key_padding_mask.device().str(), " but q is on ", q.device().str());
     mask = key_padding_mask.to(DType::i64).contiguous();  // u8 -> i64 keeps nonzero values nonzero
   }
+  if (use_products(q, s)) return attention_by_products(q, k, v, key_padding_mask, causal, sc, s);
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.batch, s.q_heads, s.q_len}, q.dtype(), q.device());

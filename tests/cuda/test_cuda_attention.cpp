@@ -142,14 +142,14 @@ void check_op_against_cpu(const Case& c, uint64_t seed, bool autocast, double to
   CHECK_REL(vg.grad().to(Device::cpu()), v.grad(), tol);
 }
 
-// Long enough for CUDA's product form (core/ops/attention.cpp: T·S >= 64·64,
-// no key mask, causal only with T <= S), grouped heads among them; the CPU
-// runs its fused kernel outside autocast, the product form inside.
+// Long enough for CUDA's product form (core/ops/attention.cpp: T·S >= 64·64),
+// grouped heads among them, key masks (rows that see no key: the masked
+// branch) and causal with T > S; the CPU runs its fused kernel outside
+// autocast and the product form inside.
 const std::vector<Case> kProductCases = {
-    {2, 4, 2, 80, 80, 32, true, false},   {1, 4, 4, 64, 100, 64, true, false},
-    {2, 2, 1, 70, 70, 16, false, false},  {1, 8, 2, 128, 128, 64, true, false},
-    {1, 2, 2, 100, 60, 32, true, false},  // T > S causal: the fused kernel on both
-    {2, 4, 2, 80, 80, 32, true, true},    // a key mask: the fused kernel on both
+    {2, 4, 2, 80, 80, 32, true, false},  {1, 4, 4, 64, 100, 64, true, false}, {2, 2, 1, 70, 70, 16, false, false},
+    {1, 8, 2, 128, 128, 64, true, false}, {1, 2, 2, 100, 60, 32, true, false}, {2, 4, 2, 80, 80, 32, true, true},
+    {2, 2, 2, 64, 96, 16, false, true},
 };
 
 }  // namespace
@@ -163,9 +163,11 @@ TEST_CASE("cuda scaled_dot_product_attention's product form matches the CPU, in 
           "[cuda][attention]") {
   uint64_t seed = 450;
   for (const Case& c : kProductCases) check_op_against_cpu(c, seed++, false, 1e-5);
-  // Under autocast both devices round the same operands to bf16 and accumulate
-  // in f32 in their own orders.
+  // Under autocast both devices run the product form, whatever the length
+  // (rows that see no key among kCases), rounding the same operands to bf16
+  // and accumulating in f32 in their own orders.
   for (const Case& c : kProductCases) check_op_against_cpu(c, seed++, true, 1e-4);
+  for (const Case& c : kCases) check_op_against_cpu(c, seed++, true, 1e-4);
 }
 
 TEST_CASE("cuda scaled_dot_product_attention rejects head dims over 128", "[cuda][attention]") {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/autocast.h"
@@ -178,13 +179,19 @@ TEST_CASE("scaled_dot_product_attention rejects bad arguments by name", "[attent
 
 TEST_CASE("scaled_dot_product_attention under autocast runs by bf16 products, near the f32 kernel",
           "[attention][autocast]") {
-  // No key mask and T <= S: the product form (core/ops/attention.cpp), whose
-  // two products round their operands to bf16 as every product under autocast.
+  // The product form (core/ops/attention.cpp), whose two products round their
+  // operands to bf16 as every product under autocast; with and without a key
+  // mask, causal with T < S and T > S, and a sample whose keys are all masked
+  // (its rows see no key: zeros and zero gradients, as the fused kernel).
   Generator gen(77);
-  for (const bool causal : {false, true}) {
-    INFO("causal " << causal);
-    const Tensor q0 = Tensor::randn({2, 4, 9, 16}, gen), k0 = Tensor::randn({2, 2, 11, 16}, gen),
-                 v0 = Tensor::randn({2, 2, 11, 16}, gen), g = Tensor::randn({2, 4, 9, 16}, gen);
+  const std::vector<uint8_t> mask_values = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   // sample 0: no key
+                                            1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1};  // sample 1
+  const Tensor mask = Tensor::from_vector(mask_values, {2, 11});
+  for (const auto& [causal, t, masked] : std::vector<std::tuple<bool, int64_t, bool>>{
+           {false, 9, false}, {true, 9, false}, {true, 14, false}, {false, 9, true}, {true, 9, true}, {true, 14, true}}) {
+    INFO("causal " << causal << ", T " << t << ", key mask " << masked);
+    const Tensor q0 = Tensor::randn({2, 4, t, 16}, gen), k0 = Tensor::randn({2, 2, 11, 16}, gen),
+                 v0 = Tensor::randn({2, 2, 11, 16}, gen), g = Tensor::randn({2, 4, t, 16}, gen);
     std::vector<Tensor> grads[2];
     Tensor outs[2];
     for (int bf16 = 0; bf16 < 2; ++bf16) {
@@ -192,7 +199,7 @@ TEST_CASE("scaled_dot_product_attention under autocast runs by bf16 products, ne
              v = v0.clone().set_requires_grad(true);
       {
         AutocastGuard guard(bf16 == 1);
-        outs[bf16] = scaled_dot_product_attention(q, k, v, Tensor(), causal);
+        outs[bf16] = scaled_dot_product_attention(q, k, v, masked ? mask : Tensor(), causal);
       }
       outs[bf16].backward(g);
       grads[bf16] = {q.grad(), k.grad(), v.grad()};
@@ -204,5 +211,10 @@ TEST_CASE("scaled_dot_product_attention under autocast runs by bf16 products, ne
       INFO("gradient " << i);
       CHECK_REL(grads[1][i], grads[0][i], 3e-2);
     }
+    if (masked) {  // sample 0 sees no key: zeros out, and no gradient reaches its q, k, v
+      CHECK(max(abs(outs[1].narrow(0, 0, 1))).item() == 0.0);
+      for (int i = 0; i < 3; ++i) CHECK(max(abs(grads[1][i].narrow(0, 0, 1))).item() == 0.0);
+    }
+    CHECK(std::isfinite(max(abs(outs[1])).item()));
   }
 }
