@@ -19,8 +19,9 @@
 //
 // The norm: sum_squares writes total_sq = sum over the list of sum(g^2) (double
 // accumulation, fixed partials combined in a fixed order, no float atomics:
-// designed to give the same bits on every run; the CUDA kernel is untested on
-// a GPU); clip_coefficient then writes
+// designed to give the same bits on every run; on an H200, 2026-12-04, the
+// CUDA kernel matched the CPU to 1e-6 and gave the same bits on a second call,
+// tests/cuda/test_cuda_optim.cpp); clip_coefficient then writes
 // norm = sqrt(total_sq) and coef = min(1, max_norm / (norm + 1e-6)) (NaN stays
 // NaN, as clip_grad_norm_). All pointers of one call live on one device; the
 // CUDA calls never allocate and never synchronise.

@@ -56,7 +56,8 @@ namespace cuda {
 
 // The kernel versions of kernels/cuda/fused_linear.cu.
 enum class LinearGeluVersion : uint8_t {
-  v1_simt,  // f32/f64 SIMT tiles, exact: designed to match the CPU to ~1e-6 (untested on a GPU)
+  v1_simt,  // f32/f64 SIMT tiles, exact: designed to match the CPU to ~1e-6
+            // (the CUDA suite checks 1e-5; passed on an H200, 2026-12-04)
   v2_tf32,  // f32 in, TF32 tensor cores (wmma 16x16x8), f32 accumulation
   v3_bf16,  // bf16 in, bf16 tensor cores (wmma 16x16x16), f32 accumulation
 };

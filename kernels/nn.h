@@ -6,7 +6,7 @@
 // "n"/"d"/"c" is each vector's length. Every CPU function is the oracle for
 // the CUDA one of the same name, and both are designed to give results that do
 // not depend on the thread count (per-row or per-column work, fixed summation
-// order; the CUDA side untested on a GPU), except the CUDA embedding backward,
+// order; the CUDA side not checked for it on a GPU), except the CUDA embedding backward,
 // whose atomicAdd order is unspecified.
 //
 // Out-of-range indices (embedding, cross_entropy) are never read through.

@@ -8,8 +8,9 @@
 // row's k largest scores in ascending position order. The ranking is a total
 // order on (score, position): a higher score ranks first, equal scores rank
 // the lower position first, NaN (any payload) ranks above +inf, and -0 equals
-// +0. Both devices are designed to select exactly the same set (untested on a
-// GPU).
+// +0. Both devices are designed to select exactly the same set (equal indices
+// on tied, NaN and -0 scores in tests/cuda/test_cuda_topk.cpp, on an H200,
+// 2026-12-04).
 //
 // gather_rows: x [rows, n, row_bytes] -> y [rows, k, row_bytes] at those
 // positions; its backward writes every x row once (the gradient row that

@@ -67,7 +67,8 @@ std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& conf
     if (starts_with_any(k, part.settings)) key[k] = v;
   // bf16 training learns other weights; f32 keeps the keys caches were made with.
   // The device does not count: CPU and CUDA are designed to differ only in the last bits, as
-  // thread counts do (untested on a GPU).
+  // thread counts do (checked only as tests/cuda/test_cuda_trainer.cpp does: 20 f32 steps'
+  // losses within 1e-4 relative, on an H200, 2026-12-04).
   const std::string precision = config.value("run.precision", "f32");
   if (precision != "f32") key["run.precision"] = precision;
   key["format"] = kStage0Format;

@@ -13,8 +13,9 @@
 // chunks in double, reduces its threads by a fixed shared-memory tree and
 // writes one partial into the caller's scratch; a one-block kernel then adds
 // the partials in a fixed order. The partition never depends on the device, so
-// the result is designed to have the same bits on every run (no atomics;
-// run-to-run identity not yet checked on a GPU).
+// the result is designed to have the same bits on every run (no atomics; on an
+// H200, 2026-12-04, a second call on the same inputs gave the same bits,
+// tests/cuda/test_cuda_optim.cpp; separate runs not compared).
 #include <algorithm>
 
 #include "kernels/adamw.h"

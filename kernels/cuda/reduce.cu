@@ -16,8 +16,10 @@
 // run of elements with Kahan compensation, and threads, warps and chunks are
 // combined by a tree, so the error is about (2 + log2 r) * eps * sum|x| rather
 // than the r * eps * sum|x| of a naive loop: an expected ~1e-6 relative for millions of
-// values. The CPU kernels accumulate in double and are the reference. No
-// atomics: the result is designed to be the same on every run (not yet checked on a GPU).
+// values (tests/cuda/test_cuda_reduce.cpp checks 1e-5 against an f64 sum of 4M
+// values; passed on an H200, 2026-12-04). The CPU kernels accumulate in double
+// and are the reference. No atomics: the result is designed to be the same on
+// every run (not checked on a GPU).
 #include <algorithm>
 
 #include "kernels/cuda/check.h"

@@ -1,8 +1,8 @@
 // Warp- and block-wide reductions for the row kernels of kernels/cuda/
 // (softmax, norms, cross entropy): one block per row, every thread of the
 // block receives the row's total. The tree order is fixed for a given block
-// size, so results are designed to be the same from run to run (untested on a
-// GPU).
+// size, so results are designed to be the same from run to run (not checked on
+// a GPU).
 #pragma once
 
 #include <cuda_runtime.h>

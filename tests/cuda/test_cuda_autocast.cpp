@@ -5,12 +5,12 @@
 //
 // Tolerances: both devices multiply the same bf16 operands (products of two
 // bf16 values are exact in f32) and accumulate in f32, only in a different
-// order, so results are expected to agree to ~1e-6 (untested on a GPU); 1e-4
+// order, so results are expected to agree to ~1e-6 (not measured); 1e-4
 // relative leaves room for that order at these sizes. linear_gelu's gradients
 // get 5e-4: their GEMMs round dz = dy ⊙ GELU'(z) to bf16, and z is expected to
 // differ between the devices by the accumulation order (~1e-6), so an element
 // lying on a bf16 rounding boundary can round one bf16 ulp (2^-8 relative)
-// apart on the two devices.
+// apart on the two devices. Every case here passed on an H200 (2026-12-04).
 #include <catch2/catch.hpp>
 
 #include <functional>
