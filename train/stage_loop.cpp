@@ -38,6 +38,38 @@ void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Te
   prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
 }
 
+// "The last checkpoint is <dir>/<name> (...)" or "No checkpoint was written yet.":
+// every stop on a non-finite value names where to go back to.
+std::string last_checkpoint_hint(const RunFiles& files) {
+  const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
+  return saved.empty() ? std::string("No checkpoint was written yet.")
+                       : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
+                             " (continue from it with --resume, after lowering the learning rate).";
+}
+
+// The name of the first tensor holding a NaN or an infinity, or "" when all
+// are finite. One reduction per tensor (0 * x is NaN exactly where x is not
+// finite) and one host read for all of them.
+Tensor zero_unless_nonfinite(const Tensor& t) {
+  const Tensor x = t.dtype() == DType::f32 || t.dtype() == DType::f64 ? t.detach() : t.detach().to(DType::f32);
+  return sum(mul(x, 0.0)).to(DType::f64);
+}
+
+std::string first_nonfinite(const std::map<std::string, Tensor>& tensors) {
+  NoGradGuard no_grad;
+  Tensor total;
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    const Tensor z = zero_unless_nonfinite(t);
+    total = total.defined() ? add(total, z.to(total.device())) : z;
+  }
+  if (!total.defined() || std::isfinite(total.item())) return "";
+  for (const auto& [name, t] : tensors)  // the rare failure: find which one
+    if (is_floating(t.dtype()) && t.numel() > 0 && !std::isfinite(zero_unless_nonfinite(t).item()))
+      return name;
+  return "?";
+}
+
 }  // namespace
 
 std::string checkpoint_name(int rank, const std::string& stage, int64_t step) {
@@ -89,6 +121,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   const Device device = params.empty() ? Device::cpu() : params.front().device();
   if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
   const auto t0 = std::chrono::steady_clock::now();
+  int64_t skipped_steps = 0;  // non-finite gradients skipped in this stage (run.skip_nonfinite)
   for (int64_t step = first; step < s.steps; ++step) {
     const double lr_multiplier = schedule.multiplier(step);
     opt.set_lr_multiplier(lr_multiplier);
@@ -136,27 +169,44 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
       if (!std::isfinite(micro)) {
         // Every process sees the same summed loss, so all of them stop here.
         if (files.metrics) files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", micro}});
-        const std::vector<std::string> saved = list_checkpoints(files.checkpoint_root);
         throw Error(spec.name + " step " + std::to_string(step + 1) + ": the loss is " +
                     (std::isnan(micro) ? "NaN" : "infinite") + "; training stopped before updating the weights. " +
-                    (saved.empty() ? std::string("No checkpoint was written yet.")
-                                   : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
-                                         " (continue from it with --resume, after lowering the learning rate)."));
+                    last_checkpoint_hint(files));
       }
       loss += micro / static_cast<double>(K);
     }
-    // Clipping without a host round trip: the norm and the coefficient stay on
-    // the device, and the optimizer's kernel scales each gradient as it reads it.
-    Tensor grad_norm_device;
-    if (s.max_grad_norm > 0) {
-      const optim::GradClip clip = optim::clip_coefficient(params, s.max_grad_norm);
-      grad_norm_device = clip.total_norm;
-      opt.step(clip.coef, step_name(step, "parameters"));
-    } else {
-      opt.step(Tensor(), step_name(step, "parameters"));
+    // The global gradient norm, read before the update: a NaN or infinite
+    // gradient (a finite loss does not rule one out) must never reach the
+    // weights, the optimizer's moments or a checkpoint. On a GPU this read is
+    // the step's second host wait, between the norm kernels and the update;
+    // the clip coefficient stays on the device, and the optimizer's kernel
+    // scales each gradient as it reads it. Without clipping the norm is still
+    // taken (the coefficient is then unused).
+    const optim::GradClip clip = optim::clip_coefficient(params, s.max_grad_norm > 0 ? s.max_grad_norm : 1.0);
+    const double grad_norm = clip.total_norm.item();
+    bool skipped = false;
+    if (!std::isfinite(grad_norm)) {
+      // Every process holds the same summed gradients, so all of them decide alike.
+      const std::string what = spec.name + " step " + std::to_string(step + 1) + ": the gradient norm is " +
+                               (std::isnan(grad_norm) ? "NaN" : "infinite") + " (the loss was " +
+                               std::to_string(loss) + ")";
+      if (skipped_steps >= files.skip_nonfinite) {
+        if (files.metrics)
+          files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"loss", loss}, {"grad_norm", grad_norm}});
+        throw Error(what + "; training stopped before updating the weights. " + last_checkpoint_hint(files) +
+                    (files.skip_nonfinite > 0
+                         ? " " + std::to_string(skipped_steps) + " such step(s) were skipped already (run.skip_nonfinite " +
+                               std::to_string(files.skip_nonfinite) + ")."
+                         : " run.skip_nonfinite N (--skip-nonfinite N) skips up to N such steps instead."));
+      }
+      ++skipped_steps;
+      skipped = true;
+      if (lead)
+        std::fprintf(stderr, "%s; step skipped: no update (%lld of run.skip_nonfinite %lld)\n", what.c_str(),
+                     static_cast<long long>(skipped_steps), static_cast<long long>(files.skip_nonfinite));
     }
+    if (!skipped) opt.step(s.max_grad_norm > 0 ? clip.coef : Tensor(), step_name(step, "parameters"));
     opt.zero_grad();
-    const double grad_norm = grad_norm_device.defined() ? grad_norm_device.item() : NAN;
 
     const double step_s = seconds_since(t_step);
     tokens_run += tokens;
@@ -164,7 +214,8 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     const double lr = s.lr * lr_multiplier;
     nlohmann::json record = {{"stage", spec.name}, {"step", step + 1}, {"loss", loss}, {"lr", lr},
                              {"tokens", tokens}, {"step_s", step_s}};
-    if (s.max_grad_norm > 0) record["grad_norm"] = grad_norm;
+    record["grad_norm"] = grad_norm;
+    if (skipped) record["skipped"] = true;
     if (files.metrics) files.metrics->write(record);
     const double elapsed = seconds_since(t0);
     if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
@@ -172,7 +223,18 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
     if (checkpoint && (lead || opt.sharded())) {
       std::map<std::string, Tensor> state = opt.state_dict(step_name(step, "optimizer state"));
-      if (lead) save(spec, files, std::move(state), step + 1);
+      if (lead) {
+        // A finite gradient can still carry a weight past the f32 range (a
+        // huge learning rate): such a state is never written.
+        std::map<std::string, Tensor> all = files.model_state();
+        for (const auto& [name, t] : state) all.emplace("optimizer." + name, t);
+        const std::string bad = first_nonfinite(all);
+        if (!bad.empty())
+          throw Error(spec.name + " step " + std::to_string(step + 1) + ": '" + bad +
+                      "' holds a NaN or an infinity after the update; no checkpoint was written. " +
+                      last_checkpoint_hint(files));
+        save(spec, files, std::move(state), step + 1);
+      }
     }
   }
   if (bar) bar->finish();

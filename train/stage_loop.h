@@ -1,7 +1,9 @@
 // One optimisation stage of the trainer, whatever it trains: AdamW (fused;
 // sharded over the processes with ZeRO-1) over named parameters, warmup +
 // cosine, optional clipping, a progress bar, one metrics.jsonl record per step, atomic checkpoints every N steps and at the
-// end, and a hard stop on a non-finite loss (the last checkpoint stays usable).
+// end, and a hard stop before the update on a non-finite loss or gradient norm
+// (or, run.skip_nonfinite, a skipped step), and before any checkpoint of a
+// non-finite weight or moment: every checkpoint stays usable.
 //
 // Resuming: the step function must be a pure function of the step (the batch
 // it reads, any randomness), so restoring the parameters and the optimizer
@@ -50,6 +52,9 @@ struct RunFiles {
   int64_t checkpoint_every = 100;
   int64_t keep_checkpoints = 2;
   double log_every_s = 10.0;
+  // Steps with a non-finite gradient norm skipped (gradients dropped, no
+  // update) before the stage stops, per stage and process start.
+  int64_t skip_nonfinite = 0;
 };
 
 struct StageSpec {

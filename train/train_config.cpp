@@ -107,6 +107,7 @@ void TrainConfig::validate() const {
   VLMC_CHECK(collective_timeout_s > 0 && std::isfinite(collective_timeout_s),
              "run.collective_timeout_s must be > 0 seconds, got ", collective_timeout_s);
   VLMC_CHECK(zero_stage == 0 || zero_stage == 1, "run.zero_stage must be 0 or 1, got ", zero_stage);
+  VLMC_CHECK(skip_nonfinite >= 0, "run.skip_nonfinite must be >= 0, got ", skip_nonfinite);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
@@ -171,6 +172,9 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("run.checkpoint_every", &c.checkpoint_every, "steps between checkpoints (also at each stage's end)");
   s.add("run.keep_checkpoints", &c.keep_checkpoints, "checkpoints kept per stage");
   s.add("run.log_every_s", &c.log_every_s, "seconds between progress lines when stderr is not a terminal");
+  s.add("run.skip_nonfinite", &c.skip_nonfinite,
+        "steps with a NaN or infinite gradient norm to skip (no update) before a stage stops; 0: stop at the first");
+  s.add_alias("run.skip_nonfinite", "--skip-nonfinite");
   s.add("run.collective_timeout_s", &c.collective_timeout_s,
         "data-parallel jobs (mpirun): seconds a process waits for the others before stopping the job");
   s.add("run.zero_stage", &c.zero_stage,

@@ -42,6 +42,7 @@ struct TrainConfig {
   double log_every_s = 10.0;       // progress lines when stderr is not a terminal
   double collective_timeout_s = 300.0;  // data-parallel jobs: longest wait for the other processes
   int64_t zero_stage = 0;  // data-parallel jobs: 1 shards AdamW's state over the processes (ZeRO stage 1)
+  int64_t skip_nonfinite = 0;  // steps with a NaN/inf gradient norm skipped before a stage stops
 
   // [data]
   std::string data_dir = "/usr/share/datasets/fashion-mnist";

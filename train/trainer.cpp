@@ -222,6 +222,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   files.checkpoint_every = c.checkpoint_every;
   files.keep_checkpoints = c.keep_checkpoints;
   files.log_every_s = c.log_every_s;
+  files.skip_nonfinite = c.skip_nonfinite;
   // The resume point applies to the stage it was taken in; later stages start afresh.
   auto resume_for = [&](int rank) -> std::optional<StageResume> {
     if (resume_rank == rank) return resume_point;

@@ -185,3 +185,86 @@ TEST_CASE("stage loop: K accumulated micro-batches step as one batch of K times 
     CHECK(la[i].at("tokens") == 16);
   }
 }
+
+namespace {
+
+// A loss that is finite while its gradient is NaN: sqrt(|w - w|²) is 0, and
+// its derivative (w - w) / sqrt(0) is 0 / 0.
+Tensor finite_loss_nan_gradient(const Toy& toy) {
+  const Tensor d = sub(toy.model->weight, toy.model->weight.detach());
+  return sqrt(sum(mul(d, d)));
+}
+
+}  // namespace
+
+TEST_CASE("stage loop: a NaN gradient under a finite loss stops before the update", "[stage-loop]") {
+  TempDir dir("stage_loop");
+  Toy toy;
+  MetricsLog log((dir.path / "metrics.jsonl").string());
+  StageSpec spec = toy_spec(toy, 10);
+  spec.settings.max_grad_norm = 0.0;  // no clipping: the norm is checked all the same
+  std::vector<float> before;
+  std::map<std::string, Tensor> state_before;
+  spec.step = [&](int64_t step) -> StepLoss {
+    StepLoss out = toy.step(step);
+    if (step == 3) {
+      before = toy.model->weight.to_vector<float>();
+      out.loss = add(out.loss, finite_loss_nan_gradient(toy));
+    }
+    return out;
+  };
+  REQUIRE_THROWS_WITH(run_stage(spec, files_in(dir.path, log, toy)),
+                      Catch::Contains("toy step 4: the gradient norm is NaN") &&
+                          Catch::Contains("training stopped before updating the weights") &&
+                          Catch::Contains("2-toy-step000003") && Catch::Contains("--skip-nonfinite"));
+  CHECK(toy.model->weight.to_vector<float>() == before);  // no update from the NaN step
+  const auto records = MetricsLog::read_all((dir.path / "metrics.jsonl").string());
+  REQUIRE(records.size() == 4);
+  CHECK(std::isfinite(records.back().at("loss").get<double>()));
+  CHECK(records.back().at("grad_norm").is_null());  // NaN is written as null
+  // Only the checkpoint of step 3 exists, and it is finite.
+  CHECK(list_checkpoints((dir.path / "checkpoints").string()) == std::vector<std::string>{"2-toy-step000003"});
+}
+
+TEST_CASE("stage loop: run.skip_nonfinite skips up to N NaN-gradient steps, then stops", "[stage-loop]") {
+  TempDir dir("stage_loop");
+  Toy toy;
+  MetricsLog log((dir.path / "metrics.jsonl").string());
+  StageSpec spec = toy_spec(toy, 10);
+  std::map<int64_t, std::vector<float>> weight_at;  // before each step's forward
+  spec.step = [&](int64_t step) -> StepLoss {
+    weight_at[step] = toy.model->weight.to_vector<float>();
+    StepLoss out = toy.step(step);
+    if (step == 2 || step == 5 || step == 7) out.loss = add(out.loss, finite_loss_nan_gradient(toy));
+    return out;
+  };
+  RunFiles files = files_in(dir.path, log, toy);
+  files.skip_nonfinite = 2;
+  REQUIRE_THROWS_WITH(run_stage(spec, files),
+                      Catch::Contains("toy step 8: the gradient norm is NaN") &&
+                          Catch::Contains("2 such step(s) were skipped already"));
+  CHECK(weight_at.at(3) == weight_at.at(2));  // step 3 (index 2) skipped: no update
+  CHECK(weight_at.at(6) == weight_at.at(5));
+  CHECK(weight_at.at(4) != weight_at.at(3));  // the others updated
+  const auto records = MetricsLog::read_all((dir.path / "metrics.jsonl").string());
+  REQUIRE(records.size() == 8);
+  CHECK(records[2].at("skipped").get<bool>());
+  CHECK(records[5].at("skipped").get<bool>());
+  CHECK(!records[3].contains("skipped"));
+  for (const auto& r : records) CHECK(r.contains("grad_norm"));
+}
+
+TEST_CASE("stage loop: a weight that overflows is never checkpointed", "[stage-loop]") {
+  TempDir dir("stage_loop");
+  Toy toy;
+  MetricsLog log((dir.path / "metrics.jsonl").string());
+  StageSpec spec = toy_spec(toy, 10);
+  spec.settings.lr = 1e39;  // past f32's range: the first update makes every weight infinite or NaN
+  spec.settings.warmup_ratio = 0.0;
+  RunFiles files = files_in(dir.path, log, toy);
+  files.checkpoint_every = 1;
+  REQUIRE_THROWS_WITH(run_stage(spec, files),
+                      Catch::Contains("toy step 1: 'bias' holds a NaN or an infinity after the update") &&
+                          Catch::Contains("no checkpoint was written") && Catch::Contains("No checkpoint was written yet"));
+  CHECK(list_checkpoints((dir.path / "checkpoints").string()).empty());
+}
