@@ -50,6 +50,8 @@ Cache& cache() {
 }  // namespace
 
 void* allocate(size_t nbytes) {
+  // rounded() must not wrap: no host allocation comes near this anyway.
+  VLMC_CHECK(nbytes <= (size_t(1) << 62), "cpu: cannot allocate ", nbytes, " bytes");
   const size_t size = rounded(nbytes);
   if (size >= kCacheMin) {
     Cache& c = cache();
@@ -63,7 +65,8 @@ void* allocate(size_t nbytes) {
     }
   }
   void* ptr = std::aligned_alloc(kAlign, size);
-  VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes");
+  VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
+             static_cast<double>(nbytes) / double(1 << 30), " GiB)");
   return ptr;
 }
 

@@ -13,9 +13,19 @@ std::string shape_str(const Shape& shape) {
   return s + "]";
 }
 
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t out = 0;
+  VLMC_CHECK(!__builtin_mul_overflow(a, b, &out), what, ": ", a, " x ", b, " does not fit in int64");
+  return out;
+}
+
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (const int64_t d : shape) {
+    VLMC_CHECK(d >= 0, "shape ", shape_str(shape), " has a negative dim");
+    VLMC_CHECK(!__builtin_mul_overflow(n, d, &n), "shape ", shape_str(shape),
+               " has more elements than int64 can count");
+  }
   return n;
 }
 
@@ -24,7 +34,9 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= shape[i] == 0 ? 1 : shape[i];
+    if (i > 0)
+      VLMC_CHECK(!__builtin_mul_overflow(s, shape[i] == 0 ? 1 : shape[i], &s), "shape ", shape_str(shape),
+                 ": its strides do not fit in int64");
   }
   return strides;
 }

@@ -79,10 +79,16 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     VLMC_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
   VLMC_CHECK(shape.size() <= static_cast<size_t>(kernels::kMaxDims), "empty: shape ",
              shape_str(shape), " has more than ", kernels::kMaxDims, " dims");
+  // Sizes are checked before anything is allocated: a wrapped product would
+  // allocate a small block that the kernels then overrun.
+  int64_t nbytes = 0;
+  VLMC_CHECK(!__builtin_mul_overflow(shape_numel(shape), static_cast<int64_t>(dtype_size(dtype)), &nbytes),
+             "empty: ", shape_str(shape), " ", dtype_name(dtype), " takes more bytes than int64 can count");
+  Shape strides = contiguous_strides(shape);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = Storage::allocate(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = Storage::allocate(static_cast<size_t>(nbytes), device);
   impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
+  impl->strides = std::move(strides);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
 }

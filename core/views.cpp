@@ -30,7 +30,7 @@ Shape infer_shape(const Shape& requested, int64_t numel, const char* op, const S
       infer_at = static_cast<int64_t>(i);
     } else {
       VLMC_CHECK(shape[i] >= 0, op, ": invalid dim ", shape[i], " in ", shape_str(requested));
-      known *= shape[i];
+      known = checked_mul(known, shape[i], op);
     }
   }
   if (infer_at >= 0) {

@@ -180,7 +180,11 @@ Tensor linear_interpolation_matrix(int64_t in_size, int64_t out_size) {
   // for f32: src = max(scale * (i + 0.5) - 0.5, 0), blending floor(src) and
   // the next index (clamped to the last) by the fraction.
   const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
-  std::vector<float> m(static_cast<size_t>(in_size * out_size), 0.0f);
+  // The dense [out, in] blend: its size is checked and it is allocated through
+  // the tensor allocator, whose error names the bytes (a token count read from
+  // a file can be anything).
+  Tensor blend = Tensor::zeros({out_size, in_size});
+  float* m = blend.data<float>();
   for (int64_t i = 0; i < out_size; ++i) {
     const float src = std::max(scale * (static_cast<float>(i) + 0.5f) - 0.5f, 0.0f);
     const int64_t i0 = static_cast<int64_t>(src);
@@ -189,7 +193,7 @@ Tensor linear_interpolation_matrix(int64_t in_size, int64_t out_size) {
     m[static_cast<size_t>(i * in_size + i0)] += 1.0f - lambda1;
     m[static_cast<size_t>(i * in_size + i1)] += lambda1;
   }
-  return Tensor::from_vector(m, {out_size, in_size});
+  return blend;
 }
 
 OCRProjectionConnector::OCRProjectionConnector(int64_t dim_vision, int64_t dim_llm, int64_t max_visual_tokens,

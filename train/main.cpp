@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <new>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -65,6 +66,11 @@ int main(int argc, char** argv) {
     if (demo_cmd->parsed()) return vlmc::cli::run_demo(demo);
     if (connector.parsed()) return connector.execute();
     if (training.parsed()) return training.execute();
+  } catch (const std::bad_alloc&) {
+    // Sizes are checked where they are read; what still fails to allocate is a
+    // size the machine cannot hold, said plainly rather than as "std::bad_alloc".
+    std::fprintf(stderr, "vlmc: error: out of memory: an allocation of this command did not fit (std::bad_alloc)\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vlmc: error: %s\n", e.what());
     return 1;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/cpu/parallel_errors.h"
 
 namespace vlmc::kernels::cpu {
 namespace {
@@ -32,11 +33,17 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
   const int64_t B = s.batch, H = s.q_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / s.kv_heads;
   const int64_t rows = B * H * Tq;
+  ParallelErrors errors;
 #pragma omp parallel if (rows * S * D > kGrain)
   {
-    std::vector<double> score(static_cast<size_t>(S)), acc(static_cast<size_t>(D));
+    std::vector<double> score, acc;
+    const bool ready = errors.run([&] {
+      score.resize(static_cast<size_t>(S));
+      acc.resize(static_cast<size_t>(D));
+    });
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
+      if (!ready) continue;
       const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
       const T* qi = q + r * D;
       const int64_t kv = (b * s.kv_heads + h / group) * S * D;
@@ -70,6 +77,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
       lse[r] = static_cast<T>(m + std::log(l));
     }
   }
+  errors.rethrow();
 }
 
 template <typename T>
@@ -79,13 +87,20 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
   const int64_t B = s.batch, H = s.q_heads, Hk = s.kv_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / Hk;
   const int64_t heads = B * Hk;
+  ParallelErrors errors;
 #pragma omp parallel if (B * H * Tq * S * D > kGrain)
   {
-    std::vector<double> p(static_cast<size_t>(S)), dp(static_cast<size_t>(S));
-    std::vector<double> dqi(static_cast<size_t>(D));
-    std::vector<double> dk_acc(static_cast<size_t>(S * D)), dv_acc(static_cast<size_t>(S * D));
+    std::vector<double> p, dp, dqi, dk_acc, dv_acc;
+    const bool ready = errors.run([&] {
+      p.resize(static_cast<size_t>(S));
+      dp.resize(static_cast<size_t>(S));
+      dqi.resize(static_cast<size_t>(D));
+      dk_acc.resize(static_cast<size_t>(S * D));
+      dv_acc.resize(static_cast<size_t>(S * D));
+    });
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < heads; ++bh) {
+      if (!ready) continue;
       const int64_t b = bh / Hk, hk = bh % Hk;
       const int64_t kv = bh * S * D;
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
@@ -142,6 +157,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       }
     }
   }
+  errors.rethrow();
 }
 
 #define VLMC_INSTANTIATE(T)                                                                             \

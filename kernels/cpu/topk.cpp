@@ -6,6 +6,8 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/parallel_errors.h"
+
 namespace vlmc::kernels::cpu {
 namespace {
 constexpr int64_t kParallelGrain = 1 << 15;  // elements (topk) or bytes (row copies)
@@ -16,12 +18,19 @@ void topk_indices(int64_t* out, const T* scores, int64_t rows, int64_t n, int64_
   // One row per iteration: nth_element splits the k best (key, position)
   // pairs from the rest, then the k positions are sorted. Keys are unique per
   // row once the position breaks ties, so the selected set is unique too.
+  if (rows == 0 || k == 0) return;  // nothing to select: n may be anything (no scratch of n elements)
+  ParallelErrors errors;
 #pragma omp parallel if (rows * n > kParallelGrain)
   {
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    std::vector<decltype(topk_key(T{}))> keys(static_cast<size_t>(n));
+    std::vector<int64_t> order;
+    std::vector<decltype(topk_key(T{}))> keys;
+    const bool ready = errors.run([&] {
+      order.resize(static_cast<size_t>(n));
+      keys.resize(static_cast<size_t>(n));
+    });
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
+      if (!ready) continue;
       const T* s = scores + r * n;
       int64_t* o = out + r * k;
       std::iota(order.begin(), order.end(), int64_t{0});
@@ -37,6 +46,7 @@ void topk_indices(int64_t* out, const T* scores, int64_t rows, int64_t n, int64_
       std::copy(order.begin(), order.begin() + k, o);
     }
   }
+  errors.rethrow();
 }
 
 void invert_row_indices(int64_t* inverse, int64_t* error, const int64_t* indices, int64_t rows,

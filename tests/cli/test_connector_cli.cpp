@@ -209,3 +209,35 @@ TEST_CASE("connector --help lists every flag with its default", "[cli]") {
   for (const char* flag : {"--batch", "--tokens", "--backward", "--threads", "--json", "--repeats"})
     CHECK_THAT(bench.out, Catch::Contains(flag));
 }
+
+TEST_CASE("connector run and bench refuse sizes that overflow, and never abort", "[cli]") {
+  TempDir scratch("cli_sizes");
+  // A 102-byte input whose empty batch holds 2^40 tokens of width 12: the
+  // dynamic connector once aborted inside an OpenMP region (exit 134).
+  const fs::path input = scratch.path / "huge_tokens.safetensors";
+  {
+    const std::string header =
+        R"({"visual_features":{"dtype":"F32","shape":[0,1099511627776,12],"data_offsets":[0,0]}})";
+    std::ofstream f(input, std::ios::binary);
+    const uint64_t n = header.size();
+    f.write(reinterpret_cast<const char*>(&n), 8);
+    f << header;
+  }
+  const Result dynamic = run_cli({"connector", "run", "--type", "dynamic", "--dim-vision", "12", "--dim-llm", "10",
+                                  "--weights", (kCases / "dynamic_target" / "weights.safetensors").string(), "--input",
+                                  input.string(), "--out", (scratch.path / "out.safetensors").string()},
+                                 scratch.path);
+  CHECK(dynamic.status == 0);  // an empty batch is a valid input: an empty output
+  // Element counts that do not fit in int64: an error naming the shape, not a
+  // segfault or a run "at 3e18 GFLOP/s".
+  const Result width = run_cli({"connector", "bench", "--type", "linear", "--dim-vision", "4611686018427387904",
+                                "--dim-llm", "16", "--batch", "1", "--tokens", "4"},
+                               scratch.path);
+  CHECK(width.status == 1);
+  CHECK_THAT(width.err, Catch::Contains("shape [16,4611686018427387904] has more elements than int64 can count"));
+  const Result batch = run_cli({"connector", "bench", "--type", "linear", "--batch", "4611686018427387904",
+                                "--tokens", "4", "--dim-vision", "16", "--dim-llm", "16"},
+                               scratch.path);
+  CHECK(batch.status == 1);
+  CHECK_THAT(batch.err, Catch::Contains("[4611686018427387904,4,16] has more elements than int64 can count"));
+}

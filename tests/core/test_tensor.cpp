@@ -177,3 +177,20 @@ TEST_CASE("in-place changes of a tensor that requires grad are refused", "[tenso
   REQUIRE_THROWS_WITH(Tensor::zeros({2}, DType::i64).set_requires_grad(true),
                       Catch::Contains("not a floating-point tensor"));
 }
+
+TEST_CASE("shape arithmetic is overflow-checked: counts, strides and bytes", "[tensor]") {
+  const int64_t big = int64_t(1) << 62;
+  CHECK_THROWS_WITH(shape_numel({big, 4}), Catch::Contains("shape [4611686018427387904,4] has more elements"));
+  CHECK_THROWS_WITH(shape_numel({3, -2}), Catch::Contains("shape [3,-2] has a negative dim"));
+  CHECK(shape_numel({0, big, 4}) == 0);
+  // No elements, but strides past int64: refused rather than wrapped.
+  CHECK_THROWS_WITH(contiguous_strides({0, big, 4, 2}), Catch::Contains("its strides do not fit in int64"));
+  CHECK(contiguous_strides({0, int64_t(1) << 40, 12}) == Shape{(int64_t(1) << 40) * 12, 12, 1});
+  // 2^61 elements fit; their f32 bytes do not.
+  CHECK_THROWS_WITH(Tensor::empty({int64_t(1) << 61}), Catch::Contains("takes more bytes than int64 can count"));
+  CHECK_THROWS_WITH(Tensor::empty({int64_t(1) << 40, int64_t(1) << 30}),
+                    Catch::Contains("has more elements than int64 can count"));
+  const Tensor t = Tensor::empty({0, int64_t(1) << 40, 12});  // empty, allocates nothing
+  CHECK(t.numel() == 0);
+  CHECK_THROWS_WITH(Tensor::zeros({2, 3}).view({-1, big, 4}), Catch::Contains("does not fit in int64"));
+}
