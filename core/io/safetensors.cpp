@@ -1,5 +1,6 @@
 #include "core/io/safetensors.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -426,39 +427,61 @@ DType dtype_from_safetensors(const std::string& s, const std::string& source) {
   return *t;
 }
 
-SafetensorsData parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+namespace {
+
+// The header of a file whose total size is `size`, checked against it before
+// any tensor byte is looked at: the metadata and the entries, in file order,
+// with their byte ranges within the data buffer (which follows the header).
+struct CheckedHeader {
+  std::map<std::string, std::string> metadata;
+  std::vector<Entry> entries;
+  uint64_t header_bytes = 0;  // n: the JSON's length
+};
+
+// `prefix` holds the file's first min(size, 8 + n) bytes (at least 8 when size allows).
+uint64_t header_length(const uint8_t* prefix, uint64_t size, const std::string& source) {
   if (size < kLengthBytes)
     throw Error(str(source, ": file is ", size, " bytes, too short for the 8-byte header length"));
-  const uint64_t n = read_le64(data);
+  const uint64_t n = read_le64(prefix);
   if (n > kMaxSafetensorsHeader)
     throw Error(str(source, ": header length ", n, " exceeds the ", kMaxSafetensorsHeader, "-byte limit"));
   if (n > size - kLengthBytes)
     throw Error(str(source, ": header length ", n, " runs past the end of the ", size, "-byte file"));
-  const uint8_t* header = data + kLengthBytes;
+  return n;
+}
+
+CheckedHeader check_header(const uint8_t* header, uint64_t n, uint64_t size, const std::string& source) {
   // The reference implementation insists on '{' first (no leading whitespace).
   if (n == 0 || header[0] != '{')
     throw Error(str(source, ": header must be a JSON object starting with '{'"));
   if (const size_t bad = find_invalid_utf8(header, n); bad != std::string::npos)
     throw Error(str(source, ": header is not valid UTF-8 (bad byte at header offset ", bad, ")"));
-
   const ParsedHeader parsed = parse_header_json(header, n, source);
-  const uint8_t* buffer = header + n;
   const uint64_t buffer_size = size - kLengthBytes - n;
-
-  SafetensorsData out;
-  std::vector<Entry> entries;
-  entries.reserve(parsed.order.size());
+  CheckedHeader out;
+  out.header_bytes = n;
+  out.entries.reserve(parsed.order.size());
   for (const auto& key : parsed.order) {
     const json& value = parsed.root.at(key);
     if (key == "__metadata__")
       out.metadata = check_metadata(value, source);
     else
-      entries.push_back(check_entry(key, value, buffer_size, source));
+      out.entries.push_back(check_entry(key, value, buffer_size, source));
   }
-  check_layout(entries, buffer_size, source);
+  check_layout(out.entries, buffer_size, source);
+  return out;
+}
 
-  out.tensors.reserve(entries.size());
-  for (auto& e : entries) {
+}  // namespace
+
+SafetensorsData parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+  const uint64_t n = header_length(data, size, source);
+  CheckedHeader checked = check_header(data + kLengthBytes, n, size, source);
+  const uint8_t* buffer = data + kLengthBytes + n;
+  SafetensorsData out;
+  out.metadata = std::move(checked.metadata);
+  out.tensors.reserve(checked.entries.size());
+  for (auto& e : checked.entries) {
     RawTensor t;
     t.dtype = e.dtype;
     t.shape = std::move(e.shape);
@@ -469,28 +492,49 @@ SafetensorsData parse_safetensors(const uint8_t* data, size_t size, const std::s
 }
 
 SafetensorsData read_safetensors(const std::string& path) {
+  // The length prefix and the header are read and checked against the file's
+  // size first; then each tensor's bytes go straight into its own buffer. A
+  // file with a bad header costs its first bytes, not its size, and memory
+  // peaks at the tensors' bytes, not twice the file.
   errno = 0;
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) throw Error(str(path, ": cannot open: ", errno_text()));
-  constexpr size_t kChunk = 1 << 20;
-  std::vector<uint8_t> buf;
-  std::error_code ec;
-  // The extra chunk keeps the final short read from forcing a reallocation.
-  if (const auto hint = std::filesystem::file_size(path, ec); !ec) buf.reserve(hint + kChunk);
-  // Read to EOF rather than trusting the size: the file may change or be a
-  // pipe, and a directory only reveals itself (EISDIR) on read.
-  for (;;) {
-    const size_t old = buf.size();
-    buf.resize(old + kChunk);
+  struct stat st {};
+  if (::fstat(::fileno(f.get()), &st) != 0) throw Error(str(path, ": cannot stat: ", errno_text()));
+  if (S_ISDIR(st.st_mode)) throw Error(str(path, ": is a directory, not a safetensors file"));
+  // A pipe or a device has no size to check the header against (and the zero
+  // device never ends): only regular files are read.
+  if (!S_ISREG(st.st_mode)) throw Error(str(path, ": is not a regular file (a pipe, a device?): cannot read it as safetensors"));
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const auto read_exactly = [&](void* dst, uint64_t bytes, const char* what) {
     errno = 0;
-    const size_t got = std::fread(buf.data() + old, 1, kChunk, f.get());
-    buf.resize(old + got);
-    if (got < kChunk) {
-      if (std::ferror(f.get())) throw Error(str(path, ": read failed: ", errno_text()));
-      break;
-    }
+    if (bytes > 0 && std::fread(dst, 1, bytes, f.get()) != bytes)
+      throw Error(str(path, ": reading ", what, " failed: ",
+                      std::ferror(f.get()) ? errno_text() : std::string("the file ended early (did it change while being read?)")));
+  };
+  uint8_t prefix[kLengthBytes] = {};
+  if (size >= kLengthBytes) read_exactly(prefix, kLengthBytes, "the header length");
+  const uint64_t n = header_length(prefix, size, path);
+  std::vector<uint8_t> header(n);
+  read_exactly(header.data(), n, "the header");
+  CheckedHeader checked = check_header(header.data(), n, size, path);
+  SafetensorsData out;
+  out.metadata = std::move(checked.metadata);
+  out.tensors.reserve(checked.entries.size());
+  // check_layout made the entries tile the buffer in file order: read them in turn.
+  uint64_t at = 0;
+  for (auto& e : checked.entries) {
+    if (e.begin != at && ::fseeko(f.get(), static_cast<off_t>(kLengthBytes + n + e.begin), SEEK_SET) != 0)
+      throw Error(str(path, ": seeking to tensor ", squote(e.name), " failed: ", errno_text()));
+    RawTensor t;
+    t.dtype = e.dtype;
+    t.shape = std::move(e.shape);
+    t.bytes.resize(e.end - e.begin);
+    read_exactly(t.bytes.data(), e.end - e.begin, ("tensor '" + e.name + "'").c_str());
+    at = e.end;
+    out.tensors.emplace_back(std::move(e.name), std::move(t));
   }
-  return parse_safetensors(buf.data(), buf.size(), path);
+  return out;
 }
 
 void write_safetensors(const std::string& path, const SafetensorsData& data) {

@@ -362,3 +362,29 @@ TEST_CASE("safetensors write replaces an existing file", "[io]") {
   REQUIRE(fs::file_size(path) < big_size);
   REQUIRE(dir.listing() == std::vector<std::string>{"m.safetensors"});
 }
+
+TEST_CASE("safetensors: the header is checked before the data is read, and only regular files are read", "[io]") {
+  TempDir dir("safetensors_bounded");
+  // A 1 TiB sparse file whose length prefix is nonsense: it once was read
+  // whole (or failed to reserve 1 TiB) before its first 8 bytes were checked.
+  const std::string huge = (dir.path / "huge.safetensors").string();
+  {
+    std::ofstream f(huge, std::ios::binary);
+    f << "\xff\xff\xff\xff\xff\xff\xff\x7f";
+  }
+  std::filesystem::resize_file(huge, uint64_t(1) << 40);
+  CHECK_THROWS_WITH(vlmc::io::read_safetensors(huge), Catch::Contains("header length") &&
+                                                          Catch::Contains("exceeds the 100000000-byte limit"));
+  // A header that claims more data than the file holds: refused from the header alone.
+  const std::string short_data = (dir.path / "short.safetensors").string();
+  {
+    const std::string header = R"({"w":{"dtype":"F32","shape":[1024,1024],"data_offsets":[0,4194304]}})";
+    std::ofstream f(short_data, std::ios::binary);
+    const uint64_t n = header.size();
+    f.write(reinterpret_cast<const char*>(&n), 8);
+    f << header << "abcd";
+  }
+  CHECK_THROWS_WITH(vlmc::io::read_safetensors(short_data), Catch::Contains("'w'"));
+  CHECK_THROWS_WITH(vlmc::io::read_safetensors("/dev/zero"), Catch::Contains("/dev/zero: is not a regular file"));
+  CHECK_THROWS_WITH(vlmc::io::read_safetensors(dir.path.string()), Catch::Contains("is a directory"));
+}
