@@ -7,10 +7,12 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/io/output_path.h"
 
 namespace vlmc::train {
 
 void write_file_atomically(const std::string& path, std::string_view bytes, const std::string& who) {
+  io::check_output_path(path, who);
   const std::string tmp = str(path, ".tmp.", ::getpid());
   auto why = [] { return std::string(std::strerror(errno)); };
   errno = 0;

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/io/output_path.h"
 
 namespace vlmc::io {
 
@@ -538,6 +539,7 @@ SafetensorsData read_safetensors(const std::string& path) {
 }
 
 void write_safetensors(const std::string& path, const SafetensorsData& data) {
+  check_output_path(path, "write_safetensors");
   const std::string header = build_header(data, path);
   std::string prefix;
   append_le64(prefix, header.size());

@@ -1,4 +1,5 @@
 // Tests for the raw-bytes safetensors reader and writer (core/io/safetensors).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/io/output_path.h"
 #include "core/io/safetensors.h"
 #include "tests/support/temp_dir.h"
 
@@ -326,11 +328,11 @@ TEST_CASE("safetensors failed writes leave no file behind", "[io]") {
   REQUIRE_THROWS_WITH(write_safetensors(no_dir, d), Catch::StartsWith(no_dir + ": "));
   REQUIRE(dir.listing().empty());
 
-  // The target is a directory: the temp file is written, then the rename
-  // fails, and the temp file must be cleaned up.
+  // The target is a directory: refused before any temporary file is made
+  // (io::check_output_path), so nothing is left behind.
   fs::create_directory(dir.path / "occupied");
   const std::string occupied = dir.file("occupied");
-  REQUIRE_THROWS_WITH(write_safetensors(occupied, d), Contains(occupied + ": cannot rename temporary file"));
+  REQUIRE_THROWS_WITH(write_safetensors(occupied, d), Contains("'" + occupied + "' is a directory, not a regular file"));
   REQUIRE(dir.listing() == std::vector<std::string>{"occupied"});
 
   // A failed write leaves a previous file intact.
@@ -387,4 +389,26 @@ TEST_CASE("safetensors: the header is checked before the data is read, and only 
   CHECK_THROWS_WITH(vlmc::io::read_safetensors(short_data), Catch::Contains("'w'"));
   CHECK_THROWS_WITH(vlmc::io::read_safetensors("/dev/zero"), Catch::Contains("/dev/zero: is not a regular file"));
   CHECK_THROWS_WITH(vlmc::io::read_safetensors(dir.path.string()), Catch::Contains("is a directory"));
+}
+
+TEST_CASE("writers refuse to replace a symlink, a FIFO or a directory, and an empty path", "[io]") {
+  TempDir dir("safetensors_targets");
+  vlmc::io::SafetensorsData data;
+  data.tensors.push_back({"x", vlmc::io::RawTensor{vlmc::DType::f32, {1}, {0, 0, 128, 63}}});
+  const std::string target = (dir.path / "real.safetensors").string();
+  vlmc::io::write_safetensors(target, data);  // a missing path and a regular file are fine
+  vlmc::io::write_safetensors(target, data);
+  const std::string link = (dir.path / "link.safetensors").string();
+  std::filesystem::create_symlink(target, link);
+  CHECK_THROWS_WITH(vlmc::io::write_safetensors(link, data),
+                    Catch::Contains("is a symbolic link, not a regular file: refusing to replace it"));
+  CHECK(std::filesystem::is_symlink(link));  // untouched
+  const std::string fifo = (dir.path / "fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(vlmc::io::write_safetensors(fifo, data), Catch::Contains("is a FIFO"));
+  CHECK(std::filesystem::is_fifo(fifo));
+  CHECK_THROWS_WITH(vlmc::io::write_safetensors(dir.path.string(), data), Catch::Contains("is a directory"));
+  CHECK_THROWS_WITH(vlmc::io::write_safetensors("", data), Catch::Contains("the output path is empty"));
+  CHECK_THROWS_WITH(vlmc::io::check_output_path(fifo, "connector run: --out"),
+                    Catch::StartsWith("connector run: --out: output '"));
 }
