@@ -18,6 +18,7 @@
 #include "train/metrics_log.h"
 #include "train/mosaic_models.h"
 #include "train/plot.h"
+#include "train/run_lock.h"
 #include "train/stage_loop.h"
 
 namespace vlmc::train {
@@ -149,13 +150,18 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
 
   const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
   const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
+  // The run directory is this process's (process 0's, in a data-parallel job)
+  // until it ends: taken before the checkpoints are looked at, so that of two
+  // runs started together with one name, the second is refused.
+  std::optional<RunLock> run_lock;
+  if (lead) {
+    fs::create_directories(run_dir);
+    run_lock.emplace((fs::path(run_dir) / ".lock").string(), "run '" + c.name + "' (" + run_dir + ")");
+  }
   const std::vector<std::string> existing = list_checkpoints(checkpoint_root);
   VLMC_CHECK(options.resume || existing.empty(), "run '", c.name, "' already has checkpoints in ",
              checkpoint_root, ": pass --resume to continue it, or choose another run.name");
-  if (lead) {
-    fs::create_directories(run_dir);
-    write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
-  }
+  if (lead) write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
 
   const Tokenizer tokenizer;
   // Built on the CPU from the seed (the same initial weights on every device
@@ -254,6 +260,13 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     if (resume_rank > rank) return;  // done before the resume point: in the checkpoint
     const std::string name = stage0_cache_name(part, options.config_json);
     const std::string dir = (fs::path(c.cache_dir) / name).string();
+    // The cache entry is written by one run at a time; another run with the
+    // same stage-0 settings is refused until it is there.
+    std::optional<RunLock> cache_lock;
+    if (lead) {
+      fs::create_directories(c.cache_dir);
+      cache_lock.emplace(dir + ".lock", "the stage-0 cache entry " + dir);
+    }
     if (resume_rank < rank && is_checkpoint(dir)) {
       load_part(models, part, dir);
       if (lead) std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());

@@ -4,14 +4,18 @@
 // Needs Debian's dataset-fashion-mnist.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
+#include "train/run_lock.h"
 
 using namespace vlmc::cli_test;
 namespace fs = std::filesystem;
@@ -146,4 +150,34 @@ TEST_CASE("cli: vlmc experiment connectors writes one table row per connector", 
   CHECK_THAT(text, Catch::Contains("| linear | 272 | 16 |") && Catch::Contains("| downsample |"));
   CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-linear" / "results.json"));
   CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-downsample" / "results.json"));
+}
+
+TEST_CASE("cli: vlmc train refuses a run name another process holds, naming its pid", "[cli][trainer]") {
+  TempDir scratch("cli_train_lock");
+  const std::filesystem::path run_dir = scratch.path / "runs" / "busy";
+  std::filesystem::create_directories(run_dir);
+  {
+    // This process plays the first run: it holds the run directory's lock.
+    const vlmc::train::RunLock first((run_dir / ".lock").string(), "run 'busy'");
+    const Result r = run_cli({"train", "--run.name", "busy", "--run.runs_dir", (scratch.path / "runs").string(),
+                              "--run.cache_dir", (scratch.path / "cache").string()},
+                             scratch.path);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains("run 'busy'") && Catch::Contains("is in use by another vlmc process (pid " +
+                                                                       std::to_string(::getpid())));
+  }
+  // Released when its holder ends (here: goes out of scope): the lock can be taken again.
+  CHECK_NOTHROW(vlmc::train::RunLock((run_dir / ".lock").string(), "run 'busy'"));
+}
+
+TEST_CASE("run lock: a second holder of one lock file is refused until the first releases it", "[trainer]") {
+  TempDir scratch("run_lock");
+  const std::string path = (scratch.path / ".lock").string();
+  std::optional<vlmc::train::RunLock> first;
+  first.emplace(path, "run 'a'");
+  CHECK_THROWS_WITH(vlmc::train::RunLock(path, "run 'a'"),
+                    Catch::Contains("run 'a' is in use by another vlmc process (pid " + std::to_string(::getpid()) +
+                                    ", lock file " + path + ")"));
+  first.reset();
+  CHECK_NOTHROW(vlmc::train::RunLock(path, "run 'a'"));
 }
