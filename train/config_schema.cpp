@@ -340,8 +340,13 @@ void ConfigSchema::load_toml_string(std::string_view text, const std::string& so
         }
         break;
       case kDouble:
-        if (auto i = n.as_integer()) v = static_cast<double>(i->get());
-        else if (auto d = n.as_floating_point()) v = d->get();
+        if (auto i = n.as_integer()) {
+          v = static_cast<double>(i->get());
+        } else if (auto d = n.as_floating_point()) {
+          // TOML spells inf and nan; no setting means them (an lr of inf once trained).
+          if (std::isfinite(d->get())) v = d->get();
+          else why = " (not a finite number)";
+        }
         break;
       case kBool:
         if (auto b = n.as_boolean()) v = b->get();
@@ -447,7 +452,10 @@ void ConfigSchema::apply_cli() {
         if (auto x = parse_int64(text)) v = *x;
         break;
       case kDouble:
-        if (auto x = parse_double(text)) v = *x;
+        if (auto x = parse_double(text)) {
+          if (std::isfinite(*x)) v = *x;
+          else why = " (not a finite number)";
+        }
         break;
       case kBool:
         if (auto x = parse_bool(text)) v = *x;

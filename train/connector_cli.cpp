@@ -1,4 +1,5 @@
 #include "train/connector_cli.h"
+#include "train/cli_checks.h"
 
 #include <algorithm>
 #include <chrono>
@@ -140,26 +141,26 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
       ->required()
       ->check(CLI::IsMember(nn::connector_types()));
   cmd->add_option("--dim-vision", c.dim_vision, "vision feature width Dv")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--dim-llm", c.dim_llm, "language model width")->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--dim-llm", c.dim_llm, "language model width")->capture_default_str()->check(kPositive);
   cmd->add_option("--dim-hidden", d.dim_hidden, "mlp: hidden width (0 = the seed's `dim_hidden or dim_llm`)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--grid-size", c.grid_size, "downsample, c-abstractor: patch grid side (tokens = grid^2)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   cmd->add_option("--target-size", c.target_size, "downsample, c-abstractor: pooled grid side")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   cmd->add_option("--num-conv-layers", c.num_conv_layers, "c-abstractor: conv + BatchNorm + GELU layers")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--max-tokens", c.max_tokens, "dynamic: most tokens kept when --target-tokens is 0")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   cmd->add_option("--min-tokens", c.min_tokens, "dynamic: the seed's min_tokens (stored, unused by its forward)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--max-visual-tokens", c.max_visual_tokens,
                   "ocr: learned positions (interpolated when there are more tokens)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   cmd->add_option("--target-tokens", d.target_tokens,
                   "dynamic: tokens to keep, the forward's target_tokens (0 = None: min(N, max-tokens))")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--device", d.device, "cpu, cuda or cuda:N")->capture_default_str();
 }
 
@@ -311,16 +312,16 @@ ConnectorCommands::ConnectorCommands(CLI::App& app) {
   bench_ = group_->add_subcommand("bench", "Time the connector on random weights and features");
   ConnectorBenchOptions& b = bench_options_;
   add_dims(bench_, b.dims);
-  bench_->add_option("--batch", b.batch, "batch size B")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_->add_option("--batch", b.batch, "batch size B")->capture_default_str()->check(kPositive);
   bench_->add_option("--tokens", b.tokens, "visual tokens N per image")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   bench_->add_flag("--backward", b.backward, "time forward + backward of sum(output) (default: forward only)");
   bench_->add_option("--threads", b.threads, "CPU threads (0 = --threads before the subcommand, "
                                              "VLMC_NUM_THREADS or all cores)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   bench_->add_option("--repeats", b.repeats, "timed runs; the median is reported")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  bench_->add_option("--warmup", b.warmup, "untimed runs first")->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kPositive);
+  bench_->add_option("--warmup", b.warmup, "untimed runs first")->capture_default_str()->check(kNonNegative);
   bench_->add_option("--seed", b.seed, "seed of the random weights and features")->capture_default_str();
   bench_->add_option("--precision", b.precision,
                       "f32, or bf16: matmul operands in bf16 with f32 accumulation (torch.autocast's bf16)")

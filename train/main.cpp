@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "train/connector_cli.h"
+#include "train/cli_checks.h"
 #include "train/demo.h"
 #include "train/train_cli.h"
 
@@ -37,22 +38,22 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads,
                  "CPU threads for OpenMP and OpenBLAS (default: VLMC_NUM_THREADS or all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(vlmc::cli::kPositive);
 
   vlmc::cli::DemoOptions demo;
   CLI::App* demo_cmd = app.add_subcommand(
       "demo", "Compare the Linear, MLP and Downsampling connectors (the seed's compare_connectors())");
-  demo_cmd->add_option("--batch", demo.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  demo_cmd->add_option("--batch", demo.batch, "batch size")->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_option("--grid-size", demo.grid_size, "patch grid side (tokens = grid^2)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_option("--target-size", demo.target_size, "pooled grid side of the downsampler")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_option("--dim-vision", demo.dim_vision, "vision feature width")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_option("--dim-llm", demo.dim_llm, "language model width")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_option("--repeats", demo.repeats, "timed runs after a warm-up (the median is printed)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(vlmc::cli::kPositive);
   demo_cmd->add_flag("--backward", demo.backward, "time forward + backward of sum(output)");
   demo_cmd->add_option("--device", demo.device, "cpu, cuda or cuda:N")->capture_default_str();
   demo_cmd->add_option("--seed", demo.seed, "seed of the random features and weights")->capture_default_str();

@@ -108,6 +108,7 @@ void TrainConfig::validate() const {
              "run.collective_timeout_s must be > 0 seconds, got ", collective_timeout_s);
   VLMC_CHECK(zero_stage == 0 || zero_stage == 1, "run.zero_stage must be 0 or 1, got ", zero_stage);
   VLMC_CHECK(skip_nonfinite >= 0, "run.skip_nonfinite must be >= 0, got ", skip_nonfinite);
+  VLMC_CHECK(log_every_s >= 0, "run.log_every_s must be >= 0 seconds, got ", log_every_s);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,

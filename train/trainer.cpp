@@ -186,9 +186,21 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     const int saved_world = ckpt.state.value("world_size", 1);
     VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
                saved_world == 1 ? "" : "es", "; resume it with the same number (this job has ", world, ")");
-    models.load_state_dict(ckpt.model);
-    resume_rank = ckpt.state.at("rank").get<int>();
-    resume_point = StageResume{ckpt.state.at("step").get<int64_t>(), std::move(ckpt.optimizer)};
+    try {
+      models.load_state_dict(ckpt.model);
+    } catch (const std::exception& e) {
+      throw Error(str("--resume: ", dir, ": ", e.what()));
+    }
+    // state.json's fields, checked by name (a hand-edited file must not surface
+    // as a bare JSON library exception).
+    const auto integer = [&](const char* key) {
+      const auto it = ckpt.state.find(key);
+      VLMC_CHECK(it != ckpt.state.end() && it->is_number_integer(), "--resume: ", dir, "/state.json: \"", key,
+                 "\" is missing or not an integer");
+      return it->get<int64_t>();
+    };
+    resume_rank = static_cast<int>(integer("rank"));
+    resume_point = StageResume{integer("step"), std::move(ckpt.optimizer)};
     if (lead) std::fprintf(stderr, "resuming from %s\n", dir.c_str());
     // Settings may change on resume (more steps, another log interval), but
     // then the run is no longer the uninterrupted one: say which.

@@ -181,3 +181,23 @@ TEST_CASE("run lock: a second holder of one lock file is refused until the first
   first.reset();
   CHECK_NOTHROW(vlmc::train::RunLock(path, "run 'a'"));
 }
+
+TEST_CASE("cli: non-finite and negative settings are refused by name, in plain words", "[cli][trainer]") {
+  TempDir scratch("cli_train_values");
+  const std::string runs = (scratch.path / "runs").string();
+  Result r = run_cli({"train", "--stage1.lr", "inf", "--run.runs_dir", runs}, scratch.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Catch::Contains("--stage1.lr") && Catch::Contains("not a finite number"));
+  std::ofstream(scratch.path / "nan.toml") << "[stage2]\nlr = nan\n";
+  r = run_cli({"train", "--config", (scratch.path / "nan.toml").string(), "--run.runs_dir", runs}, scratch.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Catch::Contains("nan.toml:2") && Catch::Contains("stage2.lr") &&
+                        Catch::Contains("not a finite number"));
+  r = run_cli({"train", "--run.log_every_s", "-1", "--run.runs_dir", runs}, scratch.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Catch::Contains("run.log_every_s must be >= 0 seconds, got -1"));
+  r = run_cli({"connector", "bench", "--type", "linear", "--batch", "0"}, scratch.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Catch::Contains("--batch: must be > 0, got 0"));
+  CHECK_THAT(r.err, !Catch::Contains("179769313486231570814527"));
+}
