@@ -4,8 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,9 +16,12 @@
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include "core/error.h"
 #include "core/io/tensor_io.h"
+#include "core/autograd.h"
+#include "core/ops.h"
 
 namespace vlmc::train {
 
@@ -149,6 +155,26 @@ fs::path install(const fs::path& fresh, const fs::path& target, const fs::path& 
   return old;
 }
 
+// CRC-32 (zlib's) of a whole file, as 8 hex digits, streamed in 1 MiB reads.
+std::string file_crc32(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  VLMC_CHECK(in, "cannot open ", path.string(), " to checksum it");
+  std::vector<char> buf(size_t(1) << 20);
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize got = in.gcount();
+    if (got > 0) crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+  }
+  VLMC_CHECK(in.eof(), "reading ", path.string(), " to checksum it failed");
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08lx", static_cast<unsigned long>(crc));
+  return hex;
+}
+
+// The tensor files whose CRC-32 state.json records.
+constexpr const char* kChecksummed[] = {kCheckpointModelFile, kCheckpointOptimizerFile};
+
 }  // namespace
 
 void save_checkpoint(const std::string& root, const std::string& name, const Checkpoint& ckpt) {
@@ -166,7 +192,12 @@ void save_checkpoint(const std::string& root, const std::string& name, const Che
   try {
     io::save_safetensors((tmp / kCheckpointModelFile).string(), ckpt.model);
     io::save_safetensors((tmp / kCheckpointOptimizerFile).string(), ckpt.optimizer);
-    write_state(tmp / kCheckpointStateFile, ckpt.state);
+    // state.json, written last, records the CRC-32 of the tensor files, which
+    // every load checks: a flipped bit is an error, not a silent change.
+    json state = ckpt.state;
+    json& sums = state["checksums"] = json::object();
+    for (const char* f : kChecksummed) sums[f] = "crc32:" + file_crc32(tmp / f);
+    write_state(tmp / kCheckpointStateFile, state);
     for (const char* f : kFiles) fsync_path(tmp / f, false);
     fsync_path(tmp, true);
     const fs::path replaced = install(tmp, target, root_path, name);
@@ -179,6 +210,34 @@ void save_checkpoint(const std::string& root, const std::string& name, const Che
     fs::remove_all(tmp, ec);
     throw;
   }
+}
+
+namespace {
+Tensor zero_unless_nonfinite(const Tensor& t) {
+  const Tensor x = t.dtype() == DType::f32 || t.dtype() == DType::f64 ? t.detach() : t.detach().to(DType::f32);
+  return sum(mul(x, 0.0)).to(DType::f64);
+}
+}  // namespace
+
+std::string first_nonfinite(const std::map<std::string, Tensor>& tensors) {
+  NoGradGuard no_grad;
+  Tensor total;
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    const Tensor z = zero_unless_nonfinite(t);
+    total = total.defined() ? add(total, z.to(total.device())) : z;
+  }
+  if (!total.defined() || std::isfinite(total.item())) return "";
+  for (const auto& [name, t] : tensors)  // the rare failure: find which one
+    if (is_floating(t.dtype()) && t.numel() > 0 && !std::isfinite(zero_unless_nonfinite(t).item())) return name;
+  return "?";
+}
+
+std::string nonfinite_in(const Checkpoint& ckpt) {
+  if (std::string bad = first_nonfinite(ckpt.model); !bad.empty()) return str(kCheckpointModelFile, " tensor '", bad, "'");
+  if (std::string bad = first_nonfinite(ckpt.optimizer); !bad.empty())
+    return str(kCheckpointOptimizerFile, " tensor '", bad, "'");
+  return "";
 }
 
 bool is_checkpoint(const std::string& dir) {
@@ -196,20 +255,35 @@ Checkpoint load_checkpoint(const std::string& dir) {
     VLMC_CHECK(fs::is_regular_file(fs::path(dir) / f, ec), "load_checkpoint: '", dir, "' is incomplete: ", f,
                " is missing");
   Checkpoint out;
-  try {
-    out.model = io::load_safetensors((fs::path(dir) / kCheckpointModelFile).string());
-    out.optimizer = io::load_safetensors((fs::path(dir) / kCheckpointOptimizerFile).string());
-  } catch (const Error& e) {
-    throw Error(str("load_checkpoint: '", dir, "': ", e.what()));
-  }
   const fs::path state_path = fs::path(dir) / kCheckpointStateFile;
   std::ifstream in(state_path, std::ios::binary);
   VLMC_CHECK(in, "load_checkpoint: '", dir, "': cannot open ", kCheckpointStateFile);
   std::ostringstream ss;
   ss << in.rdbuf();
   out.state = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  VLMC_CHECK(!out.state.is_discarded(), "load_checkpoint: '", dir, "': ", kCheckpointStateFile,
-             " is corrupt (not valid JSON)");
+  VLMC_CHECK(!out.state.is_discarded() && out.state.is_object(), "load_checkpoint: '", dir, "': ",
+             kCheckpointStateFile, " is corrupt (not a valid JSON object)");
+  // The tensor files against the checksums state.json recorded when they were
+  // written (checkpoints from before checksums have none and are read as they are).
+  if (const auto sums = out.state.find("checksums"); sums != out.state.end()) {
+    VLMC_CHECK(sums->is_object(), "load_checkpoint: '", dir, "': ", kCheckpointStateFile,
+               ": \"checksums\" is not an object");
+    for (const char* f : kChecksummed) {
+      const auto want = sums->find(f);
+      VLMC_CHECK(want != sums->end() && want->is_string(), "load_checkpoint: '", dir, "': ", kCheckpointStateFile,
+                 " has no checksum for ", f);
+      const std::string got = "crc32:" + file_crc32(fs::path(dir) / f);
+      VLMC_CHECK(want->get<std::string>() == got, "load_checkpoint: '", dir, "': ", f, " is corrupt: its checksum is ",
+                 got, ", state.json recorded ", want->get<std::string>());
+    }
+    out.state.erase("checksums");  // the file's own bookkeeping: the caller gets the state it saved
+  }
+  try {
+    out.model = io::load_safetensors((fs::path(dir) / kCheckpointModelFile).string());
+    out.optimizer = io::load_safetensors((fs::path(dir) / kCheckpointOptimizerFile).string());
+  } catch (const Error& e) {
+    throw Error(str("load_checkpoint: '", dir, "': ", e.what()));
+  }
   return out;
 }
 

@@ -45,8 +45,18 @@ inline constexpr const char* kCheckpointStateFile = "state.json";
 void save_checkpoint(const std::string& root, const std::string& name, const Checkpoint& ckpt);
 
 // Loads a checkpoint directory; tensors come back on the CPU. Throws
-// vlmc::Error naming the directory and the missing or corrupt file.
+// vlmc::Error naming the directory and the missing or corrupt file; the tensor
+// files are checked against the CRC-32s state.json recorded at save time
+// (checkpoints written before checksums existed have none).
 Checkpoint load_checkpoint(const std::string& dir);
+
+// The name of the first floating tensor holding a NaN or an infinity, or ""
+// when all are finite (one reduction a tensor, one host read in all).
+std::string first_nonfinite(const std::map<std::string, Tensor>& tensors);
+// The same over a checkpoint: "model.safetensors tensor 'proj.weight'", or "".
+// The trainer never writes such a checkpoint; whoever resumes from or
+// evaluates one refuses it (load_checkpoint itself returns the bytes as they are).
+std::string nonfinite_in(const Checkpoint& ckpt);
 
 // True when `dir` holds all three files.
 bool is_checkpoint(const std::string& dir);

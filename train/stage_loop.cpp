@@ -47,29 +47,6 @@ std::string last_checkpoint_hint(const RunFiles& files) {
                              " (continue from it with --resume, after lowering the learning rate).";
 }
 
-// The name of the first tensor holding a NaN or an infinity, or "" when all
-// are finite. One reduction per tensor (0 * x is NaN exactly where x is not
-// finite) and one host read for all of them.
-Tensor zero_unless_nonfinite(const Tensor& t) {
-  const Tensor x = t.dtype() == DType::f32 || t.dtype() == DType::f64 ? t.detach() : t.detach().to(DType::f32);
-  return sum(mul(x, 0.0)).to(DType::f64);
-}
-
-std::string first_nonfinite(const std::map<std::string, Tensor>& tensors) {
-  NoGradGuard no_grad;
-  Tensor total;
-  for (const auto& [name, t] : tensors) {
-    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
-    const Tensor z = zero_unless_nonfinite(t);
-    total = total.defined() ? add(total, z.to(total.device())) : z;
-  }
-  if (!total.defined() || std::isfinite(total.item())) return "";
-  for (const auto& [name, t] : tensors)  // the rare failure: find which one
-    if (is_floating(t.dtype()) && t.numel() > 0 && !std::isfinite(zero_unless_nonfinite(t).item()))
-      return name;
-  return "?";
-}
-
 }  // namespace
 
 std::string checkpoint_name(int rank, const std::string& stage, int64_t step) {

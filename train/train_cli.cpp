@@ -114,6 +114,8 @@ int TrainCommands::run_train() {
 int TrainCommands::run_eval() {
   // The checkpoint's own settings first (model sizes, connector), then the file, then flags.
   const train::Checkpoint ckpt = train::load_checkpoint(checkpoint_);
+  const std::string bad = train::nonfinite_in(ckpt);
+  VLMC_CHECK(bad.empty(), checkpoint_, ": ", bad, " holds a NaN or an infinity: nothing to evaluate");
   VLMC_CHECK(ckpt.state.contains("config"), checkpoint_, ": state.json has no \"config\"");
   eval_schema_.load_json(ckpt.state["config"], checkpoint_ + "/state.json");
   if (!eval_config_file_.empty()) eval_schema_.load_toml_file(eval_config_file_);

@@ -92,7 +92,11 @@ void save_part(const MosaicModels& models, const Stage0Part& part, const std::st
 
 void load_part(MosaicModels& models, const Stage0Part& part, const std::string& dir) {
   std::map<std::string, Tensor> state = models.state_dict();
-  for (auto& [k, v] : load_checkpoint(dir).model) {
+  const Checkpoint cached = load_checkpoint(dir);
+  const std::string bad = nonfinite_in(cached);
+  VLMC_CHECK(bad.empty(), "the stage-0 cache entry ", dir, ": ", bad,
+             " holds a NaN or an infinity; delete the entry to train stage 0 again");
+  for (auto& [k, v] : cached.model) {
     VLMC_CHECK(starts_with_any(k, part.prefixes) && state.count(k), dir, ": '", k,
                "' is not a parameter of the stage-0 ", part.name, " model");
     state[k] = v;
@@ -182,6 +186,8 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   if (options.resume && !existing.empty()) {
     const std::string dir = (fs::path(checkpoint_root) / existing.back()).string();
     Checkpoint ckpt = load_checkpoint(dir);
+    const std::string bad = nonfinite_in(ckpt);
+    VLMC_CHECK(bad.empty(), "--resume: ", dir, ": ", bad, " holds a NaN or an infinity; resume from an earlier checkpoint");
     // The global batch is split by the process count: another count would read other samples.
     const int saved_world = ckpt.state.value("world_size", 1);
     VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
