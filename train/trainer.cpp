@@ -253,6 +253,9 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     return std::nullopt;
   };
 
+  // Both splits are read before anything trains: a corrupt test split must
+  // stop the run now, not at the evaluation after every stage.
+  load_fashion_mnist(Split::test, c.data_dir);
   const FashionMnist train_split = load_fashion_mnist(Split::train, c.data_dir);
   Generator pool_gen(seeds::derive(c.seed, seeds::kPool));
   MosaicSet pool = make_mosaics(train_split, c.train_mosaics, pool_gen);

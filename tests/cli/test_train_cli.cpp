@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
+#include "train/idx.h"
 #include "train/run_lock.h"
 
 using namespace vlmc::cli_test;
@@ -200,4 +202,22 @@ TEST_CASE("cli: non-finite and negative settings are refused by name, in plain w
   CHECK(r.status != 0);
   CHECK_THAT(r.err, Catch::Contains("--batch: must be > 0, got 0"));
   CHECK_THAT(r.err, !Catch::Contains("179769313486231570814527"));
+}
+
+TEST_CASE("cli: a corrupt test split stops vlmc train before anything trains", "[cli][trainer]") {
+  TempDir scratch("cli_train_bad_test_split");
+  std::ofstream(scratch.path / "toy.toml") << kToyConfig;
+  const char* env = std::getenv("VLMC_FASHION_MNIST_DIR");
+  const fs::path source = env ? fs::path(env) : fs::path(vlmc::train::kFashionMnistDir);
+  const fs::path data = scratch.path / "data";
+  fs::create_directories(data);
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+    fs::create_symlink(source / f, data / f);
+  std::ofstream(data / "t10k-images-idx3-ubyte.gz") << "not gzip";
+  const Result r = run_cli(cat({"train", "--data.dir", data.string()}, toy_args(scratch.path)), scratch.path);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("t10k-images-idx3-ubyte.gz"));
+  CHECK_THAT(r.err, !Catch::Contains("stage0-vision ["));  // no stage began
+  CHECK(vlmc::train::list_checkpoints((scratch.path / "runs" / "toy" / "checkpoints").string()).empty());
+  CHECK((!fs::exists(scratch.path / "cache") || fs::is_empty(scratch.path / "cache")));
 }
