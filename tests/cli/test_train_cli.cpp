@@ -109,6 +109,18 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
   CHECK(resumed.status == 0);
   CHECK_THAT(resumed.err, Catch::Contains("resuming from"));
   CHECK(resumed.out == r.out);  // the same final weights, the same evaluation
+
+  // A hand-edited state.json: the error names the checkpoint and the field,
+  // not a JSON library exception.
+  const std::string state_path = last + "/state.json";
+  std::string state = read_text(state_path);
+  const size_t at = state.find("\"rank\"");
+  REQUIRE(at != std::string::npos);
+  state.replace(at, 6, "\"rnak\"");
+  std::ofstream(state_path, std::ios::trunc) << state;
+  const Result edited = run_cli(cat({"train", "--resume"}, toy_args(scratch.path)), scratch.path);
+  CHECK(edited.status == 1);
+  CHECK_THAT(edited.err, Catch::Contains("--resume: " + last + "/state.json: \"rank\" is missing or not an integer"));
 }
 
 TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing anything", "[cli][trainer]") {
