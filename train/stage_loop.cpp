@@ -26,18 +26,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step) {
-  Checkpoint ckpt;
-  ckpt.model = files.model_state();
-  ckpt.optimizer = std::move(optimizer);
-  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
-                {"steps", spec.settings.steps}, {"config", files.config},
-                {"world_size", files.group ? files.group->world_size() : 1}};
-  const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
-  save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
-  prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
-}
-
 // "The last checkpoint is <dir>/<name> (...)" or "No checkpoint was written yet.":
 // every stop on a non-finite value names where to go back to.
 std::string last_checkpoint_hint(const RunFiles& files) {
@@ -45,6 +33,28 @@ std::string last_checkpoint_hint(const RunFiles& files) {
   return saved.empty() ? std::string("No checkpoint was written yet.")
                        : "The last checkpoint is " + files.checkpoint_root + "/" + saved.back() +
                              " (continue from it with --resume, after lowering the learning rate).";
+}
+
+// Writes the checkpoint of `step`, unless a weight or moment is not finite: a
+// finite gradient can still carry a weight past the f32 range (a huge learning
+// rate), and such a state is never written.
+void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step) {
+  Checkpoint ckpt;
+  ckpt.model = files.model_state();
+  ckpt.optimizer = std::move(optimizer);
+  std::map<std::string, Tensor> all = ckpt.model;
+  for (const auto& [name, t] : ckpt.optimizer) all.emplace("optimizer." + name, t);
+  const std::string bad = first_nonfinite(all);
+  if (!bad.empty())
+    throw Error(spec.name + " step " + std::to_string(step) + ": '" + bad +
+                "' holds a NaN or an infinity after the update; no checkpoint was written. " +
+                last_checkpoint_hint(files));
+  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
+                {"steps", spec.settings.steps}, {"config", files.config},
+                {"world_size", files.group ? files.group->world_size() : 1}};
+  const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
+  save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
+  prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
 }
 
 }  // namespace
@@ -200,18 +210,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
     if (checkpoint && (lead || opt.sharded())) {
       std::map<std::string, Tensor> state = opt.state_dict(step_name(step, "optimizer state"));
-      if (lead) {
-        // A finite gradient can still carry a weight past the f32 range (a
-        // huge learning rate): such a state is never written.
-        std::map<std::string, Tensor> all = files.model_state();
-        for (const auto& [name, t] : state) all.emplace("optimizer." + name, t);
-        const std::string bad = first_nonfinite(all);
-        if (!bad.empty())
-          throw Error(spec.name + " step " + std::to_string(step + 1) + ": '" + bad +
-                      "' holds a NaN or an infinity after the update; no checkpoint was written. " +
-                      last_checkpoint_hint(files));
-        save(spec, files, std::move(state), step + 1);
-      }
+      if (lead) save(spec, files, std::move(state), step + 1);
     }
   }
   if (bar) bar->finish();

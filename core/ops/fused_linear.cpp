@@ -16,10 +16,11 @@
 // rounded to bf16 and y, z and every gradient stay f32. CUDA runs the forward
 // as cuBLAS's bf16 GEMM (f32 accumulation and output) onto the bias rows and a
 // GELU pass (forward_bf16 says why not v3); the CPU runs the f32 kernel on the
-// rounded values widened back to f32. What is exact is the rounding of the operands to bf16 (the same values
-// on both devices); the f32 accumulation runs in another order. The bias is
-// rounded too (unlike linear's, which stays f32) because v3 reads it as bf16
-// and both devices must compute the same thing.
+// rounded values widened back to f32. What is exact is the rounding of the
+// operands to bf16 (the same values on both devices); the f32 accumulation
+// runs in another order. The bias is rounded too (unlike linear's, which stays
+// f32), as v3 (kernels/fused_linear.h) reads it, so that every path computes
+// the same thing.
 // The backward's dx and dW GEMMs take dz and the saved bf16 copies through
 // gemm_bf16.
 #include "core/autocast.h"

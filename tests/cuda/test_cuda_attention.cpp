@@ -19,13 +19,6 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-double rms_of(const Tensor& t) {
-  const std::vector<double> v = t.to_vector<double>();
-  double sum_squares = 0;
-  for (const double x : v) sum_squares += x * x;
-  return v.empty() ? 0.0 : std::sqrt(sum_squares / static_cast<double>(v.size()));
-}
-
 [[maybe_unused]] Tensor poisoned(const Shape& shape) { return Tensor::full(shape, NAN, DType::f32, kGpu); }
 
 struct Case {
@@ -104,7 +97,7 @@ TEST_CASE("cuda attention v1 kernels write every output and match the CPU", "[cu
     // With one visible key dq and dk are exactly 0 (softmax of one score is 1
     // whatever the score): judged against the norm of dv, their size without
     // that cancellation (inputs are N(0, 1)).
-    const double floor = std::sqrt(static_cast<double>(dq.numel())) * rms_of(dv);
+    const double floor = std::sqrt(static_cast<double>(dq.numel())) * test::rms(dv);
     CHECK_REL_FLOOR(dq_g.to(Device::cpu()), dq, floor, 1e-5);
     CHECK_REL_FLOOR(dk_g.to(Device::cpu()), dk, floor, 1e-5);
     CHECK_REL(dv_g.to(Device::cpu()), dv, 1e-5);
@@ -136,7 +129,7 @@ void check_op_against_cpu(const Case& c, uint64_t seed, bool autocast, double to
   const Tensor g = Tensor::randn(y.shape(), gen);
   y.backward(g);
   yg.backward(g.to(kGpu));
-  const double floor = std::sqrt(static_cast<double>(q.numel())) * rms_of(v.grad());
+  const double floor = std::sqrt(static_cast<double>(q.numel())) * test::rms(v.grad());
   CHECK_REL_FLOOR(qg.grad().to(Device::cpu()), q.grad(), floor, tol);  // 0 with one key: see above
   CHECK_REL_FLOOR(kg.grad().to(Device::cpu()), k.grad(), floor, tol);
   CHECK_REL(vg.grad().to(Device::cpu()), v.grad(), tol);

@@ -33,6 +33,13 @@ double rel_error_floor(const Tensor& actual, const Tensor& expected, double floo
   return std::sqrt(diff) / std::max({std::sqrt(norm), floor, 1e-30});
 }
 
+double rms(const Tensor& t) {
+  const std::vector<double> v = t.to_vector<double>();
+  double sum_squares = 0;
+  for (const double x : v) sum_squares += x * x;
+  return v.empty() ? 0.0 : std::sqrt(sum_squares / static_cast<double>(v.size()));
+}
+
 double max_abs_error(const Tensor& actual, const Tensor& expected) {
   VLMC_CHECK(actual.shape() == expected.shape(), "max_abs_error: shapes ",
              shape_str(actual.shape()), " and ", shape_str(expected.shape()), " differ");

@@ -24,6 +24,9 @@ double rel_error(const Tensor& actual, const Tensor& expected);
 // it passes and a real error does not.
 double rel_error_floor(const Tensor& actual, const Tensor& expected, double floor);
 
+// Root mean square of t's elements (0 for an empty tensor).
+double rms(const Tensor& t);
+
 // Largest |actual - expected| over all elements.
 double max_abs_error(const Tensor& actual, const Tensor& expected);
 
