@@ -14,6 +14,9 @@ packages=(
   libcli11-dev             # the command line
   zlib1g-dev
   libtomlplusplus-dev      # the training configs (TOML)
+  libsentencepiece-dev     # LLaMA's tokenizer.model (data/)
+  libjpeg-dev              # JPEG decoding: libjpeg-turbo (data/)
+  libpng-dev               # PNG decoding (data/)
   dataset-fashion-mnist    # the training images (IDX .gz under /usr/share/datasets/fashion-mnist)
   libopenmpi-dev           # data-parallel training (dist/): MPI headers and library
   openmpi-bin              # mpirun, to launch it and to run the MPI self-test

@@ -1,5 +1,6 @@
 #include "core/io/safetensors.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -492,48 +493,103 @@ SafetensorsData parse_safetensors(const uint8_t* data, size_t size, const std::s
   return out;
 }
 
-SafetensorsData read_safetensors(const std::string& path) {
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   // The length prefix and the header are read and checked against the file's
-  // size first; then each tensor's bytes go straight into its own buffer. A
-  // file with a bad header costs its first bytes, not its size, and memory
-  // peaks at the tensors' bytes, not twice the file.
+  // size first: a file with a bad header costs its first bytes, not its size.
   errno = 0;
-  FilePtr f(std::fopen(path.c_str(), "rb"));
-  if (!f) throw Error(str(path, ": cannot open: ", errno_text()));
-  struct stat st {};
-  if (::fstat(::fileno(f.get()), &st) != 0) throw Error(str(path, ": cannot stat: ", errno_text()));
-  if (S_ISDIR(st.st_mode)) throw Error(str(path, ": is a directory, not a safetensors file"));
-  // A pipe or a device has no size to check the header against (and the zero
-  // device never ends): only regular files are read.
-  if (!S_ISREG(st.st_mode)) throw Error(str(path, ": is not a regular file (a pipe, a device?): cannot read it as safetensors"));
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const auto read_exactly = [&](void* dst, uint64_t bytes, const char* what) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw Error(str(path, ": cannot open: ", errno_text()));
+  try {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) throw Error(str(path, ": cannot stat: ", errno_text()));
+    if (S_ISDIR(st.st_mode)) throw Error(str(path, ": is a directory, not a safetensors file"));
+    // A pipe or a device has no size to check the header against (and the zero
+    // device never ends): only regular files are read.
+    if (!S_ISREG(st.st_mode))
+      throw Error(str(path, ": is not a regular file (a pipe, a device?): cannot read it as safetensors"));
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    uint8_t prefix[kLengthBytes] = {};
+    if (size >= kLengthBytes) read_at(prefix, kLengthBytes, 0, "the header length");
+    const uint64_t n = header_length(prefix, size, path);
+    std::vector<uint8_t> header(n);
+    read_at(header.data(), n, kLengthBytes, "the header");
+    CheckedHeader checked = check_header(header.data(), n, size, path);
+    metadata_ = std::move(checked.metadata);
+    entries_.reserve(checked.entries.size());
+    for (auto& e : checked.entries) {
+      index_.emplace(e.name, entries_.size());
+      entries_.push_back(TensorEntry{std::move(e.name), e.dtype, std::move(e.shape), kLengthBytes + n + e.begin,
+                                     e.end - e.begin});
+    }
+  } catch (...) {
+    ::close(fd_);
+    fd_ = -1;
+    throw;
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      fd_(std::exchange(other.fd_, -1)),
+      metadata_(std::move(other.metadata_)),
+      entries_(std::move(other.entries_)),
+      index_(std::move(other.index_)) {}
+
+SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+    metadata_ = std::move(other.metadata_);
+    entries_ = std::move(other.entries_);
+    index_ = std::move(other.index_);
+  }
+  return *this;
+}
+
+const TensorEntry* SafetensorsFile::find(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+void SafetensorsFile::read_at(void* dst, uint64_t bytes, uint64_t offset, const std::string& what) const {
+  // pread in chunks: one call may return less than asked (and Linux moves at
+  // most about 2 GiB per call), and EINTR is retried.
+  auto* out = static_cast<uint8_t*>(dst);
+  uint64_t done = 0;
+  while (done < bytes) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(bytes - done, uint64_t(1) << 30));
     errno = 0;
-    if (bytes > 0 && std::fread(dst, 1, bytes, f.get()) != bytes)
-      throw Error(str(path, ": reading ", what, " failed: ",
-                      std::ferror(f.get()) ? errno_text() : std::string("the file ended early (did it change while being read?)")));
-  };
-  uint8_t prefix[kLengthBytes] = {};
-  if (size >= kLengthBytes) read_exactly(prefix, kLengthBytes, "the header length");
-  const uint64_t n = header_length(prefix, size, path);
-  std::vector<uint8_t> header(n);
-  read_exactly(header.data(), n, "the header");
-  CheckedHeader checked = check_header(header.data(), n, size, path);
+    const ssize_t got = ::pread(fd_, out + done, chunk, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw Error(str(path_, ": reading ", what, " failed: ", errno_text()));
+    if (got == 0)
+      throw Error(str(path_, ": reading ", what, " failed: the file ended early, after ", offset + done,
+                      " bytes (was it truncated or changed while being read?)"));
+    done += static_cast<uint64_t>(got);
+  }
+}
+
+void SafetensorsFile::read(const TensorEntry& entry, void* dst) const {
+  read_at(dst, entry.nbytes, entry.offset, "tensor " + squote(entry.name));
+}
+
+SafetensorsData read_safetensors(const std::string& path) {
+  const SafetensorsFile file(path);
   SafetensorsData out;
-  out.metadata = std::move(checked.metadata);
-  out.tensors.reserve(checked.entries.size());
-  // check_layout made the entries tile the buffer in file order: read them in turn.
-  uint64_t at = 0;
-  for (auto& e : checked.entries) {
-    if (e.begin != at && ::fseeko(f.get(), static_cast<off_t>(kLengthBytes + n + e.begin), SEEK_SET) != 0)
-      throw Error(str(path, ": seeking to tensor ", squote(e.name), " failed: ", errno_text()));
+  out.metadata = file.metadata();
+  out.tensors.reserve(file.entries().size());
+  for (const auto& e : file.entries()) {
     RawTensor t;
     t.dtype = e.dtype;
-    t.shape = std::move(e.shape);
-    t.bytes.resize(e.end - e.begin);
-    read_exactly(t.bytes.data(), e.end - e.begin, ("tensor '" + e.name + "'").c_str());
-    at = e.end;
-    out.tensors.emplace_back(std::move(e.name), std::move(t));
+    t.shape = e.shape;
+    t.bytes.resize(e.nbytes);
+    file.read(e, t.bytes.data());
+    out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
 }

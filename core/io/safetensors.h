@@ -43,8 +43,50 @@ inline constexpr uint64_t kMaxSafetensorsHeader = 100u * 1000u * 1000u;
 // "<buffer>") at the start of every error message.
 SafetensorsData parse_safetensors(const uint8_t* data, size_t size, const std::string& source);
 
-// Reads and parses the file at `path`.
+// Reads and parses the file at `path` (all tensors into memory; a
+// SafetensorsFile reads them one at a time).
 SafetensorsData read_safetensors(const std::string& path);
+
+// One tensor of an open file: where its bytes are, not the bytes.
+struct TensorEntry {
+  std::string name;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;  // of the first byte, from the start of the file
+  uint64_t nbytes = 0;
+};
+
+// A safetensors file opened for reading tensor by tensor, so that a model
+// loads from a multi-gigabyte checkpoint without the file ever being in memory
+// at once. The header is read and checked as read_safetensors checks it when
+// the file is opened; each read then checks that the file still holds the
+// tensor's bytes (a file truncated after it was opened is an error naming the
+// tensor, never zeros).
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(SafetensorsFile&& other) noexcept;
+  SafetensorsFile& operator=(SafetensorsFile&& other) noexcept;
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<TensorEntry>& entries() const { return entries_; }  // in file order
+  const TensorEntry* find(const std::string& name) const;               // nullptr when absent
+  // Copies the entry's nbytes bytes to dst (chunked positional reads).
+  void read(const TensorEntry& entry, void* dst) const;
+
+ private:
+  void read_at(void* dst, uint64_t bytes, uint64_t offset, const std::string& what) const;
+
+  std::string path_;
+  int fd_ = -1;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorEntry> entries_;
+  std::map<std::string, size_t> index_;  // name -> position in entries_
+};
 
 // Writes `data` to `path` atomically: a failed write leaves any previous file
 // at `path` untouched and no temporary file behind.

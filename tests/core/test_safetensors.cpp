@@ -391,6 +391,26 @@ TEST_CASE("safetensors: the header is checked before the data is read, and only 
   CHECK_THROWS_WITH(vlmc::io::read_safetensors(dir.path.string()), Catch::Contains("is a directory"));
 }
 
+TEST_CASE("SafetensorsFile reads one tensor at a time, and a file truncated after opening is an error", "[io]") {
+  TempDir dir("safetensors_lazy");
+  const std::string path = (dir.path / "two.safetensors").string();
+  SafetensorsData data;
+  data.tensors.push_back({"a", RawTensor{DType::f32, {2}, std::vector<uint8_t>(8, 1)}});
+  data.tensors.push_back({"b", RawTensor{DType::u8, {3}, {7, 8, 9}}});
+  write_safetensors(path, data);
+  const SafetensorsFile file(path);
+  REQUIRE(file.entries().size() == 2);
+  REQUIRE(file.find("c") == nullptr);
+  const TensorEntry* b = file.find("b");
+  REQUIRE(b != nullptr);
+  CHECK(b->shape == std::vector<int64_t>{3});
+  uint8_t got[3] = {};
+  file.read(*b, got);
+  CHECK((got[0] == 7 && got[1] == 8 && got[2] == 9));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 2);
+  CHECK_THROWS_WITH(file.read(*b, got), Contains("tensor 'b'") && Contains("ended early"));
+}
+
 TEST_CASE("writers refuse to replace a symlink, a FIFO or a directory, and an empty path", "[io]") {
   TempDir dir("safetensors_targets");
   vlmc::io::SafetensorsData data;

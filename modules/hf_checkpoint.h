@@ -1,0 +1,76 @@
+// Hugging Face model folders -> vlmc models: LLaMA, CLIP's vision tower and
+// LLaVA in both transformers key layouts and the original LLaVA layout.
+//
+//   auto loaded = nn::load_pretrained("llava-1.5-7b-hf");
+//   loaded.llava->forward(input_ids, pixel_values);       // logits as transformers computes them
+//   std::puts(loaded.report.summary().c_str());
+//
+// Key layouts (the file's key -> vlmc's module):
+//   LlamaForCausalLM                model.*, lm_head.weight (absent when tied)      -> LlamaForCausalLM as is
+//   CLIPVisionModel / CLIPModel     vision_model.* (CLIPModel: text_model.*,        -> CLIPVisionModel as is
+//                                   *_projection, logit_scale ignored)
+//   LlavaForConditionalGeneration   language_model.{model,lm_head}.*                -> llm.*
+//     transformers <= 4.51          vision_tower.vision_model.*                     -> vision_encoder.*
+//                                   multi_modal_projector.linear_{1,2}.*            -> connector.{0,2}.*
+//     newer transformers            model.language_model.* / lm_head.*, model.vision_tower.*,
+//                                   model.multi_modal_projector.*
+//   LlavaLlamaForCausalLM           model.*, lm_head.weight                         -> llm.*
+//     (original LLaVA)              model.mm_projector.{0,2}.* (or .weight/.bias)   -> connector.*
+//                                   the tower from --vision-tower DIR (a CLIPModel or CLIPVisionModel folder);
+//                                   model.vision_tower.* in the checkpoint is ignored (and reported)
+//
+// Loading is all or nothing: every key, shape and dtype is checked against
+// the model before the first tensor byte is read, all problems are listed in
+// one error naming the file and key, and a model is returned only when every
+// tensor was read. Tensors are read one at a time from their shard into the
+// parameters (f32 masters; BF16/F16 files are converted as they are read), so
+// the host holds the model plus one tensor of the file, never the checkpoint
+// twice. Not yet: keeping frozen weights in the file's dtype (they are widened
+// to f32, so a BF16 checkpoint takes twice its size in memory).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modules/clip_vision.h"
+#include "modules/hf_config.h"
+#include "modules/llama.h"
+#include "modules/llava.h"
+
+namespace vlmc::nn {
+
+struct PretrainedOptions {
+  // The vision tower of an original-layout LLaVA checkpoint (LLaVA's
+  // mm_vision_tower, downloaded): a CLIPModel or CLIPVisionModel folder.
+  std::string vision_tower;
+};
+
+// What was loaded, for the user to see.
+struct PretrainedReport {
+  std::string kind;                                // "LlavaForConditionalGeneration (transformers <= 4.51 keys)"
+  std::vector<std::string> files;                  // every safetensors file read
+  int64_t tensors = 0;                             // tensors read
+  int64_t parameters = 0;                          // elements of the model's parameters
+  std::map<std::string, uint64_t> bytes_by_dtype;  // file bytes read, by safetensors dtype ("BF16")
+  std::map<std::string, int64_t> ignored;          // file keys not used, counted by what they are
+  double seconds = 0;
+  // "loaded LlavaForConditionalGeneration (...) from DIR: 7.06 B parameters (BF16 14.1 GB -> f32), 3 files, 12.3 s"
+  std::string summary() const;
+};
+
+struct PretrainedModel {
+  HfModelConfig config;
+  std::shared_ptr<LlamaForCausalLM> llama;   // llama, llava, llava_original: the language model
+  std::shared_ptr<CLIPVisionModel> vision;   // clip_vision, clip, llava, llava_original
+  std::shared_ptr<LlavaModel> llava;         // llava, llava_original (holding the two above)
+  PretrainedReport report;
+};
+
+// Loads the model in `dir` (config.json + model.safetensors or a sharded
+// index), in eval mode on the CPU, every parameter frozen except as LLaVA's
+// stage 2 would train them (see LlavaModel::set_stage).
+PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions& options = {});
+
+}  // namespace vlmc::nn

@@ -1,0 +1,236 @@
+// Hugging Face checkpoints in (modules/hf_checkpoint.h): tiny random models
+// written by transformers 4.45.2 (tests/golden/make_golden_hf_models.py) load
+// into vlmc's modules and give transformers' logits; every layout of the same
+// LLaVA loads to the same weights; a broken folder is one clear error.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "core/autograd.h"
+#include "core/io/safetensors_folder.h"
+#include "core/io/tensor_io.h"
+#include "modules/hf_checkpoint.h"
+#include "tests/support/check.h"
+#include "tests/support/temp_dir.h"
+
+using namespace vlmc;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kDir = std::string(VLMC_GOLDEN_DIR) + "/hf_models";
+// Logits of the same f32 model in two engines: summation orders differ.
+constexpr double kLogitsTolerance = 1e-4;
+
+const std::map<std::string, Tensor>& expected() {
+  static const auto e = io::load_safetensors(kDir + "/expected.safetensors");
+  return e;
+}
+Tensor want(const std::string& name) { return expected().at(name); }
+
+// A copy of a golden model folder that a test may break.
+std::string copy_model(const test::TempDir& tmp, const std::string& name) {
+  const fs::path dst = tmp.path / name;
+  fs::copy(kDir + "/" + name, dst, fs::copy_options::recursive);
+  return dst.string();
+}
+
+void require_same_state(const nn::Module& a, const nn::Module& b) {
+  const auto sa = a.state_dict(), sb = b.state_dict();
+  REQUIRE(sa.size() == sb.size());
+  for (const auto& [name, t] : sa) {
+    INFO(name);
+    REQUIRE(sb.count(name) == 1);
+    CHECK(test::max_abs_error(t, sb.at(name)) == 0.0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("hf checkpoint: LlamaForCausalLM with grouped KV heads gives transformers' logits", "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/llama");
+  REQUIRE(loaded.llama);
+  CHECK(loaded.config.text.num_key_value_heads == 2);
+  CHECK(loaded.config.text.rope_theta == 500000.0);
+  NoGradGuard no_grad;
+  const Tensor logits = loaded.llama->forward_ids(want("llama.input_ids"), want("llama.attention_mask"));
+  CHECK(test::rel_error(logits, want("llama.logits")) < kLogitsTolerance);
+  CHECK(loaded.report.tensors == 2 * 9 + 3);
+  CHECK(loaded.report.bytes_by_dtype.at("F32") > 0);
+}
+
+TEST_CASE("hf checkpoint: a tied LLaMA has no lm_head and reads the embedding table", "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/llama_tied");
+  REQUIRE(loaded.llama);
+  CHECK(loaded.llama->lm_head == nullptr);
+  NoGradGuard no_grad;
+  const Tensor logits = loaded.llama->forward_ids(want("llama.input_ids"), want("llama.attention_mask"));
+  CHECK(test::rel_error(logits, want("llama_tied.logits")) < kLogitsTolerance);
+}
+
+TEST_CASE("hf checkpoint: BF16 weights are widened to f32 exactly", "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/llama_bf16");
+  CHECK(loaded.report.bytes_by_dtype.count("BF16") == 1);
+  CHECK(loaded.report.bytes_by_dtype.count("F32") == 0);
+  NoGradGuard no_grad;
+  const Tensor logits = loaded.llama->forward_ids(want("llama.input_ids"), want("llama.attention_mask"));
+  CHECK(test::rel_error(logits, want("llama_bf16.logits")) < kLogitsTolerance);
+}
+
+TEST_CASE("hf checkpoint: CLIPVisionModel gives every hidden state and the pooled output", "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/clip_vision");
+  REQUIRE(loaded.vision);
+  NoGradGuard no_grad;
+  const auto out = loaded.vision->forward(want("clip.pixel_values"));
+  REQUIRE(out.hidden_states.size() == 4);
+  for (size_t i = 0; i < out.hidden_states.size(); ++i) {
+    INFO("hidden state " << i);
+    CHECK(test::rel_error(out.hidden_states[i], want("clip.hidden_states." + std::to_string(i))) < kLogitsTolerance);
+  }
+  CHECK(test::rel_error(out.pooler_output, want("clip.pooler_output")) < kLogitsTolerance);
+}
+
+TEST_CASE("hf checkpoint: a CLIPModel loads its vision half and reports the text half as ignored",
+          "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/clip_full");
+  REQUIRE(loaded.vision);
+  CHECK(loaded.report.ignored.count("CLIPModel's text half and projections") == 1);
+  CHECK(loaded.report.summary().find("ignored") != std::string::npos);
+}
+
+TEST_CASE("hf checkpoint: LlavaForConditionalGeneration gives transformers' logits after the splice",
+          "[hf_checkpoint]") {
+  const auto loaded = nn::load_pretrained(kDir + "/llava");
+  REQUIRE(loaded.llava);
+  CHECK(loaded.config.llava.image_token_index == 71);
+  CHECK(loaded.report.kind == "LlavaForConditionalGeneration (transformers <= 4.51 keys)");
+  NoGradGuard no_grad;
+  const auto out = loaded.llava->forward(want("llava.input_ids"), want("llava.pixel_values"));
+  REQUIRE(out.logits.shape() == Shape{1, 17, 72});
+  CHECK(test::rel_error(out.logits, want("llava.logits")) < kLogitsTolerance);
+}
+
+TEST_CASE("hf checkpoint: sharded, newer-layout and original-layout LLaVA load to the same model",
+          "[hf_checkpoint]") {
+  const auto single = nn::load_pretrained(kDir + "/llava");
+  SECTION("sharded") {
+    const auto sharded = nn::load_pretrained(kDir + "/llava_sharded");
+    CHECK(sharded.report.files.size() == 3);
+    require_same_state(*single.llava, *sharded.llava);
+  }
+  SECTION("newer transformers keys") {
+    const auto newer = nn::load_pretrained(kDir + "/llava_new_layout");
+    CHECK(newer.report.kind == "LlavaForConditionalGeneration (newer transformers keys)");
+    require_same_state(*single.llava, *newer.llava);
+  }
+  SECTION("original LLaVA with --vision-tower") {
+    nn::PretrainedOptions options;
+    options.vision_tower = kDir + "/clip_full";
+    const auto original = nn::load_pretrained(kDir + "/llava_original", options);
+    CHECK(original.config.llava.image_token_index == -200);
+    CHECK(original.config.llava.image_aspect_ratio == "pad");
+    require_same_state(*single.llava, *original.llava);
+    // The same logits with LLaVA's -200 placeholder instead of HF's in-vocabulary id.
+    Tensor ids = want("llava.input_ids").clone();
+    static_cast<int64_t*>(ids.data_ptr())[3] = -200;
+    NoGradGuard no_grad;
+    const auto out = original.llava->forward(ids, want("llava.pixel_values"));
+    CHECK(test::rel_error(out.logits, want("llava.logits")) < kLogitsTolerance);
+  }
+}
+
+TEST_CASE("hf checkpoint: the original layout without --vision-tower says where the tower is",
+          "[hf_checkpoint]") {
+  REQUIRE_THROWS_WITH(nn::load_pretrained(kDir + "/llava_original"),
+                      Catch::Contains("--vision-tower") && Catch::Contains("mm_vision_tower = \"clip_full\""));
+  nn::PretrainedOptions options;
+  options.vision_tower = kDir + "/llama";
+  REQUIRE_THROWS_WITH(nn::load_pretrained(kDir + "/llava_original", options),
+                      Catch::Contains("CLIPModel or CLIPVisionModel") && Catch::Contains("LlamaForCausalLM"));
+}
+
+TEST_CASE("hf checkpoint: broken folders are one clear error", "[hf_checkpoint]") {
+  test::TempDir tmp("hf");
+  SECTION("an index naming a missing shard") {
+    const std::string dir = copy_model(tmp, "llava_sharded");
+    fs::remove(dir + "/model-00002-of-00003.safetensors");
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("model.safetensors.index.json") &&
+                                                      Catch::Contains("model-00002-of-00003.safetensors"));
+  }
+  SECTION("a truncated shard") {
+    const std::string dir = copy_model(tmp, "llava_sharded");
+    const std::string shard = dir + "/model-00003-of-00003.safetensors";
+    fs::resize_file(shard, fs::file_size(shard) - 100);
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("model-00003-of-00003.safetensors"));
+  }
+  SECTION("a shard path leaving the folder") {
+    const std::string dir = copy_model(tmp, "llava_sharded");
+    std::ofstream(dir + "/model.safetensors.index.json")
+        << R"({"metadata": {}, "weight_map": {"lm_head.weight": "../secret.safetensors"}})";
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("not a file name in the model's folder"));
+  }
+  SECTION("an unsupported architecture") {
+    const std::string dir = copy_model(tmp, "llama");
+    std::ofstream(dir + "/config.json") << R"({"architectures": ["MistralForCausalLM"], "model_type": "mistral"})";
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("config.json") &&
+                                                      Catch::Contains("MistralForCausalLM") &&
+                                                      Catch::Contains("LlavaForConditionalGeneration"));
+  }
+  SECTION("a config key vlmc would silently get wrong") {
+    const std::string dir = copy_model(tmp, "llama");
+    std::ifstream in(dir + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    in.close();
+    text.replace(text.rfind('}'), 1, R"(, "rope_scaling": {"type": "linear", "factor": 2.0}})");
+    std::ofstream(dir + "/config.json") << text;
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("rope_scaling"));
+  }
+  SECTION("a config whose sizes do not fit the weights: every mismatch listed, keys and shapes named") {
+    const std::string dir = copy_model(tmp, "llama");
+    std::ifstream in(dir + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    in.close();
+    const size_t at = text.find("\"intermediate_size\": 32");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, 23, "\"intermediate_size\": 40");
+    std::ofstream(dir + "/config.json") << text;
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("nothing was loaded") &&
+                                                      Catch::Contains("model.layers.0.mlp.up_proj.weight") &&
+                                                      Catch::Contains("[32,16]") && Catch::Contains("[40,16]") &&
+                                                      Catch::Contains("6 problems"));
+  }
+  SECTION("a missing and an unexpected tensor") {
+    const std::string dir = copy_model(tmp, "llama");
+    auto tensors = io::load_safetensors(dir + "/model.safetensors");
+    tensors["model.extra.weight"] = tensors.at("model.norm.weight");
+    tensors.erase("model.norm.weight");
+    io::save_safetensors(dir + "/model.safetensors", tensors);
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("missing tensor 'model.norm.weight'") &&
+                                                      Catch::Contains("unexpected tensor 'model.extra.weight'"));
+  }
+  SECTION("PyTorch pickles only") {
+    const std::string dir = copy_model(tmp, "llama");
+    fs::remove(dir + "/model.safetensors");
+    std::ofstream(dir + "/pytorch_model.bin") << "not read";
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("pickle") && Catch::Contains("save_pretrained"));
+  }
+  SECTION("not a folder") {
+    REQUIRE_THROWS_WITH(nn::load_pretrained(kDir + "/nonexistent"), Catch::Contains("config.json"));
+  }
+}
+
+TEST_CASE("safetensors folder: tensors are read one at a time, in their dtype or converted", "[hf_checkpoint]") {
+  const io::SafetensorsFolder folder(kDir + "/llama_bf16");
+  const Tensor raw = folder.read("model.norm.weight");
+  CHECK(raw.dtype() == DType::bf16);
+  Tensor f32 = Tensor::empty(raw.shape(), DType::f32);
+  folder.read_into("model.norm.weight", f32);
+  CHECK(test::max_abs_error(f32, raw.to(DType::f32)) == 0.0);
+  Tensor wrong = Tensor::empty({3}, DType::f32);
+  REQUIRE_THROWS_WITH(folder.read_into("model.norm.weight", wrong),
+                      Catch::Contains("model.norm.weight") && Catch::Contains("[16]") && Catch::Contains("[3]"));
+  REQUIRE_THROWS_WITH(folder.read("no.such.tensor"), Catch::Contains("no.such.tensor"));
+}
