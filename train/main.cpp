@@ -13,6 +13,7 @@
 #include "train/connector_cli.h"
 #include "train/cli_checks.h"
 #include "train/demo.h"
+#include "train/tokenize_cli.h"
 #include "train/train_cli.h"
 
 namespace {
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
 
   vlmc::cli::ConnectorCommands connector(app);
   vlmc::cli::TrainCommands training(app);
+  vlmc::cli::TokenizeCommand tokenize(app);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
     if (demo_cmd->parsed()) return vlmc::cli::run_demo(demo);
     if (connector.parsed()) return connector.execute();
     if (training.parsed()) return training.execute();
+    if (tokenize.parsed()) return tokenize.execute();
   } catch (const std::bad_alloc&) {
     // Sizes are checked where they are read; what still fails to allocate is a
     // size the machine cannot hold, said plainly rather than as "std::bad_alloc".
