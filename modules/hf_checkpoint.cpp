@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/io/safetensors_folder.h"
+#include "modules/hf_layout.h"
 
 namespace vlmc::nn {
 
@@ -38,10 +39,9 @@ class LoadPlan {
  public:
   // Every tensor of `module` (state_dict names, prefixed with `module_name` in
   // messages) from `folder`, under the file key `file_key(name)`.
-  void bind(const SafetensorsFolder& folder, const Module& module, const std::string& module_name,
-            const std::function<std::string(const std::string&)>& file_key) {
-    for (const auto& [name, tensor] : module.state_dict()) {
-      const std::string key = file_key(name), ours = module_name + name;
+  void bind(const SafetensorsFolder& folder, const HfKeyGroup& group) {
+    for (const auto& [name, tensor] : group.module->state_dict()) {
+      const std::string key = group.key(name), ours = group.module_prefix + name;
       if (!folder.contains(key)) {
         problems_.push_back(str("missing tensor '", key, "' (vlmc's ", ours, " ", shape_str(tensor.shape()), ")"));
         continue;
@@ -112,19 +112,6 @@ class LoadPlan {
   std::vector<std::string> problems_;
 };
 
-std::function<std::string(const std::string&)> prefixed(const std::string& prefix) {
-  return [prefix](const std::string& name) { return prefix + name; };
-}
-
-// Our projector's Sequential index i -> Hugging Face's linear_{i/2+1}.
-std::function<std::string(const std::string&)> hf_projector_key(const std::string& prefix) {
-  return [prefix](const std::string& name) {
-    const size_t dot = name.find('.');
-    const int64_t i = std::stoll(name.substr(0, dot));
-    return str(prefix, "linear_", i / 2 + 1, name.substr(dot));
-  };
-}
-
 std::optional<std::string> clip_text_half(const std::string& key) {
   if (starts_with(key, "text_model.") || starts_with(key, "text_projection.") ||
       starts_with(key, "visual_projection.") || key == "logit_scale")
@@ -183,6 +170,7 @@ std::string PretrainedReport::summary() const {
 PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   PretrainedModel out;
+  out.dir = dir;
   out.config = read_hf_config(dir);
   const HfModelConfig& c = out.config;
   const SafetensorsFolder weights(dir);
@@ -191,24 +179,25 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
   report.kind = hf_kind_name(c.kind);
   std::optional<SafetensorsFolder> tower_weights;
 
+  // Builds the models, then binds every tensor through the layout's key table.
+  HfKeyLayout layout = HfKeyLayout::llama;
+  IgnoreRule main_rule, tower_rule;
   switch (c.kind) {
     case HfKind::llama: {
       out.llama = std::make_shared<LlamaForCausalLM>(c.text);
-      plan.bind(weights, *out.llama, "", prefixed(""));
       const bool tied = c.text.tie_word_embeddings;
-      plan.account_for_rest(weights, [tied](const std::string& key) -> std::optional<std::string> {
+      main_rule = [tied](const std::string& key) -> std::optional<std::string> {
         if (tied && key == "lm_head.weight") return "lm_head.weight (tied: the embedding table is the head)";
         return std::nullopt;
-      }, report);
+      };
       break;
     }
     case HfKind::clip_vision:
-    case HfKind::clip: {
+    case HfKind::clip:
       out.vision = std::make_shared<CLIPVisionModel>(c.vision);
-      plan.bind(weights, *out.vision, "", prefixed(""));
-      plan.account_for_rest(weights, clip_text_half, report);
+      layout = HfKeyLayout::clip;
+      main_rule = clip_text_half;
       break;
-    }
     case HfKind::llava: {
       out.vision = std::make_shared<CLIPVisionModel>(c.vision);
       out.llama = std::make_shared<LlamaForCausalLM>(c.text);
@@ -219,20 +208,8 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
         throw Error(str(dir, ": cannot tell the LLaVA key layout: expected language_model.model.embed_tokens.weight "
                         "(transformers <= 4.51) or model.language_model.embed_tokens.weight (newer), found ",
                         legacy ? "both" : "neither"));
-      if (legacy) {
-        report.kind += " (transformers <= 4.51 keys)";
-        plan.bind(weights, *out.vision, "vision_encoder.", prefixed("vision_tower."));
-        plan.bind(weights, *out.llama, "llm.", prefixed("language_model."));
-        plan.bind(weights, *out.llava->connector, "connector.", hf_projector_key("multi_modal_projector."));
-      } else {
-        report.kind += " (newer transformers keys)";
-        plan.bind(weights, *out.vision, "vision_encoder.", prefixed("model.vision_tower."));
-        plan.bind(weights, *out.llama, "llm.", [](const std::string& name) {
-          return starts_with(name, "model.") ? "model.language_model." + name.substr(6) : name;  // lm_head.* as is
-        });
-        plan.bind(weights, *out.llava->connector, "connector.", hf_projector_key("model.multi_modal_projector."));
-      }
-      plan.account_for_rest(weights, nullptr, report);
+      layout = legacy ? HfKeyLayout::llava_legacy : HfKeyLayout::llava_newer;
+      report.kind += legacy ? " (transformers <= 4.51 keys)" : " (newer transformers keys)";
       break;
     }
     case HfKind::llava_original: {
@@ -242,21 +219,22 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
       out.vision = std::make_shared<CLIPVisionModel>(tower.vision);
       out.llama = std::make_shared<LlamaForCausalLM>(c.text);
       out.llava = make_llava(out.config, out.vision, out.llama);
-      plan.bind(weights, *out.llama, "llm.", prefixed(""));
-      plan.bind(weights, *out.llava->connector, "connector.", [](const std::string& name) {
-        // LinearProjection's proj.* is LLaVA's bare mm_projector.weight/.bias.
-        return "model.mm_projector." + (starts_with(name, "proj.") ? name.substr(5) : name);
-      });
-      plan.account_for_rest(weights, [](const std::string& key) -> std::optional<std::string> {
+      layout = HfKeyLayout::llava_original;
+      main_rule = [](const std::string& key) -> std::optional<std::string> {
         if (starts_with(key, "model.vision_tower."))
           return "the checkpoint's own copy of the vision tower (the tower is read from --vision-tower)";
         return std::nullopt;
-      }, report);
-      plan.bind(*tower_weights, *out.vision, "vision_encoder.", prefixed(""));
-      plan.account_for_rest(*tower_weights, clip_text_half, report);
+      };
+      tower_rule = clip_text_half;
       break;
     }
   }
+  out.layout = layout;
+  for (const HfKeyGroup& group :
+       hf_key_groups(layout, out.vision.get(), out.llama.get(), out.llava ? out.llava->connector.get() : nullptr))
+    plan.bind(group.in_tower_folder ? *tower_weights : weights, group);
+  plan.account_for_rest(weights, main_rule, report);
+  if (tower_weights) plan.account_for_rest(*tower_weights, tower_rule, report);
   plan.check(dir, report.kind);
   plan.execute(report);
 

@@ -36,6 +36,7 @@
 
 #include "modules/clip_vision.h"
 #include "modules/hf_config.h"
+#include "modules/hf_layout.h"
 #include "modules/llama.h"
 #include "modules/llava.h"
 
@@ -61,7 +62,9 @@ struct PretrainedReport {
 };
 
 struct PretrainedModel {
+  std::string dir;          // the folder it came from (the tokenizer and processor files live there)
   HfModelConfig config;
+  HfKeyLayout layout = HfKeyLayout::llama;  // the file's key layout
   std::shared_ptr<LlamaForCausalLM> llama;   // llama, llava, llava_original: the language model
   std::shared_ptr<CLIPVisionModel> vision;   // clip_vision, clip, llava, llava_original
   std::shared_ptr<LlavaModel> llava;         // llava, llava_original (holding the two above)

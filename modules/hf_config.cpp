@@ -67,6 +67,21 @@ class ConfigObject {
   std::string prefix_;
 };
 
+HfTokenIds token_ids(const ConfigObject& c) {
+  HfTokenIds ids;
+  ids.bos = c.integer("bos_token_id", -1);
+  ids.pad = c.integer("pad_token_id", -1);
+  if (c.has("eos_token_id") && c.raw("eos_token_id").is_array()) {
+    for (const json& v : c.raw("eos_token_id")) {
+      if (!v.is_number_integer()) c.unsupported("eos_token_id", "expected an id or a list of ids");
+      ids.eos.push_back(v.get<int64_t>());
+    }
+  } else if (c.has("eos_token_id")) {
+    ids.eos.push_back(c.integer("eos_token_id", -1));
+  }
+  return ids;
+}
+
 const json& empty_object() {
   static const json empty = json::object();
   return empty;
@@ -141,6 +156,7 @@ void check_feature_layer(const ConfigObject& c, const char* key, int64_t layer, 
 
 void read_llava(const ConfigObject& c, HfModelConfig& out) {
   out.text = llama_config(c.child("text_config", empty_object()));
+  out.ids = token_ids(c.child("text_config", empty_object()));
   out.vision = c.has("vision_config") ? clip_vision_config(c.child("vision_config", empty_object()), {})
                                       : llava_default_tower();
   auto& l = out.llava;
@@ -164,6 +180,7 @@ void read_llava(const ConfigObject& c, HfModelConfig& out) {
 
 void read_llava_original(const ConfigObject& c, HfModelConfig& out) {
   out.text = llama_config(c, "llava_llama");  // LLaMA's keys at the top level
+  out.ids = token_ids(c);
   auto& l = out.llava;
   l.image_token_index = -200;  // LLaVA's IMAGE_TOKEN_INDEX: not an id of the vocabulary
   l.projector_type = c.string("mm_projector_type", "linear");  // LLaVA's builder default
@@ -240,7 +257,10 @@ HfModelConfig read_hf_config(const std::string& dir) {
   out.kind = detect_kind(c, file);
   try {
     switch (out.kind) {
-      case HfKind::llama: out.text = llama_config(c); break;
+      case HfKind::llama:
+        out.text = llama_config(c);
+        out.ids = token_ids(c);
+        break;
       case HfKind::clip_vision: out.vision = clip_vision_config(c, {}); break;
       case HfKind::clip: out.vision = clip_vision_config(c.child("vision_config", empty_object()), {}); break;
       case HfKind::llava: read_llava(c, out); break;

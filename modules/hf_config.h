@@ -14,6 +14,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "modules/clip_vision.h"
 #include "modules/llama.h"
@@ -34,9 +35,17 @@ struct HfLlavaFields {
   int64_t mm_hidden_size = 0;              // original layout: the tower's width (0 when absent)
 };
 
+// The language model's special ids (text_config or the top level; -1 when
+// absent). transformers allows a list of EOS ids: all are kept.
+struct HfTokenIds {
+  int64_t bos = -1, pad = -1;
+  std::vector<int64_t> eos;
+};
+
 struct HfModelConfig {
   std::string path;  // the config.json read
   HfKind kind = HfKind::llama;
+  HfTokenIds ids;
   LlamaConfig text;         // llama, llava, llava_original
   CLIPVisionConfig vision;  // clip_vision, clip, llava
   HfLlavaFields llava;      // llava, llava_original

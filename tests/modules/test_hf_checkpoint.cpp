@@ -2,6 +2,8 @@
 // written by transformers 4.45.2 (tests/golden/make_golden_hf_models.py) load
 // into vlmc's modules and give transformers' logits; every layout of the same
 // LLaVA loads to the same weights; a broken folder is one clear error.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "core/io/safetensors_folder.h"
 #include "core/io/tensor_io.h"
 #include "modules/hf_checkpoint.h"
+#include "modules/hf_export.h"
 #include "tests/support/check.h"
 #include "tests/support/temp_dir.h"
 
@@ -233,4 +236,57 @@ TEST_CASE("safetensors folder: tensors are read one at a time, in their dtype or
   REQUIRE_THROWS_WITH(folder.read_into("model.norm.weight", wrong),
                       Catch::Contains("model.norm.weight") && Catch::Contains("[16]") && Catch::Contains("[3]"));
   REQUIRE_THROWS_WITH(folder.read("no.such.tensor"), Catch::Contains("no.such.tensor"));
+}
+
+TEST_CASE("hf export: every kind written and read back is bit-identical", "[hf_checkpoint]") {
+  test::TempDir tmp("hf_export");
+  nn::PretrainedOptions with_tower;
+  with_tower.vision_tower = kDir + "/clip_full";
+  struct Case {
+    std::string name;
+    nn::HfKeyLayout layout;
+  };
+  for (const Case& c : {Case{"llama", nn::HfKeyLayout::llava_legacy}, Case{"llama_tied", nn::HfKeyLayout::llava_legacy},
+                        Case{"clip_full", nn::HfKeyLayout::llava_legacy}, Case{"llava", nn::HfKeyLayout::llava_legacy},
+                        Case{"llava_sharded", nn::HfKeyLayout::llava_newer},
+                        Case{"llava_original", nn::HfKeyLayout::llava_legacy}}) {
+    INFO(c.name);
+    const auto before = nn::load_pretrained(kDir + "/" + c.name, with_tower);
+    const std::string out = tmp.file(c.name);
+    nn::ExportOptions options;
+    options.llava_layout = c.layout;
+    nn::save_pretrained(before, out, options);
+    CHECK_FALSE(fs::exists(out + ".tmp." + std::to_string(::getpid())));
+    const auto after = nn::load_pretrained(out, with_tower);
+    CHECK(after.config.kind == (before.config.kind == nn::HfKind::clip ? nn::HfKind::clip_vision : before.config.kind));
+    if (before.llava) {
+      require_same_state(*before.llava, *after.llava);
+      CHECK(after.config.llava.image_token_index == before.config.llava.image_token_index);
+      CHECK(after.config.llava.vision_feature_layer == before.config.llava.vision_feature_layer);
+    } else if (before.llama) {
+      require_same_state(*before.llama, *after.llama);
+      CHECK(after.config.ids.eos == before.config.ids.eos);
+    } else {
+      require_same_state(*before.vision, *after.vision);
+    }
+    if (c.name == "llava_sharded") CHECK(after.layout == nn::HfKeyLayout::llava_newer);
+  }
+}
+
+TEST_CASE("hf export: never replaces a folder, and leaves nothing behind on failure", "[hf_checkpoint]") {
+  test::TempDir tmp("hf_export_fail");
+  const auto llava = nn::load_pretrained(kDir + "/llava");
+  const std::string existing = tmp.file("existing");
+  fs::create_directories(existing);
+  REQUIRE_THROWS_WITH(nn::save_pretrained(llava, existing), Catch::Contains("already exists"));
+  CHECK(fs::is_empty(existing));
+  // An original-layout model cannot become transformers' LLaVA without an <image> id.
+  nn::PretrainedOptions with_tower;
+  with_tower.vision_tower = kDir + "/clip_full";
+  auto original = nn::load_pretrained(kDir + "/llava_original", with_tower);
+  original.config.kind = nn::HfKind::llava;
+  const std::string out = tmp.file("converted");
+  REQUIRE_THROWS_WITH(nn::save_pretrained(original, out), Catch::Contains("image_token_index -200"));
+  CHECK_FALSE(fs::exists(out));
+  CHECK_FALSE(fs::exists(out + ".tmp." + std::to_string(::getpid())));
 }

@@ -1,0 +1,32 @@
+// vlmc models -> Hugging Face model folders that transformers loads
+// (from_pretrained), and that load_pretrained reads back bit for bit.
+//
+//   nn::save_pretrained(loaded, "out/");                 // same kind and layout as loaded
+//
+// What is written: config.json (transformers 4.45's keys for the kind) and
+// model.safetensors (the parameters in f32, "format": "pt"), plus the
+// tokenizer and processor files copied from the folder the model came from
+// (tokenizer.model, tokenizer_config.json, preprocessor_config.json, ...), so
+// AutoProcessor loads the output too. The folder appears whole or not at
+// all: everything is written into DIR.tmp.<pid> and renamed to DIR at the end;
+// an existing DIR is never replaced.
+#pragma once
+
+#include <string>
+
+#include "modules/hf_checkpoint.h"
+
+namespace vlmc::nn {
+
+struct ExportOptions {
+  // LLaVA only: llava_legacy (transformers <= 4.51, what 4.45.2 loads) or
+  // llava_newer; the original layout is written as it was read.
+  HfKeyLayout llava_layout = HfKeyLayout::llava_legacy;
+};
+
+void save_pretrained(const PretrainedModel& model, const std::string& dir, const ExportOptions& options = {});
+
+// config.json's text for the model (what save_pretrained writes).
+std::string hf_config_json(const PretrainedModel& model, HfKeyLayout layout);
+
+}  // namespace vlmc::nn
