@@ -156,8 +156,12 @@ std::string PretrainedReport::summary() const {
   }
   char size[64], params[64];
   std::snprintf(size, sizeof size, "%.3g %s", bytes >= 1e9 ? bytes / 1e9 : bytes / 1e6, bytes >= 1e9 ? "GB" : "MB");
-  std::snprintf(params, sizeof params, "%.3g %s", parameters >= 1e9 ? parameters / 1e9 : parameters / 1e6,
-                parameters >= 1e9 ? "B" : "M");
+  if (parameters >= 1e9)
+    std::snprintf(params, sizeof params, "%.3g B", parameters / 1e9);
+  else if (parameters >= 1e6)
+    std::snprintf(params, sizeof params, "%.3g M", parameters / 1e6);
+  else
+    std::snprintf(params, sizeof params, "%lld", static_cast<long long>(parameters));
   std::string out = str(kind, ": ", params, " parameters, ", tensors, " tensors (", dtypes, ", ", size,
                         " read, f32 in memory) from ", files.size(), " file", files.size() == 1 ? "" : "s");
   char secs[32];

@@ -13,6 +13,7 @@
 #include "train/connector_cli.h"
 #include "train/cli_checks.h"
 #include "train/demo.h"
+#include "train/export_cli.h"
 #include "train/tokenize_cli.h"
 #include "train/train_cli.h"
 
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   vlmc::cli::ConnectorCommands connector(app);
   vlmc::cli::TrainCommands training(app);
   vlmc::cli::TokenizeCommand tokenize(app);
+  vlmc::cli::ExportCommand export_cmd(app);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
     if (connector.parsed()) return connector.execute();
     if (training.parsed()) return training.execute();
     if (tokenize.parsed()) return tokenize.execute();
+    if (export_cmd.parsed()) return export_cmd.execute();
   } catch (const std::bad_alloc&) {
     // Sizes are checked where they are read; what still fails to allocate is a
     // size the machine cannot hold, said plainly rather than as "std::bad_alloc".

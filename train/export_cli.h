@@ -1,0 +1,34 @@
+// `vlmc export`: a Hugging Face model folder in, a Hugging Face folder out
+// (transformers' LLaVA layout of choice), through vlmc's loader and writer.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace vlmc::cli {
+
+struct ExportOptions {
+  std::string model;         // a Hugging Face folder (config.json + safetensors)
+  std::string vision_tower;  // the original LLaVA layout's CLIP folder
+  std::string out;           // the folder to create
+  std::string layout = "transformers";  // LLaVA: "transformers" (<= 4.51 keys) or "transformers-new"
+};
+
+int run_export(const ExportOptions& options);
+
+class ExportCommand {
+ public:
+  explicit ExportCommand(CLI::App& app);
+  ExportCommand(const ExportCommand&) = delete;
+  ExportCommand& operator=(const ExportCommand&) = delete;
+
+  bool parsed() const { return cmd_->parsed(); }
+  int execute() const { return run_export(options_); }
+
+ private:
+  CLI::App* cmd_ = nullptr;
+  ExportOptions options_;
+};
+
+}  // namespace vlmc::cli
