@@ -14,6 +14,7 @@
 #include "train/cli_checks.h"
 #include "train/demo.h"
 #include "train/export_cli.h"
+#include "train/inspect_cli.h"
 #include "train/tokenize_cli.h"
 #include "train/train_cli.h"
 
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   vlmc::cli::TrainCommands training(app);
   vlmc::cli::TokenizeCommand tokenize(app);
   vlmc::cli::ExportCommand export_cmd(app);
+  vlmc::cli::InspectCommand inspect(app);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
     if (training.parsed()) return training.execute();
     if (tokenize.parsed()) return tokenize.execute();
     if (export_cmd.parsed()) return export_cmd.execute();
+    if (inspect.parsed()) return inspect.execute();
   } catch (const std::bad_alloc&) {
     // Sizes are checked where they are read; what still fails to allocate is a
     // size the machine cannot hold, said plainly rather than as "std::bad_alloc".

@@ -1,0 +1,56 @@
+#include "train/inspect_cli.h"
+
+#include <sys/resource.h>
+
+#include <cstdio>
+
+#include "modules/hf_checkpoint.h"
+
+namespace vlmc::cli {
+
+InspectCommand::InspectCommand(CLI::App& app) {
+  cmd_ = app.add_subcommand("inspect",
+                            "Load a Hugging Face model folder and print what it is, what was read, the load time "
+                            "and the peak host memory (docs/models.md)");
+  cmd_->add_option("--model", options_.model, "Hugging Face folder (config.json + safetensors)")->required();
+  cmd_->add_option("--vision-tower", options_.vision_tower,
+                   "the CLIP folder of an original-layout LLaVA checkpoint (its mm_vision_tower)");
+}
+
+int run_inspect(const InspectOptions& options) {
+  nn::PretrainedOptions load;
+  load.vision_tower = options.vision_tower;
+  const nn::PretrainedModel m = nn::load_pretrained(options.model, load);
+  const nn::HfModelConfig& c = m.config;
+  std::printf("%s\n", m.report.summary().c_str());
+  if (m.llama) {
+    const auto& t = c.text;
+    std::printf("language model: LLaMA, vocab %lld, hidden %lld, %lld layers, %lld heads (%lld KV), MLP %lld, "
+                "rope_theta %g, %lld positions%s\n",
+                (long long)t.vocab_size, (long long)t.hidden_size, (long long)t.num_hidden_layers,
+                (long long)t.num_attention_heads, (long long)t.num_key_value_heads, (long long)t.intermediate_size,
+                t.rope_theta, (long long)t.max_position_embeddings, t.tie_word_embeddings ? ", tied head" : "");
+  }
+  if (m.vision) {
+    const auto& v = c.vision;
+    std::printf("vision tower: CLIP, hidden %lld, %lld layers, %lld heads, MLP %lld, image %lld, patch %lld "
+                "(%lld patches), %s\n",
+                (long long)v.hidden_size, (long long)v.num_hidden_layers, (long long)v.num_attention_heads,
+                (long long)v.intermediate_size, (long long)v.image_size, (long long)v.patch_size,
+                (long long)v.num_patches(), v.hidden_act.c_str());
+  }
+  if (m.llava) {
+    const auto& l = c.llava;
+    std::printf("llava: projector %s, image token %lld, feature layer %lld, CLS %s%s%s\n", l.projector_type.c_str(),
+                (long long)l.image_token_index, (long long)l.vision_feature_layer, l.keep_cls ? "kept" : "dropped",
+                l.image_aspect_ratio.empty() ? "" : ", image_aspect_ratio ", l.image_aspect_ratio.c_str());
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);  // ru_maxrss: KiB on Linux
+  const double weights_gb = static_cast<double>(m.report.parameters) * 4 / 1e9;
+  std::printf("peak host memory %.3g GB; the f32 parameters take %.3g GB\n", usage.ru_maxrss * 1024.0 / 1e9,
+              weights_gb);
+  return 0;
+}
+
+}  // namespace vlmc::cli
