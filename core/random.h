@@ -18,9 +18,22 @@ class Generator {
   // Reserves n Philox counters and returns the first.
   uint64_t advance(uint64_t n) { const uint64_t o = offset_; offset_ += n; return o; }
 
+  // A generator whose draws (Tensor::randn, Tensor::uniform) leave the new
+  // tensor's memory uninitialised: for building a model whose every
+  // parameter a checkpoint is about to overwrite (load_pretrained checks that
+  // it does), where drawing 7 billion random numbers first would take most of
+  // the load time. Never use it for values anything reads.
+  static Generator unfilled() {
+    Generator g;
+    g.fills_ = false;
+    return g;
+  }
+  bool fills() const { return fills_; }
+
  private:
   uint64_t seed_;
   uint64_t offset_ = 0;
+  bool fills_ = true;
 };
 
 Generator& default_generator();  // process-wide, used when none is passed

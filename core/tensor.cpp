@@ -125,6 +125,7 @@ Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
 Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
   VLMC_CHECK(is_floating(dtype), "randn: dtype ", dtype_name(dtype), " is not a floating type");
   Tensor t = empty(shape, dtype, device);
+  if (!gen.fills()) return t;  // Generator::unfilled(): a checkpoint overwrites it
   const int64_t n = t.numel();
   const uint64_t offset = gen.advance(kernels::normal_counters(n));
   if (device.is_cuda()) {
@@ -145,6 +146,7 @@ Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& g
   VLMC_CHECK(is_floating(dtype), "uniform: dtype ", dtype_name(dtype), " is not a floating type");
   VLMC_CHECK(low <= high, "uniform: low ", low, " is above high ", high);
   Tensor t = empty(shape, dtype, device);
+  if (!gen.fills()) return t;  // Generator::unfilled(): a checkpoint overwrites it
   const int64_t n = t.numel();
   const uint64_t offset = gen.advance(kernels::uniform_counters(n));
   if (device.is_cuda()) {

@@ -19,6 +19,7 @@ Tensor normal(const Shape& shape, double std, Generator& gen) {
 // The members are reassigned; the module registered pointers to them, so the
 // new tensors are its parameters.
 void init_linear(Linear& layer, double std, Generator& gen) {
+  if (!gen.fills()) return;  // Generator::unfilled(): a checkpoint is about to overwrite it
   layer.weight = normal(layer.weight.shape(), std, gen);
   layer.bias = Tensor::zeros(layer.bias.shape()).set_requires_grad(true);
 }

@@ -136,13 +136,13 @@ HfModelConfig tower_config(const std::string& dir, const HfModelConfig& main) {
 }
 
 std::shared_ptr<LlavaModel> make_llava(const HfModelConfig& c, std::shared_ptr<CLIPVisionModel> vision,
-                                       std::shared_ptr<LlamaForCausalLM> llm) {
+                                       std::shared_ptr<LlamaForCausalLM> llm, Generator& gen) {
   LlavaConfig lc;
   lc.projector_type = c.llava.projector_type;
   lc.select_layer = c.llava.vision_feature_layer;
   lc.keep_cls = c.llava.keep_cls;
   lc.splice.image_token_id = c.llava.image_token_index;
-  return std::make_shared<LlavaModel>(vision, llm, lc);
+  return std::make_shared<LlavaModel>(vision, llm, lc, gen);
 }
 
 }  // namespace
@@ -184,11 +184,14 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
   std::optional<SafetensorsFolder> tower_weights;
 
   // Builds the models, then binds every tensor through the layout's key table.
+  // Nothing is drawn at random: every tensor is read from the files below (a
+  // tensor the files lack is an error before anything is returned).
+  Generator gen = Generator::unfilled();
   HfKeyLayout layout = HfKeyLayout::llama;
   IgnoreRule main_rule, tower_rule;
   switch (c.kind) {
     case HfKind::llama: {
-      out.llama = std::make_shared<LlamaForCausalLM>(c.text);
+      out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
       const bool tied = c.text.tie_word_embeddings;
       main_rule = [tied](const std::string& key) -> std::optional<std::string> {
         if (tied && key == "lm_head.weight") return "lm_head.weight (tied: the embedding table is the head)";
@@ -198,14 +201,14 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
     }
     case HfKind::clip_vision:
     case HfKind::clip:
-      out.vision = std::make_shared<CLIPVisionModel>(c.vision);
+      out.vision = std::make_shared<CLIPVisionModel>(c.vision, gen);
       layout = HfKeyLayout::clip;
       main_rule = clip_text_half;
       break;
     case HfKind::llava: {
-      out.vision = std::make_shared<CLIPVisionModel>(c.vision);
-      out.llama = std::make_shared<LlamaForCausalLM>(c.text);
-      out.llava = make_llava(c, out.vision, out.llama);
+      out.vision = std::make_shared<CLIPVisionModel>(c.vision, gen);
+      out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
+      out.llava = make_llava(c, out.vision, out.llama, gen);
       const bool legacy = weights.contains("language_model.model.embed_tokens.weight");
       const bool newer = weights.contains("model.language_model.embed_tokens.weight");
       if (legacy == newer)
@@ -220,9 +223,9 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
       const HfModelConfig tower = tower_config(options.vision_tower, c);
       out.config.vision = tower.vision;
       tower_weights.emplace(options.vision_tower);
-      out.vision = std::make_shared<CLIPVisionModel>(tower.vision);
-      out.llama = std::make_shared<LlamaForCausalLM>(c.text);
-      out.llava = make_llava(out.config, out.vision, out.llama);
+      out.vision = std::make_shared<CLIPVisionModel>(tower.vision, gen);
+      out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
+      out.llava = make_llava(out.config, out.vision, out.llama, gen);
       layout = HfKeyLayout::llava_original;
       main_rule = [](const std::string& key) -> std::optional<std::string> {
         if (starts_with(key, "model.vision_tower."))
