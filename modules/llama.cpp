@@ -7,9 +7,11 @@
 #include <tuple>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/shape.h"
+#include "modules/kv_cache.h"
 
 namespace vlmc::nn {
 
@@ -17,6 +19,7 @@ namespace {
 
 // HF's _init_weights: N(0, initializer_range) for every Linear and Embedding.
 void normal_init(Tensor& weight, double init_std, Generator& gen) {
+  if (!gen.fills()) return;  // Generator::unfilled(): a checkpoint is about to overwrite it
   Tensor w = Tensor::randn(weight.shape(), gen);
   mul_(w, init_std);
   weight = w.set_requires_grad(true);
@@ -151,6 +154,32 @@ Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, cons
   return o_proj->forward(attn.transpose(1, 2).reshape({b, l, num_heads_ * head_dim_}));
 }
 
+Tensor LlamaAttention::forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache, int64_t layer) {
+  // x [B, T, D]
+  const int64_t b = x.size(0), t = x.size(1);
+  auto heads = [&](const Tensor& y, int64_t h) { return y.view({b, t, h, head_dim_}).transpose(1, 2); };
+  const Tensor q = apply_rotary(heads(q_proj->forward(x), num_heads_), rotary);      // [B, H, T, Dh]
+  const Tensor k_new = apply_rotary(heads(k_proj->forward(x), num_kv_heads_), rotary);  // [B, Hkv, T, Dh]
+  const Tensor v_new = heads(v_proj->forward(x), num_kv_heads_);
+  // Views [B, Hkv, S, Dh] of positions 0..S-1, S = cache.length() + T.
+  const auto [k, v] = cache.append(layer, k_new, v_new);
+  Tensor attn;  // [B, H, T, Dh]
+  if (t == 1) {
+    // A decode step: the one query sees every key up to its own, so the
+    // whole buffers [B, Hkv, capacity, Dh] go in as they are, the positions
+    // beyond S hidden by the key mask: the op makes K and V contiguous, and
+    // the views would be copied (O(S) per layer per step).
+    attn = scaled_dot_product_attention(q, cache.keys(layer), cache.values(layer), cache.key_mask(k.size(2)),
+                                        /*causal=*/false);
+  } else {
+    // A block of T queries: the op's causal mask is aligned at the end when
+    // S > T (key j visible to query i when j <= i + S - T); query i sits at
+    // absolute position S - T + i, so it sees exactly the keys 0..its own.
+    attn = scaled_dot_product_attention(q, k, v, Tensor(), /*causal=*/true);
+  }
+  return o_proj->forward(attn.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_}));
+}
+
 LlamaMLP::LlamaMLP(const LlamaConfig& config, Generator& gen) {
   const int64_t d = config.hidden_size, i = config.intermediate_size;
   const double init_std = config.initializer_range;
@@ -177,6 +206,12 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config, Generator& gen) 
 
 Tensor LlamaDecoderLayer::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask) {
   const Tensor h = x + self_attn->forward(input_layernorm->forward(x), rotary, key_padding_mask);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+Tensor LlamaDecoderLayer::forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache,
+                                         int64_t layer) {
+  const Tensor h = x + self_attn->forward_cached(input_layernorm->forward(x), rotary, cache, layer);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -220,6 +255,40 @@ Tensor LlamaModel::forward(const Tensor& inputs_embeds, const Tensor& attention_
   return norm->forward(h);
 }
 
+Tensor LlamaModel::forward_cached(const Tensor& inputs_embeds, KVCache& cache) {
+  VLMC_CHECK(inputs_embeds.dim() == 3 && inputs_embeds.size(2) == config_.hidden_size,
+             "LlamaModel::forward_cached: inputs_embeds ", shape_str(inputs_embeds.shape()), " must be [B, T, ",
+             config_.hidden_size, "]");
+  const int64_t b = inputs_embeds.size(0), t = inputs_embeds.size(1), past = cache.length();
+  VLMC_CHECK(cache.num_layers() == config_.num_hidden_layers && cache.kv_heads() == config_.num_key_value_heads &&
+                 cache.head_dim() == config_.head_dim(),
+             "LlamaModel::forward_cached: the cache has ", cache.num_layers(), " layers, ", cache.kv_heads(),
+             " KV heads of dim ", cache.head_dim(), "; the model ", config_.num_hidden_layers, ", ",
+             config_.num_key_value_heads, " of dim ", config_.head_dim());
+  VLMC_CHECK(cache.batch() == b, "LlamaModel::forward_cached: inputs_embeds ", shape_str(inputs_embeds.shape()),
+             " hold ", b, " sequences but the cache ", cache.batch());
+  VLMC_CHECK(cache.dtype() == inputs_embeds.dtype() && cache.device() == inputs_embeds.device(),
+             "LlamaModel::forward_cached: the cache is ", dtype_name(cache.dtype()), " on ", cache.device().str(),
+             " but inputs_embeds ", describe(inputs_embeds));
+  VLMC_CHECK(t > 0, "LlamaModel::forward_cached: inputs_embeds ", shape_str(inputs_embeds.shape()),
+             " hold no token");
+  cache.check_room(t);
+  NoGradGuard no_grad;
+  // Positions past..past+T-1 in every row; rotary_tables refuses one at or
+  // beyond max_position_embeddings, naming it.
+  std::vector<int64_t> ids(static_cast<size_t>(t));
+  for (int64_t i = 0; i < t; ++i) ids[static_cast<size_t>(i)] = past + i;
+  const Tensor positions = Tensor::from_vector(ids, {1, t}).expand({b, t});
+  const RotaryTables rotary = rotary_tables(positions, config_.head_dim(), config_.rope_theta,
+                                            config_.max_position_embeddings, inputs_embeds.dtype(),
+                                            inputs_embeds.device());
+  Tensor h = inputs_embeds;
+  for (size_t i = 0; i < layers->items.size(); ++i)
+    h = layers->items[i]->forward_cached(h, rotary, cache, static_cast<int64_t>(i));
+  cache.advance(t);  // every layer has written positions past..past+T-1
+  return norm->forward(h);
+}
+
 // ---- causal LM ------------------------------------------------------------------------------
 
 LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config, Generator& gen) : config_(config) {
@@ -236,6 +305,13 @@ Tensor LlamaForCausalLM::head_weight() const {
 Tensor LlamaForCausalLM::forward(const Tensor& inputs_embeds, const Tensor& attention_mask,
                                  const Tensor& position_ids) {
   return linear(model->forward(inputs_embeds, attention_mask, position_ids), head_weight());  // [B, L, V]
+}
+
+Tensor LlamaForCausalLM::forward_cached(const Tensor& inputs_embeds, KVCache& cache, bool last_only) {
+  NoGradGuard no_grad;
+  Tensor h = model->forward_cached(inputs_embeds, cache);  // [B, T, D]
+  if (last_only) h = h.narrow(1, h.size(1) - 1, 1);       // [B, 1, D]
+  return linear(h, head_weight());                         // [B, T|1, V]
 }
 
 Tensor LlamaForCausalLM::forward_ids(const Tensor& input_ids, const Tensor& attention_mask,

@@ -24,6 +24,8 @@
 
 namespace vlmc::nn {
 
+class KVCache;  // modules/kv_cache.h
+
 // The fields of Hugging Face's LlamaConfig that shape the model, under the
 // same names and with the same defaults (LLaMA-7B's sizes).
 struct LlamaConfig {
@@ -83,6 +85,11 @@ class LlamaAttention : public Module {
   LlamaAttention(const LlamaConfig& config, Generator& gen);
   // x [B, L, D], key_padding_mask [B, L] or undefined -> [B, L, D].
   Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+  // Generation: x [B, T, D] at positions cache.length().. (rotary holds their
+  // rows); the new rotated keys and values go into layer `layer` of the cache,
+  // and the T queries attend over all cached and new keys, causally within
+  // the new block -> [B, T, D]. Does not advance the cache.
+  Tensor forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache, int64_t layer);
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
 
@@ -104,6 +111,8 @@ class LlamaDecoderLayer : public Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& config, Generator& gen);
   Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+  // The same with the attention's keys and values from / into the cache.
+  Tensor forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache, int64_t layer);
 
   std::shared_ptr<LlamaAttention> self_attn;
   std::shared_ptr<LlamaMLP> mlp;
@@ -119,6 +128,11 @@ class LlamaModel : public Module {
   // undefined (all real); position_ids i64 [B, L] or undefined (0..L-1 in
   // every row) -> [B, L, D] after the final norm.
   Tensor forward(const Tensor& inputs_embeds, const Tensor& attention_mask, const Tensor& position_ids);
+  // Generation (no autograd): inputs_embeds [B, T, D] continue the sequences
+  // held by the cache (positions cache.length()..cache.length()+T-1, no
+  // padding) -> [B, T, D] after the final norm; the cache then holds T more
+  // positions. See LlamaForCausalLM::forward_cached.
+  Tensor forward_cached(const Tensor& inputs_embeds, KVCache& cache);
 
   // nn.Embedding's state: weight [V, D], N(0, initializer_range).
   class Embedding : public Module {
@@ -159,6 +173,19 @@ class LlamaForCausalLM : public LanguageModel {
                      const Tensor& position_ids = Tensor());
   // The head's weight [V, D]: lm_head.weight, or the embedding table when tied.
   Tensor head_weight() const;
+
+  // Generation with a KV cache (modules/kv_cache.h; make_kv_cache gives one
+  // shaped for this model). inputs_embeds [B, T, D] are the next T tokens of
+  // the B sequences the cache holds (all of equal length): their positions
+  // continue from cache.length(), each query at absolute position p sees the
+  // keys 0..p, and their keys and values are appended to the cache, whose
+  // length grows by T. Returns logits [B, T, V], or [B, 1, V] of the last
+  // position only when last_only (the head's GEMM over a prompt skipped).
+  // Runs under NoGradGuard: nothing is recorded. The same logits as forward()
+  // over the whole sequence, up to rounding. Errors: a cache of another
+  // shape, dtype or device, T more positions than the cache has room for, or
+  // a position at or beyond max_position_embeddings.
+  Tensor forward_cached(const Tensor& inputs_embeds, KVCache& cache, bool last_only = false);
 
   const LlamaConfig& config() const { return config_; }
 
