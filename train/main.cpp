@@ -14,6 +14,7 @@
 #include "train/cli_checks.h"
 #include "train/demo.h"
 #include "train/export_cli.h"
+#include "train/generate_cli.h"
 #include "train/inspect_cli.h"
 #include "train/tokenize_cli.h"
 #include "train/train_cli.h"
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
   vlmc::cli::TokenizeCommand tokenize(app);
   vlmc::cli::ExportCommand export_cmd(app);
   vlmc::cli::InspectCommand inspect(app);
+  vlmc::cli::GenerateCommand generate(app);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
     if (tokenize.parsed()) return tokenize.execute();
     if (export_cmd.parsed()) return export_cmd.execute();
     if (inspect.parsed()) return inspect.execute();
+    if (generate.parsed()) return generate.execute();
   } catch (const std::bad_alloc&) {
     // Sizes are checked where they are read; what still fails to allocate is a
     // size the machine cannot hold, said plainly rather than as "std::bad_alloc".

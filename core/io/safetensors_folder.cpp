@@ -92,9 +92,9 @@ SafetensorsFolder::SafetensorsFolder(const std::string& dir) : dir_(dir) {
     for (const auto& item : fs::directory_iterator(root, ec))
       if (item.path().extension() == ".bin" || item.path().extension() == ".pt") pickles = true;
     if (pickles)
-      throw Error(str(dir, ": holds PyTorch pickle weights (*.bin), which vlmc does not read (pickles can run code); "
-                      "convert them once with transformers: model = AutoModel*.from_pretrained(dir); "
-                      "model.save_pretrained(out, safe_serialization=True)"));
+      throw Error(str(dir, ": holds PyTorch pickle weights (*.bin), which vlmc does not read (unpickling can run "
+                      "code); convert them once to safetensors: python3 scripts/bin_to_safetensors.py ", dir,
+                      " NEW_DIR"));
     throw Error(str(dir, ": has neither ", kSingleFile, " nor ", kIndexFile));
   }
   for (const auto& [name, loc] : where_) total_bytes_ += loc.entry->nbytes;

@@ -20,6 +20,8 @@ Folders (each a config.json and its safetensors, as save_pretrained writes them)
     llava_new_layout/  the same weights under newer transformers' keys (model.language_model.*,
                        model.vision_tower.*, model.multi_modal_projector.*, lm_head.*), renamed here
                        because 4.45 cannot write them
+    llava_chat/        a LlavaForConditionalGeneration with tokenizer files (tests/golden/tokenizer/nonlegacy)
+                       and a preprocessor_config.json, for `vlmc generate` end to end (see chat())
     llava_original/    the same weights in the original LLaVA layout (LlavaLlamaForCausalLM:
                        model.*, lm_head.*, model.mm_projector.{0,2}.*, mm_* config keys); its vision
                        tower is clip_full/ (the same vision weights), passed with --vision-tower
@@ -164,6 +166,60 @@ def greedy(model, input_ids, pixel_values, steps):
     return new, torch.tensor(margins)
 
 
+CHAT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
+CHAT_IMAGE = "photo420.jpg"  # tests/golden/images/, 40x30
+
+
+def chat(out_dir, expected, metadata):
+    """llava_chat/: a LLaVA with a real tokenizer (tests/golden/tokenizer/nonlegacy: 400 pieces,
+    <image> = 400, <pad> = 401) and a CLIPImageProcessor, for `vlmc generate` end to end:
+    transformers' ids for the prompt, pixel values of a JPEG, the prompt's logits and the greedy
+    continuation (12 tokens or up to </s>) with its text."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor, LlamaTokenizer
+
+    golden = os.path.dirname(os.path.abspath(__file__))
+    tok = LlamaTokenizer.from_pretrained(os.path.join(golden, "tokenizer", "nonlegacy"))
+    processor = CLIPImageProcessor(size={"shortest_edge": 12}, crop_size={"height": 12, "width": 12},
+                                   do_center_crop=True, resample=3)
+    image = Image.open(os.path.join(golden, "images", CHAT_IMAGE)).convert("RGB")
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    ids = torch.tensor([tok(CHAT_PROMPT).input_ids], dtype=torch.int64)
+    cfg = LlavaConfig(vision_config=vision_config().to_dict(),
+                      text_config=text_config(vocab_size=402, pad_token_id=401).to_dict(),
+                      image_token_index=400, projector_hidden_act="gelu", vision_feature_layer=-2,
+                      vision_feature_select_strategy="default", image_seq_length=9)
+    for seed in range(100, 400):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(cfg).eval()
+        perturb_norms(model)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=12, do_sample=False, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=401, eos_token_id=2)
+        new = out.sequences[0, ids.shape[1]:]
+        margins = [float(torch.topk(s_[0], 2).values[0] - torch.topk(s_[0], 2).values[1]) for s_ in out.scores]
+        if min(margins) >= 0.02 and 400 not in new.tolist() and 401 not in new.tolist():
+            break
+    else:
+        raise SystemExit("no seed in [100, 400) gives a robust greedy chat continuation")
+    folder = os.path.join(out_dir, "llava_chat")
+    save(model, folder)
+    tok.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits.float()
+    expected["llava_chat.input_ids"] = ids
+    expected["llava_chat.pixel_values"] = pixels
+    expected["llava_chat.prompt_logits"] = logits
+    expected["llava_chat.greedy_ids"] = new.to(torch.int64)
+    metadata["llava_chat.prompt"] = CHAT_PROMPT
+    metadata["llava_chat.image"] = CHAT_IMAGE
+    metadata["llava_chat.text"] = tok.decode(new, skip_special_tokens=True)
+    print("llava_chat seed", seed, "greedy", new.tolist(), repr(metadata["llava_chat.text"]),
+          "min margin", min(margins))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_models"))
@@ -254,9 +310,11 @@ def main():
     expected["llava.greedy_ids"] = ids_out.to(torch.int64)
     expected["llava.greedy_margin"] = margins
 
+    metadata = {"format": "pt", "transformers": __import__("transformers").__version__, "torch": torch.__version__}
+    chat(out_dir, expected, metadata)
+
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out_dir, "expected.safetensors"),
-              metadata={"format": "pt", "transformers": __import__("transformers").__version__,
-                        "torch": torch.__version__})
+              metadata=metadata)
     print("wrote", out_dir)
 
 

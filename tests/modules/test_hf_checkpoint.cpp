@@ -15,6 +15,7 @@
 #include "core/io/safetensors_folder.h"
 #include "core/io/tensor_io.h"
 #include "modules/hf_checkpoint.h"
+#include "modules/generation.h"
 #include "modules/hf_export.h"
 #include "tests/support/check.h"
 #include "tests/support/temp_dir.h"
@@ -218,7 +219,7 @@ TEST_CASE("hf checkpoint: broken folders are one clear error", "[hf_checkpoint]"
     const std::string dir = copy_model(tmp, "llama");
     fs::remove(dir + "/model.safetensors");
     std::ofstream(dir + "/pytorch_model.bin") << "not read";
-    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("pickle") && Catch::Contains("save_pretrained"));
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("pickle") && Catch::Contains("scripts/bin_to_safetensors.py"));
   }
   SECTION("not a folder") {
     REQUIRE_THROWS_WITH(nn::load_pretrained(kDir + "/nonexistent"), Catch::Contains("config.json"));
@@ -289,4 +290,20 @@ TEST_CASE("hf export: never replaces a folder, and leaves nothing behind on fail
   REQUIRE_THROWS_WITH(nn::save_pretrained(original, out), Catch::Contains("image_token_index -200"));
   CHECK_FALSE(fs::exists(out));
   CHECK_FALSE(fs::exists(out + ".tmp." + std::to_string(::getpid())));
+}
+
+TEST_CASE("hf checkpoint: LLaVA's greedy continuation with the KV cache is transformers' generate",
+          "[hf_checkpoint][generation]") {
+  const auto loaded = nn::load_pretrained(kDir + "/llava");
+  NoGradGuard no_grad;
+  const SpliceResult in = loaded.llava->prepare_inputs(want("llava.input_ids"), want("llava.pixel_values"));
+  nn::GenerationConfig config;
+  config.max_new_tokens = 12;  // no EOS: the golden run had none either
+  const nn::GenerationResult out = nn::generate(*loaded.llama, in.inputs_embeds, config);
+  const Tensor ids = want("llava.greedy_ids");
+  REQUIRE(static_cast<int64_t>(out.ids.size()) == ids.numel());
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    INFO("token " << i);
+    CHECK(out.ids[i] == static_cast<const int64_t*>(ids.data_ptr())[i]);
+  }
 }
