@@ -38,7 +38,8 @@ std::string last_checkpoint_hint(const RunFiles& files) {
 // Writes the checkpoint of `step`, unless a weight or moment is not finite: a
 // finite gradient can still carry a weight past the f32 range (a huge learning
 // rate), and such a state is never written.
-void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step) {
+void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step,
+          int64_t skipped_steps) {
   Checkpoint ckpt;
   ckpt.model = files.model_state();
   ckpt.optimizer = std::move(optimizer);
@@ -49,7 +50,9 @@ void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Te
     throw Error(spec.name + " step " + std::to_string(step) + ": '" + bad +
                 "' holds a NaN or an infinity after the update; no checkpoint was written. " +
                 last_checkpoint_hint(files));
-  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step},
+  // skipped_steps lets a resume check the optimizer's own step count against
+  // `step` (train/resume.h): the optimizer updated step - skipped_steps times.
+  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step}, {"skipped_steps", skipped_steps},
                 {"steps", spec.settings.steps}, {"config", files.config},
                 {"world_size", files.group ? files.group->world_size() : 1}};
   const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
@@ -109,6 +112,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t skipped_steps = 0;  // non-finite gradients skipped in this stage (run.skip_nonfinite)
+  const int64_t skipped_before = resume ? resume->skipped_steps : 0;  // ... before the resumed checkpoint
   for (int64_t step = first; step < s.steps; ++step) {
     const double lr_multiplier = schedule.multiplier(step);
     opt.set_lr_multiplier(lr_multiplier);
@@ -210,7 +214,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
     if (checkpoint && (lead || opt.sharded())) {
       std::map<std::string, Tensor> state = opt.state_dict(step_name(step, "optimizer state"));
-      if (lead) save(spec, files, std::move(state), step + 1);
+      if (lead) save(spec, files, std::move(state), step + 1, skipped_before + skipped_steps);
     }
   }
   if (bar) bar->finish();

@@ -75,6 +75,9 @@ struct StageSpec {
 struct StageResume {
   int64_t step = 0;
   std::map<std::string, Tensor> optimizer;
+  // Steps of this stage skipped before the checkpoint (non-finite gradients,
+  // run.skip_nonfinite): the optimizer took step - skipped_steps updates.
+  int64_t skipped_steps = 0;
 };
 
 struct StageSummary {

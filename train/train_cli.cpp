@@ -18,7 +18,10 @@ TrainCommands::TrainCommands(CLI::App& app) {
       "train", "Train the LLaVA pipeline on Fashion-MNIST mosaics: stage 0 (cached), stage 1, stage 2, evaluation");
   train_->add_option("--config", train_config_file_, "TOML file of settings (flags override it)")
       ->check(CLI::ExistingFile);
-  train_->add_flag("--resume", resume_, "continue runs/<name> from its last checkpoint");
+  train_->add_option("--resume", resume_from_,
+                     "continue runs/<name> from its newest usable checkpoint (a corrupt or inconsistent one is "
+                     "passed over, saying so), or from the checkpoint directory given")
+      ->expected(0, 1);
   train::register_train_config(train_schema_, train_config_);
   train_schema_.add_to_cli(*train_);
 
@@ -86,7 +89,8 @@ int TrainCommands::run_train() {
   train_schema_.apply_cli();
   train_config_.validate();
   train::TrainOptions options;
-  options.resume = resume_;
+  options.resume = train_->count("--resume") > 0;
+  options.resume_from = resume_from_;
   options.config_toml = train_schema_.to_toml();
   options.config_json = train_schema_.to_json();
   // One group for the life of the process (MPI starts once): a single process,

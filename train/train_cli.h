@@ -38,6 +38,7 @@ class TrainCommands {
   std::vector<std::string> experiment_connectors_;
   std::string experiment_out_;
   bool resume_ = false;
+  std::string resume_from_;  // --resume PATH: that checkpoint, no fallback
   std::string checkpoint_;
 };
 

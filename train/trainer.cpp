@@ -18,6 +18,7 @@
 #include "train/metrics_log.h"
 #include "train/mosaic_models.h"
 #include "train/plot.h"
+#include "train/resume.h"
 #include "train/run_lock.h"
 #include "train/stage_loop.h"
 
@@ -178,35 +179,27 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   };
 
   // Where a previous process stopped.
+  const std::map<std::string, int> stage_ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
+                                                  {"stage1", kRankStage1}, {"stage2", kRankStage2}};
   int resume_rank = -1;
   std::optional<StageResume> resume_point;
-  if (options.resume && existing.empty() && lead)
+  if (options.resume && existing.empty() && options.resume_from.empty() && lead)
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",
                  checkpoint_root.c_str());
-  if (options.resume && !existing.empty()) {
-    const std::string dir = (fs::path(checkpoint_root) / existing.back()).string();
-    Checkpoint ckpt = load_checkpoint(dir);
-    const std::string bad = nonfinite_in(ckpt);
-    VLMC_CHECK(bad.empty(), "--resume: ", dir, ": ", bad, " holds a NaN or an infinity; resume from an earlier checkpoint");
-    // The global batch is split by the process count: another count would read other samples.
-    const int saved_world = ckpt.state.value("world_size", 1);
-    VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
-               saved_world == 1 ? "" : "es", "; resume it with the same number (this job has ", world, ")");
+  if (options.resume && (!existing.empty() || !options.resume_from.empty())) {
+    ResumePoint point = choose_resume_checkpoint(checkpoint_root, existing, options.resume_from, stage_ranks, world,
+                                                 [lead](const std::string& line) {
+                                                   if (lead) std::fprintf(stderr, "%s\n", line.c_str());
+                                                 });
+    const std::string& dir = point.dir;
+    Checkpoint& ckpt = point.checkpoint;
     try {
       models.load_state_dict(ckpt.model);
     } catch (const std::exception& e) {
       throw Error(str("--resume: ", dir, ": ", e.what()));
     }
-    // state.json's fields, checked by name (a hand-edited file must not surface
-    // as a bare JSON library exception).
-    const auto integer = [&](const char* key) {
-      const auto it = ckpt.state.find(key);
-      VLMC_CHECK(it != ckpt.state.end() && it->is_number_integer(), "--resume: ", dir, "/state.json: \"", key,
-                 "\" is missing or not an integer");
-      return it->get<int64_t>();
-    };
-    resume_rank = static_cast<int>(integer("rank"));
-    resume_point = StageResume{integer("step"), std::move(ckpt.optimizer)};
+    resume_rank = point.rank;
+    resume_point = StageResume{point.step, std::move(ckpt.optimizer), point.skipped_steps};
     if (lead) std::fprintf(stderr, "resuming from %s\n", dir.c_str());
     // Settings may change on resume (more steps, another log interval), but
     // then the run is no longer the uninterrupted one: say which.
@@ -222,11 +215,9 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   } else if (resume_rank >= 0) {
     const int rank = resume_rank;
     const int64_t step = resume_point->step;
-    const std::map<std::string, int> ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
-                                              {"stage1", kRankStage1}, {"stage2", kRankStage2}};
     MetricsLog::truncate_for_resume(metrics_path, [&](const nlohmann::json& r) {
-      const auto it = ranks.find(r.value("stage", ""));
-      if (it == ranks.end()) return false;  // evaluation records are made again
+      const auto it = stage_ranks.find(r.value("stage", ""));
+      if (it == stage_ranks.end()) return false;  // evaluation records are made again
       return it->second < rank || (it->second == rank && r.value("step", int64_t{0}) <= step);
     });
   } else {

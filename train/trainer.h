@@ -29,7 +29,8 @@
 namespace vlmc::train {
 
 struct TrainOptions {
-  bool resume = false;       // continue runs/<name> from its last checkpoint
+  bool resume = false;       // continue runs/<name> from its newest usable checkpoint (train/resume.h)
+  std::string resume_from;   // with resume: this checkpoint directory, no fallback
   std::string config_toml;   // the effective settings, written to runs/<name>/config.toml
   nlohmann::json config_json;
   // The processes of a data-parallel job (dist/process_group.h), made once per

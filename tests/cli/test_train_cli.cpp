@@ -110,17 +110,30 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
   CHECK_THAT(resumed.err, Catch::Contains("resuming from"));
   CHECK(resumed.out == r.out);  // the same final weights, the same evaluation
 
-  // A hand-edited state.json: the error names the checkpoint and the field,
-  // not a JSON library exception.
+  // A hand-edited state.json: --resume passes over that checkpoint, saying why
+  // (the checkpoint and the field, not a JSON library exception), and resumes
+  // from the one before; named with --resume PATH, it is an error.
   const std::string state_path = last + "/state.json";
   std::string state = read_text(state_path);
   const size_t at = state.find("\"rank\"");
   REQUIRE(at != std::string::npos);
   state.replace(at, 6, "\"rnak\"");
   std::ofstream(state_path, std::ios::trunc) << state;
-  const Result edited = run_cli(cat({"train", "--resume"}, toy_args(scratch.path)), scratch.path);
+  const std::string why = last + "/state.json: \"rank\" is missing or not an integer";
+  const Result fallback = run_cli(cat({"train", "--resume"}, toy_args(scratch.path)), scratch.path);
+  INFO(fallback.err);
+  CHECK(fallback.status == 0);
+  CHECK_THAT(fallback.err, Catch::Contains("--resume: passing over " + last) && Catch::Contains(why) &&
+                               Catch::Contains("resuming from " + (fs::path(last).parent_path() /
+                                                                  "3-stage2-step000002").string()));
+  // The resumed run wrote a new, consistent 3-stage2-step000003: edit it again.
+  state = read_text(state_path);
+  REQUIRE(state.find("\"rank\"") != std::string::npos);
+  state.replace(state.find("\"rank\""), 6, "\"rnak\"");
+  std::ofstream(state_path, std::ios::trunc) << state;
+  const Result edited = run_cli(cat({"train", "--resume", last}, toy_args(scratch.path)), scratch.path);
   CHECK(edited.status == 1);
-  CHECK_THAT(edited.err, Catch::Contains("--resume: " + last + "/state.json: \"rank\" is missing or not an integer"));
+  CHECK_THAT(edited.err, Catch::Contains(why));
 }
 
 TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing anything", "[cli][trainer]") {

@@ -1,0 +1,123 @@
+// Choosing and checking the checkpoint `vlmc train --resume` continues from
+// (train/resume.h): state.json cross-checked against the directory name, the
+// stage order and the optimizer's own step counters; a corrupt newest
+// checkpoint passed over for the previous one unless a path names it.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "train/resume.h"
+#include "tests/support/temp_dir.h"
+
+using namespace vlmc;
+using namespace vlmc::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::map<std::string, int> kRanks = {{"stage0-vision", 0}, {"stage0-language", 1}, {"stage1", 2}, {"stage2", 3}};
+
+// A stage-2 checkpoint named for `name_step`, whose state.json says `state_step`
+// and whose optimizer took `updates` steps.
+std::string write(const test::TempDir& tmp, int64_t name_step, nlohmann::json state, int64_t updates) {
+  Checkpoint c;
+  c.model["connector.0.weight"] = Tensor::ones({2, 2});
+  c.optimizer["state.0.step"] = Tensor::scalar(static_cast<double>(updates), DType::i64);
+  c.optimizer["state.0.exp_avg"] = Tensor::zeros({2, 2});
+  c.state = std::move(state);
+  char name[64];
+  std::snprintf(name, sizeof name, "3-stage2-step%06lld", static_cast<long long>(name_step));
+  save_checkpoint(tmp.path.string(), name, c);
+  return (tmp.path / name).string();
+}
+
+nlohmann::json good_state(int64_t step, int64_t skipped = 0) {
+  return {{"stage", "stage2"}, {"rank", 3}, {"step", step}, {"steps", 10}, {"skipped_steps", skipped},
+          {"world_size", 1}};
+}
+
+}  // namespace
+
+TEST_CASE("resume: a consistent checkpoint is accepted, with its skipped steps", "[resume]") {
+  test::TempDir tmp("resume_ok");
+  const std::string dir = write(tmp, 5, good_state(5, 1), 4);
+  const ResumePoint p = check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1);
+  CHECK(p.rank == 3);
+  CHECK(p.step == 5);
+  CHECK(p.skipped_steps == 1);
+  // Checkpoints from before skipped_steps was recorded: only the upper bound is checked.
+  nlohmann::json old = good_state(5);
+  old.erase("skipped_steps");
+  const std::string old_dir = write(tmp, 6, [&] { auto s = old; s["step"] = 6; return s; }(), 4);
+  CHECK(check_resume_checkpoint(old_dir, load_checkpoint(old_dir), kRanks, 1).step == 6);
+}
+
+TEST_CASE("resume: a hand-edited state.json is refused, naming the field", "[resume]") {
+  test::TempDir tmp("resume_edited");
+  SECTION("rank 7 (the issue's edit)") {
+    nlohmann::json s = good_state(5);
+    s["rank"] = 7;
+    const std::string dir = write(tmp, 5, s, 5);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("\"rank\" is 7 but stage \"stage2\" is rank 3"));
+  }
+  SECTION("a step the directory name does not have") {
+    const std::string dir = write(tmp, 5, good_state(6), 6);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("3-stage2-step000006, not 3-stage2-step000005"));
+  }
+  SECTION("a step the optimizer disagrees with") {
+    const std::string dir = write(tmp, 5, good_state(5), 3);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("the optimizer state has taken 3 steps") && Catch::Contains("step 5"));
+    const std::string ahead = write(tmp, 4, [] { auto s = good_state(4); s.erase("skipped_steps"); return s; }(), 9);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(ahead, load_checkpoint(ahead), kRanks, 1),
+                        Catch::Contains("has taken 9 steps but state.json says step 4"));
+  }
+  SECTION("an unknown stage, a step past the stage's steps") {
+    nlohmann::json s = good_state(5);
+    s["stage"] = "stage9";
+    std::string dir = write(tmp, 5, s, 5);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("\"stage9\", not a stage of this run"));
+    s = good_state(12);
+    dir = write(tmp, 12, s, 12);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("\"step\" 12 is outside 1..10"));
+  }
+}
+
+TEST_CASE("resume: a corrupt newest checkpoint falls back to the previous one, saying so", "[resume]") {
+  test::TempDir tmp("resume_fallback");
+  write(tmp, 4, good_state(4), 4);
+  const std::string newest = write(tmp, 6, good_state(6), 6);
+  {  // one flipped bit in the newest model file: its CRC-32 no longer matches
+    std::fstream f(newest + "/" + kCheckpointModelFile, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-3, std::ios::end);
+    char byte = 0;
+    f.read(&byte, 1);
+    byte ^= 0x10;
+    f.seekp(-3, std::ios::end);
+    f.write(&byte, 1);
+  }
+  const std::vector<std::string> names = list_checkpoints(tmp.path.string());
+  REQUIRE(names.size() == 2);
+  std::vector<std::string> warnings;
+  const ResumePoint p = choose_resume_checkpoint(tmp.path.string(), names, "", kRanks, 1,
+                                                 [&](const std::string& w) { warnings.push_back(w); });
+  CHECK(p.step == 4);
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("passing over") && Catch::Contains("3-stage2-step000006"));
+  // Named explicitly, the corrupt one is an error: no fallback.
+  REQUIRE_THROWS_WITH(choose_resume_checkpoint(tmp.path.string(), names, newest, kRanks, 1, [](const std::string&) {}),
+                      Catch::Contains("3-stage2-step000006"));
+  // Nothing usable: one error listing each refusal.
+  const std::vector<std::string> only_newest = {names.back()};
+  REQUIRE_THROWS_WITH(
+      choose_resume_checkpoint(tmp.path.string(), only_newest, "", kRanks, 1, [](const std::string&) {}),
+      Catch::Contains("no usable checkpoint") && Catch::Contains("3-stage2-step000006"));
+}

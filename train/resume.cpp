@@ -1,0 +1,104 @@
+#include "train/resume.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace vlmc::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t state_integer(const nlohmann::json& state, const char* key, const std::string& dir) {
+  const auto it = state.find(key);
+  VLMC_CHECK(it != state.end() && it->is_number_integer(), dir, "/state.json: \"", key,
+             "\" is missing or not an integer");
+  return it->get<int64_t>();
+}
+
+// The most updates any parameter has had: AdamW's "state.<k>.step" counters
+// (-1 when the optimizer file holds none).
+int64_t optimizer_updates(const std::map<std::string, Tensor>& optimizer) {
+  int64_t most = -1;
+  for (const auto& [name, t] : optimizer) {
+    const std::string suffix = ".step";
+    if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (t.numel() != 1) continue;
+    most = std::max(most, static_cast<int64_t>(t.item()));
+  }
+  return most;
+}
+
+}  // namespace
+
+ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
+                                    const std::map<std::string, int>& stage_ranks, int world) {
+  const std::string bad = nonfinite_in(ckpt);
+  VLMC_CHECK(bad.empty(), dir, ": ", bad, " holds a NaN or an infinity");
+  const int saved_world = ckpt.state.value("world_size", 1);
+  VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
+             saved_world == 1 ? "" : "es", "; resume it with the same number (this job has ", world, ")");
+  ResumePoint p;
+  p.dir = dir;
+  const nlohmann::json& state = ckpt.state;
+  p.rank = static_cast<int>(state_integer(state, "rank", dir));
+  p.step = state_integer(state, "step", dir);
+  const auto stage_it = state.find("stage");
+  VLMC_CHECK(stage_it != state.end() && stage_it->is_string(), dir, "/state.json: \"stage\" is missing or not a string");
+  const std::string stage = stage_it->get<std::string>();
+  const auto rank_it = stage_ranks.find(stage);
+  VLMC_CHECK(rank_it != stage_ranks.end(), dir, "/state.json: \"stage\" is \"", stage, "\", not a stage of this run");
+  VLMC_CHECK(rank_it->second == p.rank, dir, "/state.json: \"rank\" is ", p.rank, " but stage \"", stage,
+             "\" is rank ", rank_it->second);
+  // The directory's name was written by the same save as state.json.
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "%d-%s-step%06lld", p.rank, stage.c_str(), static_cast<long long>(p.step));
+  const std::string name = fs::path(dir).filename().string();
+  VLMC_CHECK(name == expected, dir, "/state.json says rank ", p.rank, ", stage \"", stage, "\", step ", p.step,
+             ", which would be checkpoint ", expected, ", not ", name);
+  if (state.contains("steps")) {
+    const int64_t steps = state_integer(state, "steps", dir);
+    VLMC_CHECK(p.step >= 1 && p.step <= steps, dir, "/state.json: \"step\" ", p.step, " is outside 1..", steps);
+  }
+  // The optimizer counts its own updates: no parameter can have had more than
+  // `step`, and (where the checkpoint records its skipped steps) the most
+  // updated one had exactly step - skipped_steps.
+  const int64_t updates = optimizer_updates(ckpt.optimizer);
+  if (updates >= 0) {
+    VLMC_CHECK(updates <= p.step, dir, ": the optimizer state has taken ", updates, " steps but state.json says step ",
+               p.step);
+    if (state.contains("skipped_steps")) {
+      p.skipped_steps = state_integer(state, "skipped_steps", dir);
+      VLMC_CHECK(p.skipped_steps >= 0 && updates == p.step - p.skipped_steps, dir,
+                 ": the optimizer state has taken ", updates, " steps, but state.json says step ", p.step, " with ",
+                 p.skipped_steps, " skipped (", p.step - p.skipped_steps, " updates)");
+    }
+  }
+  p.checkpoint = std::move(ckpt);
+  return p;
+}
+
+ResumePoint choose_resume_checkpoint(const std::string& root, const std::vector<std::string>& names,
+                                     const std::string& explicit_dir, const std::map<std::string, int>& stage_ranks,
+                                     int world, const std::function<void(const std::string&)>& warn) {
+  if (!explicit_dir.empty()) {
+    VLMC_CHECK(is_checkpoint(explicit_dir), "--resume ", explicit_dir, ": not a complete checkpoint (",
+               kCheckpointModelFile, ", ", kCheckpointOptimizerFile, ", ", kCheckpointStateFile, ")");
+    return check_resume_checkpoint(explicit_dir, load_checkpoint(explicit_dir), stage_ranks, world);
+  }
+  std::string refused;
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    const std::string dir = (fs::path(root) / *it).string();
+    try {
+      return check_resume_checkpoint(dir, load_checkpoint(dir), stage_ranks, world);
+    } catch (const Error& e) {
+      warn(str("--resume: passing over ", dir, ": ", e.what()));
+      refused += str("\n  ", e.what());
+    }
+  }
+  throw Error(str("--resume: no usable checkpoint in ", root, ":", refused));
+}
+
+}  // namespace vlmc::train
