@@ -2,20 +2,31 @@
 
 #include <cstdio>
 
+#include "core/error.h"
 #include "modules/hf_checkpoint.h"
 #include "modules/hf_export.h"
+#include "train/export_checkpoint.h"
 
 namespace vlmc::cli {
 
 ExportCommand::ExportCommand(CLI::App& app) {
   cmd_ = app.add_subcommand("export",
-                            "Load a Hugging Face model folder and write it as a new Hugging Face folder "
-                            "(config.json, model.safetensors in f32, the tokenizer and processor files) that "
-                            "transformers' from_pretrained loads (docs/models.md)");
+                            "Load a Hugging Face model folder, or a checkpoint of vlmc train, and write it as a new "
+                            "Hugging Face folder (config.json, model.safetensors in f32, the tokenizer and processor "
+                            "files) that transformers' from_pretrained loads (docs/models.md)");
   cmd_->add_option("--model", options_.model,
                    "Hugging Face folder: LlamaForCausalLM, CLIPVisionModel, CLIPModel, "
-                   "LlavaForConditionalGeneration or LLaVA's LlavaLlamaForCausalLM")
-      ->required();
+                   "LlavaForConditionalGeneration or LLaVA's LlavaLlamaForCausalLM (or --checkpoint)");
+  cmd_->add_option("--checkpoint", options_.checkpoint,
+                   "a checkpoint folder of vlmc train (runs/<name>/checkpoints/...), instead of --model");
+  cmd_->add_option("--format", options_.format,
+                   "--checkpoint: hf (a transformers LlavaForConditionalGeneration folder with a WordLevel "
+                   "tokenizer.json and a CLIPImageProcessor) or llava (the connector alone: mm_projector.safetensors)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"hf", "llava"}));
+  cmd_->add_option("--reference-out", options_.reference_out,
+                   "--checkpoint: also write this safetensors file: an evaluation mosaic, a question, and vlmc's "
+                   "logits and greedy answer for them (tests/golden/check_hf_export_checkpoint.py compares)");
   cmd_->add_option("--vision-tower", options_.vision_tower,
                    "the CLIP folder of an original-layout LLaVA checkpoint (its mm_vision_tower)");
   cmd_->add_option("--out", options_.out, "the folder to create (an existing one is never replaced)")->required();
@@ -26,7 +37,36 @@ ExportCommand::ExportCommand(CLI::App& app) {
       ->check(CLI::IsMember({"transformers", "transformers-new"}));
 }
 
+namespace {
+
+int export_checkpoint(const ExportOptions& options) {
+  VLMC_CHECK(options.vision_tower.empty() && options.layout == "transformers",
+             "vlmc export: --vision-tower and --layout are for --model; a checkpoint is written in transformers' "
+             "<= 4.51 layout");
+  train::RunCheckpoint run = train::load_run_checkpoint(options.checkpoint);
+  std::fprintf(stderr, "loaded %s (connector %s)\n", options.checkpoint.c_str(), run.config.connector.c_str());
+  if (options.format == "hf") {
+    train::export_checkpoint_hf(run, options.out);
+  } else {
+    train::export_checkpoint_llava(run, options.out);
+  }
+  std::fprintf(stderr, "wrote %s\n", options.out.c_str());
+  if (!options.reference_out.empty()) {
+    train::write_reference_sample(run, options.reference_out);
+    std::fprintf(stderr, "wrote %s\n", options.reference_out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
 int run_export(const ExportOptions& options) {
+  VLMC_CHECK(options.model.empty() != options.checkpoint.empty(),
+             "vlmc export: give exactly one of --model (a Hugging Face folder) and --checkpoint (a checkpoint of "
+             "vlmc train)", options.model.empty() ? "" : "; both were given");
+  if (!options.checkpoint.empty()) return export_checkpoint(options);
+  VLMC_CHECK(options.format == "hf" && options.reference_out.empty(),
+             "vlmc export: --format and --reference-out are for --checkpoint");
   nn::PretrainedOptions load;
   load.vision_tower = options.vision_tower;
   const nn::PretrainedModel model = nn::load_pretrained(options.model, load);

@@ -1,5 +1,7 @@
 // `vlmc export`: a Hugging Face model folder in, a Hugging Face folder out
-// (transformers' LLaVA layout of choice), through vlmc's loader and writer.
+// (transformers' LLaVA layout of choice), through vlmc's loader and writer;
+// or a checkpoint of `vlmc train` in, a transformers LLaVA folder or LLaVA's
+// mm_projector file out (train/export_checkpoint.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -10,6 +12,9 @@ namespace vlmc::cli {
 
 struct ExportOptions {
   std::string model;         // a Hugging Face folder (config.json + safetensors)
+  std::string checkpoint;    // or a checkpoint folder of `vlmc train` (exactly one of the two)
+  std::string format = "hf";  // --checkpoint: "hf" (transformers' LLaVA) or "llava" (the mm_projector file)
+  std::string reference_out;  // --checkpoint: also a reference sample for checking the export (safetensors)
   std::string vision_tower;  // the original LLaVA layout's CLIP folder
   std::string out;           // the folder to create
   std::string layout = "transformers";  // LLaVA: "transformers" (<= 4.51 keys) or "transformers-new"
