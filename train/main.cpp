@@ -12,6 +12,7 @@
 #include "core/threads.h"
 #include "train/connector_cli.h"
 #include "train/cli_checks.h"
+#include "train/data_cli.h"
 #include "train/demo.h"
 #include "train/export_cli.h"
 #include "train/generate_cli.h"
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   vlmc::cli::ConnectorCommands connector(app);
   vlmc::cli::TrainCommands training(app);
   vlmc::cli::TokenizeCommand tokenize(app);
+  vlmc::cli::DataCommands data(app);
   vlmc::cli::ExportCommand export_cmd(app);
   vlmc::cli::InspectCommand inspect(app);
   vlmc::cli::GenerateCommand generate(app);
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
     if (connector.parsed()) return connector.execute();
     if (training.parsed()) return training.execute();
     if (tokenize.parsed()) return tokenize.execute();
+    if (data.parsed()) return data.execute();
     if (export_cmd.parsed()) return export_cmd.execute();
     if (inspect.parsed()) return inspect.execute();
     if (generate.parsed()) return generate.execute();
