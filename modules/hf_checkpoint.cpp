@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 
+#include "core/autograd.h"
 #include "core/error.h"
 #include "core/io/safetensors_folder.h"
 #include "modules/hf_layout.h"
@@ -136,8 +137,9 @@ HfModelConfig tower_config(const std::string& dir, const HfModelConfig& main) {
 }
 
 std::shared_ptr<LlavaModel> make_llava(const HfModelConfig& c, std::shared_ptr<CLIPVisionModel> vision,
-                                       std::shared_ptr<LlamaForCausalLM> llm, Generator& gen) {
+                                       std::shared_ptr<LlamaForCausalLM> llm, int stage, Generator& gen) {
   LlavaConfig lc;
+  lc.stage = stage;
   lc.projector_type = c.llava.projector_type;
   lc.select_layer = c.llava.vision_feature_layer;
   lc.keep_cls = c.llava.keep_cls;
@@ -145,7 +147,81 @@ std::shared_ptr<LlavaModel> make_llava(const HfModelConfig& c, std::shared_ptr<C
   return std::make_shared<LlavaModel>(vision, llm, lc, gen);
 }
 
+bool is_low_precision(DType t) { return t == DType::bf16 || t == DType::f16; }
+
+// Points the parameter `p` (a handle sharing the module member's TensorImpl,
+// as named_parameters() gives) at a new contiguous storage of `dtype`, holding
+// p's values rounded (keep_values) or uninitialised (a read fills it next),
+// and freezes it. The module keeps its member; only what it holds changes.
+void retype_in_place(const Tensor& p, DType dtype, bool keep_values) {
+  VLMC_CHECK(p.is_leaf(), "load_pretrained: parameter ", describe(p), " is not a leaf");
+  NoGradGuard no_grad;
+  const Tensor fresh = keep_values ? p.detach().to(dtype).contiguous() : Tensor::empty(p.shape(), dtype, p.device());
+  TensorImpl& impl = p.impl();
+  impl.storage = fresh.storage();
+  impl.dtype = dtype;
+  impl.strides = fresh.strides();
+  impl.offset = fresh.offset();
+  impl.requires_grad = false;
+  impl.grad.reset();
+}
+
+// Before the read: the frozen group's kept parameters take the dtype they
+// will hold (the file's, or bf16), so that read_into fills them directly.
+void prepare_frozen(const SafetensorsFolder& folder, const HfKeyGroup& group, WeightsDType weights) {
+  for (const auto& [name, p] : group.module->named_parameters()) {
+    if (!keeps_low_precision(name, p)) continue;
+    const std::string key = group.key(name);
+    if (!folder.contains(key)) continue;  // reported by the plan
+    DType target = DType::bf16;
+    if (weights == WeightsDType::file) {
+      const DType file = folder.entry(key).dtype;
+      if (!is_low_precision(file)) continue;  // F32 / F64 files: f32 as before
+      target = file;
+    }
+    if (p.dtype() != target) retype_in_place(p, target, /*keep_values=*/false);
+  }
+}
+
+std::string bytes_str(uint64_t bytes) {
+  char out[64];
+  if (bytes >= 1e9)
+    std::snprintf(out, sizeof out, "%.3g GB", bytes / 1e9);
+  else if (bytes >= 1e6)
+    std::snprintf(out, sizeof out, "%.3g MB", bytes / 1e6);
+  else
+    std::snprintf(out, sizeof out, "%.3g KB", bytes / 1e3);
+  return out;
+}
+
 }  // namespace
+
+WeightsDType parse_weights_dtype(const std::string& name) {
+  if (name == "f32") return WeightsDType::f32;
+  if (name == "file") return WeightsDType::file;
+  if (name == "bf16") return WeightsDType::bf16;
+  throw Error(str("weights dtype '", name, "' is not one of file, f32, bf16"));
+}
+
+const char* weights_dtype_name(WeightsDType weights) {
+  switch (weights) {
+    case WeightsDType::f32: return "f32";
+    case WeightsDType::file: return "file";
+    case WeightsDType::bf16: return "bf16";
+  }
+  return "?";
+}
+
+bool keeps_low_precision(const std::string& name, const Tensor& parameter) {
+  return parameter.dim() >= 2 && !ends_with(name, "position_embedding.weight");
+}
+
+void convert_frozen_weights(Module& module, DType dtype) {
+  VLMC_CHECK(is_low_precision(dtype), "convert_frozen_weights: dtype ", dtype_name(dtype), " must be bf16 or f16");
+  for (const auto& [name, p] : module.named_parameters())
+    if (keeps_low_precision(name, p) && p.dtype() != dtype) retype_in_place(p, dtype, /*keep_values=*/true);
+  module.set_requires_grad(false);
+}
 
 std::string PretrainedReport::summary() const {
   uint64_t bytes = 0;
@@ -162,8 +238,11 @@ std::string PretrainedReport::summary() const {
     std::snprintf(params, sizeof params, "%.3g M", parameters / 1e6);
   else
     std::snprintf(params, sizeof params, "%lld", static_cast<long long>(parameters));
+  std::string memory;
+  for (const auto& [dtype, n] : memory_by_dtype) memory += str(memory.empty() ? "" : " + ", dtype, " ", bytes_str(n));
   std::string out = str(kind, ": ", params, " parameters, ", tensors, " tensors (", dtypes, ", ", size,
-                        " read, f32 in memory) from ", files.size(), " file", files.size() == 1 ? "" : "s");
+                        " read; in memory ", memory.empty() ? std::string("nothing") : memory, ") from ", files.size(),
+                        " file", files.size() == 1 ? "" : "s");
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.2f s", seconds);
   out += str(" in ", secs);
@@ -187,6 +266,8 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
   // Nothing is drawn at random: every tensor is read from the files below (a
   // tensor the files lack is an error before anything is returned).
   Generator gen = Generator::unfilled();
+  const bool frozen = options.weights != WeightsDType::f32;
+  const int stage = frozen ? 1 : 2;  // a LLaVA over 16-bit frozen parts trains its projector only
   HfKeyLayout layout = HfKeyLayout::llama;
   IgnoreRule main_rule, tower_rule;
   switch (c.kind) {
@@ -208,7 +289,7 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
     case HfKind::llava: {
       out.vision = std::make_shared<CLIPVisionModel>(c.vision, gen);
       out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
-      out.llava = make_llava(c, out.vision, out.llama, gen);
+      out.llava = make_llava(c, out.vision, out.llama, stage, gen);
       const bool legacy = weights.contains("language_model.model.embed_tokens.weight");
       const bool newer = weights.contains("model.language_model.embed_tokens.weight");
       if (legacy == newer)
@@ -225,7 +306,7 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
       tower_weights.emplace(options.vision_tower);
       out.vision = std::make_shared<CLIPVisionModel>(tower.vision, gen);
       out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
-      out.llava = make_llava(out.config, out.vision, out.llama, gen);
+      out.llava = make_llava(out.config, out.vision, out.llama, stage, gen);
       layout = HfKeyLayout::llava_original;
       main_rule = [](const std::string& key) -> std::optional<std::string> {
         if (starts_with(key, "model.vision_tower."))
@@ -238,21 +319,33 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
   }
   out.layout = layout;
   for (const HfKeyGroup& group :
-       hf_key_groups(layout, out.vision.get(), out.llama.get(), out.llava ? out.llava->connector.get() : nullptr))
-    plan.bind(group.in_tower_folder ? *tower_weights : weights, group);
+       hf_key_groups(layout, out.vision.get(), out.llama.get(), out.llava ? out.llava->connector.get() : nullptr)) {
+    const SafetensorsFolder& folder = group.in_tower_folder ? *tower_weights : weights;
+    const bool frozen_part = group.module == out.llama.get() || group.module == out.vision.get();
+    if (frozen && frozen_part) prepare_frozen(folder, group, options.weights);
+    plan.bind(folder, group);
+  }
   plan.account_for_rest(weights, main_rule, report);
   if (tower_weights) plan.account_for_rest(*tower_weights, tower_rule, report);
   plan.check(dir, report.kind);
   plan.execute(report);
 
   for (auto* m : std::initializer_list<Module*>{out.llama.get(), out.vision.get()})
-    if (m) m->eval();
+    if (m) {
+      m->eval();
+      if (frozen) m->set_requires_grad(false);
+    }
   if (out.llava) {
     out.llava->eval();
     report.parameters = out.llava->num_parameters();
   } else {
     report.parameters = (out.llama ? out.llama->num_parameters() : 0) + (out.vision ? out.vision->num_parameters() : 0);
   }
+  const Module* whole = out.llava ? static_cast<const Module*>(out.llava.get()) : nullptr;
+  for (const Module* m : {whole, whole ? nullptr : static_cast<const Module*>(out.llama.get()),
+                          whole ? nullptr : static_cast<const Module*>(out.vision.get())})
+    if (m)
+      for (const Tensor& p : m->parameters()) report.memory_by_dtype[dtype_name(p.dtype())] += p.nbytes();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;
 }

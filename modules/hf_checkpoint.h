@@ -25,10 +25,22 @@
 // tensor was read. Tensors are read one at a time from their shard into the
 // parameters (f32 masters; BF16/F16 files are converted as they are read), so
 // the host holds the model plus one tensor of the file, never the checkpoint
-// twice. Not yet: keeping frozen weights in the file's dtype (they are widened
-// to f32, so a BF16 checkpoint takes twice its size in memory).
+// twice.
+//
+// Weights (PretrainedOptions::weights): by default every parameter is an f32
+// master (BF16/F16 files converted as they are read). With WeightsDType::file
+// the frozen parts, the language model and the vision tower, keep each weight
+// matrix in its file's dtype (BF16 and F16 stay 2 bytes; F32/F64 give f32),
+// allocated in that dtype before the read, so no f32 copy is ever made; with
+// WeightsDType::bf16 they are rounded to bf16 whatever the file holds. Those
+// parts are then frozen (requires_grad false; a LLaVA is in stage 1) and
+// compute in f32: linear, embedding and the LLaVA splice read the 16-bit
+// weights with f32 accumulation (docs/numerics.md). Vectors (norms, biases,
+// CLIP's class embedding), CLIP's position table and the LLaVA projector
+// (trained in stage 1) stay f32.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,11 +54,33 @@
 
 namespace vlmc::nn {
 
+// How the frozen parts' weight matrices are held in memory (see above).
+enum class WeightsDType : uint8_t {
+  f32,   // every parameter an f32 master, nothing frozen beyond LLaVA's stage 2
+  file,  // the file's dtype (BF16, F16 kept; F32, F64 -> f32), frozen
+  bf16,  // rounded to bf16 whatever the file holds, frozen
+};
+
+// "f32", "file", "bf16" <-> WeightsDType; an unknown name is a vlmc::Error naming it.
+WeightsDType parse_weights_dtype(const std::string& name);
+const char* weights_dtype_name(WeightsDType weights);
+
 struct PretrainedOptions {
   // The vision tower of an original-layout LLaVA checkpoint (LLaVA's
   // mm_vision_tower, downloaded): a CLIPModel or CLIPVisionModel folder.
   std::string vision_tower;
+  WeightsDType weights = WeightsDType::f32;
 };
+
+// Whether the parameter `name` (a state_dict name) of a frozen part is one the
+// loader keeps in 16 bits: a matrix (2-D or more) other than CLIP's position
+// table, which is added to activations as a tensor rather than read by an op.
+bool keeps_low_precision(const std::string& name, const Tensor& parameter);
+
+// Converts those parameters of `module` to `dtype` (bf16 or f16) in place,
+// rounding their values to nearest even, and freezes the whole module: what
+// the loader does with WeightsDType::bf16, for a model already in memory.
+void convert_frozen_weights(Module& module, DType dtype);
 
 // What was loaded, for the user to see.
 struct PretrainedReport {
@@ -56,8 +90,10 @@ struct PretrainedReport {
   int64_t parameters = 0;                          // elements of the model's parameters
   std::map<std::string, uint64_t> bytes_by_dtype;  // file bytes read, by safetensors dtype ("BF16")
   std::map<std::string, int64_t> ignored;          // file keys not used, counted by what they are
+  std::map<std::string, uint64_t> memory_by_dtype; // parameter bytes in memory, by vlmc dtype ("bf16")
   double seconds = 0;
-  // "loaded LlavaForConditionalGeneration (...) from DIR: 7.06 B parameters (BF16 14.1 GB -> f32), 3 files, 12.3 s"
+  // "LlavaForConditionalGeneration (...): 7.06 B parameters, 686 tensors (BF16, 14.1 GB read; in memory
+  //  bf16 14.1 GB + f32 42 MB) from 3 files in 12.3 s"
   std::string summary() const;
 };
 

@@ -58,7 +58,9 @@ class ConfigObject {
   }
   const json& raw(const char* key) const { return obj_.at(key); }
   [[noreturn]] void unsupported(const char* key, const std::string& why) const {
-    throw Error(str(file_, ": ", key_name(key), " = ", obj_.at(key).dump(), ": ", why));
+    // The key may be absent: its default is what did not fit.
+    const std::string value = obj_.contains(key) ? obj_.at(key).dump() : std::string("(absent: the default)");
+    throw Error(str(file_, ": ", key_name(key), " = ", value, ": ", why));
   }
 
  private:

@@ -77,8 +77,11 @@ KVCache make_kv_cache(const LlamaForCausalLM& model, int64_t batch, int64_t capa
   VLMC_CHECK(capacity <= c.max_position_embeddings, "KVCache: capacity ", capacity,
              " exceeds the model's max_position_embeddings ", c.max_position_embeddings,
              " (prompt length + max_new_tokens must fit in it)");
+  // The keys and values are activations: f32 when the weights are kept in a
+  // checkpoint's bf16 / f16 (the model computes in f32 then), else the weights' dtype.
   const Tensor w = model.head_weight();
-  return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim(), w.dtype(), w.device());
+  const DType dtype = w.dtype() == DType::bf16 || w.dtype() == DType::f16 ? DType::f32 : w.dtype();
+  return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim(), dtype, w.device());
 }
 
 }  // namespace vlmc::nn

@@ -125,6 +125,11 @@ GenerateCommand::GenerateCommand(CLI::App& app) {
                    "write the prompt's logits (f32 [1, T, V], T after the splice) and the pixel values to this "
                    "safetensors file");
   cmd_->add_option("--device", options_.device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd_->add_option("--weights-dtype", options_.weights_dtype,
+                   "the frozen language model's and vision tower's weights in memory: file (the checkpoint's "
+                   "dtype: BF16 stays 2 bytes), f32, or bf16; the computation is f32 in every case")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"file", "f32", "bf16"}));
 }
 
 int run_generate(const GenerateOptions& options) {
@@ -132,6 +137,7 @@ int run_generate(const GenerateOptions& options) {
   const Device device = Device::parse(options.device);
   nn::PretrainedOptions load;
   load.vision_tower = options.vision_tower;
+  load.weights = nn::parse_weights_dtype(options.weights_dtype);
   nn::PretrainedModel m = nn::load_pretrained(options.model, load);
   VLMC_CHECK(m.llama, "generate: ", options.model, " is a ", nn::hf_kind_name(m.config.kind),
              ", which has no language model");

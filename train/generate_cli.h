@@ -24,6 +24,7 @@ struct GenerateOptions {
   bool json = false;
   std::string logits_out;  // safetensors: the prompt's logits and the pixel values
   std::string device = "cpu";
+  std::string weights_dtype = "file";  // file, f32 or bf16 (nn::WeightsDType)
 };
 
 int run_generate(const GenerateOptions& options);

@@ -15,11 +15,17 @@ InspectCommand::InspectCommand(CLI::App& app) {
   cmd_->add_option("--model", options_.model, "Hugging Face folder (config.json + safetensors)")->required();
   cmd_->add_option("--vision-tower", options_.vision_tower,
                    "the CLIP folder of an original-layout LLaVA checkpoint (its mm_vision_tower)");
+  cmd_->add_option("--weights-dtype", options_.weights_dtype,
+                   "the frozen language model's and vision tower's weights in memory: file (the checkpoint's "
+                   "dtype), f32, or bf16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"file", "f32", "bf16"}));
 }
 
 int run_inspect(const InspectOptions& options) {
   nn::PretrainedOptions load;
   load.vision_tower = options.vision_tower;
+  load.weights = nn::parse_weights_dtype(options.weights_dtype);
   const nn::PretrainedModel m = nn::load_pretrained(options.model, load);
   const nn::HfModelConfig& c = m.config;
   std::printf("%s\n", m.report.summary().c_str());
@@ -47,9 +53,10 @@ int run_inspect(const InspectOptions& options) {
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);  // ru_maxrss: KiB on Linux
-  const double weights_gb = static_cast<double>(m.report.parameters) * 4 / 1e9;
-  std::printf("peak host memory %.3g GB; the f32 parameters take %.3g GB\n", usage.ru_maxrss * 1024.0 / 1e9,
-              weights_gb);
+  uint64_t weight_bytes = 0;
+  for (const auto& [dtype, n] : m.report.memory_by_dtype) weight_bytes += n;
+  std::printf("peak host memory %.3g GB; the parameters take %.3g GB (--weights-dtype %s)\n",
+              usage.ru_maxrss * 1024.0 / 1e9, static_cast<double>(weight_bytes) / 1e9, options.weights_dtype.c_str());
   return 0;
 }
 

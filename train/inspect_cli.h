@@ -11,6 +11,7 @@ namespace vlmc::cli {
 struct InspectOptions {
   std::string model;
   std::string vision_tower;
+  std::string weights_dtype = "file";  // file, f32 or bf16 (nn::WeightsDType)
 };
 
 int run_inspect(const InspectOptions& options);

@@ -23,6 +23,10 @@
 // the same thing.
 // The backward's dx and dW GEMMs take dz and the saved bf16 copies through
 // gemm_bf16.
+//
+// A frozen bf16 / f16 weight with an f32 input (a pretrained CLIP tower kept
+// in its file's dtype) runs unfused: linear's low-precision-weight path
+// (core/ops/linalg.cpp), then gelu; the input's gradient flows through both.
 #include "core/autocast.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -187,6 +191,9 @@ void check_arguments(const Tensor& x, const Tensor& weight, const Tensor& bias) 
 }  // namespace
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx) {
+  if (weight.defined() && (weight.dtype() == DType::bf16 || weight.dtype() == DType::f16) && x.defined() &&
+      x.dtype() != weight.dtype())
+    return gelu(linear(x, weight, bias), approx);
   check_arguments(x, weight, bias);
   const kernels::GeluKind kind = kind_of(approx);
   const int64_t in = weight.size(1), out_features = weight.size(0);

@@ -11,12 +11,21 @@
 // operands and runs gemm_bf16 (f32 accumulation, f32 result). The mode is
 // read once, in the forward, and handed to the backward's products; the
 // backward saves the bf16 copies (half the bytes of the f32 operands).
+//
+// linear also takes a frozen bf16 or f16 weight with an f32 input (a
+// pretrained model kept in its file's dtype, docs/numerics.md): the weight's
+// values are multiplied as they are, f32 accumulation, f32 output, and the
+// input's gradient is dy · W the same way (kernels/gemm_lowp_weight.h). Such
+// a weight never requires grad (trained parameters are f32 masters), and
+// autocast leaves the f32 input unrounded there. On CUDA the weight is
+// widened to f32 on the device for each call and the f32 path runs.
 #include <algorithm>
 
 #include "core/autocast.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_lowp_weight.h"
 
 namespace vlmc {
 namespace {
@@ -220,6 +229,57 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+bool is_lowp(DType t) { return t == DType::bf16 || t == DType::f16; }
+
+// linear with a bf16/f16 weight (checked: 2-D, shapes) and an f32 input.
+Tensor linear_lowp_weight(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VLMC_CHECK(!weight.requires_grad(), "linear: weight ", describe(weight), " is ", dtype_name(weight.dtype()),
+             " and requires grad: trained parameters are f32 masters (freeze it, or convert it to f32 to train it)");
+  VLMC_CHECK(x.dtype() == DType::f32, "linear: input ", describe(x), " must be f32 with a ",
+             dtype_name(weight.dtype()), " weight (f32 accumulation, f32 output)");
+  if (bias.defined())
+    VLMC_CHECK(bias.dtype() == DType::f32, "linear: bias ", describe(bias), " must be f32 with a ",
+               dtype_name(weight.dtype()), " weight");
+  check_same_device("linear", {x, weight, bias});
+  if (x.device().is_cuda()) return linear(x, weight.detach().to(DType::f32), bias);
+
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  int64_t rows = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  const Tensor x2 = x.detach().reshape({rows, in}).contiguous();  // [M, in]
+  const Tensor w = weight.detach().contiguous();                  // [out, in]
+  const DType w_dtype = w.dtype();
+  const auto bits = [](const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); };
+  Tensor y2 = Tensor::empty({rows, out_features}, DType::f32, x.device());
+  if (y2.numel() > 0) {
+    float beta = 0.0f;
+    if (bias.defined()) {
+      lay_bias_rows(y2, bias.detach().contiguous());
+      beta = 1.0f;
+    }
+    kernels::cpu::gemm_lowp_weight_nt(rows, out_features, in, x2.data<float>(), in, bits(w), in, w_dtype, beta,
+                                      y2.data<float>(), out_features);
+  }
+  Tensor y = y2.view(out_shape);
+  if (!any_requires_grad({x, bias})) return y;
+  record(y, "linear", {x, weight, bias},
+         [w, bits, x_shape = x.shape(), rows, in, out_features](const Tensor& g, const GradMask& needs) {
+           const Tensor g2 = g.reshape({rows, out_features}).contiguous();
+           std::vector<Tensor> grads(3);
+           if (needs[0]) {  // dx [M, in] = g [M, out] · W [out, in]
+             Tensor dx = Tensor::empty({rows, in}, DType::f32, g2.device());
+             kernels::cpu::gemm_lowp_weight_nn(rows, out_features, in, g2.data<float>(), out_features, bits(w), in,
+                                               w.dtype(), 0.0f, dx.data<float>(), in);
+             grads[0] = dx.view(x_shape);
+           }
+           if (needs[2]) grads[2] = sum(g2, {0});
+           return grads;
+         });
+  return y;
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -265,6 +325,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     VLMC_CHECK(bias.shape() == Shape{out_features}, "linear: bias ", shape_str(bias.shape()),
                " does not match weight ", shape_str(weight.shape()), " (expected [", out_features,
                "])");
+  if (is_lowp(weight.dtype())) return linear_lowp_weight(x, weight, bias);
   check_float("linear", "input", x);
   check_float("linear", "weight", weight);
   if (bias.defined()) check_float("linear", "bias", bias);

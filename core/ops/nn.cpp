@@ -247,6 +247,22 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   VLMC_CHECK(weight.defined() && indices.defined(), "embedding: undefined weight or indices");
   VLMC_CHECK(weight.dim() == 2, "embedding: weight ", shape_str(weight.shape()),
              " must be 2-D [num, dim]");
+  if (weight.dtype() == DType::bf16 || weight.dtype() == DType::f16) {
+    // A frozen table kept in a checkpoint's dtype: its rows are gathered as
+    // they are and widened to f32 (exact), so everything after computes in f32.
+    VLMC_CHECK(!weight.requires_grad(), "embedding: weight ", describe(weight), " is ", dtype_name(weight.dtype()),
+               " and requires grad: trained parameters are f32 masters (freeze it, or convert it to f32)");
+    check_dtype("embedding", "indices", indices, DType::i64);
+    check_same_device("embedding", {weight, indices});
+    const int64_t num = weight.size(0);
+    Shape out_shape = indices.shape();
+    out_shape.push_back(weight.size(1));
+    const Tensor idx = indices.contiguous().reshape({indices.numel()});
+    check_index_bound(idx, num, [num, shape = shape_str(weight.shape())](int64_t bad) {
+      return str("embedding: index ", bad, " is out of range for ", num, " embeddings (weight ", shape, ")");
+    });
+    return index_select(weight.detach(), 0, idx).to(DType::f32).view(out_shape);
+  }
   check_float("embedding", "weight", weight);
   check_dtype("embedding", "indices", indices, DType::i64);
   check_same_device("embedding", {weight, indices});

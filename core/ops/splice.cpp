@@ -2,6 +2,12 @@
 // (kernels/splice.h). The host reads the token ids and builds the plan; one
 // kernel launch then fills inputs_embeds; the backward gathers the visual
 // tokens' gradient and sums the table's per token id.
+//
+// A frozen bf16 / f16 table (a pretrained LLM kept in its file's dtype) with
+// f32 visual tokens gives f32 embeddings: the rows the prompt uses are looked
+// up once (embedding widens them to f32) into a small f32 table, and the
+// plan's table rows are renumbered into it; the copy is then the f32 one.
+#include <algorithm>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -44,12 +50,24 @@ SpliceResult splice_image_embeddings(const Tensor& input_ids, const Tensor& embe
                                      const Tensor& labels, const Tensor& text_mask, const SpliceOptions& o) {
   check_dtype(kOp, "input_ids", input_ids, DType::i64);
   VLMC_CHECK(input_ids.dim() == 2, kOp, ": input_ids ", shape_str(input_ids.shape()), " must be [B, T]");
-  check_float(kOp, "embed_table", embed_table);
+  VLMC_CHECK(embed_table.defined(), kOp, ": embed_table is undefined");
+  const bool lowp_table = embed_table.dtype() == DType::bf16 || embed_table.dtype() == DType::f16;
+  if (!lowp_table) check_float(kOp, "embed_table", embed_table);
   VLMC_CHECK(embed_table.dim() == 2, kOp, ": embed_table ", shape_str(embed_table.shape()), " must be [V, D]");
   VLMC_CHECK(visual_tokens.defined() && visual_tokens.dim() == 3, kOp, ": visual_tokens ",
              visual_tokens.defined() ? shape_str(visual_tokens.shape()) : std::string("(undefined)"),
              " must be [num_images, Nv, D]");
-  check_same_dtype(kOp, {embed_table, visual_tokens});
+  if (lowp_table) {
+    VLMC_CHECK(!embed_table.requires_grad(), kOp, ": embed_table ", describe(embed_table), " is ",
+               dtype_name(embed_table.dtype()),
+               " and requires grad: trained parameters are f32 masters (freeze it, or convert it to f32)");
+    // No image: the caller's empty visual tensor may carry the table's dtype.
+    VLMC_CHECK(visual_tokens.dtype() == DType::f32 || visual_tokens.numel() == 0, kOp, ": visual_tokens ",
+               describe(visual_tokens), " must be f32 with a ", dtype_name(embed_table.dtype()),
+               " embed_table (the embeddings are f32)");
+  } else {
+    check_same_dtype(kOp, {embed_table, visual_tokens});
+  }
   check_same_device(kOp, {embed_table, visual_tokens});
   VLMC_CHECK(visual_tokens.size(2) == embed_table.size(1), kOp, ": visual_tokens ", shape_str(visual_tokens.shape()),
              " and embed_table ", shape_str(embed_table.shape()), " differ in width (", visual_tokens.size(2), " vs ",
@@ -95,18 +113,37 @@ SpliceResult splice_image_embeddings(const Tensor& input_ids, const Tensor& embe
   // Outputs: the embeddings from one kernel, the rest from the plan.
   const Device device = embed_table.device();
   const int64_t length = plan.length, rows = batch * length;
-  const Tensor table = embed_table.contiguous(), visual = visual_tokens.contiguous();
+  Tensor table = embed_table.contiguous(), visual = visual_tokens.contiguous();
+  int64_t table_rows = vocab;
+  if (lowp_table) {
+    // The ids the rows use, ascending; row_source renumbered into them (and
+    // the visual rows' vocab + j into used + j).
+    std::vector<int64_t> used;
+    for (int64_t s : plan.row_source)
+      if (s >= 0 && s < vocab) used.push_back(s);
+    std::sort(used.begin(), used.end());
+    used.erase(std::unique(used.begin(), used.end()), used.end());
+    const int64_t count = static_cast<int64_t>(used.size());
+    for (int64_t& s : plan.row_source) {
+      if (s < 0) continue;
+      s = s < vocab ? std::lower_bound(used.begin(), used.end(), s) - used.begin() : count + (s - vocab);
+    }
+    NoGradGuard no_grad;
+    table = embedding(embed_table, to_device(used, {count}, device));  // f32 [count, D]
+    table_rows = count;
+    if (visual.dtype() != DType::f32) visual = Tensor::empty(visual.shape(), DType::f32, device);  // no rows
+  }
   const Tensor row_source = to_device(plan.row_source, {rows}, device);
   SpliceResult result;
   result.inputs_embeds = Tensor::empty({batch, length, width}, table.dtype(), device);
   const int64_t row_bytes = width * static_cast<int64_t>(dtype_size(table.dtype()));
   if (device.is_cuda()) {
     VLMC_CUDA_DISPATCH(kernels::cuda::splice_rows(result.inputs_embeds.data_ptr(), table.data_ptr(), visual.data_ptr(),
-                                                  row_source.data<int64_t>(), rows, vocab, row_bytes,
+                                                  row_source.data<int64_t>(), rows, table_rows, row_bytes,
                                                   stream_of(table)));
   } else {
     kernels::cpu::splice_rows(result.inputs_embeds.data_ptr(), table.data_ptr(), visual.data_ptr(),
-                              row_source.data<int64_t>(), rows, vocab, row_bytes);
+                              row_source.data<int64_t>(), rows, table_rows, row_bytes);
   }
   std::vector<int64_t> attention(static_cast<size_t>(rows), 0), positions(static_cast<size_t>(rows), 0);
   for (int64_t b = 0; b < batch; ++b)
