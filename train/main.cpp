@@ -17,6 +17,7 @@
 #include "train/export_cli.h"
 #include "train/generate_cli.h"
 #include "train/inspect_cli.h"
+#include "train/plan_cli.h"
 #include "train/tokenize_cli.h"
 #include "train/train_cli.h"
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   vlmc::cli::TrainCommands training(app);
   vlmc::cli::TokenizeCommand tokenize(app);
   vlmc::cli::DataCommands data(app);
+  vlmc::cli::PlanCommand plan(app);
   vlmc::cli::ExportCommand export_cmd(app);
   vlmc::cli::InspectCommand inspect(app);
   vlmc::cli::GenerateCommand generate(app);
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
     if (training.parsed()) return training.execute();
     if (tokenize.parsed()) return tokenize.execute();
     if (data.parsed()) return data.execute();
+    if (plan.parsed()) return plan.execute();
     if (export_cmd.parsed()) return export_cmd.execute();
     if (inspect.parsed()) return inspect.execute();
     if (generate.parsed()) return generate.execute();

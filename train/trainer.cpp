@@ -15,6 +15,7 @@
 #include "train/atomic_file.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
+#include "train/memory_plan.h"
 #include "train/metrics_log.h"
 #include "train/mosaic_models.h"
 #include "train/plot.h"
@@ -152,6 +153,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
                                    {"stage2", &c.stage2}})
     VLMC_CHECK(stage->batch_size % world == 0, key, ".batch_size ", stage->batch_size, " does not split over the ",
                world, " processes of this job (each takes batch_size / ", world, " samples)");
+  // A stage whose estimated peak exceeds the memory left is refused here,
+  // before anything is allocated (train/memory_plan.h; the CPU only).
+  if (c.device.rfind("cuda", 0) != 0)
+    check_plan_fits(plan_training(c, world), available_memory_bytes(), available_memory_source());
 
   const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
   const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
