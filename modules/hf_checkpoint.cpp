@@ -20,15 +20,10 @@ using io::SafetensorsFolder;
 // A file key that is not part of the model, and why (nullopt: it should be).
 using IgnoreRule = std::function<std::optional<std::string>(const std::string& key)>;
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Tensors transformers itself recomputes or drops when loading.
 std::optional<std::string> ignored_everywhere(const std::string& key) {
-  if (ends_with(key, "rotary_emb.inv_freq")) return "rotary frequency tables (recomputed)";
-  if (ends_with(key, "embeddings.position_ids")) return "CLIP position ids (recomputed)";
+  if (key.ends_with("rotary_emb.inv_freq")) return "rotary frequency tables (recomputed)";
+  if (key.ends_with("embeddings.position_ids")) return "CLIP position ids (recomputed)";
   return std::nullopt;
 }
 
@@ -114,8 +109,8 @@ class LoadPlan {
 };
 
 std::optional<std::string> clip_text_half(const std::string& key) {
-  if (starts_with(key, "text_model.") || starts_with(key, "text_projection.") ||
-      starts_with(key, "visual_projection.") || key == "logit_scale")
+  if (key.starts_with("text_model.") || key.starts_with("text_projection.") ||
+      key.starts_with("visual_projection.") || key == "logit_scale")
     return "CLIPModel's text half and projections";
   return std::nullopt;
 }
@@ -213,7 +208,7 @@ const char* weights_dtype_name(WeightsDType weights) {
 }
 
 bool keeps_low_precision(const std::string& name, const Tensor& parameter) {
-  return parameter.dim() >= 2 && !ends_with(name, "position_embedding.weight");
+  return parameter.dim() >= 2 && !name.ends_with("position_embedding.weight");
 }
 
 void convert_frozen_weights(Module& module, DType dtype) {
@@ -309,7 +304,7 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
       out.llava = make_llava(out.config, out.vision, out.llama, stage, gen);
       layout = HfKeyLayout::llava_original;
       main_rule = [](const std::string& key) -> std::optional<std::string> {
-        if (starts_with(key, "model.vision_tower."))
+        if (key.starts_with("model.vision_tower."))
           return "the checkpoint's own copy of the vision tower (the tower is read from --vision-tower)";
         return std::nullopt;
       };

@@ -1,10 +1,11 @@
 #include "modules/hf_config.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_file.h"
+#include "modules/llava.h"
 
 namespace vlmc::nn {
 
@@ -186,9 +187,8 @@ void read_llava_original(const ConfigObject& c, HfModelConfig& out) {
   auto& l = out.llava;
   l.image_token_index = -200;  // LLaVA's IMAGE_TOKEN_INDEX: not an id of the vocabulary
   l.projector_type = c.string("mm_projector_type", "linear");  // LLaVA's builder default
-  if (l.projector_type != "linear" && l.projector_type != "identity" &&
-      !(l.projector_type.rfind("mlp", 0) == 0 && l.projector_type.size() > 9 &&
-        l.projector_type.substr(l.projector_type.size() - 6) == "x_gelu"))
+  const auto depth = mlp_gelu_depth(l.projector_type);
+  if (l.projector_type != "linear" && l.projector_type != "identity" && !(depth && *depth >= 1))
     c.unsupported("mm_projector_type", "expected linear, identity or mlp{N}x_gelu");
   l.vision_feature_layer = c.integer("mm_vision_select_layer", -2);
   const std::string feature = c.string("mm_vision_select_feature", "patch");
@@ -244,15 +244,9 @@ const char* hf_kind_name(HfKind kind) {
 
 HfModelConfig read_hf_config(const std::string& dir) {
   const std::string file = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(file);
-  if (!in) throw Error(str(file, ": cannot open (is ", dir, " a Hugging Face model folder?)"));
-  json root;
-  try {
-    root = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(str(file, ": not valid JSON: ", e.what()));
-  }
-  if (!root.is_object()) throw Error(str(file, ": is ", root.type_name(), ", not a JSON object"));
+  if (!std::filesystem::exists(file))
+    throw Error(str(file, ": cannot open (is ", dir, " a Hugging Face model folder?)"));
+  const json root = io::read_json_object(file);
   const ConfigObject c(root, file, "");
   HfModelConfig out;
   out.path = file;

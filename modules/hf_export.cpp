@@ -1,13 +1,11 @@
 #include "modules/hf_export.h"
 
-#include <unistd.h>
-
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/output_folder.h"
 #include "core/io/tensor_io.h"
 
 namespace vlmc::nn {
@@ -149,34 +147,16 @@ void save_pretrained(const PretrainedModel& m, const std::string& dir, const Exp
     for (const auto& [name, t] : group.module->state_dict()) tensors.emplace(group.key(name), t);
   }
 
-  std::error_code ec;
-  VLMC_CHECK(!dir.empty(), "save_pretrained: the output folder is empty");
-  VLMC_CHECK(!fs::exists(fs::symlink_status(dir, ec)), "save_pretrained: ", dir,
-             " already exists; choose a new folder (an export never replaces one)");
-  const fs::path tmp = dir + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp, ec);
-  try {
-    fs::create_directories(tmp);
-    {
-      std::ofstream out(tmp / "config.json");
-      out << config;
-      out.flush();
-      VLMC_CHECK(out.good(), "save_pretrained: writing ", (tmp / "config.json").string(), " failed");
-    }
+  io::write_new_folder(dir, "save_pretrained", [&](const fs::path& tmp) {
+    io::write_file(tmp / "config.json", config, "save_pretrained");
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     if (!m.dir.empty())
       for (const char* name : kCompanionFiles) {
         const fs::path src = fs::path(m.dir) / name;
-        if (fs::is_regular_file(src)) fs::copy_file(src, tmp / name);
+        if (fs::is_regular_file(src) && !options.extra_files.count(name)) fs::copy_file(src, tmp / name);
       }
-    fs::rename(tmp, dir);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    throw Error(str("save_pretrained: ", dir, ": ", e.what()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+    for (const auto& [name, text] : options.extra_files) io::write_file(tmp / name, text, "save_pretrained");
+  });
 }
 
 }  // namespace vlmc::nn

@@ -12,6 +12,7 @@
 // an existing DIR is never replaced.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "modules/hf_checkpoint.h"
@@ -22,6 +23,11 @@ struct ExportOptions {
   // LLaVA only: llava_legacy (transformers <= 4.51, what 4.45.2 loads) or
   // llava_newer; the original layout is written as it was read.
   HfKeyLayout llava_layout = HfKeyLayout::llava_legacy;
+  // More files to write beside the weights (name -> contents), for a model
+  // that has no source folder to copy them from (a vlmc train run's
+  // tokenizer.json, preprocessor_config.json, ...). A name here wins over the
+  // source folder's file of that name.
+  std::map<std::string, std::string> extra_files;
 };
 
 void save_pretrained(const PretrainedModel& model, const std::string& dir, const ExportOptions& options = {});

@@ -6,8 +6,6 @@ namespace vlmc::nn {
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-
 std::function<std::string(const std::string&)> prefixed(const std::string& prefix) {
   return [prefix](const std::string& name) { return prefix + name; };
 }
@@ -38,14 +36,14 @@ std::vector<HfKeyGroup> hf_key_groups(HfKeyLayout layout, const Module* vision, 
       return {{vision, "vision_encoder.", prefixed("model.vision_tower.")},
               {llm, "llm.",
                [](const std::string& name) {  // model.X -> model.language_model.X; lm_head.* as is
-                 return starts_with(name, "model.") ? "model.language_model." + name.substr(6) : name;
+                 return name.starts_with("model.") ? "model.language_model." + name.substr(6) : name;
                }},
               {connector, "connector.", hf_projector_key("model.multi_modal_projector.")}};
     case HfKeyLayout::llava_original:
       return {{llm, "llm.", prefixed("")},
               {connector, "connector.",
                [](const std::string& name) {  // LinearProjection's proj.* is LLaVA's bare mm_projector.*
-                 return "model.mm_projector." + (starts_with(name, "proj.") ? name.substr(5) : name);
+                 return "model.mm_projector." + (name.starts_with("proj.") ? name.substr(5) : name);
                }},
               {vision, "vision_encoder.", prefixed(""), /*in_tower_folder=*/true}};
   }

@@ -14,18 +14,6 @@ std::string join(const std::vector<std::string>& items) {
   return os.str();
 }
 
-// "mlp{N}x_gelu" -> N; nullopt for any other name.
-std::optional<int64_t> mlp_gelu_depth(const std::string& name) {
-  const std::string head = "mlp", tail = "x_gelu";
-  if (name.size() <= head.size() + tail.size() || name.compare(0, head.size(), head) != 0 ||
-      name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
-    return std::nullopt;
-  const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
-  if (digits.size() > 6 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return std::nullopt;
-  return std::stoll(digits);
-}
-
 void check_no_target_tokens(const char* projector, std::optional<int64_t> target_tokens) {
   VLMC_CHECK(!target_tokens.has_value(), projector, ": target_tokens (", target_tokens.value_or(0),
              ") is an argument of the dynamic connector only");
@@ -86,6 +74,17 @@ Tensor IdentityProjector::forward(const Tensor& x, std::optional<int64_t> target
   check_no_target_tokens("IdentityProjector", target_tokens);
   check_features("IdentityProjector", x, dim_);
   return x;
+}
+
+std::optional<int64_t> mlp_gelu_depth(const std::string& name) {
+  const std::string head = "mlp", tail = "x_gelu";
+  if (name.size() <= head.size() + tail.size() || name.compare(0, head.size(), head) != 0 ||
+      name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+    return std::nullopt;
+  const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+  if (digits.size() > 6 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoll(digits);
 }
 
 std::vector<std::string> projector_types() {

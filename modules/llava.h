@@ -96,6 +96,9 @@ class IdentityProjector : public Connector {
 // "c-abstractor", "dynamic", "ocr".
 std::vector<std::string> projector_types();
 
+// "mlp{N}x_gelu" -> N (digits only, as LLaVA's regex); nullopt for any other name.
+std::optional<int64_t> mlp_gelu_depth(const std::string& name);
+
 // Builds a projector by name. The dims are dim_vision -> dim_llm; the other
 // fields of `config` (grid_size, max_tokens, ...) go to the seed's connectors
 // through make_connector, whose type is set from `name`. An unknown name, or

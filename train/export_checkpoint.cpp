@@ -1,14 +1,11 @@
 #include "train/export_checkpoint.h"
 
-#include <unistd.h>
-
-#include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "core/error.h"
+#include "core/io/output_folder.h"
 #include "core/io/tensor_io.h"
 #include "core/ops.h"
 #include "modules/hf_export.h"
@@ -30,44 +27,8 @@ constexpr double kPixelMean = 0.2860, kPixelStd = 0.3530;
 // The greedy answer of the reference sample stops here if <eos> has not come.
 constexpr int64_t kMaxAnswerTokens = 16;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 bool is_mlp_gelu(const std::string& type) { return std::regex_match(type, std::regex("mlp[1-9][0-9]*x_gelu")); }
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  out.flush();
-  VLMC_CHECK(out.good(), "export: writing ", path.string(), " failed");
-}
-
-// A scratch folder removed when it goes out of scope.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& what) {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("vlmc-" + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::error_code ec;
-    fs::remove_all(path, ec);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-};
-
-void check_new_folder(const std::string& out) {
-  std::error_code ec;
-  VLMC_CHECK(!out.empty(), "export: the output folder is empty");
-  VLMC_CHECK(!fs::exists(fs::symlink_status(out, ec)), "export: ", out,
-             " already exists; choose a new folder (an export never replaces one)");
-}
 
 // A [rows, D] table with one zero row appended: [rows + 1, D].
 Tensor with_zero_row(const Tensor& table) {
@@ -162,7 +123,7 @@ nn::PretrainedModel hf_llava_of(const RunCheckpoint& run) {
       std::string key = name.substr(10);
       if (c.connector == "mlp") key = key.substr(key.rfind("mlp.", 0) == 0 ? 4 : 0);
       state["connector." + key] = t;
-    } else if (ends_with(name, "embeddings.patch_embedding.weight") && grey_channels == 1) {
+    } else if (name.ends_with("embeddings.patch_embedding.weight") && grey_channels == 1) {
       // [Dv, 1, p, p] -> [Dv, 3, p, p], w / 3 each: on R = G = B the convolution sums to the same value.
       const Tensor third = div(t, 3.0);
       state[name] = cat({third, third, third}, 1);
@@ -290,21 +251,19 @@ std::string mosaic_generation_config_json() {
 // ---- the two formats -------------------------------------------------------------------
 
 void export_checkpoint_hf(const RunCheckpoint& run, const std::string& out) {
-  check_new_folder(out);
+  io::check_new_folder(out, "export");
   nn::PretrainedModel model = hf_llava_of(run);
   VLMC_CHECK(!model.config.llava.keep_cls, "export: a run that keeps CLS cannot be written (processor_config.json "
              "says \"default\")");
-  // The companion files are staged in a scratch folder that save_pretrained
-  // copies from, so the output folder still appears whole or not at all.
-  const ScratchDir files("export-files");
+  // The companion files a run has no source folder for, written with the weights.
   const Tokenizer tokenizer;
-  write_text(files.path / "tokenizer.json", word_level_tokenizer_json(tokenizer));
-  write_text(files.path / "tokenizer_config.json", mosaic_tokenizer_config_json(run.config));
-  write_text(files.path / "preprocessor_config.json", mosaic_preprocessor_config_json());
-  write_text(files.path / "processor_config.json", mosaic_processor_config_json(run.config));
-  write_text(files.path / "generation_config.json", mosaic_generation_config_json());
-  model.dir = files.path.string();
-  nn::save_pretrained(model, out, {});
+  nn::ExportOptions options;
+  options.extra_files = {{"tokenizer.json", word_level_tokenizer_json(tokenizer)},
+                         {"tokenizer_config.json", mosaic_tokenizer_config_json(run.config)},
+                         {"preprocessor_config.json", mosaic_preprocessor_config_json()},
+                         {"processor_config.json", mosaic_processor_config_json(run.config)},
+                         {"generation_config.json", mosaic_generation_config_json()}};
+  nn::save_pretrained(model, out, options);
 }
 
 void export_checkpoint_llava(const RunCheckpoint& run, const std::string& out) {
@@ -312,7 +271,6 @@ void export_checkpoint_llava(const RunCheckpoint& run, const std::string& out) {
   VLMC_CHECK(c.connector == "linear" || c.connector == "mlp" || is_mlp_gelu(c.connector),
              "export --format llava: LLaVA's mm_projector is linear or mlp{N}x_gelu (vlmc's linear, mlp, "
              "mlp{N}x_gelu); the run in ", run.dir, " has connector.type '", c.connector, "'");
-  check_new_folder(out);
   json config;
   config["mm_projector_type"] = c.connector == "mlp" ? "mlp2x_gelu" : c.connector;  // the seed's mlp is mlp2x_gelu
   config["mm_hidden_size"] = c.vision_hidden_size;
@@ -320,22 +278,11 @@ void export_checkpoint_llava(const RunCheckpoint& run, const std::string& out) {
   config["mm_vision_select_layer"] = c.vision_select_layer;
   config["mm_vision_select_feature"] = "patch";
 
-  const fs::path tmp = out + ".tmp." + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  try {
-    fs::create_directories(tmp);
+  io::write_new_folder(out, "export", [&](const fs::path& tmp) {
     nn::save_projector(*run.models.llava->connector, (tmp / "mm_projector.safetensors").string(),
                        nn::ProjectorNaming::llava);
-    write_text(tmp / "config.json", config.dump(2) + "\n");
-    fs::rename(tmp, out);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    throw Error(str("export: ", out, ": ", e.what()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+    io::write_file(tmp / "config.json", config.dump(2) + "\n", "export");
+  });
 }
 
 // ---- the reference sample --------------------------------------------------------------

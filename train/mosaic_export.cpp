@@ -1,17 +1,15 @@
 // The mosaics as LLaVA-format files (mosaic_export.h).
 #include "train/mosaic_export.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/output_folder.h"
 #include "data/image_encode.h"
 #include "train/mosaic_models.h"
 
@@ -23,13 +21,6 @@ using json = nlohmann::ordered_json;  // LLaVA's key order: id, image, conversat
 namespace {
 
 // ---- the files ---------------------------------------------------------------------------
-
-void write_bytes(const fs::path& path, const void* data, size_t size) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-  out.flush();
-  VLMC_CHECK(out.good(), "data export-mosaics: writing ", path.string(), " failed");
-}
 
 json turn(const char* from, const std::string& value) {
   json t;
@@ -50,18 +41,6 @@ json conversation(const std::vector<Sample>& questions, size_t first, int64_t co
   return turns;
 }
 
-// The folder to write, without a trailing separator ("out/" -> "out").
-fs::path output_folder(const std::string& out) {
-  VLMC_CHECK(!out.empty(), "data export-mosaics: --out is empty");
-  fs::path path(out);
-  if (!path.has_filename()) path = path.parent_path();
-  VLMC_CHECK(!path.empty() && path.filename() != "." && path.filename() != "..", "data export-mosaics: --out ",
-             out, " does not name a new folder");
-  std::error_code ec;
-  VLMC_CHECK(!fs::exists(fs::symlink_status(path, ec)), "data export-mosaics: ", path.string(),
-             " already exists; choose a new folder (an export never replaces one)");
-  return path;
-}
 
 }  // namespace
 
@@ -103,7 +82,7 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
   VLMC_CHECK(o.questions_per_image >= 1, who, ": --questions-per-image must be >= 1, got ", o.questions_per_image);
   VLMC_CHECK(o.text_only >= -1, who, ": --text-only must be >= 0, got ", o.text_only);
   const int64_t text_only = o.text_only == -1 ? (o.count + 9) / 10 : o.text_only;
-  const fs::path out = output_folder(o.out);
+  io::check_new_folder(o.out, who);  // before reading the data
 
   // The mosaics and questions `vlmc train` (train split) or `vlmc eval` (test
   // split) draw for this seed; text-only conversations use the rows after count.
@@ -142,10 +121,7 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
     conversations.push_back(std::move(q));
   }
 
-  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  try {
+  io::write_new_folder(o.out, who, [&](const fs::path& tmp) {
     fs::create_directories(tmp / "images");
     for (int64_t m = 0; m < o.count; ++m) {
       const std::vector<uint8_t> pixels = mosaic_pixels(set, m);
@@ -153,19 +129,12 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
           o.image_format == ExportImageFormat::png
               ? data::encode_grey_png(pixels.data(), kMosaicSide, kMosaicSide)
               : data::encode_grey_jpeg(pixels.data(), kMosaicSide, kMosaicSide, kExportJpegQuality);
-      write_bytes(tmp / "images" / (mosaic_id(m) + extension), bytes.data(), bytes.size());
+      io::write_file(tmp / "images" / (mosaic_id(m) + extension),
+                     std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), who);
     }
-    const std::string captions_text = captions.dump(2) + "\n", questions_text = conversations.dump(2) + "\n";
-    write_bytes(tmp / "captions.json", captions_text.data(), captions_text.size());
-    write_bytes(tmp / "questions.json", questions_text.data(), questions_text.size());
-    fs::rename(tmp, out);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    throw Error(str(who, ": ", out.string(), ": ", e.what()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+    io::write_file(tmp / "captions.json", captions.dump(2) + "\n", who);
+    io::write_file(tmp / "questions.json", conversations.dump(2) + "\n", who);
+  });
   MosaicExportSummary summary;
   summary.images = o.count;
   summary.questions = (o.count + text_only) * k;

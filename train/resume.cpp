@@ -23,8 +23,7 @@ int64_t state_integer(const nlohmann::json& state, const char* key, const std::s
 int64_t optimizer_updates(const std::map<std::string, Tensor>& optimizer) {
   int64_t most = -1;
   for (const auto& [name, t] : optimizer) {
-    const std::string suffix = ".step";
-    if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (!name.ends_with(".step")) continue;
     if (t.numel() != 1) continue;
     most = std::max(most, static_cast<int64_t>(t.item()));
   }

@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/io/json_file.h"
 
 namespace vlmc::io {
 
@@ -22,16 +22,9 @@ constexpr const char* kIndexFile = "model.safetensors.index.json";
 // name must be a plain file name: an index must not make vlmc read files
 // outside the model's folder.
 std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
-  std::ifstream in(index_path);
-  if (!in) throw Error(str(index_path.string(), ": cannot open"));
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str(index_path.string(), ": not valid JSON: ", e.what()));
-  }
+  const nlohmann::json root = read_json_object(index_path.string());
   const auto it = root.find("weight_map");
-  if (!root.is_object() || it == root.end() || !it->is_object())
+  if (it == root.end() || !it->is_object())
     throw Error(str(index_path.string(), ": has no \"weight_map\" object (tensor name -> shard file)"));
   std::map<std::string, std::string> map;
   for (const auto& [name, file] : it->items()) {
