@@ -73,8 +73,9 @@ class KVCache {
   int64_t length_ = 0;
 };
 
-// A cache shaped for `model` (its layers, KV heads and head dim; the dtype and
-// device of its parameters) holding `capacity` positions for `batch`
+// A cache shaped for `model` (its layers, KV heads and head dim; the device of
+// its parameters, and their dtype, except f32 when the weights are a
+// checkpoint's bf16 / f16, since the model then computes in f32) holding `capacity` positions for `batch`
 // sequences. A capacity above the model's max_position_embeddings is an error
 // (the rotary table has no row for the positions beyond it).
 KVCache make_kv_cache(const LlamaForCausalLM& model, int64_t batch, int64_t capacity);
