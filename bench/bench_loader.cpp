@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   int images = 0, batch = 0, width = 640, height = 480;
   double step_ms = -1;
   std::vector<int> worker_counts;
-  std::string tokenizer_dir = (fs::path(__FILE__).parent_path().parent_path() / "tests/golden/tokenizer/legacy").string();
+  std::string tokenizer_dir = (fs::path(VLMC_SOURCE_DIR) / "tests/golden/tokenizer/legacy").string();
   try {
     if (!bench::parse_common_flags(argc, argv,
                                    "usage: bench_loader [--threads N] [--repeats N] [--json PATH] [--quick] "
