@@ -115,6 +115,21 @@ std::optional<std::string> clip_text_half(const std::string& key) {
   return std::nullopt;
 }
 
+}  // namespace
+
+std::string original_tower_dir(const HfModelConfig& config, const std::string& given) {
+  if (!given.empty()) return given;
+  const std::string& named = config.llava.vision_tower;
+  // LLaVA's own files name a Hub id ("openai/clip-vit-large-patch14-336"),
+  // which is no folder here; vlmc train writes a local path.
+  if (!named.empty() && std::filesystem::is_directory(named) &&
+      std::filesystem::is_regular_file(std::filesystem::path(named) / "config.json"))
+    return named;
+  return "";
+}
+
+namespace {
+
 // The vision tower's folder of an original-layout LLaVA checkpoint.
 HfModelConfig tower_config(const std::string& dir, const HfModelConfig& main) {
   if (dir.empty())
@@ -296,9 +311,10 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
       break;
     }
     case HfKind::llava_original: {
-      const HfModelConfig tower = tower_config(options.vision_tower, c);
+      const std::string tower_dir = original_tower_dir(c, options.vision_tower);
+      const HfModelConfig tower = tower_config(tower_dir, c);
       out.config.vision = tower.vision;
-      tower_weights.emplace(options.vision_tower);
+      tower_weights.emplace(tower_dir);
       out.vision = std::make_shared<CLIPVisionModel>(tower.vision, gen);
       out.llama = std::make_shared<LlamaForCausalLM>(c.text, gen);
       out.llava = make_llava(out.config, out.vision, out.llama, stage, gen);

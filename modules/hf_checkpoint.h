@@ -68,6 +68,7 @@ const char* weights_dtype_name(WeightsDType weights);
 struct PretrainedOptions {
   // The vision tower of an original-layout LLaVA checkpoint (LLaVA's
   // mm_vision_tower, downloaded): a CLIPModel or CLIPVisionModel folder.
+  // Empty: mm_vision_tower itself, when it is a local folder.
   std::string vision_tower;
   WeightsDType weights = WeightsDType::f32;
 };
@@ -106,6 +107,11 @@ struct PretrainedModel {
   std::shared_ptr<LlavaModel> llava;         // llava, llava_original (holding the two above)
   PretrainedReport report;
 };
+
+// The vision tower folder of an original-layout LLaVA (config.kind
+// llava_original): `given` (--vision-tower) when set, else mm_vision_tower
+// when it names a local model folder (as vlmc train's outputs do), else "".
+std::string original_tower_dir(const HfModelConfig& config, const std::string& given);
 
 // Loads the model in `dir` (config.json + model.safetensors or a sharded
 // index), in eval mode on the CPU, every parameter frozen except as LLaVA's

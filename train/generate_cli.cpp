@@ -157,7 +157,7 @@ int run_generate(const GenerateOptions& options) {
     if (placeholders > 0) {
       // LLaVA reads the processor of its tower: the original layout's is in the tower's folder.
       const std::string processor_dir =
-          c.kind == nn::HfKind::llava_original ? options.vision_tower : options.model;
+          c.kind == nn::HfKind::llava_original ? nn::original_tower_dir(c, options.vision_tower) : options.model;
       const auto processor =
           data::CLIPImageProcessor::from_folder(processor_dir, c.llava.image_aspect_ratio == "pad");
       std::vector<data::Image> images;

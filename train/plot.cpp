@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "train/atomic_file.h"
+#include "train/metrics_log.h"
 
 namespace vlmc::train {
 namespace {
@@ -636,6 +637,26 @@ void write_line_plot_png(const std::string& path, const std::vector<Series>& ser
 
   write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
                         "write_line_plot_png");
+}
+
+void plot_loss_history(const std::string& metrics_path, const std::string& png_path) {
+  std::map<std::string, Series> by_stage;
+  std::vector<std::string> order;
+  for (const nlohmann::json& r : MetricsLog::read_all(metrics_path)) {
+    if (!r.contains("loss") || !r.contains("step") || !r["loss"].is_number()) continue;
+    const std::string stage = r.value("stage", "");
+    if (!by_stage.count(stage)) order.push_back(stage);
+    Series& s = by_stage[stage];
+    s.label = stage;
+    s.x.push_back(r["step"].get<double>());
+    s.y.push_back(r["loss"].get<double>());
+  }
+  std::vector<Series> series;
+  for (const std::string& stage : order) series.push_back(by_stage[stage]);
+  PlotOptions options;
+  options.title = "training loss";
+  options.log_y = true;
+  write_line_plot_png(png_path, series, options);
 }
 
 }  // namespace vlmc::train

@@ -80,4 +80,8 @@ Image render_line_plot(const std::vector<Series>& series, const PlotOptions& opt
 void write_line_plot_png(const std::string& path, const std::vector<Series>& series,
                          const PlotOptions& options);
 
+// loss.png from every record of metrics.jsonl with a "loss" and a "step",
+// one line per "stage" (so a resumed run plots its whole history).
+void plot_loss_history(const std::string& metrics_path, const std::string& png_path);
+
 }  // namespace vlmc::train

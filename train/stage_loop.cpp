@@ -39,7 +39,7 @@ std::string last_checkpoint_hint(const RunFiles& files) {
 // finite gradient can still carry a weight past the f32 range (a huge learning
 // rate), and such a state is never written.
 void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Tensor> optimizer, int64_t step,
-          int64_t skipped_steps) {
+          int64_t skipped_steps, const nlohmann::json& data) {
   Checkpoint ckpt;
   ckpt.model = files.model_state();
   ckpt.optimizer = std::move(optimizer);
@@ -55,6 +55,7 @@ void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Te
   ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step}, {"skipped_steps", skipped_steps},
                 {"steps", spec.settings.steps}, {"config", files.config},
                 {"world_size", files.group ? files.group->world_size() : 1}};
+  if (!data.is_null()) ckpt.state["data"] = data;
   const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
   save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
   prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
@@ -212,9 +213,10 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
     const bool checkpoint = (step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps;
     // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
+    const nlohmann::json data = checkpoint && files.data_state ? files.data_state() : nlohmann::json();
     if (checkpoint && (lead || opt.sharded())) {
       std::map<std::string, Tensor> state = opt.state_dict(step_name(step, "optimizer state"));
-      if (lead) save(spec, files, std::move(state), step + 1, skipped_before + skipped_steps);
+      if (lead) save(spec, files, std::move(state), step + 1, skipped_before + skipped_steps, data);
     }
   }
   if (bar) bar->finish();

@@ -48,6 +48,10 @@ struct RunFiles {
   dist::ProcessGroup* group = nullptr;
   int zero_stage = 0;  // 1: the optimizer state sharded over the processes (train/sharded_optimizer.h)
   std::function<std::map<std::string, Tensor>()> model_state;
+  // Where the data stream is, written into every checkpoint's state.json as
+  // "data" (the LLaVA loader's place per process); called on every process at
+  // each checkpoint (it may gather over them). Empty: none written.
+  std::function<nlohmann::json()> data_state;
   nlohmann::json config;        // written into every checkpoint's state.json
   int64_t checkpoint_every = 100;
   int64_t keep_checkpoints = 2;

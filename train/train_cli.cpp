@@ -8,6 +8,7 @@
 #include "train/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
+#include "train/llava_trainer.h"
 #include "train/tokenizer.h"
 #include "train/trainer.h"
 
@@ -15,7 +16,9 @@ namespace vlmc::cli {
 
 TrainCommands::TrainCommands(CLI::App& app) {
   train_ = app.add_subcommand(
-      "train", "Train the LLaVA pipeline on Fashion-MNIST mosaics: stage 0 (cached), stage 1, stage 2, evaluation");
+      "train",
+      "Train the LLaVA pipeline: on Fashion-MNIST mosaics (stage 0 cached, stages 1 and 2, evaluation), or with "
+      "data.format = llava on LLaVA's JSON and images over Hugging Face checkpoints (one of LLaVA-1.5's stages)");
   train_->add_option("--config", train_config_file_, "TOML file of settings (flags override it)")
       ->check(CLI::ExistingFile);
   train_->add_option("--resume", resume_from_,
@@ -101,7 +104,8 @@ int TrainCommands::run_train() {
   options.group = group.get();
   train::TrainResult result;
   try {
-    result = train::run_training(train_config_, options);
+    result = train_config_.llava_data() ? train::run_llava_training(train_config_, options)
+                                        : train::run_training(train_config_, options);
   } catch (const std::exception& e) {
     // An error on one process would leave the others waiting in a collective
     // until their timeout: end the whole job now, naming this process.
@@ -110,7 +114,7 @@ int TrainCommands::run_train() {
   }
   if (group->rank() == 0) {
     std::fflush(stderr);
-    train::print_report(result.eval, stdout);
+    if (!train_config_.llava_data()) train::print_report(result.eval, stdout);
   }
   return 0;
 }

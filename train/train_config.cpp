@@ -5,6 +5,8 @@
 #include "core/cuda/runtime.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "data/conversation.h"
+#include "modules/hf_checkpoint.h"
 #include "modules/llava.h"
 
 namespace vlmc::train {
@@ -41,8 +43,12 @@ void register_stage(ConfigSchema& s, const std::string& prefix, StageSettings& s
         "micro-batches of batch_size per optimizer step");
 }
 
-void check_stage(const std::string& prefix, const StageSettings& s) {
-  VLMC_CHECK(s.steps >= 1, prefix, ".steps must be >= 1, got ", s.steps);
+// steps_may_be_zero: a llava run's stage, whose 0 steps means data.epochs passes.
+void check_stage(const std::string& prefix, const StageSettings& s, bool steps_may_be_zero = false) {
+  if (steps_may_be_zero)
+    VLMC_CHECK(s.steps >= 0, prefix, ".steps must be >= 0 (0: data.epochs passes over data.json), got ", s.steps);
+  else
+    VLMC_CHECK(s.steps >= 1, prefix, ".steps must be >= 1, got ", s.steps);
   VLMC_CHECK(s.batch_size >= 1, prefix, ".batch_size must be >= 1, got ", s.batch_size);
   VLMC_CHECK(s.lr > 0, prefix, ".lr must be > 0, got ", s.lr);
   VLMC_CHECK(s.weight_decay >= 0, prefix, ".weight_decay must be >= 0, got ", s.weight_decay);
@@ -150,12 +156,38 @@ void TrainConfig::validate() const {
   VLMC_CHECK(stage0_extra_questions >= 0, "stage0.language.extra_questions_per_image must be >= 0, got ",
              stage0_extra_questions);
   VLMC_CHECK(stage2_connector_lr >= 0, "stage2.connector_lr must be >= 0, got ", stage2_connector_lr);
-  check_stage("stage1", stage1);
-  check_stage("stage2", stage2);
+  VLMC_CHECK(data_format == "mosaic" || data_format == "llava", "data.format: '", data_format,
+             "' is not one of mosaic, llava");
+  if (llava_data()) {
+    validate_llava();
+  } else {
+    check_stage("stage1", stage1);
+    check_stage("stage2", stage2);
+  }
   VLMC_CHECK(eval_mosaics >= 1, "eval.mosaics must be >= 1, got ", eval_mosaics);
   VLMC_CHECK(eval_questions_per_image >= 1, "eval.questions_per_image must be >= 1, got ",
              eval_questions_per_image);
   VLMC_CHECK(eval_batch_size >= 1, "eval.batch_size must be >= 1, got ", eval_batch_size);
+}
+
+void TrainConfig::validate_llava() const {
+  VLMC_CHECK(!data_json.empty(), "data.json: a data.format = \"llava\" run needs LLaVA's JSON (or JSONL) file");
+  VLMC_CHECK(!model_vision_tower.empty(), "model.vision_tower: a data.format = \"llava\" run needs a CLIP folder");
+  VLMC_CHECK(!model_language_model.empty(),
+             "model.language_model: a data.format = \"llava\" run needs a LLaMA folder");
+  VLMC_CHECK(model_stage == 1 || model_stage == 2, "model.stage must be 1 (projector) or 2 (projector and language "
+             "model), got ", model_stage);
+  data::conversation_template(data_template);  // throws naming the three
+  VLMC_CHECK(data_image_aspect_ratio == "pad" || data_image_aspect_ratio == "square", "data.image_aspect_ratio: '",
+             data_image_aspect_ratio, "' is not one of pad, square");
+  VLMC_CHECK(data_model_max_length >= 2, "data.model_max_length must be >= 2, got ", data_model_max_length);
+  VLMC_CHECK(data_epochs >= 1, "data.epochs must be >= 1, got ", data_epochs);
+  VLMC_CHECK(data_workers >= 0 && data_workers <= 256, "data.workers must be in 0..256, got ", data_workers);
+  VLMC_CHECK(data_prefetch >= 1 && data_prefetch <= 1024, "data.prefetch must be in 1..1024, got ", data_prefetch);
+  nn::parse_weights_dtype(model_weights_dtype);
+  VLMC_CHECK(model_vision_select_feature == "patch" || model_vision_select_feature == "cls_patch",
+             "model.vision_select_feature: '", model_vision_select_feature, "' is not one of patch, cls_patch");
+  check_stage(model_stage == 2 ? "stage2" : "stage1", llava_stage(), true);
 }
 
 void register_train_config(ConfigSchema& s, TrainConfig& c) {
@@ -185,6 +217,46 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("data.dir", &c.data_dir, "Fashion-MNIST IDX files (Debian's dataset-fashion-mnist)");
   s.add("data.train_mosaics", &c.train_mosaics, "training mosaics for stages 1 and 2 (train split)");
   s.add("data.questions_per_image", &c.questions_per_image, "stage-2 questions per training mosaic");
+  s.add("data.format", &c.data_format,
+        "mosaic: the built-in Fashion-MNIST job; llava: LLaVA's JSON and images over [model]'s checkpoints");
+  s.set_choices("data.format", {"mosaic", "llava"});
+  s.add("data.json", &c.data_json, "llava: the samples, a JSON list or JSONL (LLaVA's format)");
+  s.add("data.image_folder", &c.data_image_folder, "llava: the folder the samples' image paths are relative to");
+  s.add("data.template", &c.data_template,
+        "llava: conversation template: plain (stage 1), vicuna_v1 or llava_llama_2 (stage 2)");
+  s.set_choices("data.template", {"plain", "vicuna_v1", "llava_llama_2"});
+  s.add("data.image_aspect_ratio", &c.data_image_aspect_ratio,
+        "llava: pad (LLaVA-1.5: expand to a square of the mean colour) or square (the processor alone)");
+  s.set_choices("data.image_aspect_ratio", {"pad", "square"});
+  s.add("data.model_max_length", &c.data_model_max_length,
+        "llava: tokenizer.model_max_length: longer samples are cut (and counted in results.json)");
+  s.add("data.epochs", &c.data_epochs, "llava: passes over data.json when the stage's steps is 0");
+  s.add("data.workers", &c.data_workers, "llava: loader threads that decode, preprocess and tokenize ahead");
+  s.add("data.prefetch", &c.data_prefetch, "llava: batches ready or in the making ahead of the step");
+  s.add("data.strict", &c.data_strict,
+        "llava: the first bad sample (missing or corrupt image, bad conversation) stops the run, naming it; "
+        "false: skipped, counted and named in results.json");
+  s.add("data.group_by_modality_length", &c.data_group_by_modality_length,
+        "llava: LLaVA's group_by_modality_length (batches of image samples and of text-only samples)");
+
+  s.add("model.vision_tower", &c.model_vision_tower,
+        "llava: a Hugging Face CLIPVisionModel or CLIPModel folder (its preprocessor_config.json included)");
+  s.add_alias("model.vision_tower", "--vision-tower");
+  s.add("model.language_model", &c.model_language_model,
+        "llava: a Hugging Face LlamaForCausalLM folder (its SentencePiece tokenizer included)");
+  s.add("model.projector", &c.model_projector,
+        "llava: a projector file to start from (stage 1's mm_projector.safetensors; LLaVA's mm_projector.bin "
+        "converted by scripts/bin_to_safetensors.py)");
+  s.add("model.weights_dtype", &c.model_weights_dtype,
+        "llava: frozen weights as in the file (file), rounded to bf16, or f32; trained ones are f32");
+  s.set_choices("model.weights_dtype", {"file", "bf16", "f32"});
+  s.add("model.stage", &c.model_stage,
+        "llava: 1 trains the projector alone (stage1.*), 2 the projector and the language model (stage2.*)");
+  s.add("model.vision_select_layer", &c.model_vision_select_layer,
+        "llava: the tower's hidden state the projector reads (mm_vision_select_layer)");
+  s.add("model.vision_select_feature", &c.model_vision_select_feature,
+        "llava: patch (CLS dropped, LLaVA-1.5) or cls_patch");
+  s.set_choices("model.vision_select_feature", {"patch", "cls_patch"});
 
   s.add("vision.hidden_size", &c.vision_hidden_size, "CLIPVisionConfig.hidden_size");
   s.add("vision.intermediate_size", &c.vision_intermediate_size, "CLIPVisionConfig.intermediate_size");

@@ -48,6 +48,28 @@ struct TrainConfig {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   int64_t train_mosaics = 8000;    // the pool stages 1 and 2 draw from (train split only)
   int64_t questions_per_image = 4; // stage-2 questions made per pool mosaic
+  // "mosaic" (the built-in Fashion-MNIST job above), or "llava": LLaVA's JSON
+  // and image folder over Hugging Face checkpoints ([model]; train/llava_trainer.h).
+  std::string data_format = "mosaic";
+  std::string data_json;            // llava: blip_laion_cc_sbu_558k.json, llava_v1_5_mix665k.json, ...
+  std::string data_image_folder;    // llava: the folder the "image" paths are relative to
+  std::string data_template = "plain";  // llava: plain (stage 1), vicuna_v1, llava_llama_2 (stage 2)
+  std::string data_image_aspect_ratio = "pad";  // llava: pad (LLaVA-1.5) or square (resize + crop only)
+  int64_t data_model_max_length = 2048;  // llava: tokens per sample after splicing (longer ones are cut, counted)
+  int64_t data_epochs = 1;          // llava: passes over data.json when the stage's steps is 0
+  int64_t data_workers = 2;         // llava: loader threads (decode, preprocess, tokenize)
+  int64_t data_prefetch = 4;        // llava: batches ready or in the making ahead of the step
+  bool data_strict = false;         // llava: the first bad sample is an error (else skipped and counted)
+  bool data_group_by_modality_length = false;  // llava: LLaVA's length grouping of image / text-only samples
+
+  // [model]: the checkpoints a data.format = "llava" run trains (Hugging Face folders)
+  std::string model_vision_tower;    // a CLIPVisionModel or CLIPModel folder (with preprocessor_config.json)
+  std::string model_language_model;  // a LlamaForCausalLM folder (with its SentencePiece tokenizer)
+  std::string model_projector;       // stage 2: stage 1's projector file (LLaVA's pretrain_mm_mlp_adapter)
+  std::string model_weights_dtype = "file";  // frozen weights: file (bf16 stays bf16), bf16 or f32
+  int64_t model_stage = 1;           // 1: the projector alone; 2: the projector and the language model
+  int64_t model_vision_select_layer = -2;         // LLaVA's mm_vision_select_layer
+  std::string model_vision_select_feature = "patch";  // patch (CLS dropped) or cls_patch
 
   // [vision]: CLIP's vision architecture (Hugging Face CLIPVisionConfig keys)
   int64_t vision_hidden_size = 128;
@@ -94,11 +116,17 @@ struct TrainConfig {
   int64_t eval_questions_per_image = 4;
   int64_t eval_batch_size = 128;
 
+  bool llava_data() const { return data_format == "llava"; }
+  // The stage a llava run trains (stage1 or stage2's settings).
+  const StageSettings& llava_stage() const { return model_stage == 2 ? stage2 : stage1; }
+
   nn::CLIPVisionConfig vision_config() const;
   nn::LlamaConfig language_config(int64_t vocab_size) const;
   nn::ConnectorConfig connector_config() const;
   // Throws a vlmc::Error naming the first bad key.
   void validate() const;
+  // The [model] and data.* keys of a data.format = "llava" run (part of validate).
+  void validate_llava() const;
 };
 
 // Binds every field to its dotted key ("stage1.lr", "vision.hidden_size", ...).

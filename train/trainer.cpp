@@ -21,6 +21,7 @@
 #include "train/plot.h"
 #include "train/resume.h"
 #include "train/run_lock.h"
+#include "train/run_start.h"
 #include "train/stage_loop.h"
 
 namespace vlmc::train {
@@ -107,27 +108,6 @@ void load_part(MosaicModels& models, const Stage0Part& part, const std::string& 
 }
 
 
-// loss.png from everything metrics.jsonl holds (so a resumed run plots its whole history).
-void plot_losses(const std::string& metrics_path, const std::string& png_path) {
-  std::map<std::string, Series> by_stage;
-  std::vector<std::string> order;
-  for (const nlohmann::json& r : MetricsLog::read_all(metrics_path)) {
-    if (!r.contains("loss") || !r.contains("step") || !r["loss"].is_number()) continue;
-    const std::string stage = r.value("stage", "");
-    if (!by_stage.count(stage)) order.push_back(stage);
-    Series& s = by_stage[stage];
-    s.label = stage;
-    s.x.push_back(r["step"].get<double>());
-    s.y.push_back(r["loss"].get<double>());
-  }
-  std::vector<Series> series;
-  for (const std::string& stage : order) series.push_back(by_stage[stage]);
-  PlotOptions options;
-  options.title = "training loss";
-  options.log_y = true;
-  write_line_plot_png(png_path, series, options);
-}
-
 // This process's contiguous share of a global batch's rows.
 std::vector<int64_t> shard(const std::vector<int64_t>& rows, int proc, int world) {
   const size_t per = rows.size() / static_cast<size_t>(world);
@@ -158,20 +138,13 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   if (c.device.rfind("cuda", 0) != 0)
     check_plan_fits(plan_training(c, world), available_memory_bytes(), available_memory_source());
 
-  const std::string run_dir = (fs::path(c.runs_dir) / c.name).string();
-  const std::string checkpoint_root = (fs::path(run_dir) / "checkpoints").string();
-  // The run directory is this process's (process 0's, in a data-parallel job)
-  // until it ends: taken before the checkpoints are looked at, so that of two
-  // runs started together with one name, the second is refused.
-  std::optional<RunLock> run_lock;
-  if (lead) {
-    fs::create_directories(run_dir);
-    run_lock.emplace((fs::path(run_dir) / ".lock").string(), "run '" + c.name + "' (" + run_dir + ")");
-  }
-  const std::vector<std::string> existing = list_checkpoints(checkpoint_root);
-  VLMC_CHECK(options.resume || existing.empty(), "run '", c.name, "' already has checkpoints in ",
-             checkpoint_root, ": pass --resume to continue it, or choose another run.name");
-  if (lead) write_file_atomically((fs::path(run_dir) / "config.toml").string(), options.config_toml, "train");
+  // Where a previous process stopped (train/run_start.h).
+  const std::map<std::string, int> stage_ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
+                                                  {"stage1", kRankStage1}, {"stage2", kRankStage2}};
+  RunStart start;
+  start_run(c.runs_dir, c.name, options, stage_ranks, start);
+  const std::string& run_dir = start.run_dir;
+  const std::string& metrics_path = start.metrics_path;
 
   const Tokenizer tokenizer;
   // Built on the CPU from the seed (the same initial weights on every device
@@ -183,57 +156,23 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
   };
 
-  // Where a previous process stopped.
-  const std::map<std::string, int> stage_ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
-                                                  {"stage1", kRankStage1}, {"stage2", kRankStage2}};
   int resume_rank = -1;
   std::optional<StageResume> resume_point;
-  if (options.resume && existing.empty() && options.resume_from.empty() && lead)
-    std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",
-                 checkpoint_root.c_str());
-  if (options.resume && (!existing.empty() || !options.resume_from.empty())) {
-    ResumePoint point = choose_resume_checkpoint(checkpoint_root, existing, options.resume_from, stage_ranks, world,
-                                                 [lead](const std::string& line) {
-                                                   if (lead) std::fprintf(stderr, "%s\n", line.c_str());
-                                                 });
-    const std::string& dir = point.dir;
-    Checkpoint& ckpt = point.checkpoint;
+  if (start.resume) {
+    ResumePoint& point = *start.resume;
     try {
-      models.load_state_dict(ckpt.model);
+      models.load_state_dict(point.checkpoint.model);
     } catch (const std::exception& e) {
-      throw Error(str("--resume: ", dir, ": ", e.what()));
+      throw Error(str("--resume: ", point.dir, ": ", e.what()));
     }
     resume_rank = point.rank;
-    resume_point = StageResume{point.step, std::move(ckpt.optimizer), point.skipped_steps};
-    if (lead) std::fprintf(stderr, "resuming from %s\n", dir.c_str());
-    // Settings may change on resume (more steps, another log interval), but
-    // then the run is no longer the uninterrupted one: say which.
-    const nlohmann::json before = ckpt.state.value("config", nlohmann::json::object());
-    for (auto& [key, value] : options.config_json.items())
-      if (lead && before.contains(key) && before[key] != value)
-        std::fprintf(stderr, "  note: %s is %s now, %s when the checkpoint was written\n", key.c_str(),
-                     value.dump().c_str(), before[key].dump().c_str());
+    resume_point = StageResume{point.step, std::move(point.checkpoint.optimizer), point.skipped_steps};
   }
-  const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
-  if (!lead) {
-    // Nothing to prepare: only process 0 writes the metrics.
-  } else if (resume_rank >= 0) {
-    const int rank = resume_rank;
-    const int64_t step = resume_point->step;
-    MetricsLog::truncate_for_resume(metrics_path, [&](const nlohmann::json& r) {
-      const auto it = stage_ranks.find(r.value("stage", ""));
-      if (it == stage_ranks.end()) return false;  // evaluation records are made again
-      return it->second < rank || (it->second == rank && r.value("step", int64_t{0}) <= step);
-    });
-  } else {
-    fs::remove(metrics_path);
-  }
-  std::optional<MetricsLog> metrics;
-  if (lead) metrics.emplace(metrics_path);
+  std::optional<MetricsLog>& metrics = start.metrics;
 
   RunFiles files;
   files.run_dir = run_dir;
-  files.checkpoint_root = checkpoint_root;
+  files.checkpoint_root = start.checkpoint_root;
   files.metrics = metrics ? &*metrics : nullptr;
   files.group = group;
   files.zero_stage = static_cast<int>(c.zero_stage);
@@ -400,7 +339,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};
   write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
-  plot_losses(metrics_path, (fs::path(run_dir) / "loss.png").string());
+  plot_loss_history(metrics_path, (fs::path(run_dir) / "loss.png").string());
   return result;
 }
 

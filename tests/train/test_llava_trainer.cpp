@@ -1,0 +1,257 @@
+// data.format = "llava" end to end, on files made here: a CLIP folder and a
+// LLaMA folder split out of the tiny LLaVA golden (tests/golden/hf_models/
+// llava_chat, with its SentencePiece tokenizer and CLIP processor), PNG and
+// JPEG images, and LLaVA-format JSON with a bad sample in it. Stage 1 learns
+// (the loss goes down), writes its projector in both namings and counts the
+// bad sample; a run cut back to a checkpoint and resumed repeats the
+// uninterrupted losses and projector bit for bit; stage 2 starts from stage
+// 1's projector and writes a model that load_pretrained reads back.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+
+#include "data/image_encode.h"
+#include "modules/hf_checkpoint.h"
+#include "modules/hf_export.h"
+#include "modules/projector_io.h"
+#include "train/checkpoint.h"
+#include "train/config_schema.h"
+#include "train/llava_trainer.h"
+#include "train/metrics_log.h"
+#include "core/io/tensor_io.h"
+#include "tests/support/temp_dir.h"
+
+using namespace vlmc;
+using namespace vlmc::train;
+namespace fs = std::filesystem;
+using vlmc::test::TempDir;
+
+namespace {
+
+const fs::path kChat = fs::path(VLMC_GOLDEN_DIR) / "hf_models" / "llava_chat";
+
+void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// The tower and the language model as users hold them: two Hugging Face folders.
+void split_models(const fs::path& root) {
+  const nn::PretrainedModel chat = nn::load_pretrained(kChat.string());
+  nn::PretrainedModel lm;
+  lm.dir = chat.dir;  // tokenizer files are copied from there
+  lm.config = chat.config;
+  lm.config.kind = nn::HfKind::llama;
+  // Room for vicuna_v1's system line (rotary positions are computed, not learned).
+  lm.config.text.max_position_embeddings = 512;
+  lm.llama = chat.llama;
+  nn::save_pretrained(lm, (root / "llama").string());
+  nn::PretrainedModel tower;
+  tower.dir = chat.dir;  // preprocessor_config.json
+  tower.config = chat.config;
+  tower.config.kind = nn::HfKind::clip_vision;
+  tower.vision = chat.vision;
+  nn::save_pretrained(tower, (root / "clip").string());
+}
+
+// Dark and light images, captioned by what they are; one sample's image is
+// missing (skipped at load), one sample has an image but no <image> tag (bad
+// in the file). Stage 2's samples ask about them in two turns.
+void write_data(const fs::path& root) {
+  fs::create_directories(root / "images" / "sub");
+  nlohmann::json captions = nlohmann::json::array(), chats = nlohmann::json::array();
+  for (int i = 0; i < 12; ++i) {
+    const bool light = i % 2 == 0;
+    std::vector<uint8_t> pixels(20 * 16);
+    for (size_t p = 0; p < pixels.size(); ++p) pixels[p] = static_cast<uint8_t>((light ? 200 : 30) + (p * 7 + i) % 40);
+    const std::string name = i % 3 == 0 ? "sub/img" + std::to_string(i) + ".jpg" : "img" + std::to_string(i) + ".png";
+    write_bytes(root / "images" / name,
+                i % 3 == 0 ? data::encode_grey_jpeg(pixels.data(), 20, 16, 90) : data::encode_grey_png(pixels.data(), 20, 16));
+    const std::string caption = light ? "a light picture" : "a dark picture";
+    captions.push_back({{"id", "c" + std::to_string(i)}, {"image", name},
+                        {"conversations", {{{"from", "human"}, {"value", "<image>\n"}}, {{"from", "gpt"}, {"value", caption}}}}});
+    chats.push_back({{"id", i},
+                     {"image", name},
+                     {"conversations",
+                      {{{"from", "human"}, {"value", "What is this?\n<image>"}},
+                       {{"from", "gpt"}, {"value", caption}},
+                       {{"from", "human"}, {"value", "Light or dark?"}},
+                       {{"from", "gpt"}, {"value", light ? "light" : "dark"}}}}});
+  }
+  captions.push_back({{"id", "missing"}, {"image", "nowhere.png"},
+                      {"conversations", {{{"from", "human"}, {"value", "<image>\n"}}, {{"from", "gpt"}, {"value", "x"}}}}});
+  captions.push_back({{"id", "untagged"}, {"image", "img1.png"},
+                      {"conversations", {{{"from", "human"}, {"value", "hi"}}, {{"from", "gpt"}, {"value", "x"}}}}});
+  std::ofstream(root / "captions.json") << captions.dump();
+  std::ofstream jsonl(root / "chats.jsonl");
+  for (const auto& sample : chats) jsonl << sample.dump() << "\n";
+}
+
+TrainConfig stage1_config(const fs::path& root) {
+  TrainConfig c;
+  c.name = "stage1";
+  c.runs_dir = (root / "runs").string();
+  c.seed = 3;
+  c.data_format = "llava";
+  c.data_json = (root / "captions.json").string();
+  c.data_image_folder = (root / "images").string();
+  c.data_template = "plain";
+  c.data_workers = 2;
+  c.data_prefetch = 2;
+  c.data_model_max_length = 64;
+  c.data_epochs = 2;
+  c.model_vision_tower = (root / "clip").string();
+  c.model_language_model = (root / "llama").string();
+  c.model_stage = 1;
+  c.stage1 = StageSettings{0, 2, 3e-2, 0.0, 0.0, 0.0, 1.0, 1};  // steps 0: two epochs of 12 good samples
+  c.checkpoint_every = 4;
+  c.keep_checkpoints = 3;
+  c.log_every_s = 0;
+  return c;
+}
+
+TrainOptions options_for(TrainConfig& c, bool resume = false) {
+  ConfigSchema schema;
+  register_train_config(schema, c);
+  TrainOptions o;
+  o.resume = resume;
+  o.config_toml = schema.to_toml();
+  o.config_json = schema.to_json();
+  return o;
+}
+
+std::vector<double> losses(const fs::path& run) {
+  std::vector<double> out;
+  for (const auto& r : MetricsLog::read_all((run / "metrics.jsonl").string()))
+    if (r.contains("loss") && r.at("loss").is_number()) out.push_back(r.at("loss").get<double>());
+  return out;
+}
+
+std::map<std::string, Tensor> file_tensors(const fs::path& path) { return io::load_safetensors(path.string()); }
+
+bool same_bits(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a) {
+    if (!b.count(name)) return false;
+    const Tensor& u = b.at(name);
+    if (t.shape() != u.shape() || t.dtype() != u.dtype()) return false;
+    const Tensor x = t.contiguous(), y = u.contiguous();
+    if (std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) != 0)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("llava trainer: stage 1 and 2 on Hugging Face folders and LLaVA JSON, resumed bit for bit",
+          "[trainer][llava]") {
+  TempDir dir("llava_trainer");
+  split_models(dir.path);
+  write_data(dir.path);
+
+  // ---- stage 1 ----
+  TrainConfig c1 = stage1_config(dir.path);
+  const TrainResult r1 = run_llava_training(c1, options_for(c1));
+  const fs::path run1 = dir.path / "runs" / "stage1";
+  CHECK(r1.stages.count("stage1") == 1);
+  CHECK(r1.visual_tokens == 9);  // a 12-pixel image of 4-pixel patches, CLS dropped
+  const std::vector<double> l1 = losses(run1);
+  // 2 epochs x 13 samples / batch 2 ("missing" is found only when its image is read).
+  REQUIRE(l1.size() == 13);
+  const double first = (l1[0] + l1[1] + l1[2]) / 3, last = (l1[10] + l1[11] + l1[12]) / 3;
+  CHECK(last < first);
+  CHECK(fs::is_regular_file(run1 / "mm_projector.safetensors"));
+  CHECK(fs::is_regular_file(run1 / "multi_modal_projector.safetensors"));
+  CHECK(fs::is_regular_file(run1 / "loss.png"));
+  CHECK(file_tensors(run1 / "mm_projector.safetensors").count("model.mm_projector.0.weight") == 1);
+  CHECK(file_tensors(run1 / "multi_modal_projector.safetensors").count("multi_modal_projector.linear_2.bias") == 1);
+  nlohmann::json results;
+  std::ifstream(run1 / "results.json") >> results;
+  CHECK(results["data"]["bad_in_file"] == 1);  // "untagged"
+  // "missing", once per epoch; the 13th batch reaches into a third epoch's first samples.
+  CHECK(results["data"]["skipped"] >= 2);
+  CHECK(results["data"]["first_skipped"][0]["id"] == "missing");
+  CHECK(results["data"]["samples_trained"] == 26);
+  // Checkpoints hold the projector alone and the loader's place.
+  const std::vector<std::string> saved = list_checkpoints((run1 / "checkpoints").string());
+  REQUIRE(saved.size() == 3);  // steps 8, 12, 13 (4 pruned)
+  const Checkpoint at8 = load_checkpoint((run1 / "checkpoints" / saved[0]).string());
+  for (const auto& [name, t] : at8.model) CHECK(name.rfind("connector.", 0) == 0);
+  CHECK(at8.state["data"]["loaders"][0]["step"] == 8);
+
+  // ---- cut back to step 8 and resumed: the same losses and projector ----
+  SECTION("resume") {
+    fs::remove_all(run1 / "checkpoints" / saved[2]);
+    fs::remove_all(run1 / "checkpoints" / saved[1]);
+    const auto projector = file_tensors(run1 / "mm_projector.safetensors");
+    TrainConfig again = stage1_config(dir.path);
+    run_llava_training(again, options_for(again, /*resume=*/true));
+    CHECK(losses(run1) == l1);
+    CHECK(same_bits(file_tensors(run1 / "mm_projector.safetensors"), projector));
+  }
+
+  // ---- stage 2 from stage 1's projector ----
+  SECTION("stage 2") {
+    TrainConfig c2 = stage1_config(dir.path);
+    c2.name = "stage2";
+    c2.model_stage = 2;
+    c2.data_json = (dir.path / "chats.jsonl").string();
+    c2.data_template = "vicuna_v1";
+    c2.data_epochs = 1;
+    c2.data_model_max_length = 512;
+    c2.model_projector = (run1 / "mm_projector.safetensors").string();
+    c2.stage2 = StageSettings{3, 4, 1e-3, 0.0, 0.0, 0.0, 1.0, 1};
+    c2.stage2_connector_lr = 0;
+    const TrainResult r2 = run_llava_training(c2, options_for(c2));
+    CHECK(r2.stages.count("stage2") == 1);
+    const fs::path run2 = dir.path / "runs" / "stage2";
+    const std::vector<double> l2 = losses(run2);
+    REQUIRE(l2.size() == 3);
+    for (const double loss : l2) CHECK(loss > 0.1);  // the answers are learned from, none cut away
+    nlohmann::json results2;
+    std::ifstream(run2 / "results.json") >> results2;
+    CHECK(results2["data"]["truncated"] == 0);
+    // The checkpoint holds the language model too.
+    const Checkpoint last2 = load_checkpoint((run2 / "checkpoints" / list_checkpoints((run2 / "checkpoints").string()).back()).string());
+    CHECK(last2.model.count("llm.model.embed_tokens.weight") == 1);
+    // The whole model, loaded back (its tower from mm_vision_tower), holds what was trained.
+    const nn::PretrainedModel back = nn::load_pretrained((run2 / "model").string());
+    REQUIRE(back.llava);
+    CHECK(back.config.kind == nn::HfKind::llava_original);
+    const auto state = back.llava->state_dict();
+    for (const auto& [name, t] : last2.model) {
+      INFO(name);
+      REQUIRE(state.count(name) == 1);
+      CHECK(same_bits({{name, state.at(name)}}, {{name, t}}));
+    }
+    CHECK(fs::is_regular_file(run2 / "model" / "tokenizer.model"));
+  }
+}
+
+TEST_CASE("llava trainer: bad settings and files are named before anything runs", "[trainer][llava]") {
+  TempDir dir("llava_trainer_errors");
+  split_models(dir.path);
+  write_data(dir.path);
+  TrainConfig c = stage1_config(dir.path);
+  SECTION("the language model folder is a vision tower") {
+    c.model_language_model = c.model_vision_tower;
+    CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("model.language_model") &&
+                                                               Catch::Contains("not a LlamaForCausalLM"));
+  }
+  SECTION("strict data names the first bad sample") {
+    c.data_strict = true;
+    CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("untagged"));
+  }
+  SECTION("more steps than the data has") {
+    c.stage1.steps = 100;
+    CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("data.epochs"));
+  }
+  SECTION("no data.json") {
+    c.data_json.clear();
+    CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("data.json"));
+  }
+  CHECK_FALSE(fs::exists(dir.path / "runs" / "stage1" / "checkpoints"));
+}
