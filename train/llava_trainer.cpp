@@ -30,36 +30,6 @@ namespace {
 // run's stage 1 and stage 2 have the same places.
 constexpr int kRankStage1 = 2, kRankStage2 = 3;
 
-// The plan of the step (train/memory_plan.h), from the two config.json files
-// alone: checked against the memory left before any weight is read.
-StagePlan plan_of(const TrainConfig& c, const nn::HfModelConfig& tower, const nn::HfModelConfig& lm, int world) {
-  LlavaDescription m;
-  m.name = c.model_vision_tower + " + " + c.model_language_model;
-  const nn::LlamaConfig& t = lm.text;
-  m.language = {t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
-                t.num_key_value_heads, t.vocab_size, t.tie_word_embeddings};
-  const nn::CLIPVisionConfig& v = tower.vision;
-  m.vision = {v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads, v.num_channels,
-              v.patch_size, v.image_size};
-  m.visual_tokens = m.vision.patches() + (c.model_vision_select_feature == "cls_patch" ? 1 : 0);
-  const StageSettings& s = c.llava_stage();
-  LlavaPlanSettings p;
-  p.stage = static_cast<int>(c.model_stage);
-  p.batch = s.batch_size / world;
-  p.length = c.data_model_max_length;  // the longest a sample can be: the plan is an upper bound
-  p.accumulation = s.gradient_accumulation_steps;
-  p.processes = world;
-  p.zero_stage = static_cast<int>(c.zero_stage);
-  p.frozen_bf16 = c.model_weights_dtype != "f32";
-  p.bf16_autocast = c.precision == "bf16";
-  p.cuda = false;
-  StagePlan plan = plan_llava(m, p);
-  plan.batch_key = (c.model_stage == 2 ? "stage2" : "stage1") + std::string(".batch_size");
-  plan.batch_value = s.batch_size;
-  plan.model_keys = "model.*, data.model_max_length";
-  return plan;
-}
-
 // Every process's loader place, gathered (one all-reduce of a table each
 // process fills its row of), as state.json's "data".
 nlohmann::json gather_loader_states(const data::LoaderState& mine, dist::ProcessGroup* group) {
@@ -143,6 +113,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
              " processes of this job (each takes batch_size / ", world, " samples)");
 
   // ---- what the files say, checked before anything large is read ----------------------
+  VLMC_CHECK(!c.data_json.empty(), "data.json: a data.format = \"llava\" run needs LLaVA's JSON (or JSONL) file");
   const nn::HfModelConfig tower_config = nn::read_hf_config(c.model_vision_tower);
   VLMC_CHECK(tower_config.kind == nn::HfKind::clip_vision || tower_config.kind == nn::HfKind::clip,
              "model.vision_tower: ", tower_config.path, " is a ", nn::hf_kind_name(tower_config.kind),
@@ -151,7 +122,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   VLMC_CHECK(lm_config.kind == nn::HfKind::llama, "model.language_model: ", lm_config.path, " is a ",
              nn::hf_kind_name(lm_config.kind), ", not a LlamaForCausalLM");
   if (c.device.rfind("cuda", 0) != 0)
-    check_plan_fits({plan_of(c, tower_config, lm_config, world)}, available_memory_bytes(),
+    check_plan_fits({plan_llava_run(c, world)}, available_memory_bytes(),
                     available_memory_source());
   const data::SentencePieceTokenizer tokenizer = data::SentencePieceTokenizer::from_folder(c.model_language_model);
   VLMC_CHECK(tokenizer.vocab_size() <= lm_config.text.vocab_size, "model.language_model: the tokenizer in ",

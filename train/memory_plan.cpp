@@ -402,6 +402,43 @@ LlavaDescription llava_from_hf_config(const std::string& path) {
   return m;
 }
 
+StagePlan plan_llava_run(const TrainConfig& c, int world) {
+  const nn::HfModelConfig tower = nn::read_hf_config(c.model_vision_tower);
+  VLMC_CHECK(tower.kind == nn::HfKind::clip_vision || tower.kind == nn::HfKind::clip, "model.vision_tower: ",
+             tower.path, " is a ", nn::hf_kind_name(tower.kind), ", not a CLIPVisionModel or CLIPModel");
+  const nn::HfModelConfig lm = nn::read_hf_config(c.model_language_model);
+  VLMC_CHECK(lm.kind == nn::HfKind::llama, "model.language_model: ", lm.path, " is a ", nn::hf_kind_name(lm.kind),
+             ", not a LlamaForCausalLM");
+  LlavaDescription m;
+  m.name = c.model_vision_tower + " + " + c.model_language_model;
+  const nn::LlamaConfig& t = lm.text;
+  m.language = {t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
+                t.num_key_value_heads, t.vocab_size, t.tie_word_embeddings};
+  const nn::CLIPVisionConfig& v = tower.vision;
+  m.vision = {v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads, v.num_channels,
+              v.patch_size, v.image_size};
+  m.visual_tokens = m.vision.patches() + (c.model_vision_select_feature == "cls_patch" ? 1 : 0);
+  const StageSettings& s = c.llava_stage();
+  const std::string stage = c.model_stage == 2 ? "stage2" : "stage1";
+  VLMC_CHECK(s.batch_size % world == 0, stage, ".batch_size ", s.batch_size, " does not split over ", world,
+             " processes");
+  LlavaPlanSettings p;
+  p.stage = static_cast<int>(c.model_stage);
+  p.batch = s.batch_size / world;
+  p.length = c.data_model_max_length;
+  p.accumulation = s.gradient_accumulation_steps;
+  p.processes = world;
+  p.zero_stage = static_cast<int>(c.zero_stage);
+  p.frozen_bf16 = c.model_weights_dtype != "f32";
+  p.bf16_autocast = c.precision == "bf16";
+  p.cuda = c.device.rfind("cuda", 0) == 0;
+  StagePlan plan = plan_llava(m, p);
+  plan.batch_key = stage + ".batch_size";
+  plan.batch_value = s.batch_size;
+  plan.model_keys = "model.vision_tower, model.language_model, data.model_max_length";
+  return plan;
+}
+
 StagePlan plan_llava(const LlavaDescription& m, const LlavaPlanSettings& s) {
   VLMC_CHECK(s.stage == 1 || s.stage == 2, "plan: --stage must be 1 or 2, got ", s.stage);
   VLMC_CHECK(s.batch >= 1 && s.length >= 2 && s.processes >= 1 && s.accumulation >= 1,

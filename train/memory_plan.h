@@ -130,6 +130,13 @@ LlavaDescription llava_preset(const std::string& name);
 LlavaDescription llava_from_hf_config(const std::string& path);
 StagePlan plan_llava(const LlavaDescription& model, const LlavaPlanSettings& settings);
 
+// The step of a data.format = "llava" run (train/llava_trainer.h) per
+// process of `world`, from the config.json files of model.vision_tower and
+// model.language_model alone; the length is data.model_max_length (every
+// sample at the longest: an upper bound). Throws naming the folder that is
+// not a CLIP tower or a LLaMA.
+StagePlan plan_llava_run(const TrainConfig& config, int world = 1);
+
 // "24.1 GB" (decimal units, as GPU memory is sold), "512 B".
 std::string format_bytes(double bytes);
 // "141GB", "80 GiB", "1.5TB", "1024MB" -> bytes; throws naming `what`.

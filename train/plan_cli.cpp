@@ -129,16 +129,21 @@ int PlanCommand::execute() {
     schema_.apply_cli();
     if (zero_stage_ >= 0) config_.zero_stage = zero_stage_;
     config_.validate();
+    if (memory_.empty() && config_.device == "cpu") {
+      memory = train::available_memory_bytes();
+      source = train::available_memory_source();
+    }
+    if (config_.llava_data()) {
+      plans.push_back(train::plan_llava_run(config_, static_cast<int>(processes_)));
+      print_plans(plans, memory, source, stdout);
+      return 0;
+    }
     for (const auto& [key, batch] : {std::pair<const char*, int64_t>{"stage0.vision", config_.stage0_vision.batch_size},
                                      {"stage0.language", config_.stage0_language.batch_size},
                                      {"stage1", config_.stage1.batch_size},
                                      {"stage2", config_.stage2.batch_size}})
       VLMC_CHECK(batch % processes_ == 0, "plan: ", key, ".batch_size ", batch, " does not split over --processes ",
                  processes_);
-    if (memory_.empty() && config_.device == "cpu") {
-      memory = train::available_memory_bytes();
-      source = train::available_memory_source();
-    }
     plans = train::plan_training(config_, static_cast<int>(processes_));
   }
   print_plans(plans, memory, source, stdout);

@@ -171,7 +171,6 @@ void TrainConfig::validate() const {
 }
 
 void TrainConfig::validate_llava() const {
-  VLMC_CHECK(!data_json.empty(), "data.json: a data.format = \"llava\" run needs LLaVA's JSON (or JSONL) file");
   VLMC_CHECK(!model_vision_tower.empty(), "model.vision_tower: a data.format = \"llava\" run needs a CLIP folder");
   VLMC_CHECK(!model_language_model.empty(),
              "model.language_model: a data.format = \"llava\" run needs a LLaMA folder");

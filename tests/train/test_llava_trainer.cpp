@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -248,6 +249,11 @@ TEST_CASE("llava trainer: bad settings and files are named before anything runs"
   SECTION("more steps than the data has") {
     c.stage1.steps = 100;
     CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("data.epochs"));
+  }
+  SECTION("a step that does not fit in memory is refused, naming the batch key") {
+    setenv("VLMC_MEMORY_LIMIT", "100KB", 1);
+    CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("stage1.batch_size"));
+    unsetenv("VLMC_MEMORY_LIMIT");
   }
   SECTION("no data.json") {
     c.data_json.clear();
