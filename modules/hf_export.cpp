@@ -140,13 +140,20 @@ void save_pretrained(const PretrainedModel& m, const std::string& dir, const Exp
   const HfKeyLayout layout = output_layout(m, options);
   const std::string config = hf_config_json(m, layout);  // the config's errors before anything is written
   std::map<std::string, Tensor> tensors;
+  size_t replaced = 0;
   for (const HfKeyGroup& group :
        hf_key_groups(layout, m.vision.get(), m.llama.get(), m.llava ? m.llava->connector.get() : nullptr)) {
     // The original layout keeps its tower in another folder: not written.
     if (group.in_tower_folder || group.module == nullptr) continue;
-    for (const auto& [name, t] : group.module->state_dict()) tensors.emplace(group.key(name), t);
+    for (const auto& [name, t] : group.module->state_dict()) {
+      const auto it = options.replace.find(group.module_prefix + name);
+      if (it != options.replace.end()) ++replaced;
+      tensors.emplace(group.key(name), it != options.replace.end() ? it->second : t);
+    }
   }
 
+  VLMC_CHECK(replaced == options.replace.size(), "save_pretrained: ", options.replace.size() - replaced,
+             " of the tensors to replace name no parameter of the model (\"", options.replace.begin()->first, "\", ...)");
   io::write_new_folder(dir, "save_pretrained", [&](const fs::path& tmp) {
     io::write_file(tmp / "config.json", config, "save_pretrained");
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});

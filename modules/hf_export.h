@@ -28,6 +28,11 @@ struct ExportOptions {
   // tokenizer.json, preprocessor_config.json, ...). A name here wins over the
   // source folder's file of that name.
   std::map<std::string, std::string> extra_files;
+  // Tensors written instead of the module's, by the model-level name
+  // (group prefix + state_dict name: "llm.model.embed_tokens.weight"): a
+  // vocabulary grown by a token (train/llava_to_hf.h). The config must
+  // describe them (config.text.vocab_size).
+  std::map<std::string, Tensor> replace;
 };
 
 void save_pretrained(const PretrainedModel& model, const std::string& dir, const ExportOptions& options = {});

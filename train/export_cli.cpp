@@ -6,6 +6,7 @@
 #include "modules/hf_checkpoint.h"
 #include "modules/hf_export.h"
 #include "train/export_checkpoint.h"
+#include "train/llava_to_hf.h"
 
 namespace vlmc::cli {
 
@@ -31,16 +32,17 @@ ExportCommand::ExportCommand(CLI::App& app) {
                    "the CLIP folder of an original-layout LLaVA checkpoint (its mm_vision_tower)");
   cmd_->add_option("--out", options_.out, "the folder to create (an existing one is never replaced)")->required();
   cmd_->add_option("--layout", options_.layout,
-                   "LLaVA key layout: transformers (<= 4.51: language_model.*, what 4.45 loads) or "
-                   "transformers-new (model.language_model.*, lm_head.*)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"transformers", "transformers-new"}));
+                   "LLaVA key layout: transformers (<= 4.51: language_model.*, what 4.45 loads), transformers-new "
+                   "(model.language_model.*, lm_head.*) or original (LLaVA's own); default: transformers, or as read "
+                   "for an original-layout model. An original-layout model given a transformers layout is converted "
+                   "to LlavaForConditionalGeneration (<image> added to the vocabulary; docs/llava-1.5.md)")
+      ->check(CLI::IsMember({"transformers", "transformers-new", "original"}));
 }
 
 namespace {
 
 int export_checkpoint(const ExportOptions& options) {
-  VLMC_CHECK(options.vision_tower.empty() && options.layout == "transformers",
+  VLMC_CHECK(options.vision_tower.empty() && (options.layout.empty() || options.layout == "transformers"),
              "vlmc export: --vision-tower and --layout are for --model; a checkpoint is written in transformers' "
              "<= 4.51 layout");
   train::RunCheckpoint run = train::load_run_checkpoint(options.checkpoint);
@@ -71,9 +73,21 @@ int run_export(const ExportOptions& options) {
   load.vision_tower = options.vision_tower;
   const nn::PretrainedModel model = nn::load_pretrained(options.model, load);
   std::fprintf(stderr, "loaded %s\n", model.report.summary().c_str());
-  nn::ExportOptions out;
-  out.llava_layout = options.layout == "transformers" ? nn::HfKeyLayout::llava_legacy : nn::HfKeyLayout::llava_newer;
-  nn::save_pretrained(model, options.out, out);
+  const nn::HfKeyLayout llava_layout =
+      options.layout == "transformers-new" ? nn::HfKeyLayout::llava_newer : nn::HfKeyLayout::llava_legacy;
+  const bool original = model.config.kind == nn::HfKind::llava_original;
+  if (original && !options.layout.empty() && options.layout != "original") {
+    const int64_t image_id = train::save_as_transformers_llava(
+        model, nn::original_tower_dir(model.config, options.vision_tower), options.out, llava_layout);
+    std::fprintf(stderr, "converted to LlavaForConditionalGeneration (image_token_index %lld)\n",
+                 static_cast<long long>(image_id));
+  } else {
+    VLMC_CHECK(options.layout != "original" || original, "vlmc export: --layout original is for an original-layout "
+               "LLaVA; ", options.model, " is a ", nn::hf_kind_name(model.config.kind));
+    nn::ExportOptions out;
+    out.llava_layout = llava_layout;
+    nn::save_pretrained(model, options.out, out);
+  }
   std::fprintf(stderr, "wrote %s\n", options.out.c_str());
   return 0;
 }

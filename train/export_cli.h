@@ -17,7 +17,9 @@ struct ExportOptions {
   std::string reference_out;  // --checkpoint: also a reference sample for checking the export (safetensors)
   std::string vision_tower;  // the original LLaVA layout's CLIP folder
   std::string out;           // the folder to create
-  std::string layout = "transformers";  // LLaVA: "transformers" (<= 4.51 keys) or "transformers-new"
+  // LLaVA: "transformers" (<= 4.51 keys), "transformers-new", or "original"; "" = as read
+  // (an original-layout input given a transformers layout is converted: train/llava_to_hf.h)
+  std::string layout;
 };
 
 int run_export(const ExportOptions& options);

@@ -16,6 +16,7 @@
 #include "modules/hf_export.h"
 #include "modules/projector_io.h"
 #include "train/atomic_file.h"
+#include "train/llava_to_hf.h"
 #include "train/memory_plan.h"
 #include "train/mosaic_models.h"
 #include "train/plot.h"
@@ -346,9 +347,14 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
     out.llama = lm.llama;
     out.vision = tower.vision;
     out.llava = llava;
-    const fs::path model_dir = run_dir / "model";
-    if (fs::exists(model_dir)) fs::remove_all(model_dir);  // a resumed run writes it again
+    // A resumed run writes them again.
+    const fs::path model_dir = run_dir / "model", hf_dir = run_dir / "model-hf";
+    for (const fs::path& d : {model_dir, hf_dir})
+      if (fs::exists(d)) fs::remove_all(d);
     nn::save_pretrained(out, model_dir.string());
+    // The same as transformers' LlavaForConditionalGeneration (<image> in the vocabulary).
+    if (c.connector == "mlp2x_gelu")
+      save_as_transformers_llava(out, c.model_vision_tower, hf_dir.string());
   }
 
   nlohmann::json record;

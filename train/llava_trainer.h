@@ -21,6 +21,8 @@
 //                                        (LlavaLlamaForCausalLM + its tokenizer; the tower is
 //                                        model.vision_tower, named in mm_vision_tower), which
 //                                        `vlmc generate --model runs/<name>/model` loads
+//   model-hf/ (stage 2, mlp2x_gelu)      the same as transformers' LlavaForConditionalGeneration
+//                                        (train/llava_to_hf.h: <image> added to the vocabulary)
 #pragma once
 
 #include "train/trainer.h"

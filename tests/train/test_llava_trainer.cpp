@@ -229,6 +229,12 @@ TEST_CASE("llava trainer: stage 1 and 2 on Hugging Face folders and LLaVA JSON, 
       CHECK(same_bits({{name, state.at(name)}}, {{name, t}}));
     }
     CHECK(fs::is_regular_file(run2 / "model" / "tokenizer.model"));
+    // And as transformers' LlavaForConditionalGeneration: the tokenizer's own <image> (id 400).
+    const nn::PretrainedModel hf = nn::load_pretrained((run2 / "model-hf").string());
+    CHECK(hf.config.kind == nn::HfKind::llava);
+    CHECK(hf.config.llava.image_token_index == 400);
+    CHECK(same_bits(nn::export_projector(*hf.llava->connector, nn::ProjectorNaming::llava),
+                    nn::export_projector(*back.llava->connector, nn::ProjectorNaming::llava)));
   }
 }
 
