@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
+#include "core/checkpoint.h"
 #include "core/error.h"
 #include "core/shape.h"
 #include "modules/kv_cache.h"
@@ -251,7 +252,15 @@ Tensor LlamaModel::forward(const Tensor& inputs_embeds, const Tensor& attention_
                                             config_.max_position_embeddings, inputs_embeds.dtype(),
                                             inputs_embeds.device());
   Tensor h = inputs_embeds;
-  for (const auto& layer : layers->items) h = layer->forward(h, rotary, attention_mask);
+  for (const auto& layer : layers->items) {
+    if (gradient_checkpointing) {
+      // Captured by value: the backward recomputes after this frame is gone.
+      h = checkpoint([layer, rotary, attention_mask](const Tensor& x) { return layer->forward(x, rotary, attention_mask); },
+                     h);
+    } else {
+      h = layer->forward(h, rotary, attention_mask);
+    }
+  }
   return norm->forward(h);
 }
 

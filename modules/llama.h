@@ -150,6 +150,11 @@ class LlamaModel : public Module {
   std::shared_ptr<Embedding> embed_tokens;
   std::shared_ptr<Layers> layers;
   std::shared_ptr<LlamaRMSNorm> norm;
+  // Hugging Face's gradient_checkpointing_enable(): each decoder layer keeps
+  // only its input, and its forward runs again in the backward
+  // (core/checkpoint.h). The gradients are the same; a step costs one more
+  // forward of the decoder.
+  bool gradient_checkpointing = false;
 
  private:
   LlamaConfig config_;

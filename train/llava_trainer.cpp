@@ -196,6 +196,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
     std::fprintf(stderr, "note: model.projector is empty: stage 2 starts from a fresh projector, not from "
                          "stage 1's (LLaVA passes pretrain_mm_mlp_adapter)\n");
   }
+  lm.llama->model->gradient_checkpointing = c.model_gradient_checkpointing;
   llava->set_stage(stage);
   llava->train();
   const Device device = dist::rank_device(c.device, dist::launch_info());

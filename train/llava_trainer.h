@@ -8,7 +8,8 @@
 //             (data.template) and LLaVA's label masking
 //   stage     model.stage 1: the projector alone (stage1.*), LLaVA's feature alignment;
 //             model.stage 2: the projector and the language model (stage2.*), instruction tuning.
-//             A stage's steps = 0 means data.epochs passes over the data
+//             A stage's steps = 0 means data.epochs passes over the data;
+//             model.gradient_checkpointing recomputes each decoder layer in the backward
 //
 // Outputs under runs/<name>/: config.toml, metrics.jsonl, loss.png, checkpoints/
 // (the trained parameters only, the optimizer state and, in state.json, every

@@ -432,6 +432,7 @@ StagePlan plan_llava_run(const TrainConfig& c, int world) {
   p.frozen_bf16 = c.model_weights_dtype != "f32";
   p.bf16_autocast = c.precision == "bf16";
   p.cuda = c.device.rfind("cuda", 0) == 0;
+  p.checkpointing = c.model_gradient_checkpointing;
   StagePlan plan = plan_llava(m, p);
   plan.batch_key = stage + ".batch_size";
   plan.batch_value = s.batch_size;

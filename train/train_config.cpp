@@ -256,6 +256,9 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("model.vision_select_feature", &c.model_vision_select_feature,
         "llava: patch (CLS dropped, LLaVA-1.5) or cls_patch");
   s.set_choices("model.vision_select_feature", {"patch", "cls_patch"});
+  s.add("model.gradient_checkpointing", &c.model_gradient_checkpointing,
+        "llava: keep each decoder layer's input only and run its forward again in the backward (the same "
+        "gradients, far less activation memory, one more forward of the language model per step)");
 
   s.add("vision.hidden_size", &c.vision_hidden_size, "CLIPVisionConfig.hidden_size");
   s.add("vision.intermediate_size", &c.vision_intermediate_size, "CLIPVisionConfig.intermediate_size");

@@ -70,6 +70,7 @@ struct TrainConfig {
   int64_t model_stage = 1;           // 1: the projector alone; 2: the projector and the language model
   int64_t model_vision_select_layer = -2;         // LLaVA's mm_vision_select_layer
   std::string model_vision_select_feature = "patch";  // patch (CLS dropped) or cls_patch
+  bool model_gradient_checkpointing = false;  // recompute each decoder layer in the backward (core/checkpoint.h)
 
   // [vision]: CLIP's vision architecture (Hugging Face CLIPVisionConfig keys)
   int64_t vision_hidden_size = 128;

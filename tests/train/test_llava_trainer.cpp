@@ -194,6 +194,18 @@ TEST_CASE("llava trainer: stage 1 and 2 on Hugging Face folders and LLaVA JSON, 
     CHECK(same_bits(file_tensors(run1 / "mm_projector.safetensors"), projector));
   }
 
+  // ---- the same stage 1 with gradient checkpointing: the same losses and projector ----
+  SECTION("gradient checkpointing") {
+    const auto projector = file_tensors(run1 / "mm_projector.safetensors");
+    TrainConfig again = stage1_config(dir.path);
+    again.name = "stage1-checkpointed";
+    again.model_gradient_checkpointing = true;
+    run_llava_training(again, options_for(again));
+    const fs::path run = dir.path / "runs" / again.name;
+    CHECK(losses(run) == l1);
+    CHECK(same_bits(file_tensors(run / "mm_projector.safetensors"), projector));
+  }
+
   // ---- stage 2 from stage 1's projector ----
   SECTION("stage 2") {
     TrainConfig c2 = stage1_config(dir.path);
@@ -266,4 +278,41 @@ TEST_CASE("llava trainer: bad settings and files are named before anything runs"
     CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("data.json"));
   }
   CHECK_FALSE(fs::exists(dir.path / "runs" / "stage1" / "checkpoints"));
+}
+
+TEST_CASE("llava trainer: configs/llava-1.5-stage{1,2}.toml load and run a few steps on tiny models", "[trainer][llava]") {
+  TempDir dir("llava_configs");
+  split_models(dir.path);
+  write_data(dir.path);
+  const fs::path configs = fs::path(VLMC_GOLDEN_DIR).parent_path().parent_path() / "configs";
+  for (const int stage : {1, 2}) {
+    INFO("stage " << stage);
+    TrainConfig c;
+    ConfigSchema schema;
+    register_train_config(schema, c);
+    schema.load_toml_file((configs / ("llava-1.5-stage" + std::to_string(stage) + ".toml")).string());
+    CHECK(c.data_format == "llava");
+    CHECK(c.model_stage == stage);
+    CHECK(c.model_gradient_checkpointing);
+    CHECK(c.precision == "bf16");
+    // LLaVA's global batches: 256 in stage 1, 128 in stage 2.
+    CHECK(c.llava_stage().batch_size * c.llava_stage().gradient_accumulation_steps == (stage == 1 ? 256 : 128));
+    // The paths users give, and sizes for the tiny models.
+    c.device = "cpu";
+    c.runs_dir = (dir.path / "runs").string();
+    c.model_vision_tower = (dir.path / "clip").string();
+    c.model_language_model = (dir.path / "llama").string();
+    c.data_image_folder = (dir.path / "images").string();
+    c.data_json = (dir.path / (stage == 1 ? "captions.json" : "chats.jsonl")).string();
+    c.data_workers = 1;
+    c.data_model_max_length = 512;
+    StageSettings& s = stage == 1 ? c.stage1 : c.stage2;
+    s.steps = 2;
+    s.batch_size = 2;
+    s.gradient_accumulation_steps = 1;
+    if (stage == 2) c.model_projector = (dir.path / "runs" / "llava-1.5-stage1" / "mm_projector.safetensors").string();
+    const TrainResult r = run_llava_training(c, options_for(c));
+    CHECK(r.stages.size() == 1);
+  }
+  CHECK(fs::is_directory(dir.path / "runs" / "llava-1.5-stage2" / "model-hf"));
 }
