@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tests/cli/cli_runner.h"
+#include "tests/support/llava_files.h"
 #include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
@@ -337,5 +338,67 @@ TEST_CASE("mpi: a hanging process makes the others stop after the collective tim
   CHECK(status != 0);
   CHECK_THAT(err, Catch::Contains("did not complete within 3 s"));
   CHECK(waited < 30);
+}
+TEST_CASE("mpi: a LLaVA run on two processes gives the one-process losses, and resumes at the exact sample",
+          "[mpi][llava]") {
+  TempDir scratch("mpi_llava");
+  test::split_models(scratch.path);
+  test::write_data(scratch.path);
+  // Stage 2 on the chats (no bad sample: a skipped one is replaced within its
+  // process's share, so with one the two jobs' batches would differ).
+  auto flags = [&](const std::string& name) {
+    return std::vector<std::string>{"--threads", "1", "train",
+                                    "--run.name", name,
+                                    "--run.runs_dir", (scratch.path / "runs").string(),
+                                    "--run.log_every_s", "1e9",
+                                    "--run.checkpoint_every", "2",
+                                    "--run.keep_checkpoints", "3",
+                                    "--data.format", "llava",
+                                    "--data.json", (scratch.path / "chats.jsonl").string(),
+                                    "--data.image_folder", (scratch.path / "images").string(),
+                                    "--data.template", "vicuna_v1",
+                                    "--data.workers", "1",
+                                    "--data.model_max_length", "512",
+                                    "--model.vision_tower", (scratch.path / "clip").string(),
+                                    "--model.language_model", (scratch.path / "llama").string(),
+                                    "--model.stage", "2",
+                                    "--data.epochs", "2",
+                                    "--stage2.steps", "5",
+                                    "--stage2.batch_size", "4",
+                                    "--stage2.lr", "1e-3"};
+  };
+  const Result one = run_cli(flags("one"), scratch.path);
+  INFO(one.err);
+  REQUIRE(one.status == 0);
+  std::vector<std::string> argv = mpirun_prefix(2);
+  argv.push_back(VLMC_CLI_PATH);
+  for (const std::string& a : flags("two")) argv.push_back(a);
+  Child job(argv, scratch.path / "mpi.out", scratch.path / "mpi.err");
+  const int status = job.wait_for(std::chrono::seconds(300));
+  INFO(read_text(scratch.path / "mpi.err"));
+  REQUIRE(status == 0);
+  const auto a = losses(scratch.path / "runs" / "one" / "metrics.jsonl");
+  const auto b = losses(scratch.path / "runs" / "two" / "metrics.jsonl");
+  REQUIRE(a.size() == 5);
+  REQUIRE(b.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("step " << i + 1 << ": one process " << a[i].second << ", two " << b[i].second);
+    CHECK(std::abs(b[i].second - a[i].second) <= 1e-6 * std::abs(a[i].second));
+  }
+  // Each checkpoint holds both processes' places in the data.
+  const fs::path checkpoints = scratch.path / "runs" / "two" / "checkpoints";
+  const train::Checkpoint at4 = train::load_checkpoint((checkpoints / "3-stage2-step000004").string());
+  REQUIRE(at4.state["data"]["loaders"].size() == 2);
+  CHECK(at4.state["data"]["loaders"][1]["step"] == 4);
+  // Cut back to step 2 and resumed by two processes: the same losses.
+  for (const auto& entry : fs::directory_iterator(checkpoints))
+    if (entry.path().filename().string() > "3-stage2-step000002") fs::remove_all(entry.path());
+  std::vector<std::string> resume_argv = argv;
+  resume_argv.push_back("--resume");
+  Child resumed(resume_argv, scratch.path / "resume.out", scratch.path / "resume.err");
+  const int resumed_status = resumed.wait_for(std::chrono::seconds(300));
+  INFO(read_text(scratch.path / "resume.err"));
+  REQUIRE(resumed_status == 0);
+  CHECK(losses(scratch.path / "runs" / "two" / "metrics.jsonl") == b);
 }
 #endif  // VLMC_MPIEXEC
