@@ -15,7 +15,10 @@
 
 #include "data/image_encode.h"
 #include "modules/hf_checkpoint.h"
+#include "modules/generation.h"
 #include "modules/hf_export.h"
+#include "core/autograd.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "modules/projector_io.h"
 #include "train/checkpoint.h"
 #include "train/config_schema.h"
@@ -192,6 +195,22 @@ TEST_CASE("llava trainer: stage 1 and 2 on Hugging Face folders and LLaVA JSON, 
     CHECK(hf.config.llava.image_token_index == 400);
     CHECK(same_bits(nn::export_projector(*hf.llava->connector, nn::ProjectorNaming::llava),
                     nn::export_projector(*back.llava->connector, nn::ProjectorNaming::llava)));
+    // Both generate, and the same tokens: -200 at the image for the original layout, the
+    // vocabulary's <image> for transformers'.
+    Generator gen(9);
+    const Tensor pixels = Tensor::randn({1, 3, 12, 12}, gen);
+    auto continuation = [&](const nn::PretrainedModel& m, int64_t image_id) {
+      NoGradGuard no_grad;
+      m.llava->eval();
+      const Tensor ids = Tensor::from_vector(std::vector<int64_t>{1, 5, image_id, 9, 17}, {1, 5});
+      const SpliceResult in = m.llava->prepare_inputs(ids, pixels);
+      nn::GenerationConfig g;
+      g.max_new_tokens = 6;
+      return nn::generate(*m.llama, in.inputs_embeds, g).ids;
+    };
+    const std::vector<int64_t> from_original = continuation(back, data::kImageTokenIndex);
+    CHECK(from_original.size() == 6);
+    CHECK(continuation(hf, 400) == from_original);
   }
 }
 
