@@ -19,8 +19,11 @@
 // bias of y = x·Wᵀ + b laid into y before a GEMM with beta = 1, which costs
 // one write of y (a bias add after the GEMM would cost a read and a write).
 //
-// CPU: Eigen maps over the buffers with EIGEN_USE_BLAS, so products of any
-// size go to OpenBLAS's sgemm/dgemm (threaded by OpenBLAS on the vlmc pool).
+// CPU: f32 products go to oneDNN's matmul primitive where it has a JIT kernel
+// for this CPU (kernels/cpu/onednn_matmul.h; VLMC_GEMM=openblas turns it
+// off), everything else (f64, a build without oneDNN) to OpenBLAS's
+// sgemm/dgemm through Eigen maps with EIGEN_USE_BLAS. Both thread on vlmc's
+// OpenMP pool.
 // CUDA: cuBLAS with a per-device handle, TF32 disabled so that f32 products
 // are expected to match the CPU to ~1e-6 relative (tests/cuda/test_cuda_linalg.cpp
 // checks 1e-5, growing as sqrt(K/4096) beyond 4096 terms; passed on an H200,
@@ -29,9 +32,10 @@
 // gemm_bf16 is the mixed-precision form behind autocast (core/autocast.h): A
 // and B hold bf16 bits (uint16_t), C, alpha and beta are f32, and every
 // product is accumulated in f32, with the strided-batched conventions above.
-// CPU (the oracle): the operands' matrices are widened to f32 (exact) into a
-// scratch sized to them and handed to the f32 path, so the result is exactly
-// "bf16 operands, f32 accumulation" up to summation order. CUDA:
+// CPU (the oracle): oneDNN's bf16 matmul where the CPU has a bf16 dot
+// product (AVX512-BF16, AMX); elsewhere the operands' matrices are widened to
+// f32 (exact) into a scratch sized to them and handed to the f32 path. Either
+// way the result is "bf16 operands, f32 accumulation" up to summation order. CUDA:
 // cublasGemmStridedBatchedEx with bf16 A/B, f32 C and CUBLAS_COMPUTE_32F.
 #pragma once
 

@@ -19,6 +19,12 @@
 // training) and the nn form: the weight is widened tile by tile (a few MB of
 // scratch) and each tile goes to the f32 GEMM (kernels/gemm.h, OpenBLAS,
 // whose sums may change with the thread count).
+// The _bf16x forms take the activations (x, or dy) as bf16 too: linear under
+// autocast with a bf16 weight, where torch.autocast also rounds the input.
+// Both operands bf16, f32 accumulation and output: oneDNN's bf16 kernel
+// where the CPU has one (kernels/cpu/onednn_matmul.h); elsewhere, and for
+// m <= kLowpGemvRows, the activations are widened to f32 (an [m, k] scratch,
+// exact) and the f32-activation forms above run.
 // No CUDA form: core/ops widens the weight on the device instead.
 #pragma once
 
@@ -36,5 +42,11 @@ void gemm_lowp_weight_nt(int64_t m, int64_t n, int64_t k, const float* x, int64_
 
 void gemm_lowp_weight_nn(int64_t m, int64_t n, int64_t k, const float* dy, int64_t lddy, const uint16_t* w,
                          int64_t ldw, DType w_dtype, float beta, float* dx, int64_t lddx);
+
+void gemm_bf16_weight_nt_bf16x(int64_t m, int64_t n, int64_t k, const uint16_t* x, int64_t ldx, const uint16_t* w,
+                               int64_t ldw, float beta, float* y, int64_t ldy);
+
+void gemm_bf16_weight_nn_bf16x(int64_t m, int64_t n, int64_t k, const uint16_t* dy, int64_t lddy,
+                               const uint16_t* w, int64_t ldw, float beta, float* dx, int64_t lddx);
 
 }  // namespace vlmc::kernels::cpu

@@ -5,7 +5,8 @@
 # CUDA, CMake, ninja and PyTorch but none of Eigen, OpenBLAS, Catch2, toml++,
 # CLI11, nlohmann-json or the Fashion-MNIST data. scripts/gpu-check.sh unpacks
 # them (dpkg -x, no installation) and builds there when no pack was carried.
-# About 45 MB.
+# About 45 MB. oneDNN is left out (its package alone is 8 MB): the build
+# there finds none and runs every CPU product on OpenBLAS.
 #
 # The quicker way is scripts/gpu-pack.sh (programs built here, about 20 MB):
 # this is the fallback for when the pack's programs do not load there.

@@ -6,7 +6,8 @@
 #          -lineinfo, without MPI (one GPU: no launcher, no NCCL);
 #   lib/   every shared library they need that is neither glibc nor one the
 #          GPU machine has in its own CUDA (libcuda, cuBLAS, cuBLASLt, cuDNN):
-#          OpenBLAS, libgomp, toml++, libstdc++, the CUDA runtime it was built with;
+#          OpenBLAS, oneDNN (with the OpenCL loader it links), libgomp, toml++,
+#          libstdc++, the CUDA runtime it was built with;
 #   data/  the first 10,000 Fashion-MNIST training images and the whole test
 #          split (valid IDX files; the check's training run and the CUDA trainer
 #          test need images, not all 60,000);

@@ -9,6 +9,7 @@ packages=(
   cmake ninja-build g++ make ccache pkg-config
   libeigen3-dev            # CPU math
   libopenblas-openmp-dev   # Eigen's BLAS; the OpenMP build shares vlmc's thread pool
+  libdnnl-dev              # oneDNN: the CPU GEMMs, bf16 and f32 (kernels/cpu/onednn_matmul.h)
   catch2                   # tests (v2)
   nlohmann-json3-dev       # safetensors headers, JSON
   libcli11-dev             # the command line

@@ -16,9 +16,12 @@
 // pretrained model kept in its file's dtype, docs/numerics.md): the weight's
 // values are multiplied as they are, f32 accumulation, f32 output, and the
 // input's gradient is dy · W the same way (kernels/gemm_lowp_weight.h). Such
-// a weight never requires grad (trained parameters are f32 masters), and
-// autocast leaves the f32 input unrounded there. On CUDA the weight is
-// widened to f32 on the device for each call and the f32 path runs.
+// a weight never requires grad (trained parameters are f32 masters). Under
+// autocast a bf16 weight's input (and its gradient, backward) is rounded to
+// bf16 as torch.autocast rounds it, and the product is bf16 x bf16 with f32
+// accumulation (oneDNN's bf16 kernel where the CPU has one); an f16 weight's
+// input stays f32. On CUDA the weight is widened to f32 on the device for
+// each call and the f32 path runs.
 #include <algorithm>
 
 #include "core/autocast.h"
@@ -251,6 +254,9 @@ Tensor linear_lowp_weight(const Tensor& x, const Tensor& weight, const Tensor& b
   const Tensor x2 = x.detach().reshape({rows, in}).contiguous();  // [M, in]
   const Tensor w = weight.detach().contiguous();                  // [out, in]
   const DType w_dtype = w.dtype();
+  // Under autocast a bf16 weight's product takes x (and, backward, g) rounded
+  // to bf16 too, as torch.autocast does: a bf16 x bf16 GEMM.
+  const bool bf16 = autocast_bf16() && w_dtype == DType::bf16;
   const auto bits = [](const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); };
   Tensor y2 = Tensor::empty({rows, out_features}, DType::f32, x.device());
   if (y2.numel() > 0) {
@@ -259,19 +265,29 @@ Tensor linear_lowp_weight(const Tensor& x, const Tensor& weight, const Tensor& b
       lay_bias_rows(y2, bias.detach().contiguous());
       beta = 1.0f;
     }
-    kernels::cpu::gemm_lowp_weight_nt(rows, out_features, in, x2.data<float>(), in, bits(w), in, w_dtype, beta,
-                                      y2.data<float>(), out_features);
+    if (bf16) {
+      kernels::cpu::gemm_bf16_weight_nt_bf16x(rows, out_features, in, bits(autocast_bf16_copy(x2)), in, bits(w), in,
+                                              beta, y2.data<float>(), out_features);
+    } else {
+      kernels::cpu::gemm_lowp_weight_nt(rows, out_features, in, x2.data<float>(), in, bits(w), in, w_dtype, beta,
+                                        y2.data<float>(), out_features);
+    }
   }
   Tensor y = y2.view(out_shape);
   if (!any_requires_grad({x, bias})) return y;
   record(y, "linear", {x, weight, bias},
-         [w, bits, x_shape = x.shape(), rows, in, out_features](const Tensor& g, const GradMask& needs) {
+         [w, bits, bf16, x_shape = x.shape(), rows, in, out_features](const Tensor& g, const GradMask& needs) {
            const Tensor g2 = g.reshape({rows, out_features}).contiguous();
            std::vector<Tensor> grads(3);
            if (needs[0]) {  // dx [M, in] = g [M, out] · W [out, in]
              Tensor dx = Tensor::empty({rows, in}, DType::f32, g2.device());
-             kernels::cpu::gemm_lowp_weight_nn(rows, out_features, in, g2.data<float>(), out_features, bits(w), in,
-                                               w.dtype(), 0.0f, dx.data<float>(), in);
+             if (bf16) {
+               kernels::cpu::gemm_bf16_weight_nn_bf16x(rows, out_features, in, bits(autocast_bf16_copy(g2)),
+                                                       out_features, bits(w), in, 0.0f, dx.data<float>(), in);
+             } else {
+               kernels::cpu::gemm_lowp_weight_nn(rows, out_features, in, g2.data<float>(), out_features, bits(w),
+                                                 in, w.dtype(), 0.0f, dx.data<float>(), in);
+             }
              grads[0] = dx.view(x_shape);
            }
            if (needs[2]) grads[2] = sum(g2, {0});

@@ -1,4 +1,6 @@
-// CPU GEMM (see kernels/gemm.h): Eigen maps over the row-major buffers.
+// CPU GEMM (see kernels/gemm.h): oneDNN's matmul for f32 where it has a JIT
+// implementation (kernels/cpu/onednn_matmul.h says why), else, and for f64,
+// Eigen maps over the row-major buffers.
 //
 // The library compiles this file with EIGEN_USE_BLAS, so every plain
 // `C.noalias() += alpha * op(A) * op(B)` below becomes one sgemm/dgemm call
@@ -9,6 +11,9 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
+
+#include "kernels/cpu/onednn_matmul.h"
 
 namespace vlmc::kernels::cpu {
 namespace {
@@ -49,11 +54,27 @@ void gemm_one(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alp
   }
 }
 
+// The f32 product through oneDNN; false when it is not the way (the caller
+// runs OpenBLAS). beta is oneDNN's sum post-op, skipped (C not read) at 0.
+template <typename T>
+bool onednn_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                 int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta, T* c, int64_t ldc,
+                 int64_t stride_c, int64_t batch) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;  // oneDNN has no f64 matmul
+  } else {
+    if (m == 0 || n == 0 || k == 0 || batch == 0 || alpha == 0.0f) return false;
+    return onednn::matmul(onednn::Operands::f32, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                          stride_b, beta, c, ldc, stride_c, batch);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (onednn_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1)) return;
   gemm_one(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -62,6 +83,9 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
                           const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
                           int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c,
                           int64_t batch) {
+  if (onednn_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
+                  batch))
+    return;
   // Each matrix is computed whole by one thread (or by OpenBLAS's threads),
   // so the result does not depend on the thread count.
   const bool spread = batch > 1 && m * n * k <= kSmallProduct;

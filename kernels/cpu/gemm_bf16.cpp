@@ -1,14 +1,19 @@
 // CPU bf16 GEMM (see kernels/gemm.h), the oracle of autocast's products.
 //
-// Widening bf16 to f32 is exact (a bf16 is the top half of an f32), so
-// widening the operands and running the f32 sgemm path computes exactly
-// "bf16 operands, f32 accumulation" up to summation order, at OpenBLAS speed,
-// with no second GEMM implementation to trust. Each operand's distinct
-// matrices (one when its batch stride is 0) are packed densely into one f32
-// scratch, so the scratch is the size of the data read, whatever the leading
+// oneDNN multiplies the bf16 operands directly where this CPU has a JIT
+// kernel for them (AVX512-BF16, AMX; kernels/cpu/onednn_matmul.h).
+//
+// Elsewhere (an AVX2-only CPU, a build without oneDNN, VLMC_GEMM=openblas):
+// widening bf16 to f32 is exact (a bf16 is the top half of an f32), so
+// widening the operands and running the f32 GEMM computes exactly "bf16
+// operands, f32 accumulation" up to summation order, at f32 GEMM speed, with
+// no second GEMM implementation to trust. Each operand's distinct matrices
+// (one when its batch stride is 0) are packed densely into one f32 scratch,
+// so the scratch is the size of the data read, whatever the leading
 // dimensions and strides, and padding between rows is never touched.
 #include <memory>
 
+#include "kernels/cpu/onednn_matmul.h"
 #include "kernels/dtype.h"
 #include "kernels/gemm.h"
 
@@ -55,6 +60,9 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                                 beta, c, ldc, stride_c, batch);
     return;
   }
+  if (alpha != 0.0f && onednn::matmul(onednn::Operands::bf16, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a,
+                                        b, ldb, stride_b, beta, c, ldc, stride_c, batch))
+    return;
   // Stored shapes: A is [m, k] or, transposed, [k, m]; B is [k, n] or [n, k].
   const Widened wa = widen(a, trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
   const Widened wb = widen(b, trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cpu/onednn_matmul.h"
 #include "kernels/gemm.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -159,7 +160,40 @@ void check_dtype(DType w_dtype, const char* what) {
     throw std::invalid_argument(std::string(what) + ": the weight must be bf16 or f16, got " + dtype_name(w_dtype));
 }
 
+// rows x cols bf16 (leading dim ld) widened into a dense f32 [rows, cols].
+std::unique_ptr<float[]> widen_bf16(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld) {
+  std::unique_ptr<float[]> out(new float[static_cast<size_t>(std::max<int64_t>(rows * cols, 1))]);
+  widen_rows(out.get(), src, ld, DType::bf16, 0, rows, cols);
+  return out;
+}
+
+// out [m, n] (+ beta) = act [m, k_act] · op(w) through oneDNN's bf16 kernel;
+// false when oneDNN is not the way here.
+bool onednn_bf16(bool trans_w, int64_t m, int64_t n, int64_t k, const uint16_t* act, int64_t ld_act,
+                 const uint16_t* w, int64_t ldw, float beta, float* out, int64_t ld_out) {
+  return onednn::matmul(onednn::Operands::bf16, false, trans_w, m, n, k, 1.0f, act, ld_act, 0, w, ldw, 0, beta, out,
+                        ld_out, 0, 1);
+}
+
 }  // namespace
+
+void gemm_bf16_weight_nt_bf16x(int64_t m, int64_t n, int64_t k, const uint16_t* x, int64_t ldx, const uint16_t* w,
+                               int64_t ldw, float beta, float* y, int64_t ldy) {
+  if (m == 0 || n == 0) return;
+  // y [m, n] = x [m, k] · w [n, k]ᵀ
+  if (m > kLowpGemvRows && k > 0 && onednn_bf16(true, m, n, k, x, ldx, w, ldw, beta, y, ldy)) return;
+  const auto xf = widen_bf16(x, m, k, ldx);
+  gemm_lowp_weight_nt(m, n, k, xf.get(), k, w, ldw, DType::bf16, beta, y, ldy);
+}
+
+void gemm_bf16_weight_nn_bf16x(int64_t m, int64_t n, int64_t k, const uint16_t* dy, int64_t lddy,
+                               const uint16_t* w, int64_t ldw, float beta, float* dx, int64_t lddx) {
+  if (m == 0 || k == 0) return;
+  // dx [m, k] = dy [m, n] · w [n, k]
+  if (n > 0 && onednn_bf16(false, m, k, n, dy, lddy, w, ldw, beta, dx, lddx)) return;
+  const auto dyf = widen_bf16(dy, m, n, lddy);
+  gemm_lowp_weight_nn(m, n, k, dyf.get(), n, w, ldw, DType::bf16, beta, dx, lddx);
+}
 
 void gemm_lowp_weight_nt(int64_t m, int64_t n, int64_t k, const float* x, int64_t ldx, const uint16_t* w,
                          int64_t ldw, DType w_dtype, float beta, float* y, int64_t ldy) {

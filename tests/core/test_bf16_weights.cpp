@@ -3,8 +3,8 @@
 // splice with a 16-bit weight must equal the same ops on that weight widened
 // to f32 (the same values; f32 accumulation in both, so only the summation
 // order differs), forward and input gradient, at sizes that cover the
-// kernel's vector and column tails; a 16-bit weight that requires grad is
-// refused.
+// kernel's vector and column tails; under autocast a bf16 weight's input is
+// rounded to bf16 first; a 16-bit weight that requires grad is refused.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -89,11 +89,28 @@ TEST_CASE("linear with a bf16 weight: batched input, strided input, autocast, th
     const Tensor xt = Tensor::randn({70, 4}, gen).transpose(0, 1);  // [4, 70], not contiguous
     CHECK(test::element_error(linear(xt, w16), linear(xt, wf), magnitude(xt, wf, Tensor())).error <= kTolerance);
   }
-  SECTION("autocast leaves the f32 input unrounded against a 16-bit weight") {
-    const Tensor x = Tensor::randn({3, 70}, gen);
-    const Tensor plain = linear(x, w16);
+  SECTION("autocast rounds the input of a bf16 weight's product to bf16, as torch.autocast does") {
+    for (int64_t m : {int64_t(3), int64_t(17)}) {  // the streaming kernel, then the GEMM (oneDNN's bf16 one)
+      INFO("M " << m);
+      const Tensor x = Tensor::randn({m, 70}, gen).set_requires_grad(true);
+      const Tensor g = Tensor::randn({m, 37}, gen);
+      Tensor y;
+      {
+        AutocastGuard autocast(true);
+        y = linear(x, w16);
+      }
+      const Tensor xr = x.detach().to(DType::bf16).to(DType::f32), gr = g.to(DType::bf16).to(DType::f32);
+      CHECK(test::element_error(y, linear(xr, wf), magnitude(xr, wf, Tensor())).error <= kTolerance);
+      sum(mul(y, g)).backward();  // dx = g (rounded) · W
+      CHECK(test::element_error(x.grad(), matmul(gr, wf), matmul(abs(gr), abs(wf))).error <= kTolerance);
+    }
+  }
+  SECTION("autocast leaves the f32 input of an f16 weight's product unrounded") {
+    const Tensor w_half = Tensor::randn({37, 70}, gen).to(DType::f16);
+    const Tensor x = Tensor::randn({17, 70}, gen);
+    const Tensor plain = linear(x, w_half);
     AutocastGuard autocast(true);
-    CHECK(test::max_abs_error(linear(x, w16), plain) == 0.0);
+    CHECK(test::max_abs_error(linear(x, w_half), plain) == 0.0);
   }
   SECTION("the streaming kernel's result does not depend on the thread count") {
     // (m > kLowpGemvRows goes to OpenBLAS, whose sums may split by thread.)
@@ -138,6 +155,22 @@ TEST_CASE("the low-precision-weight kernels honour leading dimensions and beta",
   CHECK(test::element_error(dx.narrow(1, 0, k), matmul(g, wf) + x, matmul(abs(g), abs(wf)) + abs(x)).error <=
         kTolerance);
   CHECK(test::max_abs_error(dx.narrow(1, k, ldx - k), xs.narrow(1, k, ldx - k)) == 0.0);
+
+  // The bf16-activation forms over the same buffers, the activations rounded.
+  const Tensor xs16 = xs.to(DType::bf16), gs16 = gs.to(DType::bf16);
+  const Tensor xr = xs16.narrow(1, 0, k).to(DType::f32), gr = gs16.narrow(1, 0, n).to(DType::f32);
+  const auto bits = [](const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); };
+  Tensor y16 = y0.clone();
+  kernels::cpu::gemm_bf16_weight_nt_bf16x(m, n, k, bits(xs16), ldx, bits(ws), ldw, 0.5f, y16.data<float>(), ldy);
+  CHECK(test::element_error(y16.narrow(1, 0, n), matmul(xr, wf.transpose(0, 1)) + y0.narrow(1, 0, n) * 0.5,
+                            magnitude(xr, wf, Tensor()) + abs(y0.narrow(1, 0, n)))
+            .error <= kTolerance);
+  CHECK(test::max_abs_error(y16.narrow(1, n, ldy - n), y0.narrow(1, n, ldy - n)) == 0.0);
+  Tensor dx16 = xs.clone();
+  kernels::cpu::gemm_bf16_weight_nn_bf16x(m, n, k, bits(gs16), ldy, bits(ws), ldw, 1.0f, dx16.data<float>(), ldx);
+  CHECK(test::element_error(dx16.narrow(1, 0, k), matmul(gr, wf) + x, matmul(abs(gr), abs(wf)) + abs(x)).error <=
+        kTolerance);
+  CHECK(test::max_abs_error(dx16.narrow(1, k, ldx - k), xs.narrow(1, k, ldx - k)) == 0.0);
 }
 
 TEST_CASE("a 16-bit weight that requires grad is refused, naming the op", "[bf16_weights]") {

@@ -1,0 +1,239 @@
+// oneDNN's matmul behind the CPU GEMMs (see kernels/cpu/onednn_matmul.h).
+//
+// Creating a oneDNN primitive costs 0.1-0.5 ms (it picks an implementation
+// and JIT-compiles its kernels), a hundred times a small product. So each
+// distinct call shape (dtypes, transposes, sizes, leading dims, strides,
+// alpha, beta, thread count) gets its primitive once, kept in a table; a
+// training step repeats the same few dozen shapes. Pointers are not part of
+// the key: the buffers are bound at execution. Shapes oneDNN answers only with
+// its reference implementation are remembered as refused.
+//
+// Each execution gets its scratchpad from the calling thread (user scratchpad
+// mode), so primitives run concurrently from several threads without sharing
+// oneDNN's global one.
+#include "kernels/cpu/onednn_matmul.h"
+
+#include <omp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#if VLMC_WITH_ONEDNN
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace vlmc::kernels::cpu::onednn {
+namespace {
+
+// One call of matmul(), pointers included.
+struct Matmul {
+  Operands operands;
+  bool trans_a, trans_b;
+  int64_t m, n, k;
+  float alpha;
+  const void* a;
+  int64_t lda, stride_a;
+  const void* b;
+  int64_t ldb, stride_b;
+  float beta;
+  float* c;
+  int64_t ldc, stride_c, batch;
+};
+
+// The switch, first set from VLMC_GEMM: "onednn" (the default) or "openblas".
+std::atomic<bool>& switched_on() {
+  static std::atomic<bool> on = [] {
+    const char* env = std::getenv("VLMC_GEMM");
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "onednn") == 0) return true;
+    if (std::strcmp(env, "openblas") == 0) return false;
+    throw std::invalid_argument(std::string("VLMC_GEMM: expected 'onednn' or 'openblas', got '") + env + "'");
+  }();
+  return on;
+}
+
+bool openblas_requested() { return !switched_on().load(std::memory_order_relaxed); }
+
+}  // namespace
+
+#if VLMC_WITH_ONEDNN
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+uint32_t bits_of(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+// Everything about a call but its pointers, plus the thread count the
+// primitive partitions its work for.
+using Key = std::array<int64_t, 17>;
+
+Key key_of(const Matmul& c) {
+  const bool batched = c.batch > 1;
+  return {static_cast<int64_t>(c.operands), c.trans_a, c.trans_b, c.m, c.n, c.k, c.lda,
+          batched ? c.stride_a : 0, c.ldb, batched ? c.stride_b : 0, c.ldc, batched ? c.stride_c : 0,
+          c.batch, bits_of(c.alpha), bits_of(c.beta), omp_get_max_threads(), omp_in_parallel()};
+}
+
+struct Entry {
+  bool usable = false;  // false: refused (no primitive, or only the reference one)
+  dnnl::matmul primitive;
+  memory::desc a, b, c, scratchpad;
+  std::string implementation;
+};
+
+// The memory descriptor of one operand: logical dims [batch?, rows, cols] over
+// a row-major buffer, or a transposed one (stored [cols, rows]).
+memory::desc operand_desc(memory::data_type type, int64_t batch, int64_t batch_stride, int64_t rows,
+                          int64_t cols, int64_t ld, bool transposed) {
+  const memory::dims row_col = transposed ? memory::dims{1, ld} : memory::dims{ld, 1};
+  if (batch == 0) return memory::desc({rows, cols}, type, row_col);
+  // A batch dim of 1 (an operand shared by the batch) still needs a stride;
+  // its value is never used to step.
+  const int64_t step = batch_stride != 0 ? batch_stride : rows * cols;
+  return memory::desc({batch, rows, cols}, type, {step, row_col[0], row_col[1]});
+}
+
+Entry create(const Matmul& c) {
+  Entry e;
+  const auto type = c.operands == Operands::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  const bool batched = c.batch > 1;
+  // 0 = no batch dim; else the operand's batch extent (1 when broadcast).
+  const int64_t batch_a = !batched ? 0 : c.stride_a == 0 ? 1 : c.batch;
+  const int64_t batch_b = !batched ? 0 : c.stride_b == 0 ? 1 : c.batch;
+  e.a = operand_desc(type, batch_a, c.stride_a, c.m, c.k, c.lda, c.trans_a);
+  e.b = operand_desc(type, batch_b, c.stride_b, c.k, c.n, c.ldb, c.trans_b);
+  e.c = operand_desc(memory::data_type::f32, batched ? c.batch : 0, c.stride_c, c.m, c.n, c.ldc, false);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (c.alpha != 1.0f) attr.set_output_scales(0, {c.alpha});
+  if (c.beta != 0.0f) {
+    dnnl::post_ops ops;
+    ops.append_sum(c.beta);  // C = alpha * A·B + beta * C
+    attr.set_post_ops(ops);
+  }
+  try {
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e.a, e.b, e.c), attr, cpu_engine());
+    e.implementation = pd.impl_info_str();
+    if (e.implementation.find("ref") != std::string::npos) return e;  // scalar loops: OpenBLAS is faster
+    e.scratchpad = pd.scratchpad_desc();
+    e.primitive = dnnl::matmul(pd);
+    e.usable = true;
+  } catch (const dnnl::error&) {
+    // unimplemented for this shape or CPU: refused, the caller's path runs
+  }
+  return e;
+}
+
+std::shared_ptr<const Entry> lookup(const Matmul& call) {
+  // Bounded: a program that keeps making new shapes (a sweep) starts over
+  // rather than growing without end.
+  constexpr size_t kMaxEntries = 4096;
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<const Entry>> table;
+  const Key key = key_of(call);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (const auto it = table.find(key); it != table.end()) return it->second;
+  }
+  auto entry = std::make_shared<const Entry>(create(call));  // outside the lock: it may take a while
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (table.size() >= kMaxEntries) table.clear();
+  return table.emplace(key, std::move(entry)).first->second;
+}
+
+// This thread's scratchpad, 64-byte aligned, grown to the largest asked for.
+void* scratchpad(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (bytes > buffer.size) {
+    std::free(buffer.data);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    buffer.data = std::aligned_alloc(64, rounded);
+    if (buffer.data == nullptr) throw std::bad_alloc();
+    buffer.size = rounded;
+  }
+  return buffer.data;
+}
+
+std::string version() {
+  const dnnl_version_t* v = dnnl::version();
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+// A plain 64 x 64 x 64 product: what this CPU gets for typical calls.
+std::shared_ptr<const Entry> probe(Operands operands) {
+  return lookup({operands, false, false, 64, 64, 64, 1.0f, nullptr, 64, 0, nullptr, 64, 0, 0.0f, nullptr, 64, 0, 1});
+}
+
+}  // namespace
+
+bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, float beta,
+            float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  const Matmul call{operands, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta,
+                    c, ldc, stride_c, batch};
+  if (openblas_requested()) return false;
+  if (call.m < 1 || call.n < 1 || call.k < 1 || call.batch < 1) return false;
+  // Both operands shared by the whole batch: oneDNN's dst batch would be 1.
+  if (call.batch > 1 && call.stride_a == 0 && call.stride_b == 0) return false;
+  const std::shared_ptr<const Entry> entry = lookup(call);
+  if (!entry->usable) return false;
+  const dnnl::engine& engine = cpu_engine();
+  thread_local dnnl::stream stream(cpu_engine());
+  const memory src(entry->a, engine, const_cast<void*>(a));
+  const memory weights(entry->b, engine, const_cast<void*>(b));
+  const memory dst(entry->c, engine, c);
+  const memory pad(entry->scratchpad, engine, scratchpad(entry->scratchpad.get_size()));
+  entry->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
+                                    {DNNL_ARG_SCRATCHPAD, pad}});
+  stream.wait();
+  return true;
+}
+
+bool enabled(Operands operands) { return !openblas_requested() && probe(operands)->usable; }
+
+std::string describe(Operands operands) {
+  if (openblas_requested()) return "OpenBLAS (oneDNN switched off)";
+  const std::shared_ptr<const Entry> entry = probe(operands);
+  if (!entry->usable) {
+    return "OpenBLAS (" + version() + " has " +
+           (entry->implementation.empty() ? std::string("no implementation") : entry->implementation) +
+           " on this CPU)";
+  }
+  return version() + " " + entry->implementation;
+}
+
+#else  // built without oneDNN
+
+bool matmul(Operands, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, int64_t, const void*,
+            int64_t, int64_t, float, float*, int64_t, int64_t, int64_t) {
+  return false;
+}
+bool enabled(Operands) { return false; }
+std::string describe(Operands) {
+  return openblas_requested() ? "OpenBLAS (oneDNN switched off)" : "OpenBLAS (built without oneDNN)";
+}
+
+#endif
+
+void set_enabled(bool on) { switched_on().store(on, std::memory_order_relaxed); }
+
+}  // namespace vlmc::kernels::cpu::onednn

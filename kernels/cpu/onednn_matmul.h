@@ -1,0 +1,56 @@
+// The CPU GEMMs' fast path: oneDNN's matmul primitive (Debian's libdnnl, the
+// library PyTorch's CPU matmuls use), internal to kernels/cpu/gemm*.cpp.
+//
+// Why oneDNN and not only OpenBLAS:
+//   - bf16: oneDNN multiplies bf16 operands directly (AVX512-BF16's vdpbf16ps,
+//     AMX's tiles) with f32 accumulation. OpenBLAS has no bf16 GEMM here, so
+//     the alternative widens both operands to f32 first and runs sgemm.
+//   - f32: OpenBLAS picks its kernels by CPU model; on a CPU model it does
+//     not know (a virtual "Intel Xeon Processor" with AVX-512), Debian's
+//     0.3.21 runs its generic Prescott (SSE3) kernels at a fifth of the
+//     speed. oneDNN picks by the ISA flags it reads from cpuid.
+// docs/perf.md has the measurements (bench_gemm prints both backends).
+//
+// matmul() returns false, having written nothing, whenever oneDNN is not the
+// way: the build has no oneDNN, VLMC_GEMM=openblas (or set_enabled(false))
+// asks for OpenBLAS, the
+// call has a shape oneDNN cannot express (both operands broadcast over a
+// batch), or oneDNN offers only its reference (scalar) implementation for it
+// on this CPU (bf16 on an AVX2-only CPU). The caller then runs its OpenBLAS
+// path, so every call has an answer on every machine.
+//
+// Determinism: a primitive is created for the shape and the current thread
+// count and cached; for a given thread count and CPU it sums in a fixed
+// order, so results repeat bit for bit from run to run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace vlmc::kernels::cpu::onednn {
+
+enum class Operands { f32, bf16 };  // C and the accumulation are always f32
+
+// The strided-batched GEMM of kernels/gemm.h, row-major: for i < batch,
+//   C_i [m, n] = alpha * op(A_i) [m, k] * op(B_i) [k, n] + beta * C_i,
+// A_i at a + i * stride_a elements (stride 0: one matrix for the batch).
+// bf16 operands are their 16-bit patterns (uint16_t). Runs the product and
+// returns true, or returns false without touching C.
+bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, float beta,
+            float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+
+// Whether this build and CPU would send typical products of these operands
+// to oneDNN (the build has it, it is not switched off, and oneDNN's
+// implementation for a plain product is not the reference one).
+bool enabled(Operands operands);
+
+// Process-wide switch, on unless VLMC_GEMM=openblas: off sends every product
+// to OpenBLAS (benchmarks and tests compare the two backends in one run).
+void set_enabled(bool on);
+
+// For logs and benchmarks, e.g. "oneDNN 2.6.3 brg:avx512_core_bf16", or
+// "OpenBLAS (oneDNN switched off)" / "OpenBLAS (built without oneDNN)".
+std::string describe(Operands operands);
+
+}  // namespace vlmc::kernels::cpu::onednn

@@ -1,0 +1,50 @@
+// On a CPU with AVX512-BF16 or AMX-BF16 (tests/bf16_isa_main.cpp skips the
+// suite elsewhere), autocast's products run oneDNN's native bf16 kernel, not
+// the widened f32 fallback, and give the fallback's values.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "core/autocast.h"
+#include "core/ops.h"
+#include "kernels/cpu/onednn_matmul.h"
+#include "tests/support/backend_compare.h"
+#include "tests/support/check.h"
+
+using namespace vlmc;
+namespace onednn = vlmc::kernels::cpu::onednn;
+
+TEST_CASE("native bf16: oneDNN picks a bf16 kernel on this CPU", "[bf16_isa]") {
+  const std::string backend = onednn::describe(onednn::Operands::bf16);
+  INFO("bf16 backend: " << backend);
+  CHECK(onednn::enabled(onednn::Operands::bf16));
+  CHECK(backend.rfind("oneDNN", 0) == 0);
+  // brg:avx512_core_bf16, brg:avx512_core_amx, ...: not the emulated avx512_core one.
+  CHECK((backend.find("bf16") != std::string::npos || backend.find("amx") != std::string::npos));
+}
+
+TEST_CASE("native bf16: linear under autocast gives the widened product's values", "[bf16_isa]") {
+  // Per element within 1e-5 of |expected| + RMS: the two sum the same exact
+  // bf16 products in f32, in different orders.
+  std::vector<std::vector<Tensor>> results;  // per backend: y, dx, dw
+  for (bool use_onednn : {true, false}) {
+    onednn::set_enabled(use_onednn);
+    const Tensor x = test::random_leaf({96, 320}, 1), w = test::random_leaf({200, 320}, 2);
+    const Tensor b = test::random_leaf({200}, 3);
+    Tensor y;
+    {
+      const AutocastGuard bf16(true);
+      y = linear(x, w, b);
+    }
+    // A fixed output gradient: one that depends on y (y*y) would round to
+    // bf16 differently wherever the two y differ by a last bit.
+    sum(mul(y, test::random_leaf({96, 200}, 4).detach())).backward();
+    results.push_back({y.detach(), x.grad(), w.grad()});
+  }
+  onednn::set_enabled(true);
+  for (size_t i = 0; i < 3; ++i) {
+    const test::ElementError e = test::element_error(results[0][i], results[1][i]);
+    INFO("output " << i << ": " << e.str());
+    CHECK(e.error <= 1e-5);
+  }
+}
