@@ -180,6 +180,23 @@ void masked_fill(void* out, DType dtype, const void* x, const Layout& xl, const 
       for (int64_t i = 0; i < n; ++i) o[i] = mask[i] ? fill : px[i];
       return;
     }
+    // Row by row where both operands' last dim is unit-strided or broadcast
+    // (the attention mask [T, S] over scores [B, H, T, S], a transposed
+    // view's rows): the index arithmetic once per row, not per element.
+    const int last = xl.ndim - 1;
+    const int64_t width = last >= 0 ? xl.shape[last] : 1;
+    const int64_t xs = last >= 0 ? xl.strides[last] : 1, ms = last >= 0 ? ml.strides[last] : 1;
+    if (width > 1 && (xs == 1 || xs == 0) && (ms == 1 || ms == 0)) {
+      const int64_t rows = n / width;
+#pragma omp parallel for if (n > kParallelGrain)
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* m = mask + ml.offset_of(r * width);
+        const T* in = px + xl.offset_of(r * width);
+        T* __restrict dst = o + r * width;
+        for (int64_t j = 0; j < width; ++j) dst[j] = m[j * ms] ? fill : in[j * xs];
+      }
+      return;
+    }
 #pragma omp parallel for if (n > kParallelGrain)
     for (int64_t i = 0; i < n; ++i) o[i] = mask[ml.offset_of(i)] ? fill : px[xl.offset_of(i)];
   });

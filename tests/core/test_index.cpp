@@ -346,6 +346,25 @@ TEST_CASE("masked_fill fills where the mask is set", "[index]") {
         std::vector<int64_t>{3, -100, -100});
   const Tensor inf = masked_fill(Tensor::zeros({2}), u8({1, 0}, {2}), -INFINITY);
   CHECK(values(inf)[0] == -INFINITY);
+  // The attention shape: scores [B, H, T, S] under a causal [T, S] mask, over
+  // a contiguous x and over a view whose rows are strided.
+  const Tensor scores = iota({2, 2, 3, 4});
+  std::vector<uint8_t> causal_bits;
+  std::vector<double> want;
+  for (int64_t t = 0; t < 3; ++t)
+    for (int64_t j = 0; j < 4; ++j) causal_bits.push_back(j > t + 1 ? 1 : 0);
+  for (int64_t i = 0; i < 48; ++i) {
+    const int64_t t = (i / 4) % 3, j = i % 4;
+    want.push_back(j > t + 1 ? -7.0 : double(i));
+  }
+  const Tensor causal = u8(causal_bits, {3, 4});
+  CHECK(values(masked_fill(scores, causal, -7)) == want);
+  const Tensor padded = iota({2, 2, 3, 6}).narrow(3, 1, 4);  // rows of 4 inside rows of 6
+  const Values filled = values(masked_fill(padded, causal, -7));
+  for (int64_t i = 0; i < 48; ++i) {
+    const int64_t row = i / 4, j = i % 4, t = row % 3;
+    CHECK(filled[static_cast<size_t>(i)] == (j > t + 1 ? -7.0 : double(row * 6 + 1 + j)));
+  }
 }
 
 TEST_CASE("masked_fill gradients", "[index]") {
