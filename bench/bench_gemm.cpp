@@ -1,11 +1,15 @@
-// CPU sgemm through kernels::cpu::gemm (Eigen -> OpenBLAS).
+// The CPU GEMMs on both backends (kernels/cpu/onednn_matmul.h), in one run:
+// f32 through kernels::cpu::gemm on OpenBLAS and on oneDNN, and bf16
+// operands through gemm_bf16 widened to f32 (then oneDNN's f32 kernel) and
+// natively on oneDNN, at shapes of the seed's connector and of a TinyLlama layer. Prints
+// GFLOP/s (2·M·N·K flops; best of five after a warm-up) and the ratios that
+// decide the defaults: oneDNN / OpenBLAS for f32, and for bf16 oneDNN's
+// native kernel / the operands widened to f32 (kernels/cpu/onednn_matmul.h).
 //
-// Validates the kernel against a naive triple loop on a small case with every
-// transpose combination, then times an n x n x n sgemm: one warm-up, best of
-// five, reported as GFLOP/s (2 n³ flops per product) with the thread count.
-// --quick (the smoke test ctest runs) keeps the validation and times one
-// 256³ product without a warm-up; it exits 1 when validation fails, as the
-// full run does.
+// Validates each backend against a naive triple loop on a small case with
+// every transpose combination first, and exits 1 when one fails. --quick (the
+// smoke test ctest runs) keeps the validation and times one 256³ product per
+// row without a warm-up.
 //
 //   bench_gemm [--threads N] [--size N] [--quick] [--help]
 #include <algorithm>
@@ -14,22 +18,28 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/threads.h"
+#include "kernels/cpu/onednn_matmul.h"
+#include "kernels/dtype.h"
 #include "kernels/gemm.h"
+
+extern "C" char* openblas_get_corename(void);  // OpenBLAS: the kernel family it picked for this CPU
 
 namespace {
 
 void usage() {
   std::printf(
       "usage: bench_gemm [--threads N] [--size N] [--quick]\n"
-      "  --threads N  threads for OpenMP and OpenBLAS (default: vlmc's, from VLMC_NUM_THREADS or "
+      "  --threads N  threads for OpenMP, OpenBLAS and oneDNN (default: vlmc's, from VLMC_NUM_THREADS or "
       "all cores)\n"
-      "  --size N     square problem size n for the timed n x n x n sgemm (default 2048; 256 with "
-      "--quick)\n"
-      "  --quick      smoke test: validate, then time one sgemm without warm-up\n");
+      "  --size N     the square shape's n, timed besides the model shapes (default 2048; with --quick "
+      "only n = 256)\n"
+      "  --quick      smoke test: validate, then time each row once at 256^3 without warm-up\n");
 }
 
 // Returns the largest relative error of the kernel against a naive loop over
@@ -99,35 +109,92 @@ int main(int argc, char** argv) {
     }
   }
 
-  const double error = validate();
-  std::printf("validate: 19x23x17, all transposes, max relative error %.2e\n", error);
-  if (!(error < 1e-5)) {
-    std::fprintf(stderr, "bench_gemm: validation FAILED\n");
-    return 1;
+  namespace onednn = vlmc::kernels::cpu::onednn;
+  std::string cpu = "unknown CPU";
+  {
+    std::ifstream info("/proc/cpuinfo");
+    for (std::string line; std::getline(info, line);)
+      if (line.rfind("model name", 0) == 0) {
+        cpu = line.substr(line.find(':') + 2);
+        break;
+      }
+  }
+  std::printf("%s, %d threads; OpenBLAS kernels: %s\n", cpu.c_str(), vlmc::num_threads(), openblas_get_corename());
+  std::printf("f32 on oneDNN: %s\nbf16 on oneDNN: %s\n", onednn::describe(onednn::Operands::f32).c_str(),
+              onednn::describe(onednn::Operands::bf16).c_str());
+
+  for (bool use_onednn : {false, true}) {
+    onednn::set_enabled(use_onednn);
+    const double error = validate();
+    std::printf("validate %s: 19x23x17, all transposes, max relative error %.2e\n",
+                use_onednn ? "oneDNN" : "OpenBLAS", error);
+    if (!(error < 1e-5)) {
+      std::fprintf(stderr, "bench_gemm: validation FAILED\n");
+      return 1;
+    }
   }
 
-  const int64_t n = quick && !size_given ? 256 : size;
-  const int repeats = quick ? 1 : 5;
-  std::vector<float> a(static_cast<size_t>(n * n)), b(a.size()), c(a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    a[i] = static_cast<float>((i * 7) % 101) / 101.0f - 0.5f;
-    b[i] = static_cast<float>((i * 13) % 97) / 97.0f - 0.5f;
-  }
-  const auto run = [&] {
-    vlmc::kernels::cpu::gemm<float>(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                                    c.data(), n);
+  struct Shape {
+    const char* name;
+    int64_t m, n, k;
   };
-  if (!quick) run();  // warm-up: OpenBLAS buffers, thread pool, page faults
-  double best = INFINITY;
-  for (int rep = 0; rep < repeats; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    const auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+  std::vector<Shape> shapes;
+  if (quick) {
+    const int64_t n = size_given ? size : 256;
+    shapes.push_back({"square", n, n, n});
+  } else {
+    shapes.push_back({"square", size, size, size});
+    shapes.push_back({"seed MLP fc1 (B=4, N=576, 1024->4096)", 2304, 4096, 1024});
+    shapes.push_back({"TinyLlama MLP up (460 tokens, 2048->5632)", 460, 5632, 2048});
+    shapes.push_back({"small (800 tokens, 128->256)", 800, 256, 128});
   }
-  const double gflops = 2.0 * static_cast<double>(n) * n * n / best / 1e9;
-  std::printf("sgemm %ldx%ldx%ld: best of %d %.2f ms, %.1f GFLOP/s, %d threads\n",
-              static_cast<long>(n), static_cast<long>(n), static_cast<long>(n), repeats, best * 1e3, gflops,
-              vlmc::num_threads());
+  const int repeats = quick ? 1 : 5;
+  std::printf("\n%-44s %10s %10s %10s %10s   %9s %9s\n", "y = x.W^T (M x K times [N, K]^T)", "f32 OBLAS",
+              "f32 oDNN", "bf16 wide", "bf16 oDNN", "f32 oD/OB", "nat/wide");
+  for (const Shape& sh : shapes) {
+    std::vector<float> x(static_cast<size_t>(sh.m * sh.k)), w(static_cast<size_t>(sh.n * sh.k)),
+        y(static_cast<size_t>(sh.m * sh.n));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7) % 101) / 101.0f - 0.5f;
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 13) % 97) / 97.0f - 0.5f;
+    std::vector<uint16_t> xb(x.size()), wb(w.size());
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = vlmc::float_to_bf16_bits(x[i]);
+    for (size_t i = 0; i < w.size(); ++i) wb[i] = vlmc::float_to_bf16_bits(w[i]);
+    // use_onednn: f32 on oneDNN (else OpenBLAS); bf16 as `path` says.
+    const auto gflops = [&](bool use_onednn, onednn::Bf16Path path, const std::function<void()>& run) {
+      onednn::set_enabled(use_onednn);
+      onednn::set_bf16_path(path);
+      if (!quick) run();  // warm-up: primitives, packing buffers, the thread pool, page faults
+      double best = INFINITY;
+      for (int rep = 0; rep < repeats; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run();
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return 2.0 * static_cast<double>(sh.m) * sh.n * sh.k / best / 1e9;
+    };
+    const auto f32 = [&] {
+      vlmc::kernels::cpu::gemm<float>(false, true, sh.m, sh.n, sh.k, 1.0f, x.data(), sh.k, w.data(), sh.k, 0.0f,
+                                      y.data(), sh.n);
+    };
+    const auto bf16 = [&] {
+      vlmc::kernels::cpu::gemm_bf16(false, true, sh.m, sh.n, sh.k, 1.0f, xb.data(), sh.k, 0, wb.data(), sh.k, 0,
+                                    0.0f, y.data(), sh.n, 0, 1);
+    };
+    using onednn::Bf16Path;
+    const double f32_openblas = gflops(false, Bf16Path::widened, f32);
+    const double f32_onednn = gflops(true, Bf16Path::widened, f32);
+    const double bf16_widened = gflops(true, Bf16Path::widened, bf16);
+    const double bf16_native = gflops(true, Bf16Path::native, bf16);
+    const std::string label = std::string(sh.name) + " " + std::to_string(sh.m) + "x" + std::to_string(sh.n) +
+                              "x" + std::to_string(sh.k);
+    std::printf("%-44s %10.1f %10.1f %10.1f %10.1f   %8.2fx %8.2fx\n", label.c_str(), f32_openblas, f32_onednn,
+                bf16_widened, bf16_native, f32_onednn / f32_openblas, bf16_native / bf16_widened);
+  }
+  onednn::set_enabled(true);
+  onednn::set_bf16_path(onednn::Bf16Path::automatic);
+  std::printf("(GFLOP/s, best of %d. bf16 wide: the operands widened to f32, then oneDNN's f32 kernel; bf16 "
+              "oDNN: oneDNN's bf16 kernel; nat/wide: their ratio, which autocast's default path follows only "
+              "on AMX)\n",
+              repeats);
   return 0;
 }

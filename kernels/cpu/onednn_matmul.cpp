@@ -59,6 +59,18 @@ std::atomic<bool>& switched_on() {
 
 bool openblas_requested() { return !switched_on().load(std::memory_order_relaxed); }
 
+std::atomic<Bf16Path>& bf16_path() {
+  static std::atomic<Bf16Path> path = [] {
+    const char* env = std::getenv("VLMC_GEMM_BF16");
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "automatic") == 0) return Bf16Path::automatic;
+    if (std::strcmp(env, "native") == 0) return Bf16Path::native;
+    if (std::strcmp(env, "widened") == 0) return Bf16Path::widened;
+    throw std::invalid_argument(std::string("VLMC_GEMM_BF16: expected 'automatic', 'native' or 'widened', got '") +
+                                env + "'");
+  }();
+  return path;
+}
+
 }  // namespace
 
 #if VLMC_WITH_ONEDNN
@@ -90,6 +102,7 @@ Key key_of(const Matmul& c) {
 
 struct Entry {
   bool usable = false;  // false: refused (no primitive, or only the reference one)
+  bool amx = false;     // the implementation runs on AMX tiles
   dnnl::matmul primitive;
   memory::desc a, b, c, scratchpad;
   std::string implementation;
@@ -129,6 +142,7 @@ Entry create(const Matmul& c) {
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e.a, e.b, e.c), attr, cpu_engine());
     e.implementation = pd.impl_info_str();
     if (e.implementation.find("ref") != std::string::npos) return e;  // scalar loops: OpenBLAS is faster
+    e.amx = e.implementation.find("amx") != std::string::npos;
     e.scratchpad = pd.scratchpad_desc();
     e.primitive = dnnl::matmul(pd);
     e.usable = true;
@@ -194,8 +208,10 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   if (call.m < 1 || call.n < 1 || call.k < 1 || call.batch < 1) return false;
   // Both operands shared by the whole batch: oneDNN's dst batch would be 1.
   if (call.batch > 1 && call.stride_a == 0 && call.stride_b == 0) return false;
+  if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::widened) return false;
   const std::shared_ptr<const Entry> entry = lookup(call);
   if (!entry->usable) return false;
+  if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::automatic && !entry->amx) return false;
   const dnnl::engine& engine = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   const memory src(entry->a, engine, const_cast<void*>(a));
@@ -208,7 +224,20 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   return true;
 }
 
-bool enabled(Operands operands) { return !openblas_requested() && probe(operands)->usable; }
+bool enabled(Operands operands) {
+  if (openblas_requested()) return false;
+  const std::shared_ptr<const Entry> entry = probe(operands);
+  if (operands == Operands::f32) return entry->usable;
+  switch (bf16_path().load()) {
+    case Bf16Path::widened:
+      return false;
+    case Bf16Path::native:
+      return entry->usable;
+    case Bf16Path::automatic:
+      break;
+  }
+  return entry->usable && entry->amx;
+}
 
 std::string describe(Operands operands) {
   if (openblas_requested()) return "OpenBLAS (oneDNN switched off)";
@@ -218,7 +247,11 @@ std::string describe(Operands operands) {
            (entry->implementation.empty() ? std::string("no implementation") : entry->implementation) +
            " on this CPU)";
   }
-  return version() + " " + entry->implementation;
+  std::string text = version() + " " + entry->implementation;
+  if (operands == Operands::bf16 && !enabled(operands))
+    text += bf16_path().load() == Bf16Path::widened ? " (not used: VLMC_GEMM_BF16=widened)"
+                                                    : " (not used: no AMX, the operands are widened to f32)";
+  return text;
 }
 
 #else  // built without oneDNN
@@ -235,5 +268,6 @@ std::string describe(Operands) {
 #endif
 
 void set_enabled(bool on) { switched_on().store(on, std::memory_order_relaxed); }
+void set_bf16_path(Bf16Path path) { bf16_path().store(path); }
 
 }  // namespace vlmc::kernels::cpu::onednn

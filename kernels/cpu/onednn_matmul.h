@@ -41,13 +41,28 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
             float* c, int64_t ldc, int64_t stride_c, int64_t batch);
 
 // Whether this build and CPU would send typical products of these operands
-// to oneDNN (the build has it, it is not switched off, and oneDNN's
-// implementation for a plain product is not the reference one).
+// to oneDNN (the build has it, it is not switched off, oneDNN's
+// implementation for a plain product is not the reference one, and for bf16
+// the path above says native).
 bool enabled(Operands operands);
 
 // Process-wide switch, on unless VLMC_GEMM=openblas: off sends every product
 // to OpenBLAS (benchmarks and tests compare the two backends in one run).
 void set_enabled(bool on);
+
+// Which bf16 products oneDNN multiplies natively (the rest are widened to f32
+// by the caller, then run as f32 products, on oneDNN too):
+//   automatic  natively where oneDNN's kernel is AMX's. Measured on an Intel
+//              Xeon with AVX512-BF16 and no AMX (docs/perf.md, bench_gemm):
+//              oneDNN's bf16 kernel ran at 170 GFLOP/s on 2 threads and its
+//              f32 one at 300, so there widening wins; AMX's tiles are
+//              designed to run bf16 several times faster than f32 (untested:
+//              no CPU here has exposed AMX yet).
+//   native     wherever oneDNN has a non-reference bf16 kernel;
+//   widened    never.
+// VLMC_GEMM_BF16=automatic|native|widened sets it at start.
+enum class Bf16Path { automatic, native, widened };
+void set_bf16_path(Bf16Path path);
 
 // For logs and benchmarks, e.g. "oneDNN 2.6.3 brg:avx512_core_bf16", or
 // "OpenBLAS (oneDNN switched off)" / "OpenBLAS (built without oneDNN)".

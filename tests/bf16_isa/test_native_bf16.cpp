@@ -1,6 +1,7 @@
 // On a CPU with AVX512-BF16 or AMX-BF16 (tests/bf16_isa_main.cpp skips the
-// suite elsewhere), autocast's products run oneDNN's native bf16 kernel, not
-// the widened f32 fallback, and give the fallback's values.
+// suite elsewhere), oneDNN has a native bf16 kernel for autocast's products,
+// and it gives the widened f32 path's values. (Whether it is used by default
+// is kernels/cpu/onednn_matmul.h's Bf16Path::automatic: on AMX only.)
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -15,9 +16,12 @@ using namespace vlmc;
 namespace onednn = vlmc::kernels::cpu::onednn;
 
 TEST_CASE("native bf16: oneDNN picks a bf16 kernel on this CPU", "[bf16_isa]") {
+  onednn::set_bf16_path(onednn::Bf16Path::native);
   const std::string backend = onednn::describe(onednn::Operands::bf16);
+  const bool enabled = onednn::enabled(onednn::Operands::bf16);
+  onednn::set_bf16_path(onednn::Bf16Path::automatic);
   INFO("bf16 backend: " << backend);
-  CHECK(onednn::enabled(onednn::Operands::bf16));
+  CHECK(enabled);
   CHECK(backend.rfind("oneDNN", 0) == 0);
   // brg:avx512_core_bf16, brg:avx512_core_amx, ...: not the emulated avx512_core one.
   CHECK((backend.find("bf16") != std::string::npos || backend.find("amx") != std::string::npos));
@@ -29,6 +33,7 @@ TEST_CASE("native bf16: linear under autocast gives the widened product's values
   std::vector<std::vector<Tensor>> results;  // per backend: y, dx, dw
   for (bool use_onednn : {true, false}) {
     onednn::set_enabled(use_onednn);
+    onednn::set_bf16_path(onednn::Bf16Path::native);
     const Tensor x = test::random_leaf({96, 320}, 1), w = test::random_leaf({200, 320}, 2);
     const Tensor b = test::random_leaf({200}, 3);
     Tensor y;
@@ -42,6 +47,7 @@ TEST_CASE("native bf16: linear under autocast gives the widened product's values
     results.push_back({y.detach(), x.grad(), w.grad()});
   }
   onednn::set_enabled(true);
+  onednn::set_bf16_path(onednn::Bf16Path::automatic);
   for (size_t i = 0; i < 3; ++i) {
     const test::ElementError e = test::element_error(results[0][i], results[1][i]);
     INFO("output " << i << ": " << e.str());

@@ -14,6 +14,7 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "core/threads.h"
+#include "kernels/cpu/onednn_matmul.h"
 #include "kernels/gemm_lowp_weight.h"
 #include "tests/support/check.h"
 
@@ -90,7 +91,7 @@ TEST_CASE("linear with a bf16 weight: batched input, strided input, autocast, th
     CHECK(test::element_error(linear(xt, w16), linear(xt, wf), magnitude(xt, wf, Tensor())).error <= kTolerance);
   }
   SECTION("autocast rounds the input of a bf16 weight's product to bf16, as torch.autocast does") {
-    for (int64_t m : {int64_t(3), int64_t(17)}) {  // the streaming kernel, then the GEMM (oneDNN's bf16 one)
+    for (int64_t m : {int64_t(3), int64_t(17)}) {  // the streaming kernel, then the GEMM
       INFO("M " << m);
       const Tensor x = Tensor::randn({m, 70}, gen).set_requires_grad(true);
       const Tensor g = Tensor::randn({m, 37}, gen);
@@ -156,7 +157,13 @@ TEST_CASE("the low-precision-weight kernels honour leading dimensions and beta",
         kTolerance);
   CHECK(test::max_abs_error(dx.narrow(1, k, ldx - k), xs.narrow(1, k, ldx - k)) == 0.0);
 
-  // The bf16-activation forms over the same buffers, the activations rounded.
+  // The bf16-activation forms over the same buffers, the activations rounded:
+  // oneDNN's bf16 kernel where it has one, and the widened path.
+  const auto path = GENERATE(kernels::cpu::onednn::Bf16Path::native, kernels::cpu::onednn::Bf16Path::widened);
+  kernels::cpu::onednn::set_bf16_path(path);
+  struct Restore {
+    ~Restore() { kernels::cpu::onednn::set_bf16_path(kernels::cpu::onednn::Bf16Path::automatic); }
+  } restore;
   const Tensor xs16 = xs.to(DType::bf16), gs16 = gs.to(DType::bf16);
   const Tensor xr = xs16.narrow(1, 0, k).to(DType::f32), gr = gs16.narrow(1, 0, n).to(DType::f32);
   const auto bits = [](const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); };

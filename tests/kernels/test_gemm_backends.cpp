@@ -24,10 +24,18 @@ namespace onednn = vlmc::kernels::cpu::onednn;
 
 namespace {
 
-// Restores the process-wide backend switch when a test ends, failing or not.
+// oneDNN for every product it can take, bf16 natively even where the
+// automatic path would widen (no AMX), or OpenBLAS only; the defaults are
+// restored when a test ends, failing or not.
 struct BackendGuard {
-  explicit BackendGuard(bool onednn_on) { onednn::set_enabled(onednn_on); }
-  ~BackendGuard() { onednn::set_enabled(true); }
+  explicit BackendGuard(bool onednn_on) {
+    onednn::set_enabled(onednn_on);
+    onednn::set_bf16_path(onednn::Bf16Path::native);
+  }
+  ~BackendGuard() {
+    onednn::set_enabled(true);
+    onednn::set_bf16_path(onednn::Bf16Path::automatic);
+  }
 };
 
 std::vector<float> values(size_t n, uint32_t seed) {
