@@ -15,6 +15,7 @@
 #include "modules/hf_checkpoint.h"
 #include "modules/hf_export.h"
 #include "modules/projector_io.h"
+#include "train/llava_sources.h"
 #include "train/atomic_file.h"
 #include "train/llava_to_hf.h"
 #include "train/memory_plan.h"
@@ -115,22 +116,17 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
 
   // ---- what the files say, checked before anything large is read ----------------------
   VLMC_CHECK(!c.data_json.empty(), "data.json: a data.format = \"llava\" run needs LLaVA's JSON (or JSONL) file");
-  const nn::HfModelConfig tower_config = nn::read_hf_config(c.model_vision_tower);
-  VLMC_CHECK(tower_config.kind == nn::HfKind::clip_vision || tower_config.kind == nn::HfKind::clip,
-             "model.vision_tower: ", tower_config.path, " is a ", nn::hf_kind_name(tower_config.kind),
-             ", not a CLIPVisionModel or CLIPModel");
-  const nn::HfModelConfig lm_config = nn::read_hf_config(c.model_language_model);
-  VLMC_CHECK(lm_config.kind == nn::HfKind::llama, "model.language_model: ", lm_config.path, " is a ",
-             nn::hf_kind_name(lm_config.kind), ", not a LlamaForCausalLM");
+  const LlavaSources sources = resolve_llava_sources(c);
+  const nn::HfModelConfig& tower_config = sources.tower;
+  const nn::HfModelConfig& lm_config = sources.language;
   if (c.device.rfind("cuda", 0) != 0)
     check_plan_fits({plan_llava_run(c, world)}, available_memory_bytes(),
                     available_memory_source());
-  const data::SentencePieceTokenizer tokenizer = data::SentencePieceTokenizer::from_folder(c.model_language_model);
-  VLMC_CHECK(tokenizer.vocab_size() <= lm_config.text.vocab_size, "model.language_model: the tokenizer in ",
-             c.model_language_model, " has ", tokenizer.vocab_size(), " tokens but the model's vocab_size is ",
-             lm_config.text.vocab_size);
+  const data::SentencePieceTokenizer tokenizer = data::SentencePieceTokenizer::from_folder(sources.tokenizer_dir);
+  VLMC_CHECK(tokenizer.vocab_size() <= lm_config.text.vocab_size, "the tokenizer in ", sources.tokenizer_dir,
+             " has ", tokenizer.vocab_size(), " tokens but the model's vocab_size is ", lm_config.text.vocab_size);
   const data::CLIPImageProcessor processor =
-      data::CLIPImageProcessor::from_folder(c.model_vision_tower, c.data_image_aspect_ratio == "pad");
+      data::CLIPImageProcessor::from_folder(sources.processor_dir, c.data_image_aspect_ratio == "pad");
   const data::ConversationTemplate& conv = data::conversation_template(c.data_template);
   data::LlavaReadOptions read;
   read.image_folder = c.data_image_folder;
@@ -162,11 +158,24 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   nn::PretrainedOptions language = frozen;
   // Stage 2 trains the language model: its parameters are f32 masters.
   if (stage == 2) language.weights = nn::WeightsDType::f32;
-  nn::PretrainedModel tower = nn::load_pretrained(c.model_vision_tower, frozen);
-  nn::PretrainedModel lm = nn::load_pretrained(c.model_language_model, language);
-  if (lead) {
-    std::fprintf(stderr, "vision tower: %s\n", tower.report.summary().c_str());
-    std::fprintf(stderr, "language model: %s\n", lm.report.summary().c_str());
+  nn::PretrainedModel tower, lm, whole;  // whole: model.pretrained's LLaVA (tower and lm then share its parts)
+  if (sources.pretrained.empty()) {
+    tower = nn::load_pretrained(c.model_vision_tower, frozen);
+    lm = nn::load_pretrained(c.model_language_model, language);
+    if (lead) {
+      std::fprintf(stderr, "vision tower: %s\n", tower.report.summary().c_str());
+      std::fprintf(stderr, "language model: %s\n", lm.report.summary().c_str());
+    }
+  } else {
+    nn::PretrainedOptions options = language;
+    options.vision_tower = sources.tower_dir;
+    whole = nn::load_pretrained(sources.pretrained, options);
+    // Stage 2 read everything as f32 masters; the tower stays frozen in 16 bits.
+    if (stage == 2 && frozen.weights != nn::WeightsDType::f32) nn::convert_frozen_weights(*whole.vision, DType::bf16);
+    tower.vision = whole.vision;
+    lm.llama = whole.llama;
+    lm.config = whole.config;
+    if (lead) std::fprintf(stderr, "LLaVA: %s\n", whole.report.summary().c_str());
   }
   nn::LlavaConfig lc;
   lc.projector_type = c.connector;
@@ -189,7 +198,9 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   // The projector's initial weights: from the run's seed, the same on every process.
   Generator init(seeds::derive(c.seed, seeds::kWeights));
   auto llava = std::make_shared<nn::LlavaModel>(tower.vision, lm.llama, lc, init);
-  if (!c.model_projector.empty()) {
+  if (whole.llava) {
+    llava->connector->load_state_dict(whole.llava->connector->state_dict());  // strict: the same projector
+  } else if (!c.model_projector.empty()) {
     nn::load_projector(*llava->connector, c.model_projector);
     if (lead) std::fprintf(stderr, "projector: %s\n", c.model_projector.c_str());
   } else if (stage == 2 && lead) {
@@ -331,31 +342,47 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
     nn::save_projector(*llava->connector, (run_dir / "multi_modal_projector.safetensors").string(),
                        nn::ProjectorNaming::hugging_face);
   if (stage == 2) {
-    // The whole model in the original LLaVA layout: the tower stays in its
-    // folder, named by mm_vision_tower (absolute, so the output loads from anywhere).
-    nn::PretrainedModel out;
-    out.dir = c.model_language_model;  // the tokenizer files are copied from there
-    out.config = lm.config;
-    out.config.kind = nn::HfKind::llava_original;
-    out.config.vision = tower_config.vision;
-    out.config.llava.projector_type = c.connector;
-    out.config.llava.vision_feature_layer = lc.select_layer;
-    out.config.llava.keep_cls = lc.keep_cls;
-    out.config.llava.image_token_index = data::kImageTokenIndex;
-    out.config.llava.image_aspect_ratio = c.data_image_aspect_ratio;
-    out.config.llava.vision_tower = fs::absolute(c.model_vision_tower).lexically_normal().string();
-    out.config.llava.mm_hidden_size = tower_config.vision.hidden_size;
-    out.llama = lm.llama;
-    out.vision = tower.vision;
-    out.llava = llava;
-    // A resumed run writes them again.
     const fs::path model_dir = run_dir / "model", hf_dir = run_dir / "model-hf";
+    // A resumed run writes them again.
     for (const fs::path& d : {model_dir, hf_dir})
       if (fs::exists(d)) fs::remove_all(d);
-    nn::save_pretrained(out, model_dir.string());
-    // The same as transformers' LlavaForConditionalGeneration (<image> in the vocabulary).
-    if (c.connector == "mlp2x_gelu")
-      save_as_transformers_llava(out, c.model_vision_tower, hf_dir.string());
+    if (sources.pretrained.empty()) {
+      // The whole model in the original LLaVA layout: the tower stays in its
+      // folder, named by mm_vision_tower (absolute, so the output loads from anywhere).
+      nn::PretrainedModel out;
+      out.dir = c.model_language_model;  // the tokenizer files are copied from there
+      out.config = lm.config;
+      out.config.kind = nn::HfKind::llava_original;
+      out.config.vision = tower_config.vision;
+      out.config.llava.projector_type = c.connector;
+      out.config.llava.vision_feature_layer = lc.select_layer;
+      out.config.llava.keep_cls = lc.keep_cls;
+      out.config.llava.image_token_index = data::kImageTokenIndex;
+      out.config.llava.image_aspect_ratio = c.data_image_aspect_ratio;
+      out.config.llava.vision_tower = fs::absolute(c.model_vision_tower).lexically_normal().string();
+      out.config.llava.mm_hidden_size = tower_config.vision.hidden_size;
+      out.llama = lm.llama;
+      out.vision = tower.vision;
+      out.llava = llava;
+      nn::save_pretrained(out, model_dir.string());
+      // The same as transformers' LlavaForConditionalGeneration (<image> in the vocabulary).
+      if (c.connector == "mlp2x_gelu") save_as_transformers_llava(out, c.model_vision_tower, hf_dir.string());
+    } else {
+      // The LLaVA it started from, in its own layout, holding what was trained.
+      nn::PretrainedModel out = whole;
+      out.llava = llava;
+      if (whole.config.kind == nn::HfKind::llava_original) {
+        out.config.llava.vision_tower = fs::absolute(sources.tower_dir).lexically_normal().string();
+        nn::save_pretrained(out, model_dir.string());
+        if (c.connector == "mlp2x_gelu") save_as_transformers_llava(out, sources.tower_dir, hf_dir.string());
+      } else {
+        // A transformers LLaVA has no tower folder for the original layout to name.
+        nn::save_pretrained(out, hf_dir.string());
+        std::fprintf(stderr, "model: %s (transformers' layout, as model.pretrained; no original-layout model/: "
+                             "it would name a tower folder, and this LLaVA's tower is inside it)\n",
+                     hf_dir.string().c_str());
+      }
+    }
   }
 
   nlohmann::json record;

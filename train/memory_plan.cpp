@@ -1,4 +1,5 @@
 #include "train/memory_plan.h"
+#include "train/llava_sources.h"
 
 #include <algorithm>
 #include <cmath>
@@ -403,14 +404,11 @@ LlavaDescription llava_from_hf_config(const std::string& path) {
 }
 
 StagePlan plan_llava_run(const TrainConfig& c, int world) {
-  const nn::HfModelConfig tower = nn::read_hf_config(c.model_vision_tower);
-  VLMC_CHECK(tower.kind == nn::HfKind::clip_vision || tower.kind == nn::HfKind::clip, "model.vision_tower: ",
-             tower.path, " is a ", nn::hf_kind_name(tower.kind), ", not a CLIPVisionModel or CLIPModel");
-  const nn::HfModelConfig lm = nn::read_hf_config(c.model_language_model);
-  VLMC_CHECK(lm.kind == nn::HfKind::llama, "model.language_model: ", lm.path, " is a ", nn::hf_kind_name(lm.kind),
-             ", not a LlamaForCausalLM");
+  const LlavaSources sources = resolve_llava_sources(c);
+  const nn::HfModelConfig& tower = sources.tower;
+  const nn::HfModelConfig& lm = sources.language;
   LlavaDescription m;
-  m.name = c.model_vision_tower + " + " + c.model_language_model;
+  m.name = sources.pretrained.empty() ? c.model_vision_tower + " + " + c.model_language_model : sources.pretrained;
   const nn::LlamaConfig& t = lm.text;
   m.language = {t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
                 t.num_key_value_heads, t.vocab_size, t.tie_word_embeddings};

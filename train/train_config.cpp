@@ -171,9 +171,12 @@ void TrainConfig::validate() const {
 }
 
 void TrainConfig::validate_llava() const {
-  VLMC_CHECK(!model_vision_tower.empty(), "model.vision_tower: a data.format = \"llava\" run needs a CLIP folder");
-  VLMC_CHECK(!model_language_model.empty(),
-             "model.language_model: a data.format = \"llava\" run needs a LLaMA folder");
+  if (model_pretrained.empty()) {
+    VLMC_CHECK(!model_vision_tower.empty(), "model.vision_tower: a data.format = \"llava\" run needs a CLIP folder "
+               "(or model.pretrained, a whole LLaVA)");
+    VLMC_CHECK(!model_language_model.empty(), "model.language_model: a data.format = \"llava\" run needs a LLaMA "
+               "folder (or model.pretrained, a whole LLaVA)");
+  }
   VLMC_CHECK(model_stage == 1 || model_stage == 2, "model.stage must be 1 (projector) or 2 (projector and language "
              "model), got ", model_stage);
   data::conversation_template(data_template);  // throws naming the three
@@ -246,6 +249,10 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("model.projector", &c.model_projector,
         "llava: a projector file to start from (stage 1's mm_projector.safetensors; LLaVA's mm_projector.bin "
         "converted by scripts/bin_to_safetensors.py)");
+  s.add("model.pretrained", &c.model_pretrained,
+        "llava: instead of model.vision_tower + model.language_model, a whole LLaVA to train further: a "
+        "transformers LlavaForConditionalGeneration folder or LLaVA's original layout (its tower from "
+        "model.vision_tower when its mm_vision_tower is no local folder)");
   s.add("model.weights_dtype", &c.model_weights_dtype,
         "llava: frozen weights as in the file (file), rounded to bf16, or f32; trained ones are f32");
   s.set_choices("model.weights_dtype", {"file", "bf16", "f32"});

@@ -66,6 +66,7 @@ struct TrainConfig {
   std::string model_vision_tower;    // a CLIPVisionModel or CLIPModel folder (with preprocessor_config.json)
   std::string model_language_model;  // a LlamaForCausalLM folder (with its SentencePiece tokenizer)
   std::string model_projector;       // stage 2: stage 1's projector file (LLaVA's pretrain_mm_mlp_adapter)
+  std::string model_pretrained;      // instead of the two folders: a whole LLaVA (train/llava_sources.h)
   std::string model_weights_dtype = "file";  // frozen weights: file (bf16 stays bf16), bf16 or f32
   int64_t model_stage = 1;           // 1: the projector alone; 2: the projector and the language model
   int64_t model_vision_select_layer = -2;         // LLaVA's mm_vision_select_layer

@@ -280,3 +280,91 @@ TEST_CASE("llava trainer: configs/llava-1.5-stage{1,2}.toml load and run a few s
   }
   CHECK(fs::is_directory(dir.path / "runs" / "llava-1.5-stage2" / "model-hf"));
 }
+
+TEST_CASE("llava trainer: model.pretrained continues a whole LLaVA, transformers' or the original layout",
+          "[trainer][llava]") {
+  TempDir dir("llava_pretrained");
+  split_models(dir.path);
+  write_data(dir.path);
+  const fs::path chat = fs::path(VLMC_GOLDEN_DIR) / "hf_models" / "llava_chat";
+  const nn::PretrainedModel start = nn::load_pretrained(chat.string());
+  const auto start_projector = nn::export_projector(*start.llava->connector, nn::ProjectorNaming::llava);
+  TrainConfig c = stage1_config(dir.path);
+  c.model_vision_tower.clear();
+  c.model_language_model.clear();
+  c.model_pretrained = chat.string();
+
+  SECTION("stage 1 starts from the folder's projector") {
+    // lr must be > 0; an AdamW step of 1e-30 is below every weight's last bit.
+    c.stage1 = StageSettings{1, 2, 1e-30, 0.0, 0.0, 0.0, 1.0, 1};
+    run_llava_training(c, options_for(c));
+    CHECK(same_bits(file_tensors(dir.path / "runs" / "stage1" / "mm_projector.safetensors"), start_projector));
+  }
+  SECTION("stage 2 from a transformers LLaVA writes it back in its own layout") {
+    c.name = "stage2";
+    c.model_stage = 2;
+    c.stage2 = StageSettings{3, 2, 1e-3, 0.0, 0.0, 0.0, 1.0, 1};
+    const TrainResult r = run_llava_training(c, options_for(c));
+    CHECK(r.stages.count("stage2") == 1);
+    const fs::path run = dir.path / "runs" / "stage2";
+    const std::vector<double> l = losses(run);
+    REQUIRE(l.size() == 3);
+    for (const double loss : l) CHECK(std::isfinite(loss));
+    CHECK_FALSE(fs::exists(run / "model"));  // the original layout would need a tower folder
+    const nn::PretrainedModel back = nn::load_pretrained((run / "model-hf").string());
+    REQUIRE(back.llava);
+    CHECK(back.config.kind == nn::HfKind::llava);
+    CHECK(back.layout == start.layout);
+    CHECK(back.config.llava.image_token_index == start.config.llava.image_token_index);
+    CHECK(fs::is_regular_file(run / "model-hf" / "tokenizer.model"));
+    CHECK(fs::is_regular_file(run / "model-hf" / "preprocessor_config.json"));
+    // What was trained is what was written: the last checkpoint's tensors, bit for bit.
+    const Checkpoint last = load_checkpoint(
+        (run / "checkpoints" / list_checkpoints((run / "checkpoints").string()).back()).string());
+    const auto state = back.llava->state_dict();
+    for (const auto& [name, t] : last.model) {
+      INFO(name);
+      REQUIRE(state.count(name) == 1);
+      CHECK(same_bits({{name, state.at(name)}}, {{name, t}}));
+    }
+    CHECK_FALSE(same_bits(nn::export_projector(*back.llava->connector, nn::ProjectorNaming::llava), start_projector));
+  }
+  SECTION("stage 2 from an original-layout LLaVA writes model/ and model-hf/") {
+    nn::PretrainedModel original = start;  // the same weights, LLaVA's own layout, its tower in clip/
+    original.config.kind = nn::HfKind::llava_original;
+    original.config.llava.image_token_index = data::kImageTokenIndex;
+    original.config.llava.vision_tower = (dir.path / "clip").string();
+    original.config.llava.mm_hidden_size = start.config.vision.hidden_size;
+    original.config.text.max_position_embeddings = 512;
+    nn::save_pretrained(original, (dir.path / "original").string());
+    c.model_pretrained = (dir.path / "original").string();
+    c.name = "stage2";
+    c.model_stage = 2;
+    c.stage2 = StageSettings{2, 2, 1e-3, 0.0, 0.0, 0.0, 1.0, 1};
+    run_llava_training(c, options_for(c));
+    const fs::path run = dir.path / "runs" / "stage2";
+    const nn::PretrainedModel back = nn::load_pretrained((run / "model").string());
+    CHECK(back.config.kind == nn::HfKind::llava_original);
+    const nn::PretrainedModel hf = nn::load_pretrained((run / "model-hf").string());
+    CHECK(hf.config.kind == nn::HfKind::llava);
+    CHECK(same_bits(nn::export_projector(*hf.llava->connector, nn::ProjectorNaming::llava),
+                    nn::export_projector(*back.llava->connector, nn::ProjectorNaming::llava)));
+  }
+  SECTION("keys that contradict it are named") {
+    SECTION("a second language model") {
+      c.model_language_model = (dir.path / "llama").string();
+      CHECK_THROWS_WITH(run_llava_training(c, options_for(c)),
+                        Catch::Contains("model.language_model") && Catch::Contains("model.pretrained"));
+    }
+    SECTION("another connector") {
+      c.connector = "linear";
+      CHECK_THROWS_WITH(run_llava_training(c, options_for(c)),
+                        Catch::Contains("mlp2x_gelu") && Catch::Contains("connector = \"mlp2x_gelu\""));
+    }
+    SECTION("a folder that is no LLaVA") {
+      c.model_pretrained = (dir.path / "llama").string();
+      CHECK_THROWS_WITH(run_llava_training(c, options_for(c)), Catch::Contains("not a LLaVA"));
+    }
+    CHECK_FALSE(fs::exists(dir.path / "runs" / "stage1" / "checkpoints"));
+  }
+}
