@@ -5,7 +5,8 @@
 // (absolute), exp 9e-8 (relative), tested over dense sweeps in
 // tests/kernels/test_fused_linear.cpp. f64 code keeps std::erf/std::exp.
 //
-// Used by the fused linear+GELU epilogue and by the f32 gelu op.
+// Used by the fused linear+GELU epilogue and by the f32 gelu, silu and
+// sigmoid ops.
 #pragma once
 
 #include <algorithm>
@@ -89,6 +90,17 @@ inline float exp_f32(float y) {
   r = std::fma(-n, kLn2Lo, r);
   const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
   return horner(kExpP, r) * scale;
+}
+
+// sigmoid by the exp of -|x|, which never overflows: e = exp(-|x|) in [0, 1],
+// 1/(1+e) for x >= 0 and e/(1+e) below. Beyond |x| = 87.3, where exp_f32
+// would clamp, e is 0 (sigmoid(-1000) = 0 exactly, as in f32 libm). NaN in,
+// NaN out.
+inline float sigmoid_f32(float x) {
+  const float a = std::fabs(x);
+  const float e = a > 87.3f ? 0.0f : exp_f32(-a);
+  const float r = 1.0f / (1.0f + e);
+  return x >= 0.0f ? r : e * r;
 }
 
 constexpr float kSqrt1_2f = static_cast<float>(kSqrt1_2);
