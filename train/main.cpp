@@ -23,22 +23,29 @@
 
 namespace {
 
-// OpenMP threads that spin while the main thread runs the many small serial
-// parts of a training step (autograd bookkeeping, tiny ops) take the core it
-// needs: on the 2-core machines vlmc is tested on, a training step is about 2x
-// faster with OMP_WAIT_POLICY=passive (docs/perf.md). libgomp reads the
-// variable when it is loaded, before main, so vlmc sets it and re-executes
-// itself once; a value the user set is left alone.
-void prefer_passive_openmp_threads(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-  execv("/proc/self/exe", argv);  // returns only on failure: run on with the default policy
+// How long an idle OpenMP thread spins before it sleeps. A training step is
+// hundreds of small parallel regions with serial work between them (autograd
+// bookkeeping, tiny ops):
+//   - sleeping at once (OMP_WAIT_POLICY=passive) pays a futex wake-up at every
+//     region: the main job's stage-2 step took 33.3 ms on 2 threads;
+//   - spinning without end (OMP_WAIT_POLICY=active) took cores from the rest
+//     of the process on an AMD EPYC: 3.4-4.1x slower than passive there;
+//   - spinning a bounded while (GOMP_SPINCOUNT=10000, libgomp's default policy
+//     otherwise, which also cuts the spin to 1000 when threads outnumber
+//     cores): 20.9 ms, the same losses (docs/perf.md, Intel Xeon, 2026-12-05).
+// libgomp reads these when it is loaded, before main, so vlmc sets
+// GOMP_SPINCOUNT and re-executes itself once; nothing is changed when the
+// user set either variable.
+void bound_openmp_spinning(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's defaults
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  prefer_passive_openmp_threads(argv);
+  bound_openmp_spinning(argv);
   CLI::App app{"vlmc: a C++/CUDA engine for LLaVA-style vision-language connectors"};
   app.require_subcommand(1);
   int threads = 0;
