@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""The main job's stage-2 step (configs/fashion-mosaic.toml), vlmc against a PyTorch eager +
-transformers replica, on 1 and 2 threads, in one run:
+"""The main job's stage-1 or stage-2 step (configs/fashion-mosaic.toml), vlmc against a PyTorch
+eager + transformers replica, on 1 and 2 threads, in one run:
 
-    V/bin/python bench/fashion_step.py build/vlmc [--steps 100] [--threads 1,2] [--json PATH]
+    V/bin/python bench/fashion_step.py build/vlmc [--stage 2] [--steps 100] [--threads 1,2] [--json PATH]
 
-vlmc     `vlmc --threads T train --config configs/fashion-mosaic.toml` as a user runs it, stage 1 cut to
-         one step and stage 2 to --steps steps (stage 0 comes from, or goes to, a cache in a temporary
-         folder: its first use trains it, untimed); the step time is the median `step_s` of stage 2's
-         records in metrics.jsonl after the first 10 (the frozen encoder's features are computed once,
-         before the steps, as vlmc's trainer does).
+vlmc     `vlmc --threads T train --config configs/fashion-mosaic.toml` as a user runs it, the other
+         stage cut to one step and this one to 10 + --steps steps (stage 0 comes from, or goes to, a
+         cache in a temporary folder: its first use trains it, untimed); the step time is the median
+         `step_s` of the stage's records in metrics.jsonl after the first 10 (the frozen encoder's
+         features are computed once, before the steps, as vlmc's trainer does).
 PyTorch  transformers' LlamaForCausalLM of the config's sizes (2 layers, width 128, 4 heads, MLP 256,
          vocabulary 52, 256 positions), LLaVA's mlp2x_gelu projector on precomputed features
-         [32, 16, 128] spliced after the first text token of 9 (25 positions a sample, 800 a step),
-         the shifted LM loss on the text, backward, gradient clipping at 1.0, AdamW (projector lr 1e-3,
-         language model 5e-4); the median over --steps steps after 10 untimed ones.
+         [32, 16, 128] spliced after the first text token, as many positions a sample as vlmc's
+         records show (stage 1's captions: 37; stage 2's questions: 25), the shifted LM loss on the
+         text, backward, AdamW; stage 1: the language model frozen, the projector alone at lr 1e-3, no
+         clipping; stage 2: clipping at 1.0, projector lr 1e-3, language model 5e-4. The median over
+         --steps steps after 10 untimed ones.
 
 Both are f32. Prints each side's ms per step and the ratio, per thread count, and the speed-up of 2
 threads over 1.
@@ -32,33 +34,40 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-BATCH, VISUAL, TEXT, WIDTH, VOCAB = 32, 16, 9, 128, 52
+BATCH, VISUAL, WIDTH, VOCAB = 32, 16, 128, 52
 WARMUP = 10
 
 
-def pytorch_step_ms(threads, steps):
+def pytorch_step_ms(stage, positions, threads, steps):
     torch.manual_seed(0)
     torch.set_num_threads(threads)
+    text_len = positions - VISUAL
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=256, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                          rope_theta=10000.0, attn_implementation="eager")
     lm = LlamaForCausalLM(config).train()
     projector = torch.nn.Sequential(torch.nn.Linear(WIDTH, WIDTH), torch.nn.GELU(), torch.nn.Linear(WIDTH, WIDTH))
-    opt = torch.optim.AdamW([{"params": projector.parameters(), "lr": 1e-3}, {"params": lm.parameters(), "lr": 5e-4}],
-                            weight_decay=0.0)
+    if stage == 1:
+        lm.requires_grad_(False)
+        params = list(projector.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    else:
+        params = list(projector.parameters()) + list(lm.parameters())
+        opt = torch.optim.AdamW([{"params": projector.parameters(), "lr": 1e-3},
+                                 {"params": lm.parameters(), "lr": 5e-4}], weight_decay=0.0)
     features = torch.randn(BATCH, VISUAL, WIDTH)
-    ids = torch.randint(0, VOCAB, (BATCH, TEXT))
+    ids = torch.randint(0, VOCAB, (BATCH, text_len))
     labels = torch.cat([ids[:, :1], torch.full((BATCH, VISUAL), -100), ids[:, 1:]], dim=1)
-    params = list(projector.parameters()) + list(lm.parameters())
     times = []
     for step in range(WARMUP + steps):
         t0 = time.perf_counter()
         text = lm.get_input_embeddings()(ids)
-        embeds = torch.cat([text[:, :1], projector(features), text[:, 1:]], dim=1)  # [B, 25, 128]
+        embeds = torch.cat([text[:, :1], projector(features), text[:, 1:]], dim=1)  # [B, positions, 128]
         logits = lm(inputs_embeds=embeds).logits
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if stage == 2:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step >= WARMUP:
@@ -66,22 +75,26 @@ def pytorch_step_ms(threads, steps):
     return 1e3 * statistics.median(times)
 
 
-def vlmc_step_ms(vlmc, root, cache, threads, steps):
-    name = f"t{threads}"
+def vlmc_step_ms(vlmc, stage, root, cache, threads, steps):
+    """The median step time in ms and the positions a sample, from the stage's metrics."""
+    name = f"s{stage}t{threads}"
+    lengths = {1: ["--stage1.steps", str(WARMUP + steps), "--stage2.steps", "1"],
+               2: ["--stage1.steps", "1", "--stage2.steps", str(WARMUP + steps)]}[stage]
     cmd = [vlmc, "--threads", str(threads), "train", "--config", "configs/fashion-mosaic.toml", "--run.name", name,
            "--run.runs_dir", root, "--run.cache_dir", cache, "--run.log_every_s", "1e9",
-           "--run.checkpoint_every", "1000000", "--stage1.steps", "1", "--stage2.steps", str(WARMUP + steps),
-           "--eval.mosaics", "1"]
+           "--run.checkpoint_every", "1000000", "--eval.mosaics", "1"] + lengths
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     records = [json.loads(line) for line in open(os.path.join(root, name, "metrics.jsonl")) if line.strip()]
-    times = [r["step_s"] for r in records if r.get("stage") == "stage2" and "step_s" in r][WARMUP:]
-    assert len(times) == steps, f"expected {steps} timed stage-2 records, found {len(times)}"
-    return 1e3 * statistics.median(times)
+    timed = [r for r in records if r.get("stage") == f"stage{stage}" and "step_s" in r][WARMUP:]
+    assert len(timed) == steps, f"expected {steps} timed stage-{stage} records, found {len(timed)}"
+    positions = round(statistics.median(r["tokens"] for r in timed) / BATCH)
+    return 1e3 * statistics.median(r["step_s"] for r in timed), positions
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vlmc")
+    ap.add_argument("--stage", type=int, choices=[1, 2], default=2)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--json")
@@ -90,6 +103,7 @@ def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # configs/ and the data paths
     threads = [int(t) for t in args.threads.split(",")]
     rows = {}
+    positions = 0
     with tempfile.TemporaryDirectory() as root:
         cache = os.path.join(root, "cache")
         # Stage 0 trained once into the cache, untimed.
@@ -97,10 +111,10 @@ def main():
                         "--run.runs_dir", root, "--run.cache_dir", cache, "--stage1.steps", "1", "--stage2.steps", "1",
                         "--eval.mosaics", "1"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for t in threads:
-            rows[t] = {"vlmc_ms": vlmc_step_ms(vlmc, root, cache, t, args.steps),
-                       "pytorch_ms": pytorch_step_ms(t, args.steps)}
-    print(f"stage-2 step of configs/fashion-mosaic.toml (batch {BATCH}, {BATCH * (VISUAL + TEXT)} positions, f32), "
-          f"median of {args.steps} steps; PyTorch {torch.__version__}")
+            vlmc_ms, positions = vlmc_step_ms(vlmc, args.stage, root, cache, t, args.steps)
+            rows[t] = {"vlmc_ms": vlmc_ms, "pytorch_ms": pytorch_step_ms(args.stage, positions, t, args.steps)}
+    print(f"stage-{args.stage} step of configs/fashion-mosaic.toml (batch {BATCH}, {BATCH * positions} positions, "
+          f"f32), median of {args.steps} steps; PyTorch {torch.__version__}")
     for t, r in rows.items():
         print(f"  {t} thread(s): vlmc {r['vlmc_ms']:7.2f} ms  PyTorch {r['pytorch_ms']:7.2f} ms  "
               f"PyTorch / vlmc {r['pytorch_ms'] / r['vlmc_ms']:.2f}x")
