@@ -96,11 +96,18 @@ inline float exp_f32(float y) {
 // 1/(1+e) for x >= 0 and e/(1+e) below. Beyond |x| = 87.3, where exp_f32
 // would clamp, e is 0 (sigmoid(-1000) = 0 exactly, as in f32 libm). NaN in,
 // NaN out.
+// Branch-free (selects, and exp's argument clamped by a select, not
+// std::max), so that loops over it vectorize.
 inline float sigmoid_f32(float x) {
   const float a = std::fabs(x);
-  const float e = a > 87.3f ? 0.0f : exp_f32(-a);
-  const float r = 1.0f / (1.0f + e);
-  return x >= 0.0f ? r : e * r;
+  const float y = select(a > 87.3f, -87.3f, -a);  // exp's range; the lane is zeroed below
+  const float n = std::fma(y, kLog2e, kRoundMagic) - kRoundMagic;
+  float r = std::fma(-n, kLn2Hi, y);
+  r = std::fma(-n, kLn2Lo, r);
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  const float e = select(a > 87.3f, 0.0f, horner(kExpP, r) * scale);  // exp(-|x|)
+  const float inv = 1.0f / (1.0f + e);
+  return select(x >= 0.0f, inv, e * inv);
 }
 
 constexpr float kSqrt1_2f = static_cast<float>(kSqrt1_2);
