@@ -48,6 +48,13 @@ void copy_same_dtype(void* dst, const Layout& dl, const void* src, const Layout&
   }
 }
 
+// convert: a lambda (a function pointer would be called per element).
+template <typename Out, typename In, typename Convert>
+void convert_contiguous(Out* out, const In* in, int64_t n, Convert convert) {
+#pragma omp parallel for simd if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = convert(in[i]);
+}
+
 }  // namespace
 
 void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src, DType src_dtype,
@@ -62,6 +69,19 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
     } else {
       copy_same_dtype(dst, dst_layout, src, src_layout, elem);
     }
+    return;
+  }
+  // autocast's conversions, f32 <-> bf16, in loops of their own (the same
+  // bits as the per-element path below, which goes through a dtype switch
+  // and double for every element).
+  if (contiguous && src_dtype == DType::f32 && dst_dtype == DType::bf16) {
+    convert_contiguous(static_cast<uint16_t*>(dst), static_cast<const float*>(src), n,
+                       [](float f) { return float_to_bf16_bits(f); });
+    return;
+  }
+  if (contiguous && src_dtype == DType::bf16 && dst_dtype == DType::f32) {
+    convert_contiguous(static_cast<float*>(dst), static_cast<const uint16_t*>(src), n,
+                       [](uint16_t h) { return bf16_bits_to_float(h); });
     return;
   }
   if (contiguous) {

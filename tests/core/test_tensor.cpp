@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/cuda/runtime.h"
@@ -193,4 +194,24 @@ TEST_CASE("shape arithmetic is overflow-checked: counts, strides and bytes", "[t
   const Tensor t = Tensor::empty({0, int64_t(1) << 40, 12});  // empty, allocates nothing
   CHECK(t.numel() == 0);
   CHECK_THROWS_WITH(Tensor::zeros({2, 3}).view({-1, big, 4}), Catch::Contains("does not fit in int64"));
+}
+
+TEST_CASE("f32 <-> bf16 casts: the contiguous loop gives the strided path's bits", "[tensor]") {
+  // Ties to even in both directions, NaN (quieted), infinities, denormals, signed zeros, and
+  // the largest values that round to inf; laid out [2, N] so that a transposed view goes
+  // through the per-element path.
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 1.00390625f, 1.01171875f, 3.0e38f, 3.4028235e38f,
+                          -3.4028235e38f, 1e-40f, -1e-41f, std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::signaling_NaN(), 65504.0f};
+  for (int i = 0; i < 48; ++i) v.push_back(std::ldexp(1.0f + static_cast<float>(i) / 64.0f, i - 24) * (i % 2 ? -1 : 1));
+  const int64_t half = static_cast<int64_t>(v.size()) / 2;
+  const Tensor x = Tensor::from_vector(v, {2, half});
+  const Tensor contiguous = x.to(DType::bf16);
+  const Tensor strided = x.transpose(0, 1).to(DType::bf16).transpose(0, 1).contiguous();
+  REQUIRE(contiguous.numel() == strided.numel());
+  CHECK(std::memcmp(contiguous.data_ptr(), strided.data_ptr(), static_cast<size_t>(contiguous.numel()) * 2) == 0);
+  const Tensor back = contiguous.to(DType::f32);
+  const Tensor back_strided = contiguous.transpose(0, 1).to(DType::f32).transpose(0, 1).contiguous();
+  CHECK(std::memcmp(back.data_ptr(), back_strided.data_ptr(), static_cast<size_t>(back.numel()) * 4) == 0);
 }
