@@ -84,7 +84,10 @@ constexpr float kLn2Lo = 1.42860682e-06f;
 constexpr float kRoundMagic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
 
 inline float exp_f32(float y) {
-  y = std::min(std::max(y, -87.3f), 88.3f);
+  // The clamp by selects (std::min/std::max would keep loops over exp_f32
+  // from vectorizing); NaN passes through both, as through std::min/max.
+  y = select(y < -87.3f, -87.3f, y);
+  y = select(y > 88.3f, 88.3f, y);
   const float n = std::fma(y, kLog2e, kRoundMagic) - kRoundMagic;
   float r = std::fma(-n, kLn2Hi, y);
   r = std::fma(-n, kLn2Lo, r);
@@ -96,16 +99,10 @@ inline float exp_f32(float y) {
 // 1/(1+e) for x >= 0 and e/(1+e) below. Beyond |x| = 87.3, where exp_f32
 // would clamp, e is 0 (sigmoid(-1000) = 0 exactly, as in f32 libm). NaN in,
 // NaN out.
-// Branch-free (selects, and exp's argument clamped by a select, not
-// std::max), so that loops over it vectorize.
+// Branch-free (selects), so that loops over it vectorize.
 inline float sigmoid_f32(float x) {
   const float a = std::fabs(x);
-  const float y = select(a > 87.3f, -87.3f, -a);  // exp's range; the lane is zeroed below
-  const float n = std::fma(y, kLog2e, kRoundMagic) - kRoundMagic;
-  float r = std::fma(-n, kLn2Hi, y);
-  r = std::fma(-n, kLn2Lo, r);
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  const float e = select(a > 87.3f, 0.0f, horner(kExpP, r) * scale);  // exp(-|x|)
+  const float e = select(a > 87.3f, 0.0f, exp_f32(-a));  // exp(-|x|)
   const float inv = 1.0f / (1.0f + e);
   return select(x >= 0.0f, inv, e * inv);
 }
