@@ -174,7 +174,6 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
     if (stage == 2 && frozen.weights != nn::WeightsDType::f32) nn::convert_frozen_weights(*whole.vision, DType::bf16);
     tower.vision = whole.vision;
     lm.llama = whole.llama;
-    lm.config = whole.config;
     if (lead) std::fprintf(stderr, "LLaVA: %s\n", whole.report.summary().c_str());
   }
   nn::LlavaConfig lc;
