@@ -46,10 +46,12 @@ asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer on the safetensors reader; RUNS=N to change the number of executions.
+# libFuzzer on one parser: FUZZ_TARGET=<name> (scripts/fuzz.sh list; default
+# safetensors, "all" for each in turn), RUNS=N executions.
+FUZZ_TARGET ?= safetensors
 fuzz:
 	@scripts/install-deps.sh fuzz
-	scripts/fuzz.sh $(RUNS)
+	scripts/fuzz.sh $(FUZZ_TARGET) $(RUNS)
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b || exit 1; done

@@ -287,7 +287,7 @@ CLIPImageProcessorConfig CLIPImageProcessorConfig::from_json_text(const std::str
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number no double holds
     throw Error(str(source, ": not valid JSON (", e.what(), ")"));
   }
   VLMC_CHECK(j.is_object(), source, ": expected a JSON object, got ", j.type_name());

@@ -96,7 +96,7 @@ class LlavaReader {
     try {
       const json rest = json::parse(in, take);
       VLMC_CHECK(rest.is_array(), "llava data ", out_.path_, ": the top level is not a JSON list");
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number no double holds
       throw Error(str("llava data ", out_.path_, ": not valid JSON (", e.what(), ")"));
     }
   }
@@ -109,7 +109,7 @@ class LlavaReader {
       json j;
       try {
         j = json::parse(line);
-      } catch (const json::parse_error& e) {
+      } catch (const json::exception& e) {  // parse_error, or out_of_range for a number no double holds
         bad("", str("line ", number), str("not valid JSON (", e.what(), ")"));
         continue;
       }

@@ -54,28 +54,6 @@ nlohmann::json gather_loader_states(const data::LoaderState& mine, dist::Process
   return {{"loaders", loaders}};
 }
 
-// This process's place from a checkpoint's state.json.
-data::LoaderState loader_state_from(const nlohmann::json& state, const std::string& dir, int proc, int world) {
-  const nlohmann::json data = state.value("data", nlohmann::json());
-  VLMC_CHECK(data.is_object() && data.contains("loaders") && data["loaders"].is_array(), "--resume: ", dir,
-             "/state.json has no \"data\": {\"loaders\": [...]} (the loader's place); it was not written by a "
-             "data.format = \"llava\" run");
-  const nlohmann::json& loaders = data["loaders"];
-  VLMC_CHECK(static_cast<int>(loaders.size()) == world, "--resume: ", dir, "/state.json holds the places of ",
-             loaders.size(), " processes; this job has ", world);
-  const nlohmann::json& l = loaders[static_cast<size_t>(proc)];
-  data::LoaderState s;
-  try {
-    s.step = l.at("step").get<int64_t>();
-    s.epoch = l.at("epoch").get<int64_t>();
-    s.cursor = l.at("cursor").get<int64_t>();
-    s.skipped = l.at("skipped").get<int64_t>();
-  } catch (const std::exception& e) {
-    throw Error(str("--resume: ", dir, "/state.json: data.loaders[", proc, "]: ", e.what()));
-  }
-  return s;
-}
-
 // The checkpoint's tensors into the trained parameters: every one of them
 // must be there, and nothing else.
 void load_trained(nn::LlavaModel& llava, const std::map<std::string, Tensor>& trained_names,

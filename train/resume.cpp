@@ -1,6 +1,7 @@
 #include "train/resume.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -19,13 +20,17 @@ int64_t state_integer(const nlohmann::json& state, const char* key, const std::s
 }
 
 // The most updates any parameter has had: AdamW's "state.<k>.step" counters
-// (-1 when the optimizer file holds none).
-int64_t optimizer_updates(const std::map<std::string, Tensor>& optimizer) {
+// (-1 when the optimizer file holds none). A counter that is not a whole
+// number in [0, 2^53] is refused, naming the tensor.
+int64_t optimizer_updates(const std::map<std::string, Tensor>& optimizer, const std::string& dir) {
   int64_t most = -1;
   for (const auto& [name, t] : optimizer) {
     if (!name.ends_with(".step")) continue;
     if (t.numel() != 1) continue;
-    most = std::max(most, static_cast<int64_t>(t.item()));
+    const double steps = t.item();
+    VLMC_CHECK(steps >= 0 && steps <= 9007199254740992.0 && steps == std::floor(steps), dir, ": ",
+               kCheckpointOptimizerFile, " tensor '", name, "' is ", steps, ", not a step count");
+    most = std::max(most, static_cast<int64_t>(steps));
   }
   return most;
 }
@@ -36,13 +41,16 @@ ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
                                     const std::map<std::string, int>& stage_ranks, int world) {
   const std::string bad = nonfinite_in(ckpt);
   VLMC_CHECK(bad.empty(), dir, ": ", bad, " holds a NaN or an infinity");
-  const int saved_world = ckpt.state.value("world_size", 1);
+  // Absent in checkpoints of single-process runs written before it existed.
+  const int64_t saved_world = ckpt.state.contains("world_size") ? state_integer(ckpt.state, "world_size", dir) : 1;
   VLMC_CHECK(saved_world == world, dir, " was written by a job of ", saved_world, " process",
              saved_world == 1 ? "" : "es", "; resume it with the same number (this job has ", world, ")");
   ResumePoint p;
   p.dir = dir;
   const nlohmann::json& state = ckpt.state;
-  p.rank = static_cast<int>(state_integer(state, "rank", dir));
+  const int64_t rank = state_integer(state, "rank", dir);
+  VLMC_CHECK(rank >= 0 && rank <= 1000, dir, "/state.json: \"rank\" is ", rank, ", not a stage's place in a run");
+  p.rank = static_cast<int>(rank);
   p.step = state_integer(state, "step", dir);
   const auto stage_it = state.find("stage");
   VLMC_CHECK(stage_it != state.end() && stage_it->is_string(), dir, "/state.json: \"stage\" is missing or not a string");
@@ -64,7 +72,7 @@ ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
   // The optimizer counts its own updates: no parameter can have had more than
   // `step`, and (where the checkpoint records its skipped steps) the most
   // updated one had exactly step - skipped_steps.
-  const int64_t updates = optimizer_updates(ckpt.optimizer);
+  const int64_t updates = optimizer_updates(ckpt.optimizer, dir);
   if (updates >= 0) {
     VLMC_CHECK(updates <= p.step, dir, ": the optimizer state has taken ", updates, " steps but state.json says step ",
                p.step);
@@ -98,6 +106,31 @@ ResumePoint choose_resume_checkpoint(const std::string& root, const std::vector<
     }
   }
   throw Error(str("--resume: no usable checkpoint in ", root, ":", refused));
+}
+
+data::LoaderState loader_state_from(const nlohmann::json& state, const std::string& dir, int proc, int world) {
+  const auto data = state.find("data");
+  VLMC_CHECK(data != state.end() && data->is_object() && data->contains("loaders") && (*data)["loaders"].is_array(),
+             "--resume: ", dir, "/state.json has no \"data\": {\"loaders\": [...]} (the loader's place); it was not "
+             "written by a data.format = \"llava\" run");
+  const nlohmann::json& loaders = (*data)["loaders"];
+  VLMC_CHECK(loaders.size() == static_cast<size_t>(world), "--resume: ", dir, "/state.json holds the places of ",
+             loaders.size(), " processes; this job has ", world);
+  const nlohmann::json& l = loaders[static_cast<size_t>(proc)];
+  const std::string where = str("--resume: ", dir, "/state.json: data.loaders[", proc, "]");
+  VLMC_CHECK(l.is_object(), where, " is not an object");
+  // Integers only: a float (1e300) would not convert to int64_t.
+  const auto field = [&](const char* key) {
+    const auto it = l.find(key);
+    VLMC_CHECK(it != l.end() && it->is_number_integer(), where, ".", key, " is missing or not an integer");
+    return it->get<int64_t>();
+  };
+  data::LoaderState s;
+  s.step = field("step");
+  s.epoch = field("epoch");
+  s.cursor = field("cursor");
+  s.skipped = field("skipped");
+  return s;
 }
 
 }  // namespace vlmc::train

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "data/llava_loader.h"
 #include "train/checkpoint.h"
 
 namespace vlmc::train {
@@ -44,5 +45,11 @@ ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
 ResumePoint choose_resume_checkpoint(const std::string& root, const std::vector<std::string>& names,
                                      const std::string& explicit_dir, const std::map<std::string, int>& stage_ranks,
                                      int world, const std::function<void(const std::string&)>& warn);
+
+// This process's place in a data.format = "llava" run's data, from the
+// checkpoint's state.json ("data": {"loaders": [{step, epoch, cursor,
+// skipped}, ...]}, one per process). Throws vlmc::Error naming `dir` when
+// the field is missing, has another process count, or is malformed.
+data::LoaderState loader_state_from(const nlohmann::json& state, const std::string& dir, int proc, int world);
 
 }  // namespace vlmc::train

@@ -168,6 +168,9 @@ TEST_CASE("bad preprocessor_config.json is refused with file and key named", "[c
   CHECK_THROWS_WITH(CLIPImageProcessor::from_folder(dir.file("nowhere")),
                     Contains("nowhere") && Contains("preprocessor_config.json"));
   CHECK_THROWS_WITH(refused("{\"size\": 24,"), Contains(file) && Contains("not valid JSON"));
+  // A number no double holds is nlohmann's out_of_range, not a parse_error (found by fuzz_hf_config).
+  CHECK_THROWS_AS(refused("{\"rescale_factor\": 1e99999}"), vlmc::Error);
+  CHECK_THROWS_WITH(refused("{\"rescale_factor\": 1e99999}"), Contains(file) && Contains("not valid JSON"));
   CHECK_THROWS_WITH(refused("[1, 2]"), Contains(file) && Contains("object"));
   CHECK_THROWS_WITH(refused(R"({"image_processor_type": "SiglipImageProcessor"})"),
                     Contains(file) && Contains("SiglipImageProcessor"));

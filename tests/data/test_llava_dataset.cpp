@@ -196,6 +196,15 @@ TEST_CASE("llava data: files that are not LLaVA data", "[llava_data]") {
   CHECK_THROWS_WITH(read_llava_json(dir.write("s.json", "\"x\"")), Catch::Contains("neither a JSON list"));
   const auto cut = dir.write("c.json", std::string("[") + kSamples[0] + ", {\"id\": ");
   CHECK_THROWS_WITH(read_llava_json(cut), Catch::Contains("c.json: not valid JSON"));
+  // A number no double holds is nlohmann's out_of_range, not a parse_error (found by fuzz_llava_json):
+  // the list is refused, a JSONL line is one bad sample.
+  const auto huge = dir.write("h.json", std::string("[") + kSamples[0] + ", {\"id\": 1e99999}]");
+  CHECK_THROWS_AS(read_llava_json(huge), vlmc::Error);
+  CHECK_THROWS_WITH(read_llava_json(huge), Catch::Contains("h.json: not valid JSON"));
+  const auto huge_line = read_llava_json(dir.write("h.jsonl", std::string(kSamples[0]) + "\n{\"id\": 1e99999}\n"));
+  CHECK(huge_line.size() == 1);
+  REQUIRE(huge_line.bad().size() == 1);
+  CHECK_THAT(huge_line.bad()[0].reason, Catch::Contains("not valid JSON"));
   // An empty list is a file with no samples, not an error.
   CHECK(read_llava_json(dir.write("n.json", "[]")).size() == 0);
 }

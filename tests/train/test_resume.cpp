@@ -91,6 +91,57 @@ TEST_CASE("resume: a hand-edited state.json is refused, naming the field", "[res
   }
 }
 
+TEST_CASE("resume: fields of the wrong JSON type are errors naming the field, not exceptions of the JSON library",
+          "[resume]") {
+  test::TempDir tmp("resume_types");
+  SECTION("world_size as a string, as a float") {
+    nlohmann::json s = good_state(5);
+    s["world_size"] = "1";
+    std::string dir = write(tmp, 5, s, 5);
+    REQUIRE_THROWS_MATCHES(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1), Error,
+                           Catch::Matchers::Message(dir + "/state.json: \"world_size\" is missing or not an integer"));
+    s["world_size"] = 1e300;
+    dir = write(tmp, 5, s, 5);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("\"world_size\" is missing or not an integer"));
+  }
+  SECTION("a rank no int holds") {
+    nlohmann::json s = good_state(5);
+    s["rank"] = (int64_t{1} << 32) + 3;  // would truncate to 3 and pass
+    const std::string dir = write(tmp, 5, s, 5);
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("\"rank\" is 4294967299, not a stage's place in a run"));
+  }
+  SECTION("an optimizer step counter that is not a whole number") {
+    Checkpoint c;
+    c.model["connector.0.weight"] = Tensor::ones({2, 2});
+    c.optimizer["state.0.step"] = Tensor::scalar(1e300, DType::f64);
+    c.state = good_state(5);
+    save_checkpoint(tmp.path.string(), "3-stage2-step000005", c);
+    const std::string dir = (tmp.path / "3-stage2-step000005").string();
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+                        Catch::Contains("tensor 'state.0.step' is 1e+300, not a step count"));
+  }
+}
+
+TEST_CASE("resume: the llava loader's place is read from state.json, each field checked", "[resume]") {
+  const nlohmann::json good = {{"data", {{"loaders", {{{"step", 4}, {"epoch", 1}, {"cursor", 7}, {"skipped", 2}}}}}}};
+  const data::LoaderState s = loader_state_from(good, "ck", 0, 1);
+  CHECK(s.step == 4);
+  CHECK(s.epoch == 1);
+  CHECK(s.cursor == 7);
+  CHECK(s.skipped == 2);
+  CHECK_THROWS_WITH(loader_state_from(good, "ck", 0, 2), Catch::Contains("holds the places of 1 processes"));
+  CHECK_THROWS_WITH(loader_state_from({{"data", 3}}, "ck", 0, 1), Catch::Contains("has no \"data\""));
+  nlohmann::json bad = good;
+  bad["data"]["loaders"][0]["cursor"] = 1e300;  // no int64_t holds it
+  CHECK_THROWS_MATCHES(loader_state_from(bad, "ck", 0, 1), Error,
+                       Catch::Matchers::Message("--resume: ck/state.json: data.loaders[0].cursor is missing or not an "
+                                                "integer"));
+  bad["data"]["loaders"][0] = "x";
+  CHECK_THROWS_WITH(loader_state_from(bad, "ck", 0, 1), Catch::Contains("data.loaders[0] is not an object"));
+}
+
 TEST_CASE("resume: a corrupt newest checkpoint falls back to the previous one, saying so", "[resume]") {
   test::TempDir tmp("resume_fallback");
   write(tmp, 4, good_state(4), 4);
