@@ -114,9 +114,9 @@ LlamaConfig llama_config(const ConfigObject& c, const char* own_type = "llama") 
   if (c.boolean("attention_bias", false)) c.unsupported("attention_bias", "q/k/v/o projections with bias are not implemented");
   if (c.boolean("mlp_bias", false)) c.unsupported("mlp_bias", "MLP projections with bias are not implemented");
   if (c.string("hidden_act", "silu") != "silu") c.unsupported("hidden_act", "LLaMA's MLP is SwiGLU (silu)");
+  out.validate();  // first: head_dim() divides by num_attention_heads
   if (c.has("head_dim") && c.integer("head_dim", 0) != out.head_dim())
     c.unsupported("head_dim", str("only hidden_size / num_attention_heads = ", out.head_dim(), " is implemented"));
-  out.validate();
   return out;
 }
 

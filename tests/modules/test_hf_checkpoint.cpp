@@ -192,6 +192,18 @@ TEST_CASE("hf checkpoint: broken folders are one clear error", "[hf_checkpoint]"
     std::ofstream(dir + "/config.json") << text;
     REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("rope_scaling"));
   }
+  SECTION("zero attention heads beside a head_dim (found by fuzz_hf_config: an integer division by zero)") {
+    const std::string dir = copy_model(tmp, "llama");
+    std::ifstream in(dir + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    in.close();
+    const size_t at = text.find("\"num_attention_heads\": ");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, text.find(',', at) - at, "\"num_attention_heads\": 0");
+    text.replace(text.rfind('}'), 1, R"(, "head_dim": 8})");
+    std::ofstream(dir + "/config.json") << text;
+    REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("num_attention_heads 0"));
+  }
   SECTION("a config whose sizes do not fit the weights: every mismatch listed, keys and shapes named") {
     const std::string dir = copy_model(tmp, "llama");
     std::ifstream in(dir + "/config.json");
