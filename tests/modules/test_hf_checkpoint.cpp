@@ -42,6 +42,16 @@ std::string copy_model(const test::TempDir& tmp, const std::string& name) {
   return dst.string();
 }
 
+// Rewrites DIR/config.json through `edit`, which gets the file's text.
+template <typename Edit>
+void edit_config(const std::string& dir, Edit edit) {
+  std::ifstream in(dir + "/config.json");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  edit(text);
+  std::ofstream(dir + "/config.json") << text;
+}
+
 void require_same_state(const nn::Module& a, const nn::Module& b) {
   const auto sa = a.state_dict(), sb = b.state_dict();
   REQUIRE(sa.size() == sb.size());
@@ -185,34 +195,28 @@ TEST_CASE("hf checkpoint: broken folders are one clear error", "[hf_checkpoint]"
   }
   SECTION("a config key vlmc would silently get wrong") {
     const std::string dir = copy_model(tmp, "llama");
-    std::ifstream in(dir + "/config.json");
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    in.close();
-    text.replace(text.rfind('}'), 1, R"(, "rope_scaling": {"type": "linear", "factor": 2.0}})");
-    std::ofstream(dir + "/config.json") << text;
+    edit_config(dir, [](std::string& text) {
+      text.replace(text.rfind('}'), 1, R"(, "rope_scaling": {"type": "linear", "factor": 2.0}})");
+    });
     REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("rope_scaling"));
   }
   SECTION("zero attention heads beside a head_dim (found by fuzz_hf_config: an integer division by zero)") {
     const std::string dir = copy_model(tmp, "llama");
-    std::ifstream in(dir + "/config.json");
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    in.close();
-    const size_t at = text.find("\"num_attention_heads\": ");
-    REQUIRE(at != std::string::npos);
-    text.replace(at, text.find(',', at) - at, "\"num_attention_heads\": 0");
-    text.replace(text.rfind('}'), 1, R"(, "head_dim": 8})");
-    std::ofstream(dir + "/config.json") << text;
+    edit_config(dir, [](std::string& text) {
+      const size_t at = text.find("\"num_attention_heads\": ");
+      REQUIRE(at != std::string::npos);
+      text.replace(at, text.find(',', at) - at, "\"num_attention_heads\": 0");
+      text.replace(text.rfind('}'), 1, R"(, "head_dim": 8})");
+    });
     REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("num_attention_heads 0"));
   }
   SECTION("a config whose sizes do not fit the weights: every mismatch listed, keys and shapes named") {
     const std::string dir = copy_model(tmp, "llama");
-    std::ifstream in(dir + "/config.json");
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    in.close();
-    const size_t at = text.find("\"intermediate_size\": 32");
-    REQUIRE(at != std::string::npos);
-    text.replace(at, 23, "\"intermediate_size\": 40");
-    std::ofstream(dir + "/config.json") << text;
+    edit_config(dir, [](std::string& text) {
+      const size_t at = text.find("\"intermediate_size\": 32");
+      REQUIRE(at != std::string::npos);
+      text.replace(at, 23, "\"intermediate_size\": 40");
+    });
     REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("nothing was loaded") &&
                                                       Catch::Contains("model.layers.0.mlp.up_proj.weight") &&
                                                       Catch::Contains("[32,16]") && Catch::Contains("[40,16]") &&
