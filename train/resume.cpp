@@ -12,11 +12,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int64_t state_integer(const nlohmann::json& state, const char* key, const std::string& dir) {
-  const auto it = state.find(key);
-  VLMC_CHECK(it != state.end() && it->is_number_integer(), dir, "/state.json: \"", key,
-             "\" is missing or not an integer");
+// object[key] as an integer; `name` is how errors call it. Integers only: a
+// float (1e300) would not convert to int64_t.
+int64_t integer_field(const nlohmann::json& object, const char* key, const std::string& name) {
+  const auto it = object.find(key);
+  VLMC_CHECK(it != object.end() && it->is_number_integer(), name, " is missing or not an integer");
   return it->get<int64_t>();
+}
+
+int64_t state_integer(const nlohmann::json& state, const char* key, const std::string& dir) {
+  return integer_field(state, key, str(dir, "/state.json: \"", key, "\""));
 }
 
 // The most updates any parameter has had: AdamW's "state.<k>.step" counters
@@ -119,12 +124,7 @@ data::LoaderState loader_state_from(const nlohmann::json& state, const std::stri
   const nlohmann::json& l = loaders[static_cast<size_t>(proc)];
   const std::string where = str("--resume: ", dir, "/state.json: data.loaders[", proc, "]");
   VLMC_CHECK(l.is_object(), where, " is not an object");
-  // Integers only: a float (1e300) would not convert to int64_t.
-  const auto field = [&](const char* key) {
-    const auto it = l.find(key);
-    VLMC_CHECK(it != l.end() && it->is_number_integer(), where, ".", key, " is missing or not an integer");
-    return it->get<int64_t>();
-  };
+  const auto field = [&](const char* key) { return integer_field(l, key, str(where, ".", key)); };
   data::LoaderState s;
   s.step = field("step");
   s.epoch = field("epoch");
