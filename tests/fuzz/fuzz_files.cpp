@@ -10,8 +10,6 @@
 namespace vlmc::fuzz {
 namespace {
 
-void remove_scratch_dir();
-
 std::string make_scratch_dir() {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/vlmc-fuzz-XXXXXX";
@@ -48,11 +46,6 @@ std::string write_scratch(const std::string& name, const uint8_t* data, size_t s
 
 std::string write_scratch(const std::string& name, std::string_view text) {
   return write_scratch(name, reinterpret_cast<const uint8_t*>(text.data()), text.size());
-}
-
-void remove_scratch(const std::string& name) {
-  std::error_code ignored;
-  std::filesystem::remove(scratch_dir() + "/" + name, ignored);
 }
 
 std::string read_whole_file(const std::string& path) {

@@ -18,9 +18,6 @@ const std::string& scratch_dir();
 std::string write_scratch(const std::string& name, const uint8_t* data, size_t size);
 std::string write_scratch(const std::string& name, std::string_view text);
 
-// Removes scratch_dir()/name if present.
-void remove_scratch(const std::string& name);
-
 // The file's bytes (for the fixed files a harness keeps beside the input).
 std::string read_whole_file(const std::string& path);
 
