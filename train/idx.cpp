@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -14,72 +15,97 @@ constexpr uint32_t kLabelsMagic = 0x00000801;  // u8, 1 dim
 // stream from inflating without bound.
 constexpr size_t kMaxBytes = size_t{1} << 30;
 
-// The whole decompressed content of a gzip file.
-std::vector<uint8_t> read_gzip(const std::string& path) {
-  VLMC_CHECK(std::filesystem::is_regular_file(path), "idx: ", path, ": no such file");
-  gzFile file = gzopen(path.c_str(), "rb");
-  VLMC_CHECK(file != nullptr, "idx: ", path, ": cannot open");
-  std::vector<uint8_t> bytes;
-  std::vector<uint8_t> chunk(size_t{1} << 20);
-  std::string error;
-  for (;;) {
-    const int n = gzread(file, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int code = 0;
-      error = gzerror(file, &code);
-      break;
-    }
-    if (n == 0) {
-      // zlib reports a stream cut short as Z_BUF_ERROR with a 0 return, not -1.
-      int code = Z_OK;
-      const char* message = gzerror(file, &code);
-      if (code != Z_OK) error = message;
-      break;
-    }
-    bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + n);
-    if (bytes.size() > kMaxBytes) {
-      error = "more than 1 GiB of data";
-      break;
-    }
-  }
-  // zlib reads a file without a gzip header as plain bytes; IDX files here are
-  // always compressed, so a "direct" file is the wrong file.
-  const bool direct = gzdirect(file) != 0;
-  gzclose(file);
-  VLMC_CHECK(!direct, "idx: ", path, ": not a gzip file");
-  VLMC_CHECK(error.empty(), "idx: ", path, ": corrupt gzip stream (", error, ")");
-  return bytes;
-}
+// One IDX file, decompressed: its dims and exactly prod(dims) payload bytes.
+struct IdxContent {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> payload;
+};
 
 uint32_t be32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-// Checks magic and sizes; returns the dims. The payload starts at 4 + 4 * dims.
-std::vector<int64_t> parse_header(const std::string& path, const std::vector<uint8_t>& bytes,
-                                  uint32_t magic, const char* what) {
-  VLMC_CHECK(bytes.size() >= 4, "idx: ", path, ": ", bytes.size(),
-             " bytes, too short for an IDX header");
-  const uint32_t got = be32(bytes.data());
-  VLMC_CHECK(got == magic, "idx: ", path, ": bad magic 0x", std::hex, got, " (expected 0x", magic,
-             std::dec, " for ", what, ")");
+// A gzFile that is closed on every path out, including a thrown check.
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path) {
+    VLMC_CHECK(std::filesystem::is_regular_file(path), "idx: ", path, ": no such file");
+    file_ = gzopen(path.c_str(), "rb");
+    VLMC_CHECK(file_ != nullptr, "idx: ", path, ": cannot open");
+  }
+  ~GzReader() { gzclose(file_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+
+  // Reads up to `size` bytes into `out`; returns how many came (fewer only at
+  // the end of the stream). A corrupt stream, or a file that is not gzip at
+  // all, throws naming the file.
+  size_t read(uint8_t* out, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+      const size_t want = std::min<size_t>(size - done, size_t{1} << 20);
+      const int n = gzread(file_, out + done, static_cast<unsigned>(want));
+      // zlib reads a file without a gzip header as plain bytes; IDX files here
+      // are always compressed, so a "direct" file is the wrong file.
+      VLMC_CHECK(gzdirect(file_) == 0, "idx: ", path_, ": not a gzip file");
+      int code = Z_OK;
+      const char* message = gzerror(file_, &code);
+      // A stream cut short is reported as Z_BUF_ERROR with a 0 return, not -1.
+      VLMC_CHECK(n >= 0 && code == Z_OK, "idx: ", path_, ": corrupt gzip stream (", message, ")");
+      if (n == 0) break;
+      done += static_cast<size_t>(n);
+    }
+    return done;
+  }
+
+ private:
+  std::string path_;
+  gzFile file_ = nullptr;
+};
+
+// Reads the header first and checks magic and dims, so memory is bounded by
+// the declared payload (itself at most kMaxBytes) and never by how far a
+// corrupt or hostile stream would inflate.
+IdxContent read_idx(const std::string& path, uint32_t magic, const char* what) {
+  GzReader reader(path);
+  uint8_t head[4 + 4 * 3];
+  size_t got = reader.read(head, 4);
+  VLMC_CHECK(got == 4, "idx: ", path, ": ", got, " bytes, too short for an IDX header");
+  const uint32_t file_magic = be32(head);
+  VLMC_CHECK(file_magic == magic, "idx: ", path, ": bad magic 0x", std::hex, file_magic,
+             " (expected 0x", magic, std::dec, " for ", what, ")");
   const size_t ndim = magic & 0xff;
   const size_t header = 4 + 4 * ndim;
-  VLMC_CHECK(bytes.size() >= header, "idx: ", path, ": truncated header (", bytes.size(),
-             " bytes, need ", header, ")");
-  std::vector<int64_t> dims(ndim);
+  got += reader.read(head + 4, header - 4);
+  VLMC_CHECK(got == header, "idx: ", path, ": truncated header (", got, " bytes, need ", header,
+             ")");
+
+  IdxContent content;
+  content.dims.resize(ndim);
   uint64_t payload = 1;
   for (size_t d = 0; d < ndim; ++d) {
-    dims[d] = be32(bytes.data() + 4 + 4 * d);
-    payload *= static_cast<uint64_t>(dims[d]);
+    content.dims[d] = be32(head + 4 + 4 * d);
+    // Each dim < 2^32, so the product is checked after every factor before it
+    // can wrap.
+    payload *= static_cast<uint64_t>(content.dims[d]);
+    VLMC_CHECK(payload <= kMaxBytes, "idx: ", path, ": dims ", shape_str(content.dims),
+               " too large (more than 1 GiB of data)");
   }
-  VLMC_CHECK(payload <= kMaxBytes, "idx: ", path, ": dims ", shape_str(dims), " too large");
-  const uint64_t expected = header + payload;
-  VLMC_CHECK(bytes.size() >= expected, "idx: ", path, ": truncated: dims ", shape_str(dims),
-             " need ", expected, " bytes, file has ", bytes.size());
-  VLMC_CHECK(bytes.size() == expected, "idx: ", path, ": ", bytes.size() - expected,
-             " trailing bytes after dims ", shape_str(dims));
-  return dims;
+  content.payload.resize(payload);
+  const size_t body = reader.read(content.payload.data(), payload);
+  VLMC_CHECK(body == payload, "idx: ", path, ": truncated: dims ", shape_str(content.dims),
+             " need ", header + payload, " bytes, file has ", header + body);
+  // Anything after the payload means the dims do not describe this file.
+  std::vector<uint8_t> tail(4096);
+  size_t trailing = 0;
+  for (size_t n; (n = reader.read(tail.data(), tail.size())) > 0;) {
+    trailing += n;
+    VLMC_CHECK(trailing < kMaxBytes, "idx: ", path, ": more than 1 GiB of trailing bytes after dims ",
+               shape_str(content.dims));
+  }
+  VLMC_CHECK(trailing == 0, "idx: ", path, ": ", trailing, " trailing bytes after dims ",
+             shape_str(content.dims));
+  return content;
 }
 
 }  // namespace
@@ -87,21 +113,20 @@ std::vector<int64_t> parse_header(const std::string& path, const std::vector<uin
 const char* split_name(Split split) { return split == Split::train ? "train" : "test"; }
 
 Tensor read_idx_images(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_gzip(path);
-  const std::vector<int64_t> dims = parse_header(path, bytes, kImagesMagic, "u8 images, 3 dims");
+  IdxContent content = read_idx(path, kImagesMagic, "u8 images, 3 dims");
+  const std::vector<int64_t>& dims = content.dims;
   VLMC_CHECK(dims[1] == kFashionMnistSide && dims[2] == kFashionMnistSide, "idx: ", path,
              ": images are ", dims[1], "x", dims[2], ", expected 28x28 (dims ", shape_str(dims),
              ")");
-  std::vector<uint8_t> pixels(bytes.begin() + 16, bytes.end());
-  return Tensor::from_vector(pixels, dims);
+  return Tensor::from_vector(content.payload, dims);
 }
 
 Tensor read_idx_labels(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_gzip(path);
-  const std::vector<int64_t> dims = parse_header(path, bytes, kLabelsMagic, "u8 labels, 1 dim");
+  const IdxContent content = read_idx(path, kLabelsMagic, "u8 labels, 1 dim");
+  const std::vector<int64_t>& dims = content.dims;
   std::vector<int64_t> labels(static_cast<size_t>(dims[0]));
   for (size_t i = 0; i < labels.size(); ++i) {
-    labels[i] = bytes[8 + i];
+    labels[i] = content.payload[i];
     VLMC_CHECK(labels[i] < kFashionMnistClasses, "idx: ", path, ": label ", labels[i],
                " at index ", i, " is not a class id (< 10)");
   }

@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "data/llava_dataset.h"
+#include "tests/support/rss.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc::data;
@@ -241,14 +242,6 @@ TEST_CASE("llava data: check_files and the template option refuse up front", "[l
 
 namespace {
 
-long rss_kib(const char* field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::string(field).size()));
-  return -1;
-}
-
 // A COCO-style 12-digit name.
 std::string str_pad(int i) {
   char buf[16];
@@ -289,12 +282,12 @@ TEST_CASE("llava data bench: peak memory of reading 100K samples", "[.llava_data
   }
   const auto bytes = fs::file_size(file);
   // Reset the high-water mark so it covers the read alone (Linux >= 4.0).
-  std::ofstream("/proc/self/clear_refs") << "5";
-  const long before = rss_kib("VmRSS:");
+  vlmc::test::reset_peak_rss();
+  const double before = vlmc::test::current_rss_bytes() / 1024;
   const auto start = std::chrono::steady_clock::now();
   const auto d = read_llava_json(file);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const long peak = rss_kib("VmHWM:");
+  const double peak = vlmc::test::peak_rss_bytes() / 1024;
   REQUIRE(d.size() == static_cast<size_t>(n));
   std::printf("llava data bench: %d samples, file %.1f MiB, read in %.2f s; held %.1f MiB; RSS before %.1f MiB, "
               "peak %.1f MiB (+%.1f MiB)\n",
@@ -302,12 +295,12 @@ TEST_CASE("llava data bench: peak memory of reading 100K samples", "[.llava_data
               (peak - before) / 1024.0);
 
   // For comparison: the whole file as one nlohmann DOM (what json.load does in LLaVA).
-  std::ofstream("/proc/self/clear_refs") << "5";
-  const long before_dom = rss_kib("VmRSS:");
+  vlmc::test::reset_peak_rss();
+  const double before_dom = vlmc::test::current_rss_bytes() / 1024;
   {
     std::ifstream in(file);
     const auto dom = nlohmann::json::parse(in);
     REQUIRE(dom.size() == static_cast<size_t>(n));
   }
-  std::printf("llava data bench: the whole-file DOM peaks at +%.1f MiB\n", (rss_kib("VmHWM:") - before_dom) / 1024.0);
+  std::printf("llava data bench: the whole-file DOM peaks at +%.1f MiB\n", (vlmc::test::peak_rss_bytes() / 1024 - before_dom) / 1024.0);
 }

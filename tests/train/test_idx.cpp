@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "train/idx.h"
+#include "tests/support/rss.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc;
@@ -122,6 +123,49 @@ TEST_CASE("idx: corrupt files are errors naming the file and the problem", "[dat
   SECTION("missing file") {
     REQUIRE_THROWS_WITH(read_idx_labels(dir.file("nope.gz")), Catch::Contains("no such file"));
   }
+}
+
+// A stream that inflates far beyond its header's dims (a gzip bomb, or the
+// wrong file) is refused from the header and a small buffer: the reader once
+// inflated everything first, holding up to 1 GiB before looking at the magic.
+TEST_CASE("idx: memory is bounded by the declared dims, not by the stream", "[data][idx]") {
+  TempDir dir("idx");
+  const std::string p = dir.file("bomb.gz");
+  constexpr size_t kTrailing = size_t{256} << 20;
+  {
+    // 4 labels, then 256 MiB of zeros: about 256 KB of gzip.
+    const std::vector<uint8_t> head = idx_bytes(0x00000801, {4}, 4, 2);
+    gzFile f = gzopen(p.c_str(), "wb1");
+    REQUIRE(f != nullptr);
+    REQUIRE(gzwrite(f, head.data(), static_cast<unsigned>(head.size())) > 0);
+    const std::vector<uint8_t> zeros(size_t{1} << 20, 0);
+    for (size_t done = 0; done < kTrailing; done += zeros.size())
+      REQUIRE(gzwrite(f, zeros.data(), static_cast<unsigned>(zeros.size())) > 0);
+    REQUIRE(gzclose(f) == Z_OK);
+  }
+  const bool measurable = vlmc::test::kRssMeaningful && vlmc::test::reset_peak_rss();
+  const double before = vlmc::test::current_rss_bytes();
+  REQUIRE_THROWS_WITH(read_idx_labels(p),
+                      Catch::Contains(p) && Catch::Contains(std::to_string(kTrailing) + " trailing bytes"));
+  if (measurable) {
+    const double grew = vlmc::test::peak_rss_bytes() - before;
+    INFO("peak RSS grew by " << grew / 1048576 << " MiB reading a 256 MiB stream");
+    CHECK(grew < 32.0 * 1048576);
+  } else {
+    WARN("resident memory is not measurable here (AddressSanitizer, or clear_refs refused)");
+  }
+
+  // A wrong magic is reported from the first four bytes, even when the stream
+  // breaks further on.
+  std::vector<uint8_t> wrong = idx_bytes(0x00000802, {64, 28, 28}, 0);
+  uint32_t state = 12345;  // an LCG: 50 KB that deflate cannot shrink, so the cut
+  for (int i = 0; i < 64 * 784; ++i) {  // lands far past zlib's first buffers
+    state = state * 1664525u + 1013904223u;
+    wrong.push_back(static_cast<uint8_t>(state >> 24));
+  }
+  write_gz(p, wrong);
+  fs::resize_file(p, fs::file_size(p) / 2);
+  REQUIRE_THROWS_WITH(read_idx_images(p), Catch::Contains(p) && Catch::Contains("bad magic 0x802"));
 }
 
 TEST_CASE("idx: locating files in a directory without the package", "[data][idx]") {

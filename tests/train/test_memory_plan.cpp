@@ -20,10 +20,14 @@
 #include "train/mosaic.h"
 #include "train/mosaic_models.h"
 #include "train/tokenizer.h"
+#include "tests/support/rss.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
+using vlmc::test::current_rss_bytes;
+using vlmc::test::peak_rss_bytes;
+using vlmc::test::reset_peak_rss;
 
 namespace {
 
@@ -32,42 +36,6 @@ namespace {
 double live_heap_bytes() {
   const struct mallinfo2 m = mallinfo2();
   return static_cast<double>(m.uordblks + m.hblkhd) - static_cast<double>(host::cached_bytes());
-}
-
-// Peak resident bytes of this process since the last reset_peak_rss().
-double peak_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmHWM:") {
-      double kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-    std::getline(in, key);
-  }
-  return 0;
-}
-double current_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      double kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-    std::getline(in, key);
-  }
-  return 0;
-}
-// Resets VmHWM to the current RSS (proc(5): clear_refs "5"); false where
-// the kernel or a sandbox does not allow it.
-bool reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
 }
 
 // AddressSanitizer replaces malloc (mallinfo2 does not see its heap) and
