@@ -36,11 +36,13 @@ class Connector : public Module {
                          std::optional<int64_t> target_tokens = std::nullopt) = 0;
 };
 
-// "linear", "mlp", "downsample", "c-abstractor", "dynamic", "ocr".
+// The names of connector_registry() (modules/connector_registry.h), in its
+// order: "linear", "mlp", "downsample", "c-abstractor", "dynamic", "ocr".
 const std::vector<std::string>& connector_types();
 
-// Builds the connector config.type names; an unknown type is an error that
-// lists the known ones.
+// Builds the connector config.type names through its registry row; an
+// unknown type is an error that lists the known ones, and an optional field
+// the type does not read (dim_hidden, score_weighting) is refused.
 std::shared_ptr<Connector> make_connector(const ConnectorConfig& config,
                                           Generator& gen = default_generator());
 

@@ -4,15 +4,10 @@
 #include <sstream>
 
 #include "core/autograd.h"
+#include "core/text.h"
 
 namespace vlmc::nn {
 namespace {
-
-std::string join(const std::vector<std::string>& items) {
-  std::ostringstream os;
-  for (size_t i = 0; i < items.size(); ++i) os << (i ? ", " : "") << items[i];
-  return os.str();
-}
 
 void check_no_target_tokens(const char* projector, std::optional<int64_t> target_tokens) {
   VLMC_CHECK(!target_tokens.has_value(), projector, ": target_tokens (", target_tokens.value_or(0),

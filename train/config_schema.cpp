@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace vlmc::train {
 
@@ -150,12 +151,6 @@ bool valid_key(const std::string& key) {
     }
   }
   return true;
-}
-
-std::string join(const std::vector<std::string>& parts, const char* sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : "") + parts[i];
-  return out;
 }
 
 }  // namespace

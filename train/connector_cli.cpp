@@ -13,7 +13,9 @@
 #include "core/cuda/runtime.h"
 #include "core/io/tensor_io.h"
 #include "core/ops.h"
+#include "core/text.h"
 #include "core/threads.h"
+#include "modules/connector_registry.h"
 
 namespace vlmc::cli {
 
@@ -53,64 +55,6 @@ void sync(Device device) {
   if (device.is_cuda()) cuda::synchronize(device.index);
 }
 
-// ---- FLOP counts -----------------------------------------------------------
-// Only the matmuls and convolutions (2 FLOPs per multiply-add); pooling,
-// GELU, normalisation and top-k are a rounding error beside them. The
-// backward counts what it computes: every layer's weight gradient (as much as
-// its forward) and the input gradient of every layer whose input needs one
-// (as much again). The benchmark's features need none, as in the seed's
-// PyTorch benchmark, so a first layer applied to them costs 1x, not 2x.
-struct Flops {
-  double forward = 0, backward = 0;
-  void layer(double flops, bool input_grad) {
-    forward += flops;
-    backward += input_grad ? 2 * flops : flops;
-  }
-};
-
-// Linear -> GELU -> Linear on `rows` rows.
-void add_mlp(Flops& f, double rows, double in, double hidden, double out, bool input_grad) {
-  f.layer(2.0 * rows * in * hidden, input_grad);
-  f.layer(2.0 * rows * hidden * out, true);
-}
-
-Flops connector_flops(const nn::ConnectorConfig& c, int64_t batch, int64_t tokens,
-                      std::optional<int64_t> target_tokens) {
-  const double B = static_cast<double>(batch), N = static_cast<double>(tokens),
-               Dv = static_cast<double>(c.dim_vision), Dl = static_cast<double>(c.dim_llm);
-  const double pooled = B * static_cast<double>(c.target_size * c.target_size);
-  Flops f;
-  if (c.type == "linear") {
-    f.layer(2.0 * B * N * Dv * Dl, false);
-  } else if (c.type == "mlp") {
-    add_mlp(f, B * N, Dv, static_cast<double>(c.dim_hidden.value_or(c.dim_llm)), Dl, false);
-  } else if (c.type == "downsample") {
-    add_mlp(f, pooled, Dv, Dl, Dl, false);
-  } else if (c.type == "c-abstractor") {
-    // The seed's stride rule; 3x3 kernels, padding 1, Dv -> Dv channels.
-    int64_t side = c.grid_size;
-    for (int64_t i = 0; i < c.num_conv_layers; ++i) {
-      const int64_t stride = (c.grid_size / (int64_t{1} << (i + 1))) >= c.target_size ? 2 : 1;
-      side = (side - 1) / stride + 1;
-      f.layer(2.0 * B * static_cast<double>(side * side) * Dv * Dv * 9.0, i > 0);
-    }
-    add_mlp(f, pooled, Dv, Dl, Dl, c.num_conv_layers > 0);
-  } else if (c.type == "dynamic") {
-    const int64_t keep = target_tokens.value_or(std::min(tokens, c.max_tokens));
-    if (tokens <= keep) {
-      add_mlp(f, B * N, Dv, Dl, Dl, false);
-    } else {
-      // The scorer gets a gradient only with score weighting (off: the seed).
-      if (c.score_weighting) f.layer(2.0 * B * N * Dv, false);
-      else f.forward += 2.0 * B * N * Dv;
-      add_mlp(f, B * static_cast<double>(keep), Dv, Dl, Dl, false);
-    }
-  } else if (c.type == "ocr") {
-    add_mlp(f, B * N, Dv, Dl, Dl, true);  // features + pos_embed: the positions need a gradient
-  }
-  return f;
-}
-
 std::string shape_list(const Shape& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -137,7 +81,7 @@ std::string json_string(const std::string& s) {
 
 void add_dims(CLI::App* cmd, ConnectorDims& d) {
   nn::ConnectorConfig& c = d.config;
-  cmd->add_option("--type", c.type, "connector: linear, mlp, downsample, c-abstractor, dynamic or ocr")
+  cmd->add_option("--type", c.type, "connector: " + join(nn::connector_types()) + " (`vlmc connector list` describes each)")
       ->required()
       ->check(CLI::IsMember(nn::connector_types()));
   cmd->add_option("--dim-vision", c.dim_vision, "vision feature width Dv")
@@ -262,7 +206,7 @@ int bench_connector(const ConnectorBenchOptions& o) {
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
-  const Flops counted = connector_flops(config, o.batch, o.tokens, target_tokens);
+  const nn::ConnectorFlops counted = nn::connector_kind(config.type).flops(config, o.batch, o.tokens, target_tokens);
   const double flops = counted.forward + (o.backward ? counted.backward : 0.0);
   const double gflops = flops / (median * 1e-3) / 1e9;
   const char* mode = o.backward ? "forward+backward" : "forward";
@@ -292,8 +236,11 @@ int bench_connector(const ConnectorBenchOptions& o) {
 }
 
 ConnectorCommands::ConnectorCommands(CLI::App& app) {
-  group_ = app.add_subcommand("connector", "Run or time one of the seed's six connectors");
+  group_ = app.add_subcommand("connector", "List, run or time the registered connectors");
   group_->require_subcommand(1);
+
+  list_ = group_->add_subcommand(
+      "list", "Print every registered connector: class, visual tokens, options, parameters, what it does");
 
   run_ = group_->add_subcommand(
       "run",
@@ -331,6 +278,10 @@ ConnectorCommands::ConnectorCommands(CLI::App& app) {
 }
 
 int ConnectorCommands::execute() const {
+  if (list_->parsed()) {
+    std::fputs(nn::connector_table_markdown().c_str(), stdout);
+    return 0;
+  }
   if (run_->parsed()) return run_connector(run_options_);
   if (bench_->parsed()) return bench_connector(bench_options_);
   return 0;

@@ -1,6 +1,8 @@
-// `vlmc connector run` and `vlmc connector bench`: the seed's six connectors
-// from the command line, for people porting from PyTorch.
+// `vlmc connector list | run | bench`: the registered connectors
+// (modules/connector_registry.h) from the command line, for people porting
+// from PyTorch.
 //
+//   list:  the registry as a Markdown table (docs/connectors.md holds it).
 //   run:   loads a PyTorch state_dict and an input from safetensors, runs one
 //          forward (and, given an output gradient, one backward) and writes the
 //          output, every gradient and every buffer, so the result can be
@@ -54,7 +56,7 @@ struct ConnectorBenchOptions {
 int run_connector(const ConnectorRunOptions& options);
 int bench_connector(const ConnectorBenchOptions& options);
 
-// The `connector` subcommand group, with `run` and `bench` under it. The
+// The `connector` subcommand group, with `list`, `run` and `bench` under it. The
 // object owns the option values CLI11 writes into, so it must outlive parsing.
 class ConnectorCommands {
  public:
@@ -67,6 +69,7 @@ class ConnectorCommands {
 
  private:
   CLI::App* group_;
+  CLI::App* list_;
   CLI::App* run_;
   CLI::App* bench_;
   ConnectorRunOptions run_options_;

@@ -9,20 +9,12 @@
 #include <vector>
 
 #include "core/cuda/runtime.h"
+#include "core/text.h"
 #include "core/threads.h"
 #include "modules/connectors.h"
 
 namespace vlmc::cli {
 namespace {
-
-std::string with_commas(int64_t n) {
-  std::string digits = std::to_string(n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
 
 std::string torch_shape(const Shape& s) {
   std::string out = "[";

@@ -4,12 +4,12 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "modules/connector.h"
 
 namespace vlmc::train {
 
 const std::vector<std::string>& experiment_connectors() {
-  static const std::vector<std::string> names = {"linear", "mlp", "downsample", "c-abstractor", "dynamic", "ocr"};
-  return names;
+  return nn::connector_types();  // every registered connector, in the registry's order
 }
 
 std::vector<ConnectorRow> compare_connectors(const TrainConfig& config, const std::vector<std::string>& connectors,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/io/tensor_io.h"
+#include "modules/connector_registry.h"
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/check.h"
@@ -208,6 +209,16 @@ TEST_CASE("connector --help lists every flag with its default", "[cli]") {
   CHECK(bench.status == 0);
   for (const char* flag : {"--batch", "--tokens", "--backward", "--threads", "--json", "--repeats"})
     CHECK_THAT(bench.out, Catch::Contains(flag));
+}
+
+TEST_CASE("connector list prints the registry, and --type accepts exactly its names", "[cli]") {
+  TempDir scratch("cli_list");
+  const Result list = run_cli({"connector", "list"}, scratch.path);
+  CHECK(list.status == 0);
+  CHECK(list.out == nn::connector_table_markdown());
+  const Result unknown = run_cli({"connector", "bench", "--type", "qformer"}, scratch.path);
+  CHECK(unknown.status != 0);
+  CHECK_THAT(unknown.err, Catch::Contains("qformer"));
 }
 
 TEST_CASE("connector run and bench refuse sizes that overflow, and never abort", "[cli]") {

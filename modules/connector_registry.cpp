@@ -1,0 +1,231 @@
+#include "modules/connector_registry.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/text.h"
+#include "modules/connectors.h"
+
+namespace vlmc::nn {
+namespace {
+
+// Linear(in, out) with bias.
+int64_t linear_params(int64_t in, int64_t out) { return in * out + out; }
+// Linear(in, hidden) -> GELU -> Linear(hidden, out).
+int64_t mlp_params(int64_t in, int64_t hidden, int64_t out) {
+  return linear_params(in, hidden) + linear_params(hidden, out);
+}
+void add_mlp_flops(ConnectorFlops& f, double rows, double in, double hidden, double out, bool input_grad) {
+  f.layer(2.0 * rows * in * hidden, input_grad);
+  f.layer(2.0 * rows * hidden * out, true);
+}
+
+double d(int64_t v) { return static_cast<double>(v); }
+
+// The seed's C-Abstractor stride rule: 2 while grid_size // 2^(i+1) is still
+// at least target_size, then 1.
+int64_t c_abstractor_stride(const ConnectorConfig& c, int64_t layer) {
+  return (c.grid_size / (int64_t{1} << (layer + 1))) >= c.target_size ? 2 : 1;
+}
+
+int64_t dynamic_keep(const ConnectorConfig& c, int64_t tokens, std::optional<int64_t> target) {
+  return target.value_or(std::min(tokens, c.max_tokens));
+}
+
+int64_t same_tokens(const ConnectorConfig&, int64_t tokens, std::optional<int64_t>) { return tokens; }
+int64_t pooled_tokens(const ConnectorConfig& c, int64_t, std::optional<int64_t>) {
+  return c.target_size * c.target_size;
+}
+
+std::vector<ConnectorKind> build_registry() {
+  std::vector<ConnectorKind> r;
+
+  r.push_back({"linear", "LinearProjection", "LLaVA v1: one Linear(Dv, Dllm) per token", {}, "N",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<LinearProjection>(c.dim_vision, c.dim_llm, g);
+               },
+               [](const ConnectorConfig& c) { return linear_params(c.dim_vision, c.dim_llm); }, same_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 f.layer(2.0 * d(batch) * d(tokens) * d(c.dim_vision) * d(c.dim_llm), false);
+                 return f;
+               }});
+
+  r.push_back({"mlp", "MLPConnector", "LLaVA-1.5: Linear -> GELU -> Linear per token", {"dim_hidden"}, "N",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<MLPConnector>(c.dim_vision, c.dim_llm, c.dim_hidden, g);
+               },
+               [](const ConnectorConfig& c) {
+                 return mlp_params(c.dim_vision, c.dim_hidden.value_or(c.dim_llm), c.dim_llm);
+               },
+               same_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_hidden.value_or(c.dim_llm)),
+                               d(c.dim_llm), false);
+                 return f;
+               }});
+
+  r.push_back({"downsample", "DownsamplingConnector",
+               "adaptive average pooling of the patch grid, then the MLP", {"grid_size", "target_size"},
+               "target_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<DownsamplingConnector>(c.dim_vision, c.dim_llm, c.grid_size,
+                                                                c.target_size, g);
+               },
+               [](const ConnectorConfig& c) { return mlp_params(c.dim_vision, c.dim_llm, c.dim_llm); },
+               pooled_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 add_mlp_flops(f, d(batch) * d(c.target_size * c.target_size), d(c.dim_vision), d(c.dim_llm),
+                               d(c.dim_llm), false);
+                 return f;
+               }});
+
+  r.push_back({"c-abstractor", "CAbstractor",
+               "3x3 Conv2d + BatchNorm2d + GELU blocks on the grid, adaptive pooling, then the MLP",
+               {"grid_size", "target_size", "num_conv_layers"}, "target_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<CAbstractor>(c.dim_vision, c.dim_llm, c.grid_size, c.target_size,
+                                                      c.num_conv_layers, g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t Dv = c.dim_vision;
+                 const int64_t conv = Dv * Dv * 9 + Dv, batchnorm = 2 * Dv;  // BN buffers are not parameters
+                 return c.num_conv_layers * (conv + batchnorm) + mlp_params(Dv, c.dim_llm, c.dim_llm);
+               },
+               pooled_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 int64_t side = c.grid_size;  // 3x3 kernels, padding 1, Dv -> Dv channels
+                 for (int64_t i = 0; i < c.num_conv_layers; ++i) {
+                   side = (side - 1) / c_abstractor_stride(c, i) + 1;
+                   f.layer(2.0 * d(batch) * d(side * side) * d(c.dim_vision) * d(c.dim_vision) * 9.0, i > 0);
+                 }
+                 add_mlp_flops(f, d(batch) * d(c.target_size * c.target_size), d(c.dim_vision), d(c.dim_llm),
+                               d(c.dim_llm), c.num_conv_layers > 0);
+                 return f;
+               }});
+
+  r.push_back({"dynamic", "DynamicResolutionConnector",
+               "keeps the target_tokens best-scored tokens (sigmoid of a Linear(Dv, 1)), then the MLP",
+               {"max_tokens", "min_tokens", "score_weighting"}, "target_tokens, or min(N, max_tokens)",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<DynamicResolutionConnector>(c.dim_vision, c.dim_llm, c.max_tokens,
+                                                                     c.min_tokens, c.score_weighting, g);
+               },
+               [](const ConnectorConfig& c) {
+                 return mlp_params(c.dim_vision, c.dim_llm, c.dim_llm) + linear_params(c.dim_vision, 1);
+               },
+               [](const ConnectorConfig& c, int64_t tokens, std::optional<int64_t> target) {
+                 return std::min(tokens, dynamic_keep(c, tokens, target));
+               },
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t> target) {
+                 ConnectorFlops f;
+                 const int64_t keep = dynamic_keep(c, tokens, target);
+                 if (tokens <= keep) {
+                   add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), false);
+                   return f;
+                 }
+                 // The scorer gets a gradient only with score weighting (off: the seed).
+                 if (c.score_weighting) f.layer(2.0 * d(batch) * d(tokens) * d(c.dim_vision), false);
+                 else f.forward += 2.0 * d(batch) * d(tokens) * d(c.dim_vision);
+                 add_mlp_flops(f, d(batch) * d(keep), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), false);
+                 return f;
+               }});
+
+  r.push_back({"ocr", "OCRProjectionConnector",
+               "learned positions added (stretched when N > max_visual_tokens), LayerNorm, then the MLP",
+               {"max_visual_tokens"}, "N",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<OCRProjectionConnector>(c.dim_vision, c.dim_llm, c.max_visual_tokens, g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t positions = c.max_visual_tokens * c.dim_vision, layer_norm = 2 * c.dim_vision;
+                 return positions + layer_norm + mlp_params(c.dim_vision, c.dim_llm, c.dim_llm);
+               },
+               same_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;  // features + pos_embed: the positions need a gradient
+                 add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), true);
+                 return f;
+               }});
+  return r;
+}
+
+// The optional ConnectorConfig fields a caller can tell apart from "not
+// given": set for a connector that does not read them, they are refused
+// rather than ignored.
+struct OptionalField {
+  const char* name;
+  bool (*is_set)(const ConnectorConfig&);
+};
+constexpr OptionalField kOptionalFields[] = {
+    {"dim_hidden", [](const ConnectorConfig& c) { return c.dim_hidden.has_value(); }},
+    {"score_weighting", [](const ConnectorConfig& c) { return c.score_weighting; }},
+};
+
+std::string readers_of(const std::string& option) {
+  std::vector<std::string> readers;
+  for (const ConnectorKind& k : connector_registry())
+    if (std::find(k.options.begin(), k.options.end(), option) != k.options.end()) readers.push_back(k.name);
+  return join(readers);
+}
+
+}  // namespace
+
+const std::vector<ConnectorKind>& connector_registry() {
+  static const std::vector<ConnectorKind> registry = build_registry();
+  return registry;
+}
+
+const ConnectorKind& connector_kind(const std::string& name) {
+  for (const ConnectorKind& k : connector_registry())
+    if (k.name == name) return k;
+  throw Error("unknown connector type \"" + name + "\" (known: " + join(connector_types()) + ")");
+}
+
+const std::vector<std::string>& connector_types() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const ConnectorKind& k : connector_registry()) out.push_back(k.name);
+    return out;
+  }();
+  return names;
+}
+
+std::shared_ptr<Connector> make_connector(const ConnectorConfig& c, Generator& gen) {
+  const ConnectorKind* kind = nullptr;
+  try {
+    kind = &connector_kind(c.type);
+  } catch (const Error& e) {
+    throw Error(std::string("make_connector: ") + e.what());
+  }
+  for (const OptionalField& field : kOptionalFields) {
+    const bool reads = std::find(kind->options.begin(), kind->options.end(), field.name) != kind->options.end();
+    VLMC_CHECK(!field.is_set(c) || reads, "make_connector: ", field.name, " applies only to type ",
+               readers_of(field.name), ", not ", c.type);
+  }
+  return kind->make(c, gen);
+}
+
+std::string connector_table_markdown() {
+  std::string out =
+      "| type | class | N' | options | parameters at the defaults | what it does |\n"
+      "| --- | --- | --- | --- | ---: | --- |\n";
+  const ConnectorConfig defaults;
+  for (const ConnectorKind& k : connector_registry()) {
+    std::vector<std::string> quoted;
+    for (const std::string& o : k.options) quoted.push_back("`" + o + "`");
+    const std::string options = join(quoted);
+    ConnectorConfig c = defaults;
+    c.type = k.name;
+    out += "| `" + k.name + "` | `" + k.class_name + "` | " + k.tokens_formula + " | " +
+           (options.empty() ? "-" : options) + " | " + with_commas(k.parameters(c)) + " | " + k.description +
+           " |\n";
+  }
+  return out;
+}
+
+}  // namespace vlmc::nn

@@ -1,0 +1,85 @@
+// The connector registry: every row's closed forms agree with the module it
+// builds, nothing else keeps its own list of names, and docs/connectors.md
+// holds the registry's table as `vlmc connector list` prints it.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "modules/connector_registry.h"
+#include "train/experiment.h"
+
+using namespace vlmc;
+
+namespace {
+
+// Small odd sizes that satisfy every connector (grid 5 -> 2, 2 conv layers).
+nn::ConnectorConfig small_config(const std::string& type) {
+  nn::ConnectorConfig c;
+  c.type = type;
+  c.dim_vision = 6;
+  c.dim_llm = 10;
+  c.grid_size = 5;
+  c.target_size = 2;
+  c.num_conv_layers = 2;
+  c.max_tokens = 7;
+  c.min_tokens = 2;
+  c.max_visual_tokens = 9;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("connector registry: each row's parameter count and visual tokens are the module's", "[modules]") {
+  const std::set<std::string> fields = {"dim_hidden", "grid_size",  "target_size",      "num_conv_layers",
+                                        "max_tokens", "min_tokens", "max_visual_tokens", "score_weighting"};
+  std::set<std::string> names;
+  for (const nn::ConnectorKind& kind : nn::connector_registry()) {
+    INFO(kind.name);
+    CHECK(names.insert(kind.name).second);  // names are unique
+    CHECK(!kind.class_name.empty());
+    CHECK(!kind.description.empty());
+    for (const std::string& option : kind.options) CHECK(fields.count(option) == 1);
+
+    nn::ConnectorConfig c = small_config(kind.name);
+    if (kind.name == "mlp") c.dim_hidden = 4;
+    Generator gen(7);
+    const auto connector = nn::make_connector(c, gen);
+    CHECK(kind.parameters(c) == connector->num_parameters());
+    nn::ConnectorConfig defaults;  // the seed's LLaVA-1.5 shapes
+    defaults.type = kind.name;
+    CHECK(kind.parameters(defaults) == nn::make_connector(defaults, gen)->num_parameters());
+
+    const Tensor x = Tensor::randn({2, 25, c.dim_vision}, gen);  // 25 tokens = grid 5 x 5
+    CHECK(connector->forward(x).size(1) == kind.visual_tokens(c, 25, std::nullopt));
+    if (kind.name == "dynamic") CHECK(connector->forward(x, 3).size(1) == kind.visual_tokens(c, 25, 3));
+
+    const nn::ConnectorFlops f = kind.flops(c, 2, 25, std::nullopt);
+    CHECK(f.forward > 0);
+    CHECK(f.backward >= f.forward);
+  }
+  CHECK(nn::connector_types().size() == nn::connector_registry().size());
+}
+
+TEST_CASE("connector registry: the experiment compares every registered connector", "[modules]") {
+  CHECK(train::experiment_connectors() == nn::connector_types());
+}
+
+TEST_CASE("connector registry: an option is refused for a type that does not read it", "[modules]") {
+  nn::ConnectorConfig c = small_config("ocr");
+  c.score_weighting = true;
+  CHECK_THROWS_WITH(nn::make_connector(c), Catch::Contains("score_weighting applies only to type dynamic, not ocr"));
+  CHECK_THROWS_WITH(nn::connector_kind("qformer"),
+                    Catch::Contains("unknown connector type \"qformer\" (known: linear, mlp, downsample"));
+}
+
+TEST_CASE("docs/connectors.md holds the registry's table", "[modules][docs]") {
+  const std::string path = std::string(VLMC_GOLDEN_DIR) + "/../../docs/connectors.md";
+  std::ifstream in(path);
+  REQUIRE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  INFO("regenerate it with: vlmc connector list");
+  CHECK_THAT(text.str(), Catch::Contains(nn::connector_table_markdown()));
+}
