@@ -318,9 +318,9 @@ CLIPImageProcessorConfig CLIPImageProcessorConfig::from_json_text(const std::str
     c.shortest_edge = 0;
   }
   if (const json* r = get(j, "resample")) {
-    VLMC_CHECK(r->is_number_integer() && r->get<int>() >= 1 && r->get<int>() <= 5, source, ": resample ", r->dump(),
+    VLMC_CHECK(r->is_number_integer() && r->get<int64_t>() >= 1 && r->get<int64_t>() <= 5, source, ": resample ", r->dump(),
                " is not supported (1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING; not 0 NEAREST)");
-    c.resample = static_cast<Resample>(r->get<int>());
+    c.resample = static_cast<Resample>(r->get<int64_t>());
   }
   c.do_center_crop = get_bool(j, "do_center_crop", c.do_center_crop, source);
   if (const json* s = get(j, "crop_size")) std::tie(c.crop_height, c.crop_width) = height_width(*s, "crop_size", source);

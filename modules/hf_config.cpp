@@ -1,6 +1,8 @@
 #include "modules/hf_config.h"
 
+#include <cmath>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -12,6 +14,27 @@ namespace vlmc::nn {
 namespace {
 
 using json = nlohmann::json;
+
+// A JSON number that is a whole number (5, 5.0, 1e300).
+bool is_whole_number(const json& v) {
+  return v.is_number_integer() || (v.is_number_float() && v.get<double>() == std::trunc(v.get<double>()));
+}
+
+// The value of a whole JSON number that int64 holds, else nothing. Unsigned
+// integers above INT64_MAX and floats outside int64's range are caught before
+// any conversion: a float-to-integer cast out of range is undefined
+// behaviour, and an unsigned one would wrap to a negative size.
+std::optional<int64_t> as_int64(const json& v) {
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(v.get<uint64_t>());
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (!is_whole_number(v)) return std::nullopt;
+  const double d = v.get<double>();
+  if (!(d >= -0x1p63 && d < 0x1p63)) return std::nullopt;
+  return static_cast<int64_t>(d);
+}
 
 // A JSON object read from `file`, with typed lookups whose errors name the
 // file and the key ("text_config.hidden_size"). null counts as absent, as
@@ -27,9 +50,9 @@ class ConfigObject {
   int64_t integer(const char* key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const json& v = obj_.at(key);
-    if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
-      return static_cast<int64_t>(v.get<double>());
+    if (const std::optional<int64_t> i = as_int64(v)) return *i;
+    if (is_whole_number(v))
+      throw Error(str(file_, ": ", key_name(key), " is ", v.dump(), ", not an integer vlmc can hold (int64)"));
     throw Error(str(file_, ": ", key_name(key), " is ", v.dump(), ", not an integer"));
   }
   double number(const char* key, double fallback) const {
@@ -76,8 +99,9 @@ HfTokenIds token_ids(const ConfigObject& c) {
   ids.pad = c.integer("pad_token_id", -1);
   if (c.has("eos_token_id") && c.raw("eos_token_id").is_array()) {
     for (const json& v : c.raw("eos_token_id")) {
-      if (!v.is_number_integer()) c.unsupported("eos_token_id", "expected an id or a list of ids");
-      ids.eos.push_back(v.get<int64_t>());
+      const std::optional<int64_t> id = as_int64(v);
+      if (!id) c.unsupported("eos_token_id", "expected an id or a list of ids");
+      ids.eos.push_back(*id);
     }
   } else if (c.has("eos_token_id")) {
     ids.eos.push_back(c.integer("eos_token_id", -1));

@@ -210,6 +210,22 @@ TEST_CASE("hf checkpoint: broken folders are one clear error", "[hf_checkpoint]"
     });
     REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("num_attention_heads 0"));
   }
+  SECTION("integers no int64 holds (found by fuzz_hf_config: a float-to-integer cast out of range)") {
+    // 6.49e20 written as a whole number: nlohmann reads it as a double.
+    for (const char* value : {"649223372036854775808", "6.5e20", "9223372036854775808", "-1e300"}) {
+      INFO(value);
+      const test::TempDir scratch("hf_int");
+      const std::string dir = copy_model(scratch, "llama");
+      edit_config(dir, [&](std::string& text) {
+        const size_t at = text.find("\"max_position_embeddings\": ");
+        REQUIRE(at != std::string::npos);
+        text.replace(at, text.find(',', at) - at, std::string("\"max_position_embeddings\": ") + value);
+      });
+      REQUIRE_THROWS_WITH(nn::load_pretrained(dir), Catch::Contains("config.json") &&
+                                                        Catch::Contains("max_position_embeddings") &&
+                                                        Catch::Contains("not an integer vlmc can hold"));
+    }
+  }
   SECTION("a config whose sizes do not fit the weights: every mismatch listed, keys and shapes named") {
     const std::string dir = copy_model(tmp, "llama");
     edit_config(dir, [](std::string& text) {
