@@ -3,7 +3,6 @@
 // a small block and for LLaMA's decoder layers (gradient_checkpointing), with
 // the gradient-ready hook firing once per parameter; and the graph holds less.
 #include <catch2/catch.hpp>
-#include <malloc.h>
 
 #include <cstring>
 #include <map>
@@ -14,11 +13,13 @@
 #include "core/checkpoint.h"
 #include "core/host_allocator.h"
 #include "core/ops.h"
+#include "tests/support/memory_use.h"
 #include "core/random.h"
 #include "modules/llama.h"
 #include "modules/llava.h"
 
 using namespace vlmc;
+using vlmc::test::live_heap_bytes;
 
 namespace {
 
@@ -26,11 +27,6 @@ bool same_bits(const Tensor& a, const Tensor& b) {
   if (!a.defined() || !b.defined() || a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
   const Tensor x = a.contiguous(), y = b.contiguous();
   return std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
-
-double live_heap_bytes() {
-  const struct mallinfo2 m = mallinfo2();
-  return static_cast<double>(m.uordblks + m.hblkhd) - static_cast<double>(host::cached_bytes());
 }
 
 nn::LlamaConfig tiny_llama() {
@@ -158,6 +154,7 @@ TEST_CASE("checkpoint: the graph of a checkpointed decoder holds far less", "[ch
     sum(logits).backward();
   }
   INFO("plain " << held[0] << " bytes, checkpointed " << held[1] << " bytes");
-  CHECK(held[1] < 0.5 * held[0]);
+  if (test::kMemoryMeasurable) CHECK(held[1] < 0.5 * held[0]);
+  else WARN("heap figures are not measurable under AddressSanitizer: the graph's size is not checked");
   lm.model->gradient_checkpointing = false;
 }

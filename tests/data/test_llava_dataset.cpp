@@ -18,7 +18,7 @@
 
 #include "core/error.h"
 #include "data/llava_dataset.h"
-#include "tests/support/rss.h"
+#include "tests/support/memory_use.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc::data;

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "train/idx.h"
-#include "tests/support/rss.h"
+#include "tests/support/memory_use.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc;
@@ -143,7 +143,7 @@ TEST_CASE("idx: memory is bounded by the declared dims, not by the stream", "[da
       REQUIRE(gzwrite(f, zeros.data(), static_cast<unsigned>(zeros.size())) > 0);
     REQUIRE(gzclose(f) == Z_OK);
   }
-  const bool measurable = vlmc::test::kRssMeaningful && vlmc::test::reset_peak_rss();
+  const bool measurable = vlmc::test::kMemoryMeasurable && vlmc::test::reset_peak_rss();
   const double before = vlmc::test::current_rss_bytes();
   REQUIRE_THROWS_WITH(read_idx_labels(p),
                       Catch::Contains(p) && Catch::Contains(std::to_string(kTrailing) + " trailing bytes"));

@@ -3,8 +3,9 @@
 // against the live heap bytes its graph keeps (malloc's in-use bytes less
 // the host allocator's cache of freed blocks), for the trainer's stages in
 // f32 and bf16, and the refusal message of a config that cannot fit.
-#include <catch2/catch.hpp>
 #include <malloc.h>
+
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <fstream>
@@ -20,31 +21,18 @@
 #include "train/mosaic.h"
 #include "train/mosaic_models.h"
 #include "train/tokenizer.h"
-#include "tests/support/rss.h"
+#include "tests/support/memory_use.h"
 #include "tests/support/temp_dir.h"
 
 using namespace vlmc;
 using namespace vlmc::train;
 using vlmc::test::current_rss_bytes;
+using vlmc::test::live_heap_bytes;
 using vlmc::test::peak_rss_bytes;
 using vlmc::test::reset_peak_rss;
 
 namespace {
 
-// Bytes the heap holds for live objects now: what malloc has handed out,
-// less the freed blocks the host allocator keeps for reuse.
-double live_heap_bytes() {
-  const struct mallinfo2 m = mallinfo2();
-  return static_cast<double>(m.uordblks + m.hblkhd) - static_cast<double>(host::cached_bytes());
-}
-
-// AddressSanitizer replaces malloc (mallinfo2 does not see its heap) and
-// keeps freed memory in quarantine: heap and RSS figures mean nothing there.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kHeapMeasurable = false;
-#else
-constexpr bool kHeapMeasurable = true;
-#endif
 
 double sum_of(const std::vector<MemoryTerm>& terms, const std::string& category) {
   double out = 0;
@@ -177,7 +165,7 @@ TEST_CASE("plan: parameter counts equal the built models'", "[plan]") {
 }
 
 TEST_CASE("plan: stage 1 and stage 2 activations match the bytes the graph holds, within 10 % (the step's peak RSS within 15 %)", "[plan]") {
-  if (!kHeapMeasurable) return;  // under AddressSanitizer
+  if (!vlmc::test::kMemoryMeasurable) return;  // under AddressSanitizer
   const TrainConfig c = measured_config();
   for (int stage : {1, 2}) {
     for (bool bf16 : {false, true}) {
@@ -204,7 +192,7 @@ TEST_CASE("plan: stage 1 and stage 2 activations match the bytes the graph holds
 }
 
 TEST_CASE("plan: the stage-0 encoder's activations match the bytes the graph holds, within 10 %", "[plan]") {
-  if (!kHeapMeasurable) return;  // under AddressSanitizer
+  if (!vlmc::test::kMemoryMeasurable) return;  // under AddressSanitizer
   const TrainConfig c = measured_config();
   const Tokenizer tokenizer;
   MosaicModels models = build_models(c, tokenizer);

@@ -1,7 +1,11 @@
-#include "tests/support/rss.h"
+#include "tests/support/memory_use.h"
+
+#include <malloc.h>
 
 #include <fstream>
 #include <string>
+
+#include "core/host_allocator.h"
 
 namespace vlmc::test {
 namespace {
@@ -25,6 +29,11 @@ double status_field_bytes(const char* field) {
 
 double current_rss_bytes() { return status_field_bytes("VmRSS:"); }
 double peak_rss_bytes() { return status_field_bytes("VmHWM:"); }
+
+double live_heap_bytes() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd) - static_cast<double>(host::cached_bytes());
+}
 
 bool reset_peak_rss() {
   std::ofstream out("/proc/self/clear_refs");
