@@ -23,12 +23,6 @@ void add_mlp_flops(ConnectorFlops& f, double rows, double in, double hidden, dou
 
 double d(int64_t v) { return static_cast<double>(v); }
 
-// The seed's C-Abstractor stride rule: 2 while grid_size // 2^(i+1) is still
-// at least target_size, then 1.
-int64_t c_abstractor_stride(const ConnectorConfig& c, int64_t layer) {
-  return (c.grid_size / (int64_t{1} << (layer + 1))) >= c.target_size ? 2 : 1;
-}
-
 int64_t dynamic_keep(const ConnectorConfig& c, int64_t tokens, std::optional<int64_t> target) {
   return target.value_or(std::min(tokens, c.max_tokens));
 }
@@ -100,7 +94,7 @@ std::vector<ConnectorKind> build_registry() {
                  ConnectorFlops f;
                  int64_t side = c.grid_size;  // 3x3 kernels, padding 1, Dv -> Dv channels
                  for (int64_t i = 0; i < c.num_conv_layers; ++i) {
-                   side = (side - 1) / c_abstractor_stride(c, i) + 1;
+                   side = (side - 1) / c_abstractor_stride(c.grid_size, c.target_size, i) + 1;
                    f.layer(2.0 * d(batch) * d(side * side) * d(c.dim_vision) * d(c.dim_vision) * 9.0, i > 0);
                  }
                  add_mlp_flops(f, d(batch) * d(c.target_size * c.target_size), d(c.dim_vision), d(c.dim_llm),

@@ -116,6 +116,10 @@ Tensor ConvBnGeluStack::forward(const Tensor& grid) {
   return h;
 }
 
+int64_t c_abstractor_stride(int64_t grid_size, int64_t target_size, int64_t layer) {
+  return grid_size / (int64_t{1} << (layer + 1)) >= target_size ? 2 : 1;
+}
+
 CAbstractor::CAbstractor(int64_t dim_vision, int64_t dim_llm, int64_t grid_size, int64_t target_size,
                          int64_t num_conv_layers, Generator& gen)
     : grid_size_(grid_size), target_size_(target_size) {
@@ -125,7 +129,7 @@ CAbstractor::CAbstractor(int64_t dim_vision, int64_t dim_llm, int64_t grid_size,
              num_conv_layers);
   std::vector<int64_t> strides;
   for (int64_t i = 0; i < num_conv_layers; ++i)
-    strides.push_back(grid_size / (int64_t{1} << (i + 1)) >= target_size ? 2 : 1);  // the seed's rule
+    strides.push_back(c_abstractor_stride(grid_size, target_size, i));
   conv_layers = register_module("conv_layers", std::make_shared<ConvBnGeluStack>(dim_vision, strides, gen));
   proj = register_module("proj", make_mlp(dim_vision, dim_llm, dim_llm, gen));
 }

@@ -65,6 +65,10 @@ class ConvBnGeluStack : public Module {
   std::vector<std::shared_ptr<BatchNorm2d>> norms;
 };
 
+// The seed's C-Abstractor stride for conv layer `layer`: 2 while
+// grid_size // 2^(layer+1) is still at least target_size, then 1.
+int64_t c_abstractor_stride(int64_t grid_size, int64_t target_size, int64_t layer);
+
 // Honeybee's C-Abstractor as the seed writes it: num_conv_layers 3x3 convs
 // (padding 1, stride 2 while grid_size // 2^(i+1) >= target_size, else 1),
 // each with BatchNorm2d and GELU; adaptive average pooling to target_size²;
