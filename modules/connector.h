@@ -18,7 +18,7 @@ struct ConnectorConfig {
   std::string type = "mlp";  // one of connector_types()
   int64_t dim_vision = 1024;
   int64_t dim_llm = 4096;
-  std::optional<int64_t> dim_hidden;  // mlp: default dim_llm
+  std::optional<int64_t> dim_hidden;  // mlp: default dim_llm; perceiver: default 3.5 * dim_llm
   int64_t grid_size = 24;             // downsample, c-abstractor
   int64_t target_size = 12;           // downsample, c-abstractor
   int64_t num_conv_layers = 2;        // c-abstractor
@@ -26,6 +26,13 @@ struct ConnectorConfig {
   int64_t min_tokens = 64;            // dynamic
   int64_t max_visual_tokens = 1024;   // ocr
   bool score_weighting = false;       // dynamic: scale kept tokens by their score (off = the seed)
+  // The connectors after LLaVA (modules/connectors_post_llava.h):
+  int64_t merge_size = 2;             // patch-merger, pixel-shuffle: r x r neighbours become one token
+  int64_t num_latents = 64;           // perceiver: learned queries = visual tokens (Idefics2: 64)
+  int64_t resampler_depth = 3;        // perceiver: cross-attention layers (Idefics2: 3)
+  int64_t resampler_heads = 16;       // perceiver: query heads (Idefics2: 16)
+  int64_t resampler_head_dim = 96;    // perceiver: width of each head (Idefics2: 96)
+  int64_t resampler_kv_heads = 4;     // perceiver: key/value heads, dividing resampler_heads (Idefics2: 4)
 };
 
 class Connector : public Module {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "modules/connectors.h"
+#include "modules/connectors_post_llava.h"
 
 namespace vlmc::nn {
 namespace {
@@ -28,6 +29,12 @@ int64_t dynamic_keep(const ConnectorConfig& c, int64_t tokens, std::optional<int
 }
 
 int64_t same_tokens(const ConnectorConfig&, int64_t tokens, std::optional<int64_t>) { return tokens; }
+int64_t merged_tokens(const ConnectorConfig& c, int64_t tokens, std::optional<int64_t>) {
+  return tokens / (c.merge_size * c.merge_size);
+}
+int64_t perceiver_hidden(const ConnectorConfig& c) {
+  return c.dim_hidden && *c.dim_hidden != 0 ? *c.dim_hidden : perceiver_default_hidden(c.dim_llm);
+}
 int64_t pooled_tokens(const ConnectorConfig& c, int64_t, std::optional<int64_t>) {
   return c.target_size * c.target_size;
 }
@@ -145,6 +152,98 @@ std::vector<ConnectorKind> build_registry() {
                  add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), true);
                  return f;
                }});
+
+  // ---- after LLaVA (modules/connectors_post_llava.h) ----
+
+  r.push_back({"patch-merger", "PatchMerger",
+               "Qwen2-VL: LayerNorm per patch, each merge_size² window concatenated, then an MLP at that width",
+               {"grid_size", "merge_size"}, "N / merge_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<PatchMerger>(c.dim_vision, c.dim_llm, c.grid_size, c.merge_size, g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t merged = c.dim_vision * c.merge_size * c.merge_size;
+                 return 2 * c.dim_vision + mlp_params(merged, merged, c.dim_llm);
+               },
+               merged_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;  // the LayerNorm's parameters make its output need a gradient
+                 const double merged = d(c.dim_vision * c.merge_size * c.merge_size);
+                 add_mlp_flops(f, d(batch) * d(merged_tokens(c, tokens, {})), merged, merged, d(c.dim_llm), true);
+                 return f;
+               }});
+
+  r.push_back({"pixel-shuffle", "InternVLChatModel.mlp1",
+               "InternVL: each merge_size² window concatenated (space-to-depth), then LayerNorm -> Linear -> GELU -> Linear",
+               {"grid_size", "merge_size"}, "N / merge_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<PixelShuffleConnector>(c.dim_vision, c.dim_llm, c.grid_size, c.merge_size,
+                                                                g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t merged = c.dim_vision * c.merge_size * c.merge_size;
+                 return 2 * merged + mlp_params(merged, c.dim_llm, c.dim_llm);
+               },
+               merged_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 add_mlp_flops(f, d(batch) * d(merged_tokens(c, tokens, {})),
+                               d(c.dim_vision * c.merge_size * c.merge_size), d(c.dim_llm), d(c.dim_llm), true);
+                 return f;
+               }});
+
+  r.push_back({"ldp-v2", "LDPNetV2Projector",
+               "MobileVLM V2: the MLP per patch, adaptive average pooling to target_size², then x + 3x3 depthwise conv (PEG)",
+               {"grid_size", "target_size"}, "target_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<LDPv2Connector>(c.dim_vision, c.dim_llm, c.grid_size, c.target_size, g);
+               },
+               [](const ConnectorConfig& c) {
+                 return mlp_params(c.dim_vision, c.dim_llm, c.dim_llm) + c.dim_llm * 9 + c.dim_llm;
+               },
+               pooled_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), false);
+                 f.layer(2.0 * d(batch) * d(c.target_size * c.target_size) * d(c.dim_llm) * 9.0, true);
+                 return f;
+               }});
+
+  r.push_back({"perceiver", "Idefics2Connector",
+               "Idefics2: SwiGLU projection, then num_latents learned queries cross-attending to the patches, "
+               "resampler_depth layers",
+               {"dim_hidden", "num_latents", "resampler_depth", "resampler_heads", "resampler_head_dim",
+                "resampler_kv_heads"},
+               "num_latents",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<PerceiverResamplerConnector>(
+                     c.dim_vision, c.dim_llm, perceiver_hidden(c), c.num_latents, c.resampler_depth,
+                     c.resampler_heads, c.resampler_head_dim, c.resampler_kv_heads, g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t D = c.dim_llm, q = c.resampler_heads * c.resampler_head_dim,
+                               kv = c.resampler_kv_heads * c.resampler_head_dim;
+                 const int64_t layer = 3 * D + D * q + 2 * D * kv + q * D + 12 * D * D;  // norms, attention, SwiGLU(D, 4D)
+                 const int64_t hidden = perceiver_hidden(c);
+                 return 2 * c.dim_vision * hidden + hidden * D + c.num_latents * D + c.resampler_depth * layer + D;
+               },
+               [](const ConnectorConfig& c, int64_t, std::optional<int64_t>) { return c.num_latents; },
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 const double B = d(batch), N = d(tokens), L = d(c.num_latents), D = d(c.dim_llm),
+                              hidden = d(perceiver_hidden(c)), q = d(c.resampler_heads * c.resampler_head_dim),
+                              kv = d(c.resampler_kv_heads * c.resampler_head_dim);
+                 f.layer(2.0 * 2.0 * B * N * d(c.dim_vision) * hidden, false);  // gate and up
+                 f.layer(2.0 * B * N * hidden * D, true);                        // down
+                 for (int64_t i = 0; i < c.resampler_depth; ++i) {
+                   f.layer(2.0 * B * L * D * q, true);                 // q_proj
+                   f.layer(2.0 * 2.0 * B * (N + L) * D * kv, true);    // k_proj, v_proj
+                   f.layer(2.0 * 2.0 * B * L * (N + L) * q, true);     // scores and their average
+                   f.layer(2.0 * B * L * q * D, true);                 // o_proj
+                   f.layer(2.0 * B * L * 12.0 * D * D, true);          // SwiGLU(D, 4D, D)
+                 }
+                 return f;
+               }});
   return r;
 }
 
@@ -198,8 +297,9 @@ std::shared_ptr<Connector> make_connector(const ConnectorConfig& c, Generator& g
   }
   for (const OptionalField& field : kOptionalFields) {
     const bool reads = std::find(kind->options.begin(), kind->options.end(), field.name) != kind->options.end();
-    VLMC_CHECK(!field.is_set(c) || reads, "make_connector: ", field.name, " applies only to type ",
-               readers_of(field.name), ", not ", c.type);
+    const std::string readers = readers_of(field.name);
+    VLMC_CHECK(!field.is_set(c) || reads, "make_connector: ", field.name, " applies only to type",
+               readers.find(',') == std::string::npos ? " " : "s ", readers, ", not ", c.type);
   }
   return kind->make(c, gen);
 }

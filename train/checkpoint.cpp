@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/io/atomic_file.h"
 #include "core/io/tensor_io.h"
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -45,15 +46,7 @@ std::string hidden_name(const std::string& name, const char* kind) {
 
 // fsync of a file or directory. Without it a power loss after the rename could
 // leave a directory entry pointing at data that never reached the disk.
-void fsync_path(const fs::path& p, bool directory) {
-  errno = 0;
-  const int fd = ::open(p.c_str(), O_RDONLY | (directory ? O_DIRECTORY : 0));
-  if (fd < 0) throw Error(str(p.string(), ": cannot open to fsync: ", errno_text()));
-  const int rc = ::fsync(fd);
-  const std::string why = errno_text();
-  ::close(fd);
-  if (rc != 0) throw Error(str(p.string(), ": fsync failed: ", why));
-}
+void fsync_path(const fs::path& p, bool directory) { io::fsync_path(p.string(), directory); }
 
 void check_name(const std::string& name) {
   VLMC_CHECK(!name.empty() && name != "." && name != ".." && name[0] != '.' &&

@@ -87,11 +87,11 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
   cmd->add_option("--dim-vision", c.dim_vision, "vision feature width Dv")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--dim-llm", c.dim_llm, "language model width")->capture_default_str()->check(kPositive);
-  cmd->add_option("--dim-hidden", d.dim_hidden, "mlp: hidden width (0 = the seed's `dim_hidden or dim_llm`)")
+  cmd->add_option("--dim-hidden", d.dim_hidden, "mlp: hidden width (0 = the seed's `dim_hidden or dim_llm`); perceiver: SwiGLU width (0 = 3.5 x dim-llm)")
       ->capture_default_str()->check(kNonNegative);
-  cmd->add_option("--grid-size", c.grid_size, "downsample, c-abstractor: patch grid side (tokens = grid^2)")
+  cmd->add_option("--grid-size", c.grid_size, "downsample, c-abstractor, patch-merger, pixel-shuffle, ldp-v2: patch grid side (tokens = grid^2)")
       ->capture_default_str()->check(kPositive);
-  cmd->add_option("--target-size", c.target_size, "downsample, c-abstractor: pooled grid side")
+  cmd->add_option("--target-size", c.target_size, "downsample, c-abstractor, ldp-v2: pooled grid side")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--num-conv-layers", c.num_conv_layers, "c-abstractor: conv + BatchNorm + GELU layers")
       ->capture_default_str()->check(kNonNegative);
@@ -101,6 +101,18 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
       ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--max-visual-tokens", c.max_visual_tokens,
                   "ocr: learned positions (interpolated when there are more tokens)")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--merge-size", c.merge_size, "patch-merger, pixel-shuffle: r (each r x r window becomes one token)")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--num-latents", c.num_latents, "perceiver: learned queries, the visual tokens it emits")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--resampler-depth", c.resampler_depth, "perceiver: cross-attention layers")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--resampler-heads", c.resampler_heads, "perceiver: query heads")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--resampler-head-dim", c.resampler_head_dim, "perceiver: width of each head")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--resampler-kv-heads", c.resampler_kv_heads, "perceiver: key/value heads (divide the query heads)")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--target-tokens", d.target_tokens,
                   "dynamic: tokens to keep, the forward's target_tokens (0 = None: min(N, max-tokens))")

@@ -16,7 +16,7 @@
 #include "modules/hf_export.h"
 #include "modules/projector_io.h"
 #include "train/llava_sources.h"
-#include "train/atomic_file.h"
+#include "core/io/atomic_file.h"
 #include "train/llava_to_hf.h"
 #include "train/memory_plan.h"
 #include "train/mosaic_models.h"
@@ -156,14 +156,8 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   }
   nn::LlavaConfig lc;
   lc.projector_type = c.connector;
-  lc.connector.dim_vision = tower_config.vision.hidden_size;
-  lc.connector.dim_llm = lm_config.text.hidden_size;
-  lc.connector.grid_size = tower_config.vision.image_size / tower_config.vision.patch_size;
-  lc.connector.target_size = c.connector_target_size;
-  lc.connector.num_conv_layers = c.connector_num_conv_layers;
-  lc.connector.max_tokens = c.connector_max_tokens;
-  lc.connector.min_tokens = c.connector_min_tokens;
-  lc.connector.max_visual_tokens = lc.connector.grid_size * lc.connector.grid_size;
+  lc.connector = c.connector_config(tower_config.vision.hidden_size, lm_config.text.hidden_size,
+                                    tower_config.vision.image_size / tower_config.vision.patch_size);
   lc.select_layer = c.model_vision_select_layer;
   lc.keep_cls = c.model_vision_select_feature == "cls_patch";
   lc.stage = stage;
@@ -390,7 +384,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
                     {"no_target", static_cast<int64_t>(counts[3])},
                     {"preprocess_process0", counters_json(stats.preprocess)},
                     {"wait_seconds_process0", stats.wait_seconds}};
-  write_file_atomically((run_dir / "results.json").string(), record.dump(2) + "\n", "train");
+  io::write_file_atomically((run_dir / "results.json").string(), record.dump(2) + "\n", "train");
   plot_loss_history(start.metrics_path, (run_dir / "loss.png").string());
   return result;
 }

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/io/atomic_file.h"
 
 namespace vlmc::train {
 
@@ -81,12 +82,6 @@ std::vector<json> parse_lines(const std::string& text, const std::string& path) 
   return records;
 }
 
-void fsync_path(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return;  // durability is best effort past this point; the data is already in place
-  ::fsync(fd);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -133,28 +128,8 @@ void MetricsLog::truncate_for_resume(const std::string& path, const std::functio
   for (const json& rec : read_all(path))
     if (keep(rec)) kept += rec.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 
-  // Temporary beside the target, then rename: a crash leaves the old or the new file, never a mix.
-  const std::string tmp = str(path, ".tmp.", ::getpid());
-  errno = 0;
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(str(path, ": cannot create temporary file '", tmp, "': ", errno_text()));
-  errno = 0;
-  const bool ok = std::fwrite(kept.data(), 1, kept.size(), f) == kept.size() && std::fflush(f) == 0 &&
-                  ::fsync(::fileno(f)) == 0;
-  const std::string why = errno_text();
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed) {
-    std::remove(tmp.c_str());
-    throw Error(str(path, ": writing temporary file '", tmp, "' failed: ", why));
-  }
-  errno = 0;
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string rename_why = errno_text();
-    std::remove(tmp.c_str());
-    throw Error(str(path, ": cannot rename temporary file '", tmp, "' onto it: ", rename_why));
-  }
-  const fs::path parent = fs::path(path).parent_path();
-  fsync_path(parent.empty() ? "." : parent.string(), O_RDONLY | O_DIRECTORY);
+  // A crash leaves the old file or the new one, never a mix.
+  io::write_file_atomically(path, kept, "metrics log");
 }
 
 }  // namespace vlmc::train

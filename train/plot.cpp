@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "core/error.h"
-#include "train/atomic_file.h"
+#include "core/io/atomic_file.h"
 #include "train/metrics_log.h"
 
 namespace vlmc::train {
@@ -635,7 +635,7 @@ void write_line_plot_png(const std::string& path, const std::vector<Series>& ser
   // Render and encode first: a bad option or series must not touch the disk.
   const std::vector<uint8_t> png = encode_png(render_line_plot(series, options));
 
-  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
+  io::write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
                         "write_line_plot_png");
 }
 

@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "train/atomic_file.h"
+#include "core/io/atomic_file.h"
 #include "train/checkpoint.h"
 
 namespace vlmc::train {
@@ -25,7 +25,7 @@ void start_run(const std::string& runs_dir, const std::string& name, const Train
   const std::vector<std::string> existing = list_checkpoints(start.checkpoint_root);
   VLMC_CHECK(options.resume || existing.empty(), "run '", name, "' already has checkpoints in ",
              start.checkpoint_root, ": pass --resume to continue it, or choose another run.name");
-  if (lead) write_file_atomically((fs::path(start.run_dir) / "config.toml").string(), options.config_toml, "train");
+  if (lead) io::write_file_atomically((fs::path(start.run_dir) / "config.toml").string(), options.config_toml, "train");
 
   if (options.resume && existing.empty() && options.resume_from.empty() && lead)
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",

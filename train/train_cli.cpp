@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "dist/process_group.h"
-#include "train/atomic_file.h"
+#include "core/io/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
 #include "train/llava_trainer.h"
@@ -82,7 +82,7 @@ int TrainCommands::run_experiment() {
   const std::string table = train::connector_table(rows, experiment_config_);
   const std::filesystem::path out(experiment_out_);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  train::write_file_atomically(experiment_out_, table, "experiment connectors");
+  io::write_file_atomically(experiment_out_, table, "experiment connectors");
   std::printf("%s\nwritten to %s\n", table.c_str(), experiment_out_.c_str());
   return 0;
 }

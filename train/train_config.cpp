@@ -91,15 +91,25 @@ nn::LlamaConfig TrainConfig::language_config(int64_t vocab_size) const {
 }
 
 nn::ConnectorConfig TrainConfig::connector_config() const {
+  return connector_config(vision_hidden_size, lm_hidden_size, 56 / vision_patch_size);
+}
+
+nn::ConnectorConfig TrainConfig::connector_config(int64_t dim_vision, int64_t dim_llm, int64_t grid_size) const {
   nn::ConnectorConfig c;
-  c.dim_vision = vision_hidden_size;
-  c.dim_llm = lm_hidden_size;
-  c.grid_size = 56 / vision_patch_size;
+  c.dim_vision = dim_vision;
+  c.dim_llm = dim_llm;
+  c.grid_size = grid_size;
   c.target_size = connector_target_size;
   c.num_conv_layers = connector_num_conv_layers;
   c.max_tokens = connector_max_tokens;
   c.min_tokens = connector_min_tokens;
-  c.max_visual_tokens = c.grid_size * c.grid_size;
+  c.max_visual_tokens = grid_size * grid_size;
+  c.merge_size = connector_merge_size;
+  c.num_latents = connector_num_latents;
+  c.resampler_depth = connector_resampler_depth;
+  c.resampler_heads = connector_resampler_heads;
+  c.resampler_head_dim = connector_resampler_head_dim;
+  c.resampler_kv_heads = connector_resampler_kv_heads;
   return c;
 }
 
@@ -289,10 +299,18 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
         "LlamaConfig.initializer_range: std of the normal initial weights and embeddings");
 
   s.add("connector.type", &c.connector, "projector: LLaVA's names or the seed's connectors");
-  s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor: pooled grid side");
+  s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor / ldp-v2: pooled grid side");
   s.add("connector.num_conv_layers", &c.connector_num_conv_layers, "c-abstractor: conv + BN + GELU blocks");
   s.add("connector.max_tokens", &c.connector_max_tokens, "dynamic: visual tokens kept");
   s.add("connector.min_tokens", &c.connector_min_tokens, "dynamic: lower bound on kept tokens");
+  s.add("connector.merge_size", &c.connector_merge_size,
+        "patch-merger / pixel-shuffle: each merge_size x merge_size window of patches becomes one token");
+  s.add("connector.num_latents", &c.connector_num_latents, "perceiver: learned queries, the visual tokens it emits");
+  s.add("connector.resampler_depth", &c.connector_resampler_depth, "perceiver: cross-attention layers");
+  s.add("connector.resampler_heads", &c.connector_resampler_heads, "perceiver: query heads");
+  s.add("connector.resampler_head_dim", &c.connector_resampler_head_dim, "perceiver: width of each head");
+  s.add("connector.resampler_kv_heads", &c.connector_resampler_kv_heads,
+        "perceiver: key/value heads (a divisor of resampler_heads)");
 
   register_stage(s, "stage0.vision", c.stage0_vision);
   register_stage(s, "stage0.language", c.stage0_language);

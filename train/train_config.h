@@ -98,6 +98,12 @@ struct TrainConfig {
   int64_t connector_num_conv_layers = 1; // c-abstractor
   int64_t connector_max_tokens = 8;      // dynamic: tokens kept
   int64_t connector_min_tokens = 4;      // dynamic
+  int64_t connector_merge_size = 2;      // patch-merger, pixel-shuffle: r x r patches per token
+  int64_t connector_num_latents = 4;     // perceiver: learned queries (visual tokens)
+  int64_t connector_resampler_depth = 2;     // perceiver
+  int64_t connector_resampler_heads = 4;     // perceiver
+  int64_t connector_resampler_head_dim = 32; // perceiver
+  int64_t connector_resampler_kv_heads = 4;  // perceiver
 
   // [stage0]: pre-training of the encoder (per-quadrant classes) and of the
   // language model (text in the image slots), then both frozen.
@@ -124,7 +130,10 @@ struct TrainConfig {
 
   nn::CLIPVisionConfig vision_config() const;
   nn::LlamaConfig language_config(int64_t vocab_size) const;
-  nn::ConnectorConfig connector_config() const;
+  nn::ConnectorConfig connector_config() const;  // on the mosaic task's encoder and language model
+  // The [connector] options on a model of these widths and patch grid side
+  // (also the Hugging Face path, where the folders give the widths).
+  nn::ConnectorConfig connector_config(int64_t dim_vision, int64_t dim_llm, int64_t grid_size) const;
   // Throws a vlmc::Error naming the first bad key.
   void validate() const;
   // The [model] and data.* keys of a data.format = "llava" run (part of validate).

@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/threads.h"
-#include "train/atomic_file.h"
+#include "core/io/atomic_file.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/memory_plan.h"
@@ -338,7 +338,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   for (const auto& [stage, t] : result.stages)
     record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};
-  write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
+  io::write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
   plot_loss_history(metrics_path, (fs::path(run_dir) / "loss.png").string());
   return result;
 }

@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/io/atomic_file.h"
 #include "core/io/output_path.h"
 
 namespace vlmc::io {
@@ -389,26 +390,6 @@ std::string build_header(const SafetensorsData& data, const std::string& path) {
   return header;
 }
 
-struct FileCloser {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
-
-// Removes the temporary file unless the write completed and it was renamed.
-struct TempFileGuard {
-  std::string path;
-  bool armed = true;
-  ~TempFileGuard() {
-    if (armed) std::remove(path.c_str());
-  }
-};
-
-void write_all(std::FILE* f, const void* p, size_t n, const std::string& path, const std::string& tmp) {
-  errno = 0;
-  if (n != 0 && std::fwrite(p, 1, n, f) != n)
-    throw Error(str(path, ": writing temporary file '", tmp, "' failed: ", errno_text()));
-}
-
 }  // namespace
 
 const RawTensor* SafetensorsData::find(const std::string& name) const {
@@ -600,30 +581,12 @@ void write_safetensors(const std::string& path, const SafetensorsData& data) {
   std::string prefix;
   append_le64(prefix, header.size());
 
-  // Write beside the target and rename over it: rename is atomic within a
-  // filesystem, so readers see either the old file or the complete new one.
-  TempFileGuard guard{str(path, ".tmp.", ::getpid())};
-  const std::string& tmp = guard.path;
-  errno = 0;
-  FilePtr f(std::fopen(tmp.c_str(), "wb"));
-  if (!f) {
-    const std::string why = errno_text();
-    guard.armed = false;  // nothing was created; never remove a file we did not make
-    throw Error(str(path, ": cannot create temporary file '", tmp, "': ", why));
-  }
-  write_all(f.get(), prefix.data(), prefix.size(), path, tmp);
-  write_all(f.get(), header.data(), header.size(), path, tmp);
-  for (const auto& [name, t] : data.tensors) write_all(f.get(), t.bytes.data(), t.bytes.size(), path, tmp);
-  errno = 0;
-  if (std::fflush(f.get()) != 0 || std::ferror(f.get()))
-    throw Error(str(path, ": flushing temporary file '", tmp, "' failed: ", errno_text()));
-  errno = 0;
-  if (std::fclose(f.release()) != 0)
-    throw Error(str(path, ": closing temporary file '", tmp, "' failed: ", errno_text()));
-  errno = 0;
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error(str(path, ": cannot rename temporary file '", tmp, "' onto it: ", errno_text()));
-  guard.armed = false;
+  // Beside the target, renamed over it once complete and on disk.
+  AtomicFile file(path, "write_safetensors");
+  file.write(prefix);
+  file.write(header);
+  for (const auto& [name, t] : data.tensors) file.write(t.bytes.data(), t.bytes.size());
+  file.commit();
 }
 
 }  // namespace vlmc::io

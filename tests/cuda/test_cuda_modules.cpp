@@ -230,6 +230,32 @@ TEST_CASE("cuda modules: CAbstractor matches the CPU in train and eval, running 
             300);
 }
 
+TEST_CASE("cuda modules: the connectors after LLaVA match the CPU", "[cuda][modules]") {
+  auto with = [](const std::string& type, int64_t dv, int64_t dllm, int64_t grid) {
+    nn::ConnectorConfig c = connector(type, dv, dllm);
+    c.grid_size = grid;
+    return c;
+  };
+  nn::ConnectorConfig merger3 = with("patch-merger", 5, 7, 6), shuffle3 = with("pixel-shuffle", 5, 7, 6);
+  merger3.merge_size = shuffle3.merge_size = 3;
+  nn::ConnectorConfig ldp = with("ldp-v2", 12, 10, 5);
+  ldp.target_size = 3;  // windows that overlap
+  nn::ConnectorConfig perceiver = connector("perceiver", 10, 16);
+  perceiver.dim_hidden = 20;
+  perceiver.num_latents = 5;
+  perceiver.resampler_depth = 2;
+  perceiver.resampler_heads = 4;
+  perceiver.resampler_head_dim = 6;
+  perceiver.resampler_kv_heads = 2;  // grouped KV heads
+  run_cases({{with("patch-merger", 16, 24, 4), 2, 16, std::nullopt},
+             {merger3, 2, 36, std::nullopt},
+             {with("pixel-shuffle", 16, 24, 4), 2, 16, std::nullopt},
+             {shuffle3, 2, 36, std::nullopt},
+             {ldp, 3, 25, std::nullopt},
+             {perceiver, 2, 11, std::nullopt}},
+            350);
+}
+
 TEST_CASE("cuda modules: CAbstractor running statistics after several training forwards", "[cuda][modules]") {
   nn::ConnectorConfig c = connector("c-abstractor", 12, 16);
   c.grid_size = 6;

@@ -91,18 +91,15 @@ def randomise_norms(module):
                 m.bias.copy_(0.3 * torch.randn(m.bias.shape))
 
 
-def add_case(fam, seed, name, kind, config, batch, tokens, target_tokens, training):
-    assert name not in fam.cases and "." not in name, name
-    fam.cases.add(name)
-    torch.manual_seed(zlib.crc32(name.encode("utf-8")))
-    cls_name, arg_names = CLASSES[kind]
-    module = seed[cls_name](*[config.get(a) for a in arg_names if a in config or a != "dim_hidden"])
-    randomise_norms(module)
+def record_case(fam, name, module, run, x, args, training):
+    """Runs run(x) on module (its norms already randomised) and records the
+    case: its state before, input, output, projection, every gradient of
+    sum(out * proj), the buffers after (training) and args as <name>.args.
+    Shared with make_golden_post_llava.py."""
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     module.train(training)
-
-    x = torch.randn(batch, tokens, config["dim_vision"]).requires_grad_(True)
-    out = module(x, target_tokens) if kind == "dynamic" else module(x)
+    x.requires_grad_(True)
+    out = run(x)
     proj = torch.randn(out.shape)
     (out * proj).sum().backward()
 
@@ -117,8 +114,20 @@ def add_case(fam, seed, name, kind, config, batch, tokens, target_tokens, traini
     if training:
         for key, b in module.named_buffers():
             fam.tensors.append((f"{name}.after.{key}", b.detach().clone()))
-    args = dict(type=kind, training=training, target_tokens=target_tokens, **config)
     fam.metadata[f"{name}.args"] = json.dumps(args, separators=(",", ":"))
+
+
+def add_case(fam, seed, name, kind, config, batch, tokens, target_tokens, training):
+    assert name not in fam.cases and "." not in name, name
+    fam.cases.add(name)
+    torch.manual_seed(zlib.crc32(name.encode("utf-8")))
+    cls_name, arg_names = CLASSES[kind]
+    module = seed[cls_name](*[config.get(a) for a in arg_names if a in config or a != "dim_hidden"])
+    randomise_norms(module)
+    x = torch.randn(batch, tokens, config["dim_vision"])
+    run = (lambda v: module(v, target_tokens)) if kind == "dynamic" else module
+    args = dict(type=kind, training=training, target_tokens=target_tokens, **config)
+    record_case(fam, name, module, run, x, args, training)
 
 
 def main():

@@ -1,5 +1,7 @@
-// Every connector against the seed's own PyTorch classes
-// (tests/golden/connectors.safetensors, written by make_golden_connectors.py):
+// Every connector against its PyTorch reference: the seed's own classes
+// (tests/golden/connectors.safetensors, written by make_golden_connectors.py)
+// and the post-LLaVA ones (post_llava_connectors.safetensors, written by
+// make_golden_post_llava.py):
 // the seed's state_dict is loaded with load_state_dict, then the output, the
 // input gradient, every parameter gradient of sum(out * proj) and, in
 // training mode, the BatchNorm buffers after the forward must match to a
@@ -34,6 +36,12 @@ nn::ConnectorConfig config_of(const json& args) {
   if (args.contains("max_tokens")) c.max_tokens = args["max_tokens"].get<int64_t>();
   if (args.contains("min_tokens")) c.min_tokens = args["min_tokens"].get<int64_t>();
   if (args.contains("max_visual_tokens")) c.max_visual_tokens = args["max_visual_tokens"].get<int64_t>();
+  if (args.contains("merge_size")) c.merge_size = args["merge_size"].get<int64_t>();
+  if (args.contains("num_latents")) c.num_latents = args["num_latents"].get<int64_t>();
+  if (args.contains("resampler_depth")) c.resampler_depth = args["resampler_depth"].get<int64_t>();
+  if (args.contains("resampler_heads")) c.resampler_heads = args["resampler_heads"].get<int64_t>();
+  if (args.contains("resampler_head_dim")) c.resampler_head_dim = args["resampler_head_dim"].get<int64_t>();
+  if (args.contains("resampler_kv_heads")) c.resampler_kv_heads = args["resampler_kv_heads"].get<int64_t>();
   return c;
 }
 
@@ -88,15 +96,18 @@ void check_case(const std::string& name, const json& args, const std::map<std::s
 
 }  // namespace
 
-TEST_CASE("connectors match the seed's PyTorch classes in train and eval mode", "[modules][golden]") {
-  const test::GoldenFile golden = test::load_golden("connectors");
-  const auto& all = golden.tensors;
+TEST_CASE("connectors match their PyTorch references in train and eval mode", "[modules][golden]") {
   std::map<std::string, int> per_type;
-  for (const auto& [name, args] : golden.cases) {
-    SECTION(name) { check_case(name, args, all); }
-    ++per_type[args.at("type").get<std::string>()];
+  // The seed's six (make_golden_connectors.py), then those after LLaVA
+  // (make_golden_post_llava.py: transformers' classes and restated papers' code).
+  for (const char* family : {"connectors", "post_llava_connectors"}) {
+    const test::GoldenFile golden = test::load_golden(family);
+    for (const auto& [name, args] : golden.cases) {
+      SECTION(std::string(family) + "/" + name) { check_case(name, args, golden.tensors); }
+      ++per_type[args.at("type").get<std::string>()];
+    }
   }
-  // Every connector type is covered, in both modes.
+  // Every registered connector type is covered, in both modes.
   for (const std::string& type : nn::connector_types()) {
     INFO("type " << type);
     CHECK(per_type[type] >= 2);

@@ -2,7 +2,9 @@
 #include <catch2/catch.hpp>
 
 #include "modules/connectors.h"
+#include "modules/connectors_post_llava.h"
 #include "modules/connector.h"
+#include "modules/connector_registry.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
@@ -26,22 +28,35 @@ TEST_CASE("connector parameter counts match the seed at its defaults", "[modules
 }
 
 TEST_CASE("make_connector builds every type with the seed's defaults", "[modules]") {
-  const std::vector<int64_t> counts = {4198400, 20979712, 20979712, 39860224, 20980737, 22030336};
-  REQUIRE(nn::connector_types().size() == counts.size());
+  // The seed's six, then those after LLaVA at LLaVA-1.5's 1024 -> 4096 on 576 patches.
+  const std::vector<int64_t> counts = {4198400,  20979712, 20979712, 39860224, 20980737,
+                                       22030336, 33564672, 33570816, 21020672};
+  REQUIRE(nn::connector_types().size() == counts.size() + 1);
   for (size_t i = 0; i < counts.size(); ++i) {
     nn::ConnectorConfig config;
     config.type = nn::connector_types()[i];
     INFO(config.type);
     CHECK(nn::make_connector(config)->num_parameters() == counts[i]);
   }
+  // The perceiver at Idefics2-8B's sizes is 740M parameters, too many to build
+  // in a unit test: its closed form is checked against the count of
+  // transformers' Idefics2Connector at Idefics2Config()'s defaults (vision width
+  // 768): sum(p.numel() for p in Idefics2Connector(Idefics2Config()).parameters())
+  // printed 732209152 with transformers 4.45.2.
+  nn::ConnectorConfig idefics2;
+  idefics2.type = "perceiver";
+  idefics2.dim_vision = 768;
+  CHECK(nn::connector_types().back() == "perceiver");
+  CHECK(nn::connector_kind("perceiver").parameters(idefics2) == 732209152);
+
   nn::ConnectorConfig bad;
   bad.type = "qformer";
   REQUIRE_THROWS_WITH(nn::make_connector(bad),
                       Catch::Contains("unknown connector type \"qformer\" (known: linear, mlp, downsample, "
-                                      "c-abstractor, dynamic, ocr)"));
+                                      "c-abstractor, dynamic, ocr, patch-merger, pixel-shuffle, ldp-v2, perceiver)"));
   bad.type = "linear";
   bad.dim_hidden = 8;
-  REQUIRE_THROWS_WITH(nn::make_connector(bad), Catch::Contains("dim_hidden applies only to type mlp"));
+  REQUIRE_THROWS_WITH(nn::make_connector(bad), Catch::Contains("dim_hidden applies only to types mlp, perceiver, not linear"));
 }
 
 TEST_CASE("connector parameters carry PyTorch's state_dict names", "[modules]") {
@@ -173,4 +188,35 @@ TEST_CASE("modules freeze, count and switch modes", "[modules]") {
   m.eval();
   CHECK_FALSE(m.is_training());
   CHECK_FALSE((*m.mlp)[0].is_training());
+}
+
+TEST_CASE("connectors after LLaVA: space_to_depth's order and the errors that name the input", "[modules]") {
+  // [1, 2, 4, 1] holding 0..7 row-major: windows (0, 1, 4, 5) and (2, 3, 6, 7).
+  const Tensor grid = Tensor::arange(8, DType::f32).reshape({1, 2, 4, 1});
+  CHECK(nn::space_to_depth(grid, 2).to_vector<float>() == std::vector<float>{0, 1, 4, 5, 2, 3, 6, 7});
+  CHECK_THROWS_WITH(nn::space_to_depth(grid, 3), Catch::Contains("grid 2x4 of x [1,2,4,1] is not a multiple of the factor 3"));
+
+  // A 1x1 depthwise kernel is a per-channel scale plus bias.
+  const Tensor x = Tensor::randn({2, 3, 3, 4});
+  const Tensor w = Tensor::randn({4, 1, 1, 1}), b = Tensor::randn({4});
+  CHECK_REL(nn::depthwise_conv2d(x, w, b), x * w.reshape({4}) + b, 1e-6);
+  CHECK_THROWS_WITH(nn::depthwise_conv2d(x, Tensor::randn({4, 1, 2, 2}), b),
+                    Catch::Contains("weight [4,1,2,2] must be [C, 1, k, k] with C = 4 and k odd"));
+
+  nn::ConnectorConfig c;
+  c.type = "patch-merger";
+  c.dim_vision = 4;
+  c.dim_llm = 6;
+  c.grid_size = 5;
+  CHECK_THROWS_WITH(nn::make_connector(c), Catch::Contains("PatchMerger: grid_size 5 must be a positive multiple of merge_size 2"));
+  c.type = "perceiver";
+  c.resampler_heads = 6;
+  c.resampler_kv_heads = 4;
+  CHECK_THROWS_WITH(nn::make_connector(c),
+                    Catch::Contains("resampler_heads 6 must be a multiple of resampler_kv_heads 4"));
+  c.type = "ldp-v2";
+  c.grid_size = 4;
+  c.target_size = 2;
+  CHECK_THROWS_WITH(nn::make_connector(c)->forward(Tensor::randn({1, 15, 4})),
+                    Catch::Contains("LDPv2Connector: visual_features [1,15,4] hold 15 tokens but grid_size 4 needs 16"));
 }

@@ -58,6 +58,11 @@ bool same(const TrainConfig& a, const TrainConfig& b) {
          a.connector == b.connector && a.connector_target_size == b.connector_target_size &&
          a.connector_num_conv_layers == b.connector_num_conv_layers &&
          a.connector_max_tokens == b.connector_max_tokens && a.connector_min_tokens == b.connector_min_tokens &&
+         a.connector_merge_size == b.connector_merge_size && a.connector_num_latents == b.connector_num_latents &&
+         a.connector_resampler_depth == b.connector_resampler_depth &&
+         a.connector_resampler_heads == b.connector_resampler_heads &&
+         a.connector_resampler_head_dim == b.connector_resampler_head_dim &&
+         a.connector_resampler_kv_heads == b.connector_resampler_kv_heads &&
          same_stage(a.stage0_vision, b.stage0_vision) && same_stage(a.stage0_language, b.stage0_language) &&
          same_stage(a.stage1, b.stage1) && same_stage(a.stage2, b.stage2) && a.eval_mosaics == b.eval_mosaics &&
          a.eval_questions_per_image == b.eval_questions_per_image && a.eval_batch_size == b.eval_batch_size;
@@ -99,6 +104,12 @@ TrainConfig changed_everywhere() {
   c.connector_num_conv_layers = 2;
   c.connector_max_tokens = 9;
   c.connector_min_tokens = 1;
+  c.connector_merge_size = 3;
+  c.connector_num_latents = 5;
+  c.connector_resampler_depth = 6;
+  c.connector_resampler_heads = 8;
+  c.connector_resampler_head_dim = 7;
+  c.connector_resampler_kv_heads = 2;
   c.stage0_vision = {11, 12, 1.0 / 3.0, 0.125, 0.2, 0.05, 2.5};
   c.stage0_language = {21, 22, 2e-4 / 3.0, 1e-300, 0.3, 0.1, 0.75};
   c.stage1 = {31, 33, 7e-5, 0.01, 0.0, 1.0, 0.0};
@@ -116,9 +127,9 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   ConfigSchema schema;
   register_train_config(schema, c);
   const std::vector<std::string> keys = schema.keys();
-  // 12 run + 3 data + 11 data (llava) + 8 model + 7 vision + 8 language + 5 connector
+  // 12 run + 3 data + 11 data (llava) + 8 model + 7 vision + 8 language + 11 connector
   // + 4 stages x 8 + stage0.language.extra_questions_per_image + stage2.connector_lr + 3 eval.
-  CHECK(keys.size() == 92);
+  CHECK(keys.size() == 98);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);
