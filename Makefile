@@ -8,7 +8,7 @@ STRICT     := -DVLMC_WARNINGS_AS_ERRORS=ON
 # ccache keys on paths relative to the checkout, so clones share the cache.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps build test train experiment asan fuzz bench clean
+.PHONY: all deps build test train experiment asan fuzz bench goldens clean
 
 all: build
 
@@ -52,6 +52,10 @@ FUZZ_TARGET ?= safetensors
 fuzz:
 	@scripts/install-deps.sh fuzz
 	scripts/fuzz.sh $(FUZZ_TARGET) $(RUNS)
+
+# Every golden file of tests/golden/ from PyTorch and transformers (scripts/make-goldens.sh).
+goldens:
+	scripts/make-goldens.sh
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b || exit 1; done

@@ -41,6 +41,17 @@ void dispatch_float(const char* op, DType dtype, F&& f) {
   }
 }
 
+// Typed pointer to a tensor's first element, or null for an undefined tensor
+// (an optional argument such as a bias).
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+// What a kernel reads: t detached from the graph and contiguous, or an
+// undefined tensor for an undefined (optional) argument.
+inline Tensor kernel_input(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
+
 }  // namespace vlmc
 
 // Wraps a call into kernels::cuda so that a CPU-only build (where those
@@ -51,3 +62,20 @@ void dispatch_float(const char* op, DType dtype, F&& f) {
 #define VLMC_CUDA_DISPATCH(...) \
   throw ::vlmc::Error("this vlmc was built without CUDA (configure with -DVLMC_CUDA=ON)")
 #endif
+
+namespace vlmc {
+
+// Runs the CPU or the CUDA form of a kernel by the device of `like`, with
+// T = float or double by its dtype: `cpu(T{})` or `gpu(T{}, stream)`.
+template <typename Cpu, typename Gpu>
+void run_float_kernel(const char* op, const Tensor& like, Cpu&& cpu, Gpu&& gpu) {
+  dispatch_float(op, like.dtype(), [&](auto tag) {
+    if (like.device().is_cuda()) {
+      VLMC_CUDA_DISPATCH(gpu(tag, stream_of(like)));
+    } else {
+      cpu(tag);
+    }
+  });
+}
+
+}  // namespace vlmc

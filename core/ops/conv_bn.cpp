@@ -10,13 +10,6 @@
 namespace vlmc {
 namespace {
 
-template <typename T>
-T* ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
-Tensor maybe_detach(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
-
 // Runs cpu(T{}, workspace) or gpu(T{}, workspace, stream) by the device of
 // `like`, with T by its dtype and a scratch buffer of the size the pass needs.
 template <typename Cpu, typename Gpu>
@@ -92,16 +85,16 @@ Tensor grad_like(bool needed, const Shape& shape, const Tensor& like) {
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
   const kernels::ConvShape s = check_conv("conv2d", x, weight, bias, stride, padding);
-  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous(), bc = maybe_detach(bias);
+  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous(), bc = kernel_input(bias);
   Tensor z = Tensor::empty({s.batch, s.out_h, s.out_w, s.out_c}, x.dtype(), x.device());
   run("conv2d", x, s, kernels::ConvPass::forward,
       [&](auto t, void* ws) {
         using T = decltype(t);
-        kernels::cpu::conv2d_forward<T>(ptr<T>(z), ptr<T>(xc), ptr<T>(wc), ptr<T>(bc), s, ws);
+        kernels::cpu::conv2d_forward<T>(data_or_null<T>(z), data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(bc), s, ws);
       },
       [&](auto t, void* ws, cudaStream_t stream) {
         using T = decltype(t);
-        kernels::cuda::conv2d_forward<T>(ptr<T>(z), ptr<T>(xc), ptr<T>(wc), ptr<T>(bc), s, ws, stream);
+        kernels::cuda::conv2d_forward<T>(data_or_null<T>(z), data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(bc), s, ws, stream);
       });
   if (!any_requires_grad({x, weight, bias})) return z;
   // dw reads x, dx reads the weight: keep each only when its reader runs.
@@ -115,13 +108,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
     run("conv2d backward", gc, s, kernels::ConvPass::backward,
         [&](auto t, void* ws) {
           using T = decltype(t);
-          kernels::cpu::conv2d_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]), ptr<T>(gc),
-                                           ptr<T>(saved_x), ptr<T>(saved_w), s, ws);
+          kernels::cpu::conv2d_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]), data_or_null<T>(gc),
+                                           data_or_null<T>(saved_x), data_or_null<T>(saved_w), s, ws);
         },
         [&](auto t, void* ws, cudaStream_t stream) {
           using T = decltype(t);
-          kernels::cuda::conv2d_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]),
-                                            ptr<T>(gc), ptr<T>(saved_x), ptr<T>(saved_w), s, ws, stream);
+          kernels::cuda::conv2d_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]),
+                                            data_or_null<T>(gc), data_or_null<T>(saved_x), data_or_null<T>(saved_w), s, ws, stream);
         });
     return grads;
   });
@@ -152,7 +145,7 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
              shape_str(x.shape()), " -> output [", s.batch, ",", s.out_h, ",", s.out_w, ",", s.out_c, "]");
 
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
-  const Tensor cb = maybe_detach(conv_bias), gamma = maybe_detach(bn_weight), beta = maybe_detach(bn_bias);
+  const Tensor cb = kernel_input(conv_bias), gamma = kernel_input(bn_weight), beta = kernel_input(bn_bias);
   const Shape out_shape{s.batch, s.out_h, s.out_w, s.out_c};
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   Tensor z = Tensor::empty(out_shape, x.dtype(), x.device());  // pre-normalization, for the backward
@@ -169,15 +162,15 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
   run(op, x, s, kernels::ConvPass::forward,
       [&](auto t, void* ws) {
         using T = decltype(t);
-        kernels::cpu::conv_bn_forward<T>(ptr<T>(y), ptr<T>(z), ptr<T>(mean), ptr<T>(rstd), ptr<T>(running_mean),
-                                         ptr<T>(running_var), counter, ptr<T>(xc), ptr<T>(wc), ptr<T>(cb),
-                                         ptr<T>(gamma), ptr<T>(beta), s, params, ws);
+        kernels::cpu::conv_bn_forward<T>(data_or_null<T>(y), data_or_null<T>(z), data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(running_mean),
+                                         data_or_null<T>(running_var), counter, data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(cb),
+                                         data_or_null<T>(gamma), data_or_null<T>(beta), s, params, ws);
       },
       [&](auto t, void* ws, cudaStream_t stream) {
         using T = decltype(t);
-        kernels::cuda::conv_bn_forward<T>(ptr<T>(y), ptr<T>(z), ptr<T>(mean), ptr<T>(rstd),
-                                          ptr<T>(running_mean), ptr<T>(running_var), counter, ptr<T>(xc),
-                                          ptr<T>(wc), ptr<T>(cb), ptr<T>(gamma), ptr<T>(beta), s, params, ws,
+        kernels::cuda::conv_bn_forward<T>(data_or_null<T>(y), data_or_null<T>(z), data_or_null<T>(mean), data_or_null<T>(rstd),
+                                          data_or_null<T>(running_mean), data_or_null<T>(running_var), counter, data_or_null<T>(xc),
+                                          data_or_null<T>(wc), data_or_null<T>(cb), data_or_null<T>(gamma), data_or_null<T>(beta), s, params, ws,
                                           stream);
       });
   if (!any_requires_grad({x, weight, conv_bias, bn_weight, bn_bias})) return y;
@@ -194,17 +187,17 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
            run("conv2d_batchnorm backward", gc, s, kernels::ConvPass::backward,
                [&](auto t, void* ws) {
                  using T = decltype(t);
-                 kernels::cpu::conv_bn_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]),
-                                                   ptr<T>(grads[3]), ptr<T>(grads[4]), ptr<T>(gc), ptr<T>(saved_x),
-                                                   ptr<T>(saved_w), ptr<T>(z), ptr<T>(mean), ptr<T>(rstd),
-                                                   ptr<T>(gamma), ptr<T>(saved_beta), s, params, ws);
+                 kernels::cpu::conv_bn_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]),
+                                                   data_or_null<T>(grads[3]), data_or_null<T>(grads[4]), data_or_null<T>(gc), data_or_null<T>(saved_x),
+                                                   data_or_null<T>(saved_w), data_or_null<T>(z), data_or_null<T>(mean), data_or_null<T>(rstd),
+                                                   data_or_null<T>(gamma), data_or_null<T>(saved_beta), s, params, ws);
                },
                [&](auto t, void* ws, cudaStream_t stream) {
                  using T = decltype(t);
-                 kernels::cuda::conv_bn_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]),
-                                                    ptr<T>(grads[3]), ptr<T>(grads[4]), ptr<T>(gc),
-                                                    ptr<T>(saved_x), ptr<T>(saved_w), ptr<T>(z), ptr<T>(mean),
-                                                    ptr<T>(rstd), ptr<T>(gamma), ptr<T>(saved_beta), s, params,
+                 kernels::cuda::conv_bn_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]),
+                                                    data_or_null<T>(grads[3]), data_or_null<T>(grads[4]), data_or_null<T>(gc),
+                                                    data_or_null<T>(saved_x), data_or_null<T>(saved_w), data_or_null<T>(z), data_or_null<T>(mean),
+                                                    data_or_null<T>(rstd), data_or_null<T>(gamma), data_or_null<T>(saved_beta), s, params,
                                                     ws, stream);
                });
            return grads;

@@ -43,37 +43,29 @@ kernels::GeluKind kind_of(GeluApprox approx) {
   return approx == GeluApprox::tanh ? kernels::GeluKind::tanh : kernels::GeluKind::erf;
 }
 
-template <typename T>
-const T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 // y, z [rows, out] = GELU(x [rows, in] · w [out, in]ᵀ + b); z may be undefined.
 void forward(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w, const Tensor& b,
              kernels::GeluKind kind) {
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   if (x.dtype() == DType::bf16) {
     // v3 (CUDA only, checked by the caller): bf16 in, bf16 out.
-    [[maybe_unused]] const auto bits = [](const Tensor& t) {
-      return t.defined() ? static_cast<const uint16_t*>(t.data_ptr()) : nullptr;
-    };
-    VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_bf16(y.data_ptr(), DType::bf16, nullptr, bits(x),
-                                                       bits(w), bits(b), m, n, k, kind,
-                                                       stream_of(x)));
+    VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_bf16(y.data_ptr(), DType::bf16, nullptr,
+                                                       data_or_null<const uint16_t>(x), data_or_null<const uint16_t>(w),
+                                                       data_or_null<const uint16_t>(b), m, n, k, kind, stream_of(x)));
     return;
   }
-  dispatch_float(kOp, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* pz = z.defined() ? z.data<T>() : nullptr;
-    if (x.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu<T>(y.data<T>(), pz, x.data<T>(), w.data<T>(),
-                                                       data_or_null<T>(b), m, n, k, kind,
-                                                       stream_of(x)));
-    } else {
-      kernels::cpu::linear_gelu<T>(y.data<T>(), pz, x.data<T>(), w.data<T>(), data_or_null<T>(b), m,
-                                   n, k, kind);
-    }
-  });
+  run_float_kernel(
+      kOp, x,
+      [&](auto tag) {
+        using T = decltype(tag);
+        kernels::cpu::linear_gelu<T>(y.data<T>(), data_or_null<T>(z), x.data<T>(), w.data<T>(), data_or_null<T>(b),
+                                     m, n, k, kind);
+      },
+      [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
+        using T = decltype(tag);
+        VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu<T>(y.data<T>(), data_or_null<T>(z), x.data<T>(), w.data<T>(),
+                                                         data_or_null<T>(b), m, n, k, kind, stream));
+      });
 }
 
 // The autocast forward: y, z (f32) = GELU(x·Wᵀ + b) with x, w, b bf16 copies.
@@ -128,35 +120,36 @@ void gemm_into(const Tensor& c, bool trans_a, bool trans_b, int64_t m, int64_t n
     }
     return;
   }
-  dispatch_float(kOp, c.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    if (c.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda,
-                                                b.data<T>(), ldb, T(0), c.data<T>(), n,
-                                                stream_of(c)));
-    } else {
-      kernels::cpu::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(), ldb,
-                            T(0), c.data<T>(), n);
-    }
-  });
+  run_float_kernel(
+      kOp, c,
+      [&](auto tag) {
+        using T = decltype(tag);
+        kernels::cpu::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(), ldb, T(0),
+                              c.data<T>(), n);
+      },
+      [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
+        using T = decltype(tag);
+        VLMC_CUDA_DISPATCH(kernels::cuda::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(),
+                                                  ldb, T(0), c.data<T>(), n, stream));
+      });
 }
 
 // dz [rows, out] = g ⊙ GELU'(z), and db [out] = Σ_rows dz when wanted.
 void backward_elementwise(const Tensor& dz, const Tensor& db, const Tensor& g, const Tensor& z,
                           kernels::GeluKind kind) {
   const int64_t m = z.size(0), n = z.size(1);
-  dispatch_float(kOp, z.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* pdb = db.defined() ? db.data<T>() : nullptr;
-    if (z.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_backward<T>(dz.data<T>(), pdb, g.data<T>(),
-                                                                z.data<T>(), m, n, kind,
-                                                                stream_of(z)));
-    } else {
-      kernels::cpu::linear_gelu_backward<T>(dz.data<T>(), pdb, g.data<T>(), z.data<T>(), m, n,
-                                            kind);
-    }
-  });
+  run_float_kernel(
+      kOp, z,
+      [&](auto tag) {
+        using T = decltype(tag);
+        kernels::cpu::linear_gelu_backward<T>(dz.data<T>(), data_or_null<T>(db), g.data<T>(), z.data<T>(), m, n,
+                                              kind);
+      },
+      [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
+        using T = decltype(tag);
+        VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_backward<T>(dz.data<T>(), data_or_null<T>(db), g.data<T>(),
+                                                                  z.data<T>(), m, n, kind, stream));
+      });
 }
 
 void check_arguments(const Tensor& x, const Tensor& weight, const Tensor& bias) {

@@ -16,25 +16,6 @@
 namespace vlmc {
 namespace {
 
-// Typed pointer to a tensor's first element, or null for an undefined tensor.
-template <typename T>
-T* ptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
-// Runs the CPU or the CUDA form of a kernel, by device, with T = float or
-// double by dtype: `cpu(T{})` or `gpu(T{}, stream)`.
-template <typename Cpu, typename Gpu>
-void run(const char* op, const Tensor& like, Cpu&& cpu, Gpu&& gpu) {
-  dispatch_float(op, like.dtype(), [&](auto tag) {
-    if (like.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(gpu(tag, stream_of(like)));
-    } else {
-      cpu(tag);
-    }
-  });
-}
-
 // The two i64 error slots of kernels/nn.h, zeroed, where the kernel can write
 // them. On the CPU they are read as soon as the kernel returns; on CUDA they
 // are a deferred-check record (core/cuda/deferred_check.h), so that the op
@@ -77,15 +58,15 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* op) {
   const int64_t n = xt.size(-1), rows = n == 0 ? 0 : xt.numel() / n;
   Tensor yt = Tensor::empty(xt.shape(), x.dtype(), x.device());
   if (yt.numel() > 0) {
-    run(
+    run_float_kernel(
         op, x,
         [&](auto t) {
           using T = decltype(t);
-          kernels::cpu::softmax_forward<T>(ptr<T>(yt), ptr<T>(xt), rows, n, log);
+          kernels::cpu::softmax_forward<T>(data_or_null<T>(yt), data_or_null<T>(xt), rows, n, log);
         },
         [&](auto t, cudaStream_t s) {
           using T = decltype(t);
-          kernels::cuda::softmax_forward<T>(ptr<T>(yt), ptr<T>(xt), rows, n, log, s);
+          kernels::cuda::softmax_forward<T>(data_or_null<T>(yt), data_or_null<T>(xt), rows, n, log, s);
         });
   }
   const auto back_to_x = [nd, moved, dim, shape = x.shape()](const Tensor& t) {
@@ -101,16 +82,16 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* op) {
                nd == 0 ? g.reshape({1}) : (moved ? g.transpose(dim, -1) : g).contiguous();
            Tensor dxt = Tensor::empty(yt.shape(), yt.dtype(), yt.device());
            if (dxt.numel() > 0) {
-             run(
+             run_float_kernel(
                  op, yt,
                  [&](auto t) {
                    using T = decltype(t);
-                   kernels::cpu::softmax_backward<T>(ptr<T>(dxt), ptr<T>(yt), ptr<T>(gt), rows, n,
+                   kernels::cpu::softmax_backward<T>(data_or_null<T>(dxt), data_or_null<T>(yt), data_or_null<T>(gt), rows, n,
                                                      log);
                  },
                  [&](auto t, cudaStream_t s) {
                    using T = decltype(t);
-                   kernels::cuda::softmax_backward<T>(ptr<T>(dxt), ptr<T>(yt), ptr<T>(gt), rows, n,
+                   kernels::cuda::softmax_backward<T>(data_or_null<T>(dxt), data_or_null<T>(yt), data_or_null<T>(gt), rows, n,
                                                       log, s);
                  });
            }
@@ -144,39 +125,37 @@ int64_t check_norm(const char* op, const Tensor& x, const Shape& normalized_shap
   return shape_numel(normalized_shape);
 }
 
-Tensor maybe_detach(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
-
 Tensor norm_impl(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                  const Tensor& bias, double eps, bool center) {
   const char* op = center ? "layer_norm" : "rms_norm";
   const int64_t d = check_norm(op, x, normalized_shape, weight, bias);
   int64_t rows = 1;
   for (size_t i = 0; i + normalized_shape.size() < x.shape().size(); ++i) rows *= x.shape()[i];
-  const Tensor xc = x.detach().contiguous(), wc = maybe_detach(weight), bc = maybe_detach(bias);
+  const Tensor xc = x.detach().contiguous(), wc = kernel_input(weight), bc = kernel_input(bias);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   // Row statistics saved for the backward (mean only when centring).
   Tensor mean = center ? Tensor::empty({rows}, x.dtype(), x.device()) : Tensor();
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
   if (y.numel() > 0) {
-    run(
+    run_float_kernel(
         op, x,
         [&](auto t) {
           using T = decltype(t);
           if (center) {
-            kernels::cpu::layer_norm_forward<T>(ptr<T>(y), ptr<T>(mean), ptr<T>(rstd), ptr<T>(xc),
-                                                ptr<T>(wc), ptr<T>(bc), rows, d, eps);
+            kernels::cpu::layer_norm_forward<T>(data_or_null<T>(y), data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(xc),
+                                                data_or_null<T>(wc), data_or_null<T>(bc), rows, d, eps);
           } else {
-            kernels::cpu::rms_norm_forward<T>(ptr<T>(y), ptr<T>(rstd), ptr<T>(xc), ptr<T>(wc), rows,
+            kernels::cpu::rms_norm_forward<T>(data_or_null<T>(y), data_or_null<T>(rstd), data_or_null<T>(xc), data_or_null<T>(wc), rows,
                                               d, eps);
           }
         },
         [&](auto t, cudaStream_t s) {
           using T = decltype(t);
           if (center) {
-            kernels::cuda::layer_norm_forward<T>(ptr<T>(y), ptr<T>(mean), ptr<T>(rstd), ptr<T>(xc),
-                                                 ptr<T>(wc), ptr<T>(bc), rows, d, eps, s);
+            kernels::cuda::layer_norm_forward<T>(data_or_null<T>(y), data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(xc),
+                                                 data_or_null<T>(wc), data_or_null<T>(bc), rows, d, eps, s);
           } else {
-            kernels::cuda::rms_norm_forward<T>(ptr<T>(y), ptr<T>(rstd), ptr<T>(xc), ptr<T>(wc),
+            kernels::cuda::rms_norm_forward<T>(data_or_null<T>(y), data_or_null<T>(rstd), data_or_null<T>(xc), data_or_null<T>(wc),
                                                rows, d, eps, s);
           }
         });
@@ -193,30 +172,30 @@ Tensor norm_impl(const Tensor& x, const Shape& normalized_shape, const Tensor& w
            for (size_t i = 1; i < 3; ++i)
              if (needs[i]) grads[i] = Tensor::zeros(nshape, xc.dtype(), xc.device());
            if (xc.numel() == 0) return grads;
-           run(
+           run_float_kernel(
                op, xc,
                [&](auto t) {
                  using T = decltype(t);
                  if (center) {
                    kernels::cpu::layer_norm_backward<T>(
-                       ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]), ptr<T>(gc), ptr<T>(xc),
-                       ptr<T>(mean), ptr<T>(rstd), ptr<T>(saved_w), rows, d);
+                       data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]), data_or_null<T>(gc), data_or_null<T>(xc),
+                       data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(saved_w), rows, d);
                  } else {
-                   kernels::cpu::rms_norm_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]),
-                                                      ptr<T>(gc), ptr<T>(xc), ptr<T>(rstd),
-                                                      ptr<T>(saved_w), rows, d);
+                   kernels::cpu::rms_norm_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]),
+                                                      data_or_null<T>(gc), data_or_null<T>(xc), data_or_null<T>(rstd),
+                                                      data_or_null<T>(saved_w), rows, d);
                  }
                },
                [&](auto t, cudaStream_t s) {
                  using T = decltype(t);
                  if (center) {
                    kernels::cuda::layer_norm_backward<T>(
-                       ptr<T>(grads[0]), ptr<T>(grads[1]), ptr<T>(grads[2]), ptr<T>(gc), ptr<T>(xc),
-                       ptr<T>(mean), ptr<T>(rstd), ptr<T>(saved_w), rows, d, s);
+                       data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]), data_or_null<T>(gc), data_or_null<T>(xc),
+                       data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(saved_w), rows, d, s);
                  } else {
-                   kernels::cuda::rms_norm_backward<T>(ptr<T>(grads[0]), ptr<T>(grads[1]),
-                                                       ptr<T>(gc), ptr<T>(xc), ptr<T>(rstd),
-                                                       ptr<T>(saved_w), rows, d, s);
+                   kernels::cuda::rms_norm_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]),
+                                                       data_or_null<T>(gc), data_or_null<T>(xc), data_or_null<T>(rstd),
+                                                       data_or_null<T>(saved_w), rows, d, s);
                  }
                });
            return grads;
@@ -278,17 +257,17 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
       return str("embedding: index ", bad, " is out of range for ", num, " embeddings (weight ", shape,
                  ")");
     });
-    run(
+    run_float_kernel(
         "embedding", weight,
         [&](auto t) {
           using T = decltype(t);
-          kernels::cpu::embedding_forward<T>(ptr<T>(out), error.data(), ptr<T>(wc),
-                                             ptr<int64_t>(idx), n, num, d);
+          kernels::cpu::embedding_forward<T>(data_or_null<T>(out), error.data(), data_or_null<T>(wc),
+                                             data_or_null<int64_t>(idx), n, num, d);
         },
         [&](auto t, cudaStream_t s) {
           using T = decltype(t);
-          kernels::cuda::embedding_forward<T>(ptr<T>(out), error.data(), ptr<T>(wc),
-                                              ptr<int64_t>(idx), n, num, d, s);
+          kernels::cuda::embedding_forward<T>(data_or_null<T>(out), error.data(), data_or_null<T>(wc),
+                                              data_or_null<int64_t>(idx), n, num, d, s);
         });
     error.check_host();
   }
@@ -296,15 +275,15 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
     const Tensor gc = g.contiguous();
     Tensor dw = Tensor::empty({num, d}, g.dtype(), g.device());
     if (n == 0 || dw.numel() == 0) return std::vector<Tensor>{dw.zero_()};
-    run(
+    run_float_kernel(
         "embedding", gc,
         [&](auto t) {
           using T = decltype(t);
-          kernels::cpu::embedding_backward<T>(ptr<T>(dw), ptr<T>(gc), ptr<int64_t>(idx), n, num, d);
+          kernels::cpu::embedding_backward<T>(data_or_null<T>(dw), data_or_null<T>(gc), data_or_null<int64_t>(idx), n, num, d);
         },
         [&](auto t, cudaStream_t s) {
           using T = decltype(t);
-          kernels::cuda::embedding_backward<T>(ptr<T>(dw), ptr<T>(gc), ptr<int64_t>(idx), n, num, d,
+          kernels::cuda::embedding_backward<T>(data_or_null<T>(dw), data_or_null<T>(gc), data_or_null<int64_t>(idx), n, num, d,
                                                s);
         });
     return std::vector<Tensor>{dw};
@@ -337,19 +316,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     return str("cross_entropy: target ", bad, " is out of range for ", c, " classes (logits ", shape,
                ", ignore_index ", ignore_index, ")");
   });
-  run(
+  run_float_kernel(
       "cross_entropy", logits,
       [&](auto t) {
         using T = decltype(t);
-        kernels::cpu::cross_entropy_forward<T>(ptr<T>(loss), ptr<T>(count), ptr<T>(lse),
-                                               ptr<T>(nll), error.data(), ptr<T>(lc),
-                                               ptr<int64_t>(tc), n, c, ignore_index);
+        kernels::cpu::cross_entropy_forward<T>(data_or_null<T>(loss), data_or_null<T>(count), data_or_null<T>(lse),
+                                               data_or_null<T>(nll), error.data(), data_or_null<T>(lc),
+                                               data_or_null<int64_t>(tc), n, c, ignore_index);
       },
       [&](auto t, cudaStream_t s) {
         using T = decltype(t);
-        kernels::cuda::cross_entropy_forward<T>(ptr<T>(loss), ptr<T>(count), ptr<T>(lse),
-                                                ptr<T>(nll), error.data(), ptr<T>(lc),
-                                                ptr<int64_t>(tc), n, c, ignore_index, s);
+        kernels::cuda::cross_entropy_forward<T>(data_or_null<T>(loss), data_or_null<T>(count), data_or_null<T>(lse),
+                                                data_or_null<T>(nll), error.data(), data_or_null<T>(lc),
+                                                data_or_null<int64_t>(tc), n, c, ignore_index, s);
       });
   error.check_host();
   record(loss, "cross_entropy", {logits},
@@ -357,18 +336,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
            const Tensor gc = g.contiguous();
            Tensor dl = Tensor::empty({n, c}, lc.dtype(), lc.device());
            if (dl.numel() == 0) return std::vector<Tensor>{dl};
-           run(
+           run_float_kernel(
                "cross_entropy", lc,
                [&](auto t) {
                  using T = decltype(t);
-                 kernels::cpu::cross_entropy_backward<T>(ptr<T>(dl), ptr<T>(gc), ptr<T>(count),
-                                                         ptr<T>(lc), ptr<T>(lse), ptr<int64_t>(tc),
+                 kernels::cpu::cross_entropy_backward<T>(data_or_null<T>(dl), data_or_null<T>(gc), data_or_null<T>(count),
+                                                         data_or_null<T>(lc), data_or_null<T>(lse), data_or_null<int64_t>(tc),
                                                          n, c, ignore_index);
                },
                [&](auto t, cudaStream_t s) {
                  using T = decltype(t);
-                 kernels::cuda::cross_entropy_backward<T>(ptr<T>(dl), ptr<T>(gc), ptr<T>(count),
-                                                          ptr<T>(lc), ptr<T>(lse), ptr<int64_t>(tc),
+                 kernels::cuda::cross_entropy_backward<T>(data_or_null<T>(dl), data_or_null<T>(gc), data_or_null<T>(count),
+                                                          data_or_null<T>(lc), data_or_null<T>(lse), data_or_null<int64_t>(tc),
                                                           n, c, ignore_index, s);
                });
            return std::vector<Tensor>{dl};
@@ -386,15 +365,15 @@ Tensor apply_dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   const int64_t n = y.numel();
   if (n == 0) return y;
-  run(
+  run_float_kernel(
       "dropout", x,
       [&](auto t) {
         using T = decltype(t);
-        kernels::cpu::dropout<T>(ptr<T>(y), ptr<T>(xc), n, p, seed, offset);
+        kernels::cpu::dropout<T>(data_or_null<T>(y), data_or_null<T>(xc), n, p, seed, offset);
       },
       [&](auto t, cudaStream_t s) {
         using T = decltype(t);
-        kernels::cuda::dropout<T>(ptr<T>(y), ptr<T>(xc), n, p, seed, offset, s);
+        kernels::cuda::dropout<T>(data_or_null<T>(y), data_or_null<T>(xc), n, p, seed, offset, s);
       });
   return y;
 }

@@ -13,15 +13,16 @@ using kernels::UnaryOp;
 
 Tensor run_unary(const char* name, UnaryOp op, const Tensor& x, double scalar) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(name, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    if (x.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar,
-                                                 stream_of(x)));
-    } else {
-      kernels::cpu::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar);
-    }
-  });
+  run_float_kernel(
+      name, x,
+      [&](auto tag) {
+        using T = decltype(tag);
+        kernels::cpu::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar);
+      },
+      [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
+        using T = decltype(tag);
+        VLMC_CUDA_DISPATCH(kernels::cuda::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar, stream));
+      });
   return out;
 }
 
@@ -29,17 +30,18 @@ Tensor run_unary_backward(const char* name, UnaryOp op, const Tensor& g_in, cons
                           const Tensor& y, double scalar) {
   const Tensor g = g_in.contiguous();
   Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
-  dispatch_float(name, g.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* px = x.defined() ? x.data<T>() : nullptr;
-    const T* py = y.defined() ? y.data<T>() : nullptr;
-    if (g.device().is_cuda()) {
-      VLMC_CUDA_DISPATCH(kernels::cuda::unary_backward<T>(op, gx.data<T>(), g.data<T>(), px, py,
-                                                          g.numel(), scalar, stream_of(g)));
-    } else {
-      kernels::cpu::unary_backward<T>(op, gx.data<T>(), g.data<T>(), px, py, g.numel(), scalar);
-    }
-  });
+  run_float_kernel(
+      name, g,
+      [&](auto tag) {
+        using T = decltype(tag);
+        kernels::cpu::unary_backward<T>(op, gx.data<T>(), g.data<T>(), data_or_null<T>(x), data_or_null<T>(y),
+                                        g.numel(), scalar);
+      },
+      [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
+        using T = decltype(tag);
+        VLMC_CUDA_DISPATCH(kernels::cuda::unary_backward<T>(op, gx.data<T>(), g.data<T>(), data_or_null<T>(x),
+                                                            data_or_null<T>(y), g.numel(), scalar, stream));
+      });
   return gx;
 }
 

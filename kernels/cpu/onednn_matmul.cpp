@@ -13,6 +13,8 @@
 // oneDNN's global one.
 #include "kernels/cpu/onednn_matmul.h"
 
+#include <cpuid.h>
+
 #include <omp.h>
 
 #include <atomic>
@@ -93,6 +95,20 @@ uint32_t bits_of(float x) {
 // primitive partitions its work for.
 using Key = std::array<int64_t, 17>;
 
+// CPUID's vendor string: bf16's default path depends on it (see Bf16Path).
+bool is_amd_cpu() {
+  static const bool amd = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
+    char vendor[13] = {};
+    std::memcpy(vendor, &ebx, 4);
+    std::memcpy(vendor + 4, &edx, 4);
+    std::memcpy(vendor + 8, &ecx, 4);
+    return std::strcmp(vendor, "AuthenticAMD") == 0;
+  }();
+  return amd;
+}
+
 Key key_of(const Matmul& c) {
   const bool batched = c.batch > 1;
   return {static_cast<int64_t>(c.operands), c.trans_a, c.trans_b, c.m, c.n, c.k, c.lda,
@@ -103,6 +119,9 @@ Key key_of(const Matmul& c) {
 struct Entry {
   bool usable = false;  // false: refused (no primitive, or only the reference one)
   bool amx = false;     // the implementation runs on AMX tiles
+  // automatic's choice for bf16: native where measured faster than widening
+  // (Bf16Path's comment in onednn_matmul.h).
+  bool native_by_default = false;
   dnnl::matmul primitive;
   memory::desc a, b, c, scratchpad;
   std::string implementation;
@@ -143,6 +162,8 @@ Entry create(const Matmul& c) {
     e.implementation = pd.impl_info_str();
     if (e.implementation.find("ref") != std::string::npos) return e;  // scalar loops: OpenBLAS is faster
     e.amx = e.implementation.find("amx") != std::string::npos;
+    e.native_by_default =
+        e.amx || (is_amd_cpu() && e.implementation.find("avx512_core_bf16") != std::string::npos);
     e.scratchpad = pd.scratchpad_desc();
     e.primitive = dnnl::matmul(pd);
     e.usable = true;
@@ -211,7 +232,8 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::widened) return false;
   const std::shared_ptr<const Entry> entry = lookup(call);
   if (!entry->usable) return false;
-  if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::automatic && !entry->amx) return false;
+  if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::automatic && !entry->native_by_default)
+    return false;
   const dnnl::engine& engine = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   const memory src(entry->a, engine, const_cast<void*>(a));
@@ -236,7 +258,7 @@ bool enabled(Operands operands) {
     case Bf16Path::automatic:
       break;
   }
-  return entry->usable && entry->amx;
+  return entry->usable && entry->native_by_default;
 }
 
 std::string describe(Operands operands) {
@@ -250,7 +272,7 @@ std::string describe(Operands operands) {
   std::string text = version() + " " + entry->implementation;
   if (operands == Operands::bf16 && !enabled(operands))
     text += bf16_path().load() == Bf16Path::widened ? " (not used: VLMC_GEMM_BF16=widened)"
-                                                    : " (not used: no AMX, the operands are widened to f32)";
+                                                    : " (not used: no AMX and not an AMD CPU, the operands are widened to f32)";
   return text;
 }
 

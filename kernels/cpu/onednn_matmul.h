@@ -52,12 +52,17 @@ void set_enabled(bool on);
 
 // Which bf16 products oneDNN multiplies natively (the rest are widened to f32
 // by the caller, then run as f32 products, on oneDNN too):
-//   automatic  natively where oneDNN's kernel is AMX's. Measured on an Intel
-//              Xeon with AVX512-BF16 and no AMX (docs/perf.md, bench_gemm):
-//              oneDNN's bf16 kernel ran at 170 GFLOP/s on 2 threads and its
-//              f32 one at 300, so there widening wins; AMX's tiles are
-//              designed to run bf16 several times faster than f32 (untested:
-//              no CPU here has exposed AMX yet).
+//   automatic  natively where oneDNN's kernel is AMX's, or where it is
+//              avx512_core_bf16 on an AMD CPU; widened elsewhere. Measured
+//              with bench_gemm on 2 threads (docs/perf.md): on an Intel Xeon
+//              with AVX512-BF16 and no AMX oneDNN's bf16 kernel ran at 170
+//              GFLOP/s and its f32 one at 300, so there widening wins; on an
+//              AMD EPYC with AVX512-BF16 the bf16 kernel ran at 355-411 and
+//              the f32 one at 163-216, so there native wins (1.97-2.57x).
+//              AMX's tiles are designed to run bf16 several times faster
+//              than f32 (untested: no CPU here has exposed AMX yet). The
+//              choice is fixed per CPU, never timed at run time, so a run's
+//              numbers do not depend on a measurement's noise.
 //   native     wherever oneDNN has a non-reference bf16 kernel;
 //   widened    never.
 // VLMC_GEMM_BF16=automatic|native|widened sets it at start.

@@ -1,7 +1,8 @@
 // On a CPU with AVX512-BF16 or AMX-BF16 (tests/bf16_isa_main.cpp skips the
 // suite elsewhere), oneDNN has a native bf16 kernel for autocast's products,
 // and it gives the widened f32 path's values. (Whether it is used by default
-// is kernels/cpu/onednn_matmul.h's Bf16Path::automatic: on AMX only.)
+// is kernels/cpu/onednn_matmul.h's Bf16Path::automatic: on AMX, and on AMD
+// CPUs with AVX512-BF16.)
 #include <catch2/catch.hpp>
 
 #include <string>

@@ -25,7 +25,7 @@ namespace onednn = vlmc::kernels::cpu::onednn;
 namespace {
 
 // oneDNN for every product it can take, bf16 natively even where the
-// automatic path would widen (no AMX), or OpenBLAS only; the defaults are
+// automatic path would widen (no AMX, not AMD), or OpenBLAS only; the defaults are
 // restored when a test ends, failing or not.
 struct BackendGuard {
   explicit BackendGuard(bool onednn_on) {
