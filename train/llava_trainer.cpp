@@ -30,7 +30,7 @@ namespace {
 
 // Checkpoint names sort by these (train/stage_loop.h); the fashion-mosaic
 // run's stage 1 and stage 2 have the same places.
-constexpr int kRankStage1 = 2, kRankStage2 = 3;
+constexpr int kStage1 = 2, kStage2 = 3;
 
 // Every process's loader place, gathered (one all-reduce of a table each
 // process fills its row of), as state.json's "data".
@@ -122,12 +122,12 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   }
 
   // ---- the run directory, and where a previous process stopped -------------------------
-  const std::map<std::string, int> stage_ranks = {{"stage1", kRankStage1}, {"stage2", kRankStage2}};
-  const int rank = stage == 2 ? kRankStage2 : kRankStage1;
+  const std::map<std::string, int> stage_indices = {{"stage1", kStage1}, {"stage2", kStage2}};
+  const int stage_index = stage == 2 ? kStage2 : kStage1;
   RunStart start;
-  start_run(c.runs_dir, c.name, options, stage_ranks, start);
+  start_run(c.runs_dir, c.name, options, stage_indices, start);
   if (start.resume)
-    VLMC_CHECK(start.resume->rank == rank, "--resume: ", start.resume->dir, " is a checkpoint of another stage than "
+    VLMC_CHECK(start.resume->stage_index == stage_index, "--resume: ", start.resume->dir, " is a checkpoint of another stage than "
                "model.stage ", stage, "'s");
 
   // ---- the model ----------------------------------------------------------------------
@@ -254,7 +254,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
 
   StageSpec spec;
   spec.name = stage_name;
-  spec.rank = rank;
+  spec.index = stage_index;
   spec.settings = settings;
   spec.bf16 = c.precision == "bf16";
   spec.params = params;

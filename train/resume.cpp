@@ -43,7 +43,7 @@ int64_t optimizer_updates(const std::map<std::string, Tensor>& optimizer, const 
 }  // namespace
 
 ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
-                                    const std::map<std::string, int>& stage_ranks, int world) {
+                                    const std::map<std::string, int>& stage_indices, int world) {
   const std::string bad = nonfinite_in(ckpt);
   VLMC_CHECK(bad.empty(), dir, ": ", bad, " holds a NaN or an infinity");
   // Absent in checkpoints of single-process runs written before it existed.
@@ -53,22 +53,25 @@ ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
   ResumePoint p;
   p.dir = dir;
   const nlohmann::json& state = ckpt.state;
-  const int64_t rank = state_integer(state, "rank", dir);
-  VLMC_CHECK(rank >= 0 && rank <= 1000, dir, "/state.json: \"rank\" is ", rank, ", not a stage's place in a run");
-  p.rank = static_cast<int>(rank);
+  // "rank" in checkpoints written before it was named "stage_index".
+  const char* index_key = state.contains("stage_index") || !state.contains("rank") ? "stage_index" : "rank";
+  const int64_t index = state_integer(state, index_key, dir);
+  VLMC_CHECK(index >= 0 && index <= 1000, dir, "/state.json: \"", index_key, "\" is ", index,
+             ", not a stage's place in a run");
+  p.stage_index = static_cast<int>(index);
   p.step = state_integer(state, "step", dir);
   const auto stage_it = state.find("stage");
   VLMC_CHECK(stage_it != state.end() && stage_it->is_string(), dir, "/state.json: \"stage\" is missing or not a string");
   const std::string stage = stage_it->get<std::string>();
-  const auto rank_it = stage_ranks.find(stage);
-  VLMC_CHECK(rank_it != stage_ranks.end(), dir, "/state.json: \"stage\" is \"", stage, "\", not a stage of this run");
-  VLMC_CHECK(rank_it->second == p.rank, dir, "/state.json: \"rank\" is ", p.rank, " but stage \"", stage,
-             "\" is rank ", rank_it->second);
+  const auto index_it = stage_indices.find(stage);
+  VLMC_CHECK(index_it != stage_indices.end(), dir, "/state.json: \"stage\" is \"", stage, "\", not a stage of this run");
+  VLMC_CHECK(index_it->second == p.stage_index, dir, "/state.json: \"", index_key, "\" is ", p.stage_index,
+             " but stage \"", stage, "\" is stage ", index_it->second, " of the run");
   // The directory's name was written by the same save as state.json.
   char expected[96];
-  std::snprintf(expected, sizeof expected, "%d-%s-step%06lld", p.rank, stage.c_str(), static_cast<long long>(p.step));
+  std::snprintf(expected, sizeof expected, "%d-%s-step%06lld", p.stage_index, stage.c_str(), static_cast<long long>(p.step));
   const std::string name = fs::path(dir).filename().string();
-  VLMC_CHECK(name == expected, dir, "/state.json says rank ", p.rank, ", stage \"", stage, "\", step ", p.step,
+  VLMC_CHECK(name == expected, dir, "/state.json says stage index ", p.stage_index, ", stage \"", stage, "\", step ", p.step,
              ", which would be checkpoint ", expected, ", not ", name);
   if (state.contains("steps")) {
     const int64_t steps = state_integer(state, "steps", dir);
@@ -93,18 +96,18 @@ ResumePoint check_resume_checkpoint(const std::string& dir, Checkpoint ckpt,
 }
 
 ResumePoint choose_resume_checkpoint(const std::string& root, const std::vector<std::string>& names,
-                                     const std::string& explicit_dir, const std::map<std::string, int>& stage_ranks,
+                                     const std::string& explicit_dir, const std::map<std::string, int>& stage_indices,
                                      int world, const std::function<void(const std::string&)>& warn) {
   if (!explicit_dir.empty()) {
     VLMC_CHECK(is_checkpoint(explicit_dir), "--resume ", explicit_dir, ": not a complete checkpoint (",
                kCheckpointModelFile, ", ", kCheckpointOptimizerFile, ", ", kCheckpointStateFile, ")");
-    return check_resume_checkpoint(explicit_dir, load_checkpoint(explicit_dir), stage_ranks, world);
+    return check_resume_checkpoint(explicit_dir, load_checkpoint(explicit_dir), stage_indices, world);
   }
   std::string refused;
   for (auto it = names.rbegin(); it != names.rend(); ++it) {
     const std::string dir = (fs::path(root) / *it).string();
     try {
-      return check_resume_checkpoint(dir, load_checkpoint(dir), stage_ranks, world);
+      return check_resume_checkpoint(dir, load_checkpoint(dir), stage_indices, world);
     } catch (const Error& e) {
       warn(str("--resume: passing over ", dir, ": ", e.what()));
       refused += str("\n  ", e.what());

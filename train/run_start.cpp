@@ -11,7 +11,7 @@ namespace vlmc::train {
 namespace fs = std::filesystem;
 
 void start_run(const std::string& runs_dir, const std::string& name, const TrainOptions& options,
-               const std::map<std::string, int>& stage_ranks, RunStart& start) {
+               const std::map<std::string, int>& stage_indices, RunStart& start) {
   dist::ProcessGroup* group = options.group;
   const int world = group ? group->world_size() : 1;
   const bool lead = !group || group->rank() == 0;
@@ -31,7 +31,7 @@ void start_run(const std::string& runs_dir, const std::string& name, const Train
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",
                  start.checkpoint_root.c_str());
   if (options.resume && (!existing.empty() || !options.resume_from.empty())) {
-    start.resume = choose_resume_checkpoint(start.checkpoint_root, existing, options.resume_from, stage_ranks, world,
+    start.resume = choose_resume_checkpoint(start.checkpoint_root, existing, options.resume_from, stage_indices, world,
                                             [lead](const std::string& line) {
                                               if (lead) std::fprintf(stderr, "%s\n", line.c_str());
                                             });
@@ -46,12 +46,12 @@ void start_run(const std::string& runs_dir, const std::string& name, const Train
   }
   if (!lead) return;  // only process 0 writes the metrics
   if (start.resume) {
-    const int rank = start.resume->rank;
+    const int stage_index = start.resume->stage_index;
     const int64_t step = start.resume->step;
     MetricsLog::truncate_for_resume(start.metrics_path, [&](const nlohmann::json& r) {
-      const auto it = stage_ranks.find(r.value("stage", ""));
-      if (it == stage_ranks.end()) return false;  // evaluation records are made again
-      return it->second < rank || (it->second == rank && r.value("step", int64_t{0}) <= step);
+      const auto it = stage_indices.find(r.value("stage", ""));
+      if (it == stage_indices.end()) return false;  // evaluation records are made again
+      return it->second < stage_index || (it->second == stage_index && r.value("step", int64_t{0}) <= step);
     });
   } else {
     fs::remove(start.metrics_path);

@@ -30,12 +30,12 @@ struct RunStart {
 };
 
 // Fills `start` (a RunLock cannot move, so the caller owns the struct).
-// `stage_ranks` maps a stage's metrics name ("stage1") to its place in the
+// `stage_indices` maps a stage's metrics name ("stage1") to its place in the
 // run, as the checkpoints' names carry it. Settings that differ from the
 // resumed checkpoint's are named on stderr (the run is then not the
 // uninterrupted one). Throws vlmc::Error when the run has checkpoints and
 // --resume was not given, or when none of them is usable.
 void start_run(const std::string& runs_dir, const std::string& name, const TrainOptions& options,
-               const std::map<std::string, int>& stage_ranks, RunStart& start);
+               const std::map<std::string, int>& stage_indices, RunStart& start);
 
 }  // namespace vlmc::train

@@ -52,21 +52,21 @@ void save(const StageSpec& spec, const RunFiles& files, std::map<std::string, Te
                 last_checkpoint_hint(files));
   // skipped_steps lets a resume check the optimizer's own step count against
   // `step` (train/resume.h): the optimizer updated step - skipped_steps times.
-  ckpt.state = {{"stage", spec.name}, {"rank", spec.rank}, {"step", step}, {"skipped_steps", skipped_steps},
+  ckpt.state = {{"stage", spec.name}, {"stage_index", spec.index}, {"step", step}, {"skipped_steps", skipped_steps},
                 {"steps", spec.settings.steps}, {"config", files.config},
                 {"world_size", files.group ? files.group->world_size() : 1}};
   if (!data.is_null()) ckpt.state["data"] = data;
-  const std::string prefix = std::to_string(spec.rank) + "-" + spec.name + "-";
-  save_checkpoint(files.checkpoint_root, checkpoint_name(spec.rank, spec.name, step), ckpt);
+  const std::string prefix = std::to_string(spec.index) + "-" + spec.name + "-";
+  save_checkpoint(files.checkpoint_root, checkpoint_name(spec.index, spec.name, step), ckpt);
   prune_checkpoints(files.checkpoint_root, prefix, static_cast<size_t>(files.keep_checkpoints));
 }
 
 }  // namespace
 
-std::string checkpoint_name(int rank, const std::string& stage, int64_t step) {
+std::string checkpoint_name(int stage_index, const std::string& stage, int64_t step) {
   char digits[32];
   std::snprintf(digits, sizeof(digits), "%06lld", static_cast<long long>(step));
-  return std::to_string(rank) + "-" + stage + "-step" + digits;
+  return std::to_string(stage_index) + "-" + stage + "-step" + digits;
 }
 
 StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::optional<StageResume>& resume) {

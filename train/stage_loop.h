@@ -63,7 +63,7 @@ struct RunFiles {
 
 struct StageSpec {
   std::string name;  // "stage1"; also the metrics "stage" field
-  int rank = 0;      // order of the stage in the run (checkpoint names sort by it)
+  int index = 0;     // order of the stage in the run (checkpoint names sort by it)
   StageSettings settings;
   std::vector<optim::NamedTensor> params;  // what this stage trains
   bool bf16 = false;                       // forward and backward under AutocastGuard (run.precision bf16)
@@ -91,8 +91,8 @@ struct StageSummary {
   int64_t peak_device_bytes = 0;  // CUDA: the caching allocator's high-water mark during the stage; CPU: 0
 };
 
-// "<rank>-<name>-step<NNNNNN>": sorting names sorts by (rank, step).
-std::string checkpoint_name(int rank, const std::string& stage, int64_t step);
+// "<index>-<name>-step<NNNNNN>": sorting names sorts by (stage index, step).
+std::string checkpoint_name(int stage_index, const std::string& stage, int64_t step);
 
 // Runs steps resume.step .. settings.steps-1 (all when resume is empty).
 StageSummary run_stage(const StageSpec& spec, const RunFiles& files,

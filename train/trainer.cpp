@@ -33,7 +33,7 @@ namespace {
 enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 = 3 };
 
 // Stage ranks: checkpoint names sort by them.
-constexpr int kRankVision = 0, kRankLanguage = 1, kRankStage1 = 2, kRankStage2 = 3;
+constexpr int kStageVision = 0, kStageLanguage = 1, kStage1 = 2, kStage2 = 3;
 
 std::vector<optim::NamedTensor> named(const nn::Module& module, const std::string& prefix) {
   std::vector<optim::NamedTensor> out;
@@ -139,10 +139,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     check_plan_fits(plan_training(c, world), available_memory_bytes(), available_memory_source());
 
   // Where a previous process stopped (train/run_start.h).
-  const std::map<std::string, int> stage_ranks = {{"stage0-vision", kRankVision}, {"stage0-language", kRankLanguage},
-                                                  {"stage1", kRankStage1}, {"stage2", kRankStage2}};
+  const std::map<std::string, int> stage_indices = {{"stage0-vision", kStageVision}, {"stage0-language", kStageLanguage},
+                                                  {"stage1", kStage1}, {"stage2", kStage2}};
   RunStart start;
-  start_run(c.runs_dir, c.name, options, stage_ranks, start);
+  start_run(c.runs_dir, c.name, options, stage_indices, start);
   const std::string& run_dir = start.run_dir;
   const std::string& metrics_path = start.metrics_path;
 
@@ -156,7 +156,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
   };
 
-  int resume_rank = -1;
+  int resume_stage = -1;
   std::optional<StageResume> resume_point;
   if (start.resume) {
     ResumePoint& point = *start.resume;
@@ -165,7 +165,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     } catch (const std::exception& e) {
       throw Error(str("--resume: ", point.dir, ": ", e.what()));
     }
-    resume_rank = point.rank;
+    resume_stage = point.stage_index;
     resume_point = StageResume{point.step, std::move(point.checkpoint.optimizer), point.skipped_steps};
   }
   std::optional<MetricsLog>& metrics = start.metrics;
@@ -183,8 +183,8 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   files.log_every_s = c.log_every_s;
   files.skip_nonfinite = c.skip_nonfinite;
   // The resume point applies to the stage it was taken in; later stages start afresh.
-  auto resume_for = [&](int rank) -> std::optional<StageResume> {
-    if (resume_rank == rank) return resume_point;
+  auto resume_for = [&](int stage_index) -> std::optional<StageResume> {
+    if (resume_stage == stage_index) return resume_point;
     return std::nullopt;
   };
 
@@ -200,10 +200,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   const int64_t grid = patch_grid_side(c);
 
   // What every stage shares: its name, its order in the run, its settings, the precision.
-  auto stage_spec = [&](const char* name, int rank, const StageSettings& settings) {
+  auto stage_spec = [&](const char* name, int stage_index, const StageSettings& settings) {
     StageSpec spec;
     spec.name = name;
-    spec.rank = rank;
+    spec.index = stage_index;
     spec.settings = settings;
     spec.bf16 = c.precision == "bf16";
     return spec;
@@ -212,8 +212,8 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   // ---- stage 0: each half is loaded from the cache, resumed, or run --------------------
   // A half runs when the resume point is inside it, or when the run has not
   // reached it and the cache has no copy.
-  auto stage0 = [&](const Stage0Part& part, int rank, const std::function<void()>& run) {
-    if (resume_rank > rank) return;  // done before the resume point: in the checkpoint
+  auto stage0 = [&](const Stage0Part& part, int stage_index, const std::function<void()>& run) {
+    if (resume_stage > stage_index) return;  // done before the resume point: in the checkpoint
     const std::string name = stage0_cache_name(part, options.config_json);
     const std::string dir = (fs::path(c.cache_dir) / name).string();
     // The cache entry is written by one run at a time; another run with the
@@ -223,7 +223,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       fs::create_directories(c.cache_dir);
       cache_lock.emplace(dir + ".lock", "the stage-0 cache entry " + dir);
     }
-    if (resume_rank < rank && is_checkpoint(dir)) {
+    if (resume_stage < stage_index && is_checkpoint(dir)) {
       load_part(models, part, dir);
       if (lead) std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
       return;
@@ -231,9 +231,9 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     run();
     if (lead) save_part(models, part, c.cache_dir, name, options.config_json);
   };
-  stage0(kVisionPart, kRankVision, [&] {
+  stage0(kVisionPart, kStageVision, [&] {
     models.vision->set_requires_grad(true);
-    StageSpec spec = stage_spec("stage0-vision", kRankVision, c.stage0_vision);
+    StageSpec spec = stage_spec("stage0-vision", kStageVision, c.stage0_vision);
     spec.params = named(*models.vision, "vision_encoder.");
     for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
@@ -248,10 +248,10 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * 4}).to(models.device);
       return StepLoss{cross_entropy(logits, classes), per * (grid * grid + 1), per * 4};
     };
-    timed("stage0-vision", run_stage(spec, files, resume_for(kRankVision)));
+    timed("stage0-vision", run_stage(spec, files, resume_for(kStageVision)));
     models.vision->set_requires_grad(false);
   });
-  stage0(kLanguagePart, kRankLanguage, [&] {
+  stage0(kLanguagePart, kStageLanguage, [&] {
     // Text in the image slots: sums of place and item word embeddings, on a
     // grid of the encoder's size or of half its side (pooling connectors).
     models.language->set_requires_grad(true);
@@ -262,7 +262,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const std::vector<Sample> extra = instruction_samples(pool, c.stage0_extra_questions, extra_gen, kind);
       texts.insert(texts.end(), extra.begin(), extra.end());
     }
-    StageSpec spec = stage_spec("stage0-language", kRankLanguage, c.stage0_language);
+    StageSpec spec = stage_spec("stage0-language", kStageLanguage, c.stage0_language);
     spec.params = named(*models.language, "llm.");
     spec.step = [&](int64_t step) {
       const std::vector<int64_t> rows =
@@ -276,7 +276,7 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
       const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
     };
-    timed("stage0-language", run_stage(spec, files, resume_for(kRankLanguage)));
+    timed("stage0-language", run_stage(spec, files, resume_for(kStageLanguage)));
     models.language->set_requires_grad(false);
   });
 
@@ -298,22 +298,22 @@ TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
     };
   };
   models.llava->train();
-  if (resume_rank <= kRankStage1) {
+  if (resume_stage <= kStage1) {
     models.llava->set_stage(1);
-    StageSpec spec = stage_spec("stage1", kRankStage1, c.stage1);
+    StageSpec spec = stage_spec("stage1", kStage1, c.stage1);
     spec.params = named(*models.llava->connector, "connector.");
     spec.step = llava_step(captions, kStreamStage1, c.stage1);
-    timed("stage1", run_stage(spec, files, resume_for(kRankStage1)));
+    timed("stage1", run_stage(spec, files, resume_for(kStage1)));
   }
   {
     models.llava->set_stage(2);
-    StageSpec spec = stage_spec("stage2", kRankStage2, c.stage2);
+    StageSpec spec = stage_spec("stage2", kStage2, c.stage2);
     spec.params = named(*models.llava->connector, "connector.");
     for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
     spec.lr_prefix = "connector.";
     spec.prefix_lr = c.stage2_connector_lr;
     spec.step = llava_step(questions, kStreamStage2, c.stage2);
-    timed("stage2", run_stage(spec, files, resume_for(kRankStage2)));
+    timed("stage2", run_stage(spec, files, resume_for(kStage2)));
   }
   models.llava->set_stage(1);
 

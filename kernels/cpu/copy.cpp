@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "kernels/element.h"
+#include "kernels/load_store.h"
 #include "kernels/philox.h"
 
 namespace vlmc::kernels::cpu {

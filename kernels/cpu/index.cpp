@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/element.h"
+#include "kernels/load_store.h"
 
 namespace vlmc::kernels::cpu {
 namespace {

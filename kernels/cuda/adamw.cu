@@ -16,6 +16,10 @@
 // the result is designed to have the same bits on every run (no atomics; on an
 // H200, 2026-12-04, a second call on the same inputs gave the same bits,
 // tests/cuda/test_cuda_optim.cpp; separate runs not compared).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests
+//   build/tests/vlmc_cuda_tests "[optim]"          # this family against the CPU; also "[op_cases]"
 #include <algorithm>
 
 #include "kernels/adamw.h"

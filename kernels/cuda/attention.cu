@@ -15,6 +15,11 @@
 //                   its dk/dv row, so the sums run in a fixed order.
 // All loads are predicated on T, S and Dh; every warp joins every __syncthreads (rows past
 // the end just skip the arithmetic).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[attention]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include <cmath>
 #include <stdexcept>
 #include <string>

@@ -5,6 +5,11 @@
 // Two forms per op: a contiguous one (both operands dense over the output,
 // plain indexing) and a strided one that maps each output index through the
 // operands' broadcast layouts.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[elementwise]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/cuda/check.h"
 #include "kernels/elementwise.h"
 

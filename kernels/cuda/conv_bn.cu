@@ -35,6 +35,11 @@
 // = dz·w followed by our col2im gather (each input element sums the patch
 // entries that read it; no atomics). Both use the (ki, kj, c) order, so the
 // weight is repacked for dx and dw is unpacked to PyTorch's layout.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_conv_bn
+//   build/tests/vlmc_cuda_tests "[conv_bn]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_conv_bn --cuda-only [--quick]   # validates each version, then times it
 #include <initializer_list>
 #include <stdexcept>
 #include <string>

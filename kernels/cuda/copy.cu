@@ -1,9 +1,14 @@
 // CUDA copy, fill and random-fill kernels (see kernels/copy.h). Grid-stride
 // loops; the random fills draw element i exactly as the CPU version does.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[index],[runtime]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/copy.h"
 
 #include "kernels/cuda/check.h"
-#include "kernels/element.h"
+#include "kernels/load_store.h"
 #include "kernels/philox.h"
 
 namespace vlmc::kernels::cuda {

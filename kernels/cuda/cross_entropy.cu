@@ -9,6 +9,11 @@
 //           ignore_index is never read through; it goes to the error slots.
 // backward  grid-stride over n*c: (softmax - onehot) * grad / count, with
 //           grad and count read from device memory (no host round trip).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[nn]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include <cmath>
 
 #include "kernels/cuda/check.h"

@@ -1,6 +1,10 @@
 // CUDA dropout (see kernels/nn.h). Grid-stride over groups of four elements:
 // one Philox4x32-10 call gives the four uniforms uniform_at(seed, offset, i)
 // would, so the mask is the CPU's, element for element.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests
+//   build/tests/vlmc_cuda_tests "[nn]"          # this family against the CPU; also "[op_cases]"
 #include "kernels/cuda/check.h"
 #include "kernels/nn.h"
 #include "kernels/philox.h"

@@ -8,6 +8,11 @@
 // backward  zero dweight, then atomicAdd each dout element into its row. The
 //           order of the additions into a repeated row is unspecified, so the
 //           low bits of such rows may vary from run to run.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[nn]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/cuda/check.h"
 #include "kernels/nn.h"
 

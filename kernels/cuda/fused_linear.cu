@@ -43,6 +43,11 @@
 // row) and sum in double, then combine the 32 partial sums in a fixed order:
 // deterministic, no atomics. The two GEMMs of the backward (dx = dz·w,
 // dw = dzᵀ·x) are cuBLAS (kernels/gemm.h), called by the op.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_fused_linear
+//   build/tests/vlmc_cuda_tests "[fused_linear]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_fused_linear --cuda-only [--quick]   # validates each version, then times it
 #include <cuda_bf16.h>
 #include <mma.h>
 

@@ -20,6 +20,11 @@
 // gemm_bf16 (autocast's products) goes through cublasGemmStridedBatchedEx with
 // bf16 A and B, f32 C and CUBLAS_COMPUTE_32F: the operands are already bf16,
 // so tensor cores may run it, and the accumulation stays f32 either way.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_gemm
+//   build/tests/vlmc_cuda_tests "[linalg],[autocast]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_gemm --cuda-only [--quick]   # validates each version, then times it
 #include <algorithm>
 #include <cublas_v2.h>
 

@@ -4,12 +4,17 @@
 // elements as unsigned integers of the dtype's width; the accumulating
 // backward kernels use atomicAdd, so repeated indices sum in an unspecified
 // order (bit-level run-to-run differences; the CPU version is deterministic).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[index]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/cuda/check.h"
-#include "kernels/element.h"
+#include "kernels/load_store.h"
 #include "kernels/index.h"
 #include "kernels/type_dispatch.h"
 

@@ -8,6 +8,11 @@
 //             all rows (coalesced 32-wide reads), then reduce the 8 partial
 //             sums in shared memory. Fixed order: deterministic, no atomics.
 // RMS norm is the same code without centring and without a bias.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[nn]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/row_reduce.cuh"
 #include "kernels/nn.h"

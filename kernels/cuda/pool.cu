@@ -1,6 +1,11 @@
 // CUDA adaptive average pooling, channels last (see kernels/pool.h).
 // v1: one thread per output element (forward) or input element (backward);
 // consecutive threads walk the channel dim, so every load is coalesced.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_pool
+//   build/tests/vlmc_cuda_tests "[pool]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_pool --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/cuda/check.h"
 #include "kernels/pool.h"
 

@@ -20,6 +20,11 @@
 // values; passed on an H200, 2026-12-04). The CPU kernels accumulate in double
 // and are the reference. No atomics: the result is designed to be the same on
 // every run (not checked on a GPU).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[reduce]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include <algorithm>
 
 #include "kernels/cuda/check.h"

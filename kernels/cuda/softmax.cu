@@ -5,6 +5,11 @@
 // (warp shuffles + one shared slot per warp). Three passes over the row in
 // global memory (max, sum, write); rows of a vision-language model (n up to a
 // few thousand) are expected to stay in L1/L2 between passes (not measured).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[nn]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include <cmath>
 
 #include "kernels/cuda/check.h"

@@ -13,6 +13,11 @@
 //   gradient rows in the host's order (ascending output row): no atomics, the
 //   same order as the CPU, so the table gradient is deterministic and equal
 //   to the CPU's bit for bit.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_splice
+//   build/tests/vlmc_cuda_tests "[splice]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_splice --cuda-only [--quick]   # validates each version, then times it
 #include <cuda_runtime.h>
 
 #include <cstdint>

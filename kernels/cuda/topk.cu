@@ -25,6 +25,11 @@
 //   D % 4 == 0. A row whose index is outside [0, n) is written as zeros (the
 //   op reports it later, through invert_row_indices' error slots). The
 //   backward writes each dx row once (gradient row or zeros).
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_topk
+//   build/tests/vlmc_cuda_tests "[topk]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_topk --cuda-only [--quick]   # validates each version, then times it
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -1,6 +1,11 @@
 // CUDA unary kernels and their fused backward (see kernels/elementwise.h):
 // grid-stride loops over contiguous buffers, one instantiation per op, the
 // per-element math shared with the CPU kernels.
+//
+// Iterate on this file (on a GPU machine; docs/cuda.md):
+//   cmake --build build --target vlmc_cuda_tests bench_ops
+//   build/tests/vlmc_cuda_tests "[elementwise]"          # this family against the CPU; also "[op_cases]"
+//   build/bench/bench_ops --cuda-only [--quick]   # validates each version, then times it
 #include "kernels/cuda/check.h"
 #include "kernels/elementwise.h"
 

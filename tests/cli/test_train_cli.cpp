@@ -115,11 +115,11 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
   // from the one before; named with --resume PATH, it is an error.
   const std::string state_path = last + "/state.json";
   std::string state = read_text(state_path);
-  const size_t at = state.find("\"rank\"");
+  const size_t at = state.find("\"stage_index\"");
   REQUIRE(at != std::string::npos);
-  state.replace(at, 6, "\"rnak\"");
+  state.replace(at, 13, "\"stage_indx\"");
   std::ofstream(state_path, std::ios::trunc) << state;
-  const std::string why = last + "/state.json: \"rank\" is missing or not an integer";
+  const std::string why = last + "/state.json: \"stage_index\" is missing or not an integer";
   const Result fallback = run_cli(cat({"train", "--resume"}, toy_args(scratch.path)), scratch.path);
   INFO(fallback.err);
   CHECK(fallback.status == 0);
@@ -128,8 +128,8 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
                                                                   "3-stage2-step000002").string()));
   // The resumed run wrote a new, consistent 3-stage2-step000003: edit it again.
   state = read_text(state_path);
-  REQUIRE(state.find("\"rank\"") != std::string::npos);
-  state.replace(state.find("\"rank\""), 6, "\"rnak\"");
+  REQUIRE(state.find("\"stage_index\"") != std::string::npos);
+  state.replace(state.find("\"stage_index\""), 13, "\"stage_indx\"");
   std::ofstream(state_path, std::ios::trunc) << state;
   const Result edited = run_cli(cat({"train", "--resume", last}, toy_args(scratch.path)), scratch.path);
   CHECK(edited.status == 1);

@@ -41,7 +41,7 @@ const Fixture& fixture() {
     c.model["connector.0.weight"] = Tensor::ones({2, 2});
     c.optimizer["state.0.step"] = Tensor::scalar(5.0, DType::i64);
     c.optimizer["state.0.exp_avg"] = Tensor::zeros({2, 2});
-    c.state = {{"stage", "stage2"}, {"rank", 3}, {"step", 5}, {"steps", 10}, {"skipped_steps", 0}};
+    c.state = {{"stage", "stage2"}, {"stage_index", 3}, {"step", 5}, {"steps", 10}, {"skipped_steps", 0}};
     const std::string root = fuzz::scratch_dir() + "/checkpoints";
     save_checkpoint(root, kName, c);
     Fixture out{root + "/" + kName, {}};

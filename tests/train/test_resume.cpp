@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::map<std::string, int> kRanks = {{"stage0-vision", 0}, {"stage0-language", 1}, {"stage1", 2}, {"stage2", 3}};
+const std::map<std::string, int> kStages = {{"stage0-vision", 0}, {"stage0-language", 1}, {"stage1", 2}, {"stage2", 3}};
 
 // A stage-2 checkpoint named for `name_step`, whose state.json says `state_step`
 // and whose optimizer took `updates` steps.
@@ -36,7 +36,7 @@ std::string write(const test::TempDir& tmp, int64_t name_step, nlohmann::json st
 }
 
 nlohmann::json good_state(int64_t step, int64_t skipped = 0) {
-  return {{"stage", "stage2"}, {"rank", 3}, {"step", step}, {"steps", 10}, {"skipped_steps", skipped},
+  return {{"stage", "stage2"}, {"stage_index", 3}, {"step", step}, {"steps", 10}, {"skipped_steps", skipped},
           {"world_size", 1}};
 }
 
@@ -45,48 +45,54 @@ nlohmann::json good_state(int64_t step, int64_t skipped = 0) {
 TEST_CASE("resume: a consistent checkpoint is accepted, with its skipped steps", "[resume]") {
   test::TempDir tmp("resume_ok");
   const std::string dir = write(tmp, 5, good_state(5, 1), 4);
-  const ResumePoint p = check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1);
-  CHECK(p.rank == 3);
+  const ResumePoint p = check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1);
+  CHECK(p.stage_index == 3);
   CHECK(p.step == 5);
   CHECK(p.skipped_steps == 1);
   // Checkpoints from before skipped_steps was recorded: only the upper bound is checked.
   nlohmann::json old = good_state(5);
   old.erase("skipped_steps");
   const std::string old_dir = write(tmp, 6, [&] { auto s = old; s["step"] = 6; return s; }(), 4);
-  CHECK(check_resume_checkpoint(old_dir, load_checkpoint(old_dir), kRanks, 1).step == 6);
+  CHECK(check_resume_checkpoint(old_dir, load_checkpoint(old_dir), kStages, 1).step == 6);
+  // Checkpoints from before the stage index was named so: the key "rank".
+  nlohmann::json legacy = good_state(7);
+  legacy.erase("stage_index");
+  legacy["rank"] = 3;
+  const std::string legacy_dir = write(tmp, 7, legacy, 7);
+  CHECK(check_resume_checkpoint(legacy_dir, load_checkpoint(legacy_dir), kStages, 1).stage_index == 3);
 }
 
 TEST_CASE("resume: a hand-edited state.json is refused, naming the field", "[resume]") {
   test::TempDir tmp("resume_edited");
-  SECTION("rank 7 (the issue's edit)") {
+  SECTION("stage index 7 (the issue's edit)") {
     nlohmann::json s = good_state(5);
-    s["rank"] = 7;
+    s["stage_index"] = 7;
     const std::string dir = write(tmp, 5, s, 5);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
-                        Catch::Contains("\"rank\" is 7 but stage \"stage2\" is rank 3"));
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
+                        Catch::Contains("\"stage_index\" is 7 but stage \"stage2\" is stage 3 of the run"));
   }
   SECTION("a step the directory name does not have") {
     const std::string dir = write(tmp, 5, good_state(6), 6);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("3-stage2-step000006, not 3-stage2-step000005"));
   }
   SECTION("a step the optimizer disagrees with") {
     const std::string dir = write(tmp, 5, good_state(5), 3);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("the optimizer state has taken 3 steps") && Catch::Contains("step 5"));
     const std::string ahead = write(tmp, 4, [] { auto s = good_state(4); s.erase("skipped_steps"); return s; }(), 9);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(ahead, load_checkpoint(ahead), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(ahead, load_checkpoint(ahead), kStages, 1),
                         Catch::Contains("has taken 9 steps but state.json says step 4"));
   }
   SECTION("an unknown stage, a step past the stage's steps") {
     nlohmann::json s = good_state(5);
     s["stage"] = "stage9";
     std::string dir = write(tmp, 5, s, 5);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("\"stage9\", not a stage of this run"));
     s = good_state(12);
     dir = write(tmp, 12, s, 12);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("\"step\" 12 is outside 1..10"));
   }
 }
@@ -98,19 +104,19 @@ TEST_CASE("resume: fields of the wrong JSON type are errors naming the field, no
     nlohmann::json s = good_state(5);
     s["world_size"] = "1";
     std::string dir = write(tmp, 5, s, 5);
-    REQUIRE_THROWS_MATCHES(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1), Error,
+    REQUIRE_THROWS_MATCHES(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1), Error,
                            Catch::Matchers::Message(dir + "/state.json: \"world_size\" is missing or not an integer"));
     s["world_size"] = 1e300;
     dir = write(tmp, 5, s, 5);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("\"world_size\" is missing or not an integer"));
   }
-  SECTION("a rank no int holds") {
+  SECTION("a stage index no int holds") {
     nlohmann::json s = good_state(5);
-    s["rank"] = (int64_t{1} << 32) + 3;  // would truncate to 3 and pass
+    s["stage_index"] = (int64_t{1} << 32) + 3;  // would truncate to 3 and pass
     const std::string dir = write(tmp, 5, s, 5);
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
-                        Catch::Contains("\"rank\" is 4294967299, not a stage's place in a run"));
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
+                        Catch::Contains("\"stage_index\" is 4294967299, not a stage's place in a run"));
   }
   SECTION("an optimizer step counter that is not a whole number") {
     Checkpoint c;
@@ -119,7 +125,7 @@ TEST_CASE("resume: fields of the wrong JSON type are errors naming the field, no
     c.state = good_state(5);
     save_checkpoint(tmp.path.string(), "3-stage2-step000005", c);
     const std::string dir = (tmp.path / "3-stage2-step000005").string();
-    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kRanks, 1),
+    REQUIRE_THROWS_WITH(check_resume_checkpoint(dir, load_checkpoint(dir), kStages, 1),
                         Catch::Contains("tensor 'state.0.step' is 1e+300, not a step count"));
   }
 }
@@ -158,17 +164,17 @@ TEST_CASE("resume: a corrupt newest checkpoint falls back to the previous one, s
   const std::vector<std::string> names = list_checkpoints(tmp.path.string());
   REQUIRE(names.size() == 2);
   std::vector<std::string> warnings;
-  const ResumePoint p = choose_resume_checkpoint(tmp.path.string(), names, "", kRanks, 1,
+  const ResumePoint p = choose_resume_checkpoint(tmp.path.string(), names, "", kStages, 1,
                                                  [&](const std::string& w) { warnings.push_back(w); });
   CHECK(p.step == 4);
   REQUIRE(warnings.size() == 1);
   CHECK_THAT(warnings[0], Catch::Contains("passing over") && Catch::Contains("3-stage2-step000006"));
   // Named explicitly, the corrupt one is an error: no fallback.
-  REQUIRE_THROWS_WITH(choose_resume_checkpoint(tmp.path.string(), names, newest, kRanks, 1, [](const std::string&) {}),
+  REQUIRE_THROWS_WITH(choose_resume_checkpoint(tmp.path.string(), names, newest, kStages, 1, [](const std::string&) {}),
                       Catch::Contains("3-stage2-step000006"));
   // Nothing usable: one error listing each refusal.
   const std::vector<std::string> only_newest = {names.back()};
   REQUIRE_THROWS_WITH(
-      choose_resume_checkpoint(tmp.path.string(), only_newest, "", kRanks, 1, [](const std::string&) {}),
+      choose_resume_checkpoint(tmp.path.string(), only_newest, "", kStages, 1, [](const std::string&) {}),
       Catch::Contains("no usable checkpoint") && Catch::Contains("3-stage2-step000006"));
 }

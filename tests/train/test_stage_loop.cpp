@@ -41,7 +41,7 @@ struct Toy {
 StageSpec toy_spec(Toy& toy, int64_t steps) {
   StageSpec spec;
   spec.name = "toy";
-  spec.rank = 2;
+  spec.index = 2;
   spec.settings = {steps, 8, 0.05, 0.01, 0.2, 0.1, 0.5};  // warmup, cosine, decay, clipping
   for (auto& [name, p] : toy.model->named_parameters()) spec.params.push_back({name, p});
   spec.step = [&toy](int64_t step) { return toy.step(step); };
