@@ -30,6 +30,7 @@ std::shared_ptr<Sequential> make_mlp(int64_t in, int64_t hidden, int64_t out, Ge
 // A module that holds only what is registered into it.
 class Container : public Module {
  public:
+  using Module::register_buffer;
   using Module::register_module;
   using Module::register_parameter;
 };

@@ -244,6 +244,34 @@ std::vector<ConnectorKind> build_registry() {
                  }
                  return f;
                }});
+
+  r.push_back({"qwen-resampler", "Resampler + ln_post + proj",
+               "Qwen-VL: num_latents learned queries, one cross-attention layer with 2D sin-cos positions, "
+               "then LayerNorm and a projection",
+               {"num_latents", "resampler_heads"}, "num_latents",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<QwenVLResampler>(c.dim_vision, c.dim_llm, c.num_latents, c.resampler_heads,
+                                                          g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t D = c.dim_llm;
+                 const int64_t kv_proj = c.dim_vision != D ? c.dim_vision * D : 0;  // else nn.Identity
+                 // query, kv_proj, MultiheadAttention (stacked q/k/v + out_proj), 3 LayerNorms, proj;
+                 // the fixed pos_embed is a buffer
+                 return c.num_latents * D + kv_proj + (3 * D * D + 3 * D) + (D * D + D) + 3 * 2 * D + D * D;
+               },
+               [](const ConnectorConfig& c, int64_t, std::optional<int64_t>) { return c.num_latents; },
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 const double B = d(batch), N = d(tokens), L = d(c.num_latents), D = d(c.dim_llm);
+                 if (c.dim_vision != c.dim_llm) f.layer(2.0 * B * N * d(c.dim_vision) * D, false);  // kv_proj
+                 f.layer(2.0 * 2.0 * B * N * D * D, true);  // keys and values
+                 f.layer(2.0 * B * L * D * D, true);        // queries
+                 f.layer(2.0 * 2.0 * B * L * N * D, true);  // scores and their average
+                 f.layer(2.0 * B * L * D * D, true);        // out_proj
+                 f.layer(2.0 * B * L * D * D, true);        // proj
+                 return f;
+               }});
   return r;
 }
 

@@ -1,8 +1,11 @@
 #include "modules/connectors_post_llava.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
+#include "core/autograd.h"
 #include "modules/connector_parts.h"
 
 namespace vlmc::nn {
@@ -187,6 +190,158 @@ Tensor PerceiverLayer::forward(const Tensor& latents, const Tensor& context) {
 }
 
 int64_t perceiver_default_hidden(int64_t dim_llm) { return dim_llm * 7 / 2; }
+
+// ---- Qwen-VL's resampler ---------------------------------------------------------------
+
+Tensor sincos_2d_positions(int64_t dim, int64_t grid) {
+  VLMC_CHECK(dim > 0 && dim % 4 == 0, "sincos_2d_positions: dim must be a positive multiple of 4, got ", dim);
+  VLMC_CHECK(grid > 0, "sincos_2d_positions: grid must be positive, got ", grid);
+  const int64_t half = dim / 2, quarter = dim / 4;
+  std::vector<float> out(static_cast<size_t>(grid * grid * dim));
+  for (int64_t r = 0; r < grid; ++r) {
+    for (int64_t c = 0; c < grid; ++c) {
+      float* row = out.data() + (r * grid + c) * dim;
+      // MAE's meshgrid(w, h): the first half embeds the column, the second the row.
+      for (int64_t part = 0; part < 2; ++part) {
+        const double p = static_cast<double>(part == 0 ? c : r);
+        for (int64_t i = 0; i < quarter; ++i) {
+          const double omega = 1.0 / std::pow(10000.0, static_cast<double>(i) / static_cast<double>(quarter));
+          row[part * half + i] = static_cast<float>(std::sin(p * omega));
+          row[part * half + quarter + i] = static_cast<float>(std::cos(p * omega));
+        }
+      }
+    }
+  }
+  return Tensor::from_vector(out, {grid * grid, dim});
+}
+
+namespace {
+
+// PyTorch's cubic convolution weights (a = -0.75) for the four samples around t in [0, 1).
+void cubic_weights(float t, float w[4]) {
+  constexpr float a = -0.75f;
+  auto near = [&](float x) { return ((a + 2) * x - (a + 3)) * x * x + 1; };     // |x| <= 1
+  auto far = [&](float x) { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a; };  // 1 < |x| < 2
+  w[0] = far(t + 1);
+  w[1] = near(t);
+  w[2] = near(1 - t);
+  w[3] = far(2 - t);
+}
+
+}  // namespace
+
+Tensor bicubic_resize_positions(const Tensor& positions, int64_t from_side, int64_t to_side) {
+  VLMC_CHECK(positions.dim() == 2 && positions.size(0) == from_side * from_side,
+             "bicubic_resize_positions: positions ", shape_str(positions.shape()), " are not a ", from_side, "x",
+             from_side, " grid");
+  VLMC_CHECK(to_side > 0, "bicubic_resize_positions: target side must be positive, got ", to_side);
+  const int64_t dim = positions.size(1);
+  const std::vector<float> src = positions.to_vector<float>();
+  std::vector<float> out(static_cast<size_t>(to_side * to_side * dim));
+  const float scale = static_cast<float>(from_side) / static_cast<float>(to_side);
+  auto at = [&](int64_t y, int64_t x, int64_t d) {  // edge samples repeated
+    y = std::clamp<int64_t>(y, 0, from_side - 1);
+    x = std::clamp<int64_t>(x, 0, from_side - 1);
+    return src[static_cast<size_t>((y * from_side + x) * dim + d)];
+  };
+  for (int64_t oy = 0; oy < to_side; ++oy) {
+    // align_corners=False; bicubic keeps negative source coordinates (no clamp to 0)
+    const float sy = scale * (static_cast<float>(oy) + 0.5f) - 0.5f;
+    const int64_t iy = static_cast<int64_t>(std::floor(sy));
+    float wy[4];
+    cubic_weights(sy - static_cast<float>(iy), wy);
+    for (int64_t ox = 0; ox < to_side; ++ox) {
+      const float sx = scale * (static_cast<float>(ox) + 0.5f) - 0.5f;
+      const int64_t ix = static_cast<int64_t>(std::floor(sx));
+      float wx[4];
+      cubic_weights(sx - static_cast<float>(ix), wx);
+      for (int64_t d = 0; d < dim; ++d) {
+        float acc = 0;
+        for (int64_t j = 0; j < 4; ++j) {
+          float rowv = 0;
+          for (int64_t i = 0; i < 4; ++i) rowv += wx[i] * at(iy - 1 + j, ix - 1 + i, d);
+          acc += wy[j] * rowv;
+        }
+        out[static_cast<size_t>((oy * to_side + ox) * dim + d)] = acc;
+      }
+    }
+  }
+  return Tensor::from_vector(out, {to_side * to_side, dim});
+}
+
+namespace {
+
+int64_t square_side(int64_t n) {
+  int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  return side * side == n ? side : -1;
+}
+
+}  // namespace
+
+QwenVLResampler::QwenVLResampler(int64_t dim_vision, int64_t dim_llm, int64_t num_queries, int64_t heads,
+                                 Generator& gen)
+    : grid_(square_side(num_queries)), heads_(heads) {
+  const char* name = "QwenVLResampler";
+  check_positive(name, "num_latents", num_queries);
+  VLMC_CHECK(grid_ > 0, name, ": num_latents ", num_queries, " must be a square number (the queries' grid)");
+  check_positive(name, "resampler_heads", heads);
+  VLMC_CHECK(dim_llm % heads == 0, name, ": dim_llm ", dim_llm, " must be a multiple of resampler_heads ", heads);
+  VLMC_CHECK(dim_llm % 4 == 0, name, ": dim_llm ", dim_llm, " must be a multiple of 4 (2D sin-cos positions)");
+  auto pool = register_module("attn_pool", std::make_shared<Container>());
+  query = Tensor::randn({num_queries, dim_llm}, gen) * 0.02;  // Qwen-VL: trunc_normal_(std=.02)
+  pool->register_parameter("query", &query);
+  // Fixed: a buffer here (Qwen-VL holds a Parameter with requires_grad off;
+  // the state_dict key is the same), so that unfreezing the connector for
+  // stage 2 cannot start training it.
+  pos_embed = sincos_2d_positions(dim_llm, grid_);
+  pool->register_buffer("pos_embed", &pos_embed);
+  if (dim_vision != dim_llm)
+    kv_proj = pool->register_module("kv_proj", std::make_shared<Linear>(dim_vision, dim_llm, false, gen));
+  auto attn = pool->register_module("attn", std::make_shared<Container>());
+  // nn.MultiheadAttention's initialisation: xavier_uniform_ on the stacked
+  // projections, zero biases, out_proj as nn.Linear with a zero bias.
+  const double bound = std::sqrt(6.0 / static_cast<double>(dim_llm + 3 * dim_llm));
+  in_proj_weight = Tensor::uniform({3 * dim_llm, dim_llm}, -bound, bound, gen);
+  in_proj_bias = Tensor::zeros({3 * dim_llm});
+  attn->register_parameter("in_proj_weight", &in_proj_weight);
+  attn->register_parameter("in_proj_bias", &in_proj_bias);
+  out_proj = attn->register_module("out_proj", std::make_shared<Linear>(dim_llm, dim_llm, true, gen));
+  {
+    NoGradGuard no_grad;  // an initialisation, not a step of the graph
+    out_proj->bias.zero_();
+  }
+  ln_q = pool->register_module("ln_q", std::make_shared<LayerNorm>(dim_llm, 1e-6));
+  ln_kv = pool->register_module("ln_kv", std::make_shared<LayerNorm>(dim_llm, 1e-6));
+  ln_post = register_module("ln_post", std::make_shared<LayerNorm>(dim_llm, 1e-6));
+  proj = Tensor::randn({dim_llm, dim_llm}, gen) * (1.0 / std::sqrt(static_cast<double>(dim_llm)));
+  register_parameter("proj", &proj);
+}
+
+Tensor QwenVLResampler::forward(const Tensor& x, std::optional<int64_t> target_tokens) {
+  const char* name = "QwenVLResampler";
+  refuse_target(name, target_tokens);
+  check_features(name, x, kv_proj ? kv_proj->weight.size(1) : query.size(1));
+  const int64_t batch = x.size(0), tokens = x.size(1), queries = query.size(0), dim = query.size(1);
+  const int64_t side = square_side(tokens);
+  VLMC_CHECK(side > 0, name, ": visual_features ", shape_str(x.shape()), " hold ", tokens,
+             " tokens, not a square grid (the key positions are 2D)");
+  // Qwen-VL's get_abs_pos: the queries' grid of positions, resized to the patches' grid.
+  const Tensor key_pos = side == grid_ ? pos_embed
+                                       : bicubic_resize_positions(pos_embed.to(Device::cpu(), DType::f32), grid_, side)
+                                             .to(x.device(), x.dtype());  // [N, D]
+  const Tensor kv = ln_kv->forward(kv_proj ? kv_proj->forward(x) : x);  // [B, N, D]
+  const Tensor q_in = (ln_q->forward(query) + pos_embed).unsqueeze(0).expand({batch, queries, dim});  // [B, L, D]
+  // nn.MultiheadAttention: q, k, v from one stacked projection; keys carry positions, values do not.
+  auto project = [&](const Tensor& in, int64_t part) {
+    return linear(in, in_proj_weight.narrow(0, part * dim, dim), in_proj_bias.narrow(0, part * dim, dim));
+  };
+  const int64_t head_dim = dim / heads_;
+  const Tensor q = project(q_in, 0).reshape({batch, queries, heads_, head_dim}).transpose(1, 2);
+  const Tensor k = project(kv + key_pos, 1).reshape({batch, tokens, heads_, head_dim}).transpose(1, 2);
+  const Tensor v = project(kv, 2).reshape({batch, tokens, heads_, head_dim}).transpose(1, 2);
+  const Tensor attended = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({batch, queries, dim});
+  return matmul(ln_post->forward(out_proj->forward(attended)), proj);  // [B, L, Dllm]
+}
 
 PerceiverResamplerConnector::PerceiverResamplerConnector(int64_t dim_vision, int64_t dim_llm, int64_t dim_hidden,
                                                          int64_t num_latents, int64_t depth, int64_t heads,

@@ -158,6 +158,47 @@ class PerceiverResamplerConnector : public Connector {
   std::shared_ptr<LlamaRMSNorm> norm;
 };
 
+// MAE's 2D sin-cos positions, as Qwen-VL's get_2d_sincos_pos_embed makes
+// them: [grid², dim] (dim even), row r·grid + c holding the 1D embedding of c
+// in its first dim/2 columns and of r in the rest (MAE's meshgrid order), each
+// sin(p·ω_i) then cos(p·ω_i) with ω_i = 10000^(-2i/(dim/2)).
+Tensor sincos_2d_positions(int64_t dim, int64_t grid);
+
+// positions [s², D] on an s x s grid resized to [t², D] on t x t, as
+// F.interpolate(mode='bicubic', align_corners=False) does it (a = -0.75,
+// edge samples repeated), in f32 on the host. No gradient: Qwen-VL's
+// positions are fixed.
+Tensor bicubic_resize_positions(const Tensor& positions, int64_t from_side, int64_t to_side);
+
+// Qwen-VL's visual resampler with the projection after it (Qwen-VL's
+// `Resampler` as attn_pool, then ln_post and proj): num_latents learned
+// queries (a square number) attend in one nn.MultiheadAttention layer
+// (resampler_heads heads over Dllm) to the patches, keys carrying fixed 2D
+// sin-cos positions (bicubically resized when N is another square than
+// num_latents), queries their own; then LayerNorm and x·proj. Qwen-VL uses 256
+// queries and Dllm/128 heads. N' = num_latents. state_dict: attn_pool.query,
+// attn_pool.pos_embed (fixed, not trained), attn_pool.kv_proj.weight (only
+// when Dv != Dllm), attn_pool.attn.{in_proj_weight, in_proj_bias,
+// out_proj.weight, out_proj.bias}, attn_pool.ln_q.*, attn_pool.ln_kv.*,
+// ln_post.*, proj (transformer.visual.* in a Qwen-VL checkpoint).
+class QwenVLResampler : public Connector {
+ public:
+  QwenVLResampler(int64_t dim_vision, int64_t dim_llm, int64_t num_queries, int64_t heads,
+                  Generator& gen = default_generator());
+  Tensor forward(const Tensor& visual_features,
+                 std::optional<int64_t> target_tokens = std::nullopt) override;
+
+  Tensor query, pos_embed;  // [L, Dllm]
+  std::shared_ptr<Linear> kv_proj;  // null when Dv == Dllm (Qwen-VL's nn.Identity)
+  Tensor in_proj_weight, in_proj_bias;  // [3 Dllm, Dllm], [3 Dllm]: q, k, v stacked
+  std::shared_ptr<Linear> out_proj;
+  std::shared_ptr<LayerNorm> ln_q, ln_kv, ln_post;
+  Tensor proj;  // [Dllm, Dllm], applied as x·proj
+
+ private:
+  int64_t grid_, heads_;
+};
+
 // Idefics2's default modality-projection width: 3.5 * dim_llm (its 14336 at 4096).
 int64_t perceiver_default_hidden(int64_t dim_llm);
 

@@ -104,11 +104,11 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--merge-size", c.merge_size, "patch-merger, pixel-shuffle: r (each r x r window becomes one token)")
       ->capture_default_str()->check(kPositive);
-  cmd->add_option("--num-latents", c.num_latents, "perceiver: learned queries, the visual tokens it emits")
+  cmd->add_option("--num-latents", c.num_latents, "perceiver, qwen-resampler: learned queries, the visual tokens they emit")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--resampler-depth", c.resampler_depth, "perceiver: cross-attention layers")
       ->capture_default_str()->check(kPositive);
-  cmd->add_option("--resampler-heads", c.resampler_heads, "perceiver: query heads")
+  cmd->add_option("--resampler-heads", c.resampler_heads, "perceiver, qwen-resampler: query heads")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--resampler-head-dim", c.resampler_head_dim, "perceiver: width of each head")
       ->capture_default_str()->check(kPositive);

@@ -305,9 +305,9 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("connector.min_tokens", &c.connector_min_tokens, "dynamic: lower bound on kept tokens");
   s.add("connector.merge_size", &c.connector_merge_size,
         "patch-merger / pixel-shuffle: each merge_size x merge_size window of patches becomes one token");
-  s.add("connector.num_latents", &c.connector_num_latents, "perceiver: learned queries, the visual tokens it emits");
+  s.add("connector.num_latents", &c.connector_num_latents, "perceiver / qwen-resampler: learned queries, the visual tokens they emit (qwen-resampler: a square)");
   s.add("connector.resampler_depth", &c.connector_resampler_depth, "perceiver: cross-attention layers");
-  s.add("connector.resampler_heads", &c.connector_resampler_heads, "perceiver: query heads");
+  s.add("connector.resampler_heads", &c.connector_resampler_heads, "perceiver / qwen-resampler: query heads");
   s.add("connector.resampler_head_dim", &c.connector_resampler_head_dim, "perceiver: width of each head");
   s.add("connector.resampler_kv_heads", &c.connector_resampler_kv_heads,
         "perceiver: key/value heads (a divisor of resampler_heads)");

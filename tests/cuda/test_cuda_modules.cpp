@@ -247,7 +247,12 @@ TEST_CASE("cuda modules: the connectors after LLaVA match the CPU", "[cuda][modu
   perceiver.resampler_heads = 4;
   perceiver.resampler_head_dim = 6;
   perceiver.resampler_kv_heads = 2;  // grouped KV heads
+  nn::ConnectorConfig qwen = connector("qwen-resampler", 10, 12);
+  qwen.num_latents = 16;
+  qwen.resampler_heads = 3;
   run_cases({{with("patch-merger", 16, 24, 4), 2, 16, std::nullopt},
+             {qwen, 2, 16, std::nullopt},
+             {qwen, 2, 36, std::nullopt},  // key positions resized bicubically
              {merger3, 2, 36, std::nullopt},
              {with("pixel-shuffle", 16, 24, 4), 2, 16, std::nullopt},
              {shuffle3, 2, 36, std::nullopt},

@@ -14,12 +14,16 @@ The references:
                  window's patches consecutive, row-major inside the window);
   perceiver      transformers 4.45's `Idefics2Connector` (SwiGLU modality
                  projection, then the perceiver resampler), eager attention;
+  qwen-resampler Qwen-VL's `Resampler` (attn_pool: nn.MultiheadAttention,
+                 MAE's 2D sin-cos positions, get_abs_pos's bicubic resize) and
+                 its VisionTransformer's ln_post and proj, restated below from
+                 the published model code;
   pixel-shuffle  InternVL-Chat's `pixel_shuffle` (ps_version v2) and `mlp1`,
                  restated below from the published model code;
   ldp-v2         MobileVLM V2's `LDPNetV2Projector` (FeatureIRLayer,
                  TokenDownLayer, PosInjectLayer), restated below from the
                  published model code.
-Only the two restated ones are written here; the others run from transformers.
+The restated ones are written here; the others run from transformers.
 """
 
 import argparse
@@ -27,8 +31,10 @@ import math
 import os
 import zlib
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from make_golden import Family
 from make_golden_connectors import record_case
@@ -110,6 +116,75 @@ class LDPNetV2Projector(nn.Module):
         return self.peg(self.dwn(self.mlp(x)))
 
 
+# ---- Qwen-VL: the resampler (attn_pool), ln_post and proj --------------------------------------
+
+def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
+    omega = np.arange(embed_dim // 2, dtype=np.float32)
+    omega /= embed_dim / 2.
+    omega = 1. / 10000 ** omega
+    out = np.einsum("m,d->md", pos.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def get_2d_sincos_pos_embed(embed_dim, grid_size):
+    grid_h = np.arange(grid_size, dtype=np.float32)
+    grid_w = np.arange(grid_size, dtype=np.float32)
+    grid = np.stack(np.meshgrid(grid_w, grid_h), axis=0).reshape([2, 1, grid_size, grid_size])
+    emb_h = get_1d_sincos_pos_embed_from_grid(embed_dim // 2, grid[0])
+    emb_w = get_1d_sincos_pos_embed_from_grid(embed_dim // 2, grid[1])
+    return np.concatenate([emb_h, emb_w], axis=1)
+
+
+def get_abs_pos(abs_pos, tgt_size):
+    src_size = int(math.sqrt(abs_pos.size(0)))
+    tgt_size = int(math.sqrt(tgt_size))
+    if src_size == tgt_size:
+        return abs_pos
+    grid = abs_pos.float().reshape(1, src_size, src_size, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(tgt_size, tgt_size), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).flatten(0, 2).to(dtype=abs_pos.dtype)
+
+
+class QwenResampler(nn.Module):
+    """Qwen-VL's Resampler. pos_embed is a buffer here (Qwen-VL: a Parameter
+    with requires_grad off); the state_dict key and values are the same."""
+
+    def __init__(self, grid_size, embed_dim, num_heads, kv_dim):
+        super().__init__()
+        self.num_queries = grid_size ** 2
+        self.register_buffer("pos_embed", torch.from_numpy(get_2d_sincos_pos_embed(embed_dim, grid_size)).float())
+        self.query = nn.Parameter(torch.zeros(self.num_queries, embed_dim))
+        nn.init.trunc_normal_(self.query, std=.02)
+        self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim != embed_dim else nn.Identity()
+        self.attn = nn.MultiheadAttention(embed_dim, num_heads)
+        self.ln_q = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.ln_kv = nn.LayerNorm(embed_dim, eps=1e-6)
+
+    def forward(self, x):
+        pos_embed = get_abs_pos(self.pos_embed, x.size(1))
+        x = self.ln_kv(self.kv_proj(x)).permute(1, 0, 2)
+        n = x.shape[1]
+        q = self.ln_q(self.query)
+        out = self.attn(q.unsqueeze(1).repeat(1, n, 1) + self.pos_embed.unsqueeze(1), x + pos_embed.unsqueeze(1),
+                        x)[0]
+        return out.permute(1, 0, 2)
+
+
+class QwenVLProjector(nn.Module):
+    """attn_pool, then VisionTransformer's ln_post and x @ proj, as Qwen-VL's
+    visual.py ends its forward."""
+
+    def __init__(self, dim_vision, dim_llm, num_latents, resampler_heads):
+        super().__init__()
+        grid = int(math.sqrt(num_latents))
+        self.attn_pool = QwenResampler(grid, dim_llm, resampler_heads, dim_vision)
+        self.ln_post = nn.LayerNorm(dim_llm, eps=1e-6)
+        self.proj = nn.Parameter((dim_llm ** -0.5) * torch.randn(dim_llm, dim_llm))
+
+    def forward(self, x):
+        return self.ln_post(self.attn_pool(x)) @ self.proj
+
+
 # ---- Qwen2-VL: the patch merger on the processor's window order ---------------------------------
 
 class Qwen2VLMerger(nn.Module):
@@ -183,6 +258,8 @@ def build(kind, c):
         keys = ["dim_vision", "dim_llm", "dim_hidden", "num_latents", "resampler_depth", "resampler_heads",
                 "resampler_head_dim", "resampler_kv_heads"]
         return Idefics2Reference(**{k: c[k] for k in keys})
+    if kind == "qwen-resampler":
+        return QwenVLProjector(c["dim_vision"], c["dim_llm"], c["num_latents"], c["resampler_heads"])
     raise ValueError(kind)
 
 
@@ -199,6 +276,9 @@ CASES = [
     ("perceiver_mha", "perceiver", dict(dim_vision=8, dim_llm=12, dim_hidden=10, num_latents=3,
                                         resampler_depth=1, resampler_heads=2, resampler_head_dim=5,
                                         resampler_kv_heads=2), 3, 4),
+    ("qwen", "qwen-resampler", dict(dim_vision=10, dim_llm=12, num_latents=16, resampler_heads=3), 2, 16),
+    ("qwen_upsampled", "qwen-resampler", dict(dim_vision=10, dim_llm=12, num_latents=16, resampler_heads=3), 2, 36),
+    ("qwen_downsampled", "qwen-resampler", dict(dim_vision=8, dim_llm=8, num_latents=9, resampler_heads=2), 3, 4),
 ]
 
 

@@ -15,19 +15,20 @@ using namespace vlmc;
 namespace {
 
 // Small sizes that satisfy every connector (grid 6 -> 2 by pooling or 3 by
-// 2x2 merging, 2 conv layers, a 1-layer perceiver with grouped KV heads).
+// 2x2 merging, 2 conv layers, a 1-layer perceiver with grouped KV heads, a
+// 2x2 grid of Qwen-VL queries whose positions are resized to the 6x6 patches).
 nn::ConnectorConfig small_config(const std::string& type) {
   nn::ConnectorConfig c;
   c.type = type;
   c.dim_vision = 6;
-  c.dim_llm = 10;
+  c.dim_llm = 12;
   c.grid_size = 6;
   c.target_size = 2;
   c.num_conv_layers = 2;
   c.max_tokens = 7;
   c.min_tokens = 2;
   c.max_visual_tokens = 9;
-  c.num_latents = 3;
+  c.num_latents = 4;
   c.resampler_depth = 1;
   c.resampler_heads = 2;
   c.resampler_head_dim = 3;

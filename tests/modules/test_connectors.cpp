@@ -31,7 +31,7 @@ TEST_CASE("make_connector builds every type with the seed's defaults", "[modules
   // The seed's six, then those after LLaVA at LLaVA-1.5's 1024 -> 4096 on 576 patches.
   const std::vector<int64_t> counts = {4198400,  20979712, 20979712, 39860224, 20980737,
                                        22030336, 33564672, 33570816, 21020672};
-  REQUIRE(nn::connector_types().size() == counts.size() + 1);
+  REQUIRE(nn::connector_types().size() == counts.size() + 2);  // + perceiver, qwen-resampler
   for (size_t i = 0; i < counts.size(); ++i) {
     nn::ConnectorConfig config;
     config.type = nn::connector_types()[i];
@@ -46,14 +46,25 @@ TEST_CASE("make_connector builds every type with the seed's defaults", "[modules
   nn::ConnectorConfig idefics2;
   idefics2.type = "perceiver";
   idefics2.dim_vision = 768;
-  CHECK(nn::connector_types().back() == "perceiver");
+  CHECK(nn::connector_types()[counts.size()] == "perceiver");
   CHECK(nn::connector_kind("perceiver").parameters(idefics2) == 732209152);
+  // Qwen-VL's resampler likewise, against the golden script's reference
+  // (make_golden_post_llava.py's QwenVLProjector, pos_embed a buffer) at
+  // Qwen-VL's own sizes (ViT width 1664, 4096, 256 queries) and at the
+  // defaults: 91791360 and 88383488 parameters.
+  CHECK(nn::connector_types().back() == "qwen-resampler");
+  nn::ConnectorConfig qwen;
+  qwen.type = "qwen-resampler";
+  CHECK(nn::connector_kind("qwen-resampler").parameters(qwen) == 88383488);
+  qwen.dim_vision = 1664;
+  qwen.num_latents = 256;
+  CHECK(nn::connector_kind("qwen-resampler").parameters(qwen) == 91791360);
 
   nn::ConnectorConfig bad;
   bad.type = "qformer";
   REQUIRE_THROWS_WITH(nn::make_connector(bad),
                       Catch::Contains("unknown connector type \"qformer\" (known: linear, mlp, downsample, "
-                                      "c-abstractor, dynamic, ocr, patch-merger, pixel-shuffle, ldp-v2, perceiver)"));
+                                      "c-abstractor, dynamic, ocr, patch-merger, pixel-shuffle, ldp-v2, perceiver, qwen-resampler)"));
   bad.type = "linear";
   bad.dim_hidden = 8;
   REQUIRE_THROWS_WITH(nn::make_connector(bad), Catch::Contains("dim_hidden applies only to types mlp, perceiver, not linear"));
