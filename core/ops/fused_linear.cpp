@@ -62,7 +62,7 @@ void forward(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w,
                                      m, n, k, kind);
       },
       [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
-        using T = decltype(tag);
+        using T [[maybe_unused]] = decltype(tag);
         VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu<T>(y.data<T>(), data_or_null<T>(z), x.data<T>(), w.data<T>(),
                                                          data_or_null<T>(b), m, n, k, kind, stream));
       });
@@ -128,7 +128,7 @@ void gemm_into(const Tensor& c, bool trans_a, bool trans_b, int64_t m, int64_t n
                               c.data<T>(), n);
       },
       [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
-        using T = decltype(tag);
+        using T [[maybe_unused]] = decltype(tag);
         VLMC_CUDA_DISPATCH(kernels::cuda::gemm<T>(trans_a, trans_b, m, n, k, T(1), a.data<T>(), lda, b.data<T>(),
                                                   ldb, T(0), c.data<T>(), n, stream));
       });
@@ -146,7 +146,7 @@ void backward_elementwise(const Tensor& dz, const Tensor& db, const Tensor& g, c
                                               kind);
       },
       [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
-        using T = decltype(tag);
+        using T [[maybe_unused]] = decltype(tag);
         VLMC_CUDA_DISPATCH(kernels::cuda::linear_gelu_backward<T>(dz.data<T>(), data_or_null<T>(db), g.data<T>(),
                                                                   z.data<T>(), m, n, kind, stream));
       });

@@ -20,7 +20,7 @@ Tensor run_unary(const char* name, UnaryOp op, const Tensor& x, double scalar) {
         kernels::cpu::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar);
       },
       [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
-        using T = decltype(tag);
+        using T [[maybe_unused]] = decltype(tag);
         VLMC_CUDA_DISPATCH(kernels::cuda::unary<T>(op, out.data<T>(), x.data<T>(), x.numel(), scalar, stream));
       });
   return out;
@@ -38,7 +38,7 @@ Tensor run_unary_backward(const char* name, UnaryOp op, const Tensor& g_in, cons
                                         g.numel(), scalar);
       },
       [&](auto tag, [[maybe_unused]] cudaStream_t stream) {
-        using T = decltype(tag);
+        using T [[maybe_unused]] = decltype(tag);
         VLMC_CUDA_DISPATCH(kernels::cuda::unary_backward<T>(op, gx.data<T>(), g.data<T>(), data_or_null<T>(x),
                                                             data_or_null<T>(y), g.numel(), scalar, stream));
       });
