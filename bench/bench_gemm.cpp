@@ -110,15 +110,7 @@ int main(int argc, char** argv) {
   }
 
   namespace onednn = vlmc::kernels::cpu::onednn;
-  std::string cpu = "unknown CPU";
-  {
-    std::ifstream info("/proc/cpuinfo");
-    for (std::string line; std::getline(info, line);)
-      if (line.rfind("model name", 0) == 0) {
-        cpu = line.substr(line.find(':') + 2);
-        break;
-      }
-  }
+  const std::string cpu = vlmc::cpu_model_name();
   std::printf("%s, %d threads; OpenBLAS kernels: %s\n", cpu.c_str(), vlmc::num_threads(), openblas_get_corename());
   std::printf("f32 on oneDNN: %s\nbf16 on oneDNN: %s\n", onednn::describe(onednn::Operands::f32).c_str(),
               onednn::describe(onednn::Operands::bf16).c_str());

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -47,6 +48,16 @@ void set_num_threads(int n) {
   current() = n;
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
+}
+
+std::string cpu_model_name() {
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      const size_t at = line.find_first_not_of(" \t", line.find(':') + 1);
+      return at == std::string::npos ? "unknown CPU" : line.substr(at);
+    }
+  return "unknown CPU";
 }
 
 }  // namespace vlmc

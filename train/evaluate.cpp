@@ -1,7 +1,10 @@
 #include "train/evaluate.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "core/autocast.h"
 #include "core/error.h"
@@ -16,14 +19,80 @@ nlohmann::json EvalReport::to_json() const {
                       {"answer_accuracy", answers.accuracy()},
                       {"questions", answers.total},
                       {"language_oracle_accuracy", oracle.accuracy()}};
-  for (const auto& [kind, score] : kinds) j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
+  j["rule_reader_accuracy"] = rule_reader.accuracy();
+  j["majority_accuracy"] = majority.accuracy();
+  for (const auto& [kind, score] : kinds) {
+    j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
+    auto baseline = [&](const std::map<std::string, KindScore>& scores) {
+      const auto it = scores.find(kind);
+      return it == scores.end() ? 0.0 : it->second.accuracy();
+    };
+    j["kinds"][kind]["rule_reader_accuracy"] = baseline(rule_reader_kinds);
+    j["kinds"][kind]["majority_accuracy"] = baseline(majority_kinds);
+    j["kinds"][kind]["language_oracle_accuracy"] = baseline(oracle_kinds);
+  }
   return j;
 }
 
+namespace {
+
+// The rule reader's answer to s from the encoder head's predictions:
+// predicted [M * 4] classes, logits [M * 4, classes] (for "where").
+std::string rule_answer(const Sample& s, const std::vector<int64_t>& predicted, const Tensor& logits) {
+  const int64_t first = s.image * 4;
+  std::array<int64_t, 4> cls{};
+  for (int64_t q = 0; q < 4; ++q) cls[static_cast<size_t>(q)] = predicted[static_cast<size_t>(first + q)];
+  const int64_t present = std::count(cls.begin(), cls.end(), s.asked_class);
+  switch (s.kind) {
+    case QuestionKind::caption: return caption(cls);
+    case QuestionKind::what: return class_names()[static_cast<size_t>(cls[static_cast<size_t>(s.quadrant)])];
+    case QuestionKind::count: return number_word(present);
+    case QuestionKind::exists: return present > 0 ? "yes" : "no";
+    case QuestionKind::where: {
+      const float* row = logits.data<float>();
+      const int64_t classes = logits.size(1);
+      int64_t best = 0;
+      for (int64_t q = 1; q < 4; ++q)
+        if (row[(first + q) * classes + s.asked_class] > row[(first + best) * classes + s.asked_class]) best = q;
+      return quadrant_names()[static_cast<size_t>(best)];
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+void score_baselines(EvalReport& report, const std::vector<Sample>& questions, const std::vector<Sample>& captions,
+                     const std::vector<int64_t>& predicted, const Tensor& logits) {
+  std::map<std::string, std::map<std::string, int64_t>> answers;  // kind -> answer -> count
+  for (const std::vector<Sample>* samples : {&questions, &captions}) {
+    for (const Sample& s : *samples) {
+      const std::string kind = question_kind_name(s.kind);
+      const bool right = rule_answer(s, predicted, logits) == s.answer;
+      report.rule_reader_kinds[kind].correct += right;
+      report.rule_reader_kinds[kind].total += 1;
+      ++answers[kind][s.answer];
+      if (s.kind == QuestionKind::caption) continue;
+      report.rule_reader.correct += right;
+      report.rule_reader.total += 1;
+    }
+  }
+  for (const auto& [kind, counts] : answers) {
+    KindScore& score = report.majority_kinds[kind];
+    for (const auto& [answer, n] : counts) {
+      score.correct = std::max(score.correct, n);
+      score.total += n;
+    }
+    if (kind == "caption") continue;
+    report.majority.correct += score.correct;
+    report.majority.total += score.total;
+  }
+}
+
 EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer) {
-  Generator eval_gen(seeds::derive(c.seed, seeds::kEval));
+  Generator eval_gen(seeds::derive(c.eval_seed, seeds::kEval));
   const MosaicSet set = build_eval_mosaics(c.eval_mosaics, eval_gen, c.data_dir);
-  Generator question_gen(seeds::derive(c.seed, seeds::kEvalQuestions));
+  Generator question_gen(seeds::derive(c.eval_seed, seeds::kEvalQuestions));
   const std::vector<Sample> questions = instruction_samples(set, c.eval_questions_per_image, question_gen);
   const std::vector<Sample> captions = caption_samples(set);
 
@@ -36,12 +105,14 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   report.mosaics = set.size();
 
   // The encoder's own answer: the quadrant head on the same features.
+  const Tensor head_logits = quadrant_logits(*models.quadrant_head, features);  // [M * 4, classes]
+  const std::vector<int64_t> predicted = argmax(head_logits, 1).to_vector<int64_t>();
   {
-    const std::vector<int64_t> predicted = argmax(quadrant_logits(*models.quadrant_head, features), 1).to_vector<int64_t>();
     const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
     for (size_t i = 0; i < truth.size(); ++i) report.encoder.correct += predicted[i] == truth[i];
     report.encoder.total = static_cast<int64_t>(truth.size());
   }
+  score_baselines(report, questions, captions, predicted, head_logits.to(Device::cpu(), DType::f32));
 
   // oracle: the language model reading the true classes as text in the image
   // slots (as in its stage-0 pre-training) instead of the connector's tokens:
@@ -100,16 +171,25 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
 void print_report(const EvalReport& r, std::FILE* out) {
   std::fprintf(out, "evaluation on %lld held-out test mosaics (%lld questions):\n",
                static_cast<long long>(r.mosaics), static_cast<long long>(r.answers.total));
-  std::fprintf(out, "  %-8s %21s %9s\n", "kind", "exact answers", "(oracle)");
+  // Each kind's answers beside its baselines: the rule reader (the encoder's
+  // predictions read by rules) is what the answers are judged against.
+  std::fprintf(out, "  %-8s %21s %12s %10s %10s %10s\n", "kind", "exact answers", "rule reader", "vs reader",
+               "majority", "LM oracle");
+  auto accuracy_of = [](const std::map<std::string, KindScore>& scores, const std::string& kind) {
+    const auto it = scores.find(kind);
+    return it == scores.end() ? 0.0 : 100.0 * it->second.accuracy();
+  };
   for (const auto& [kind, s] : r.kinds) {
-    const auto oracle = r.oracle_kinds.find(kind);
-    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%  (%5.1f %%)%s\n", kind.c_str(),
-                 static_cast<long long>(s.correct), static_cast<long long>(s.total), 100.0 * s.accuracy(),
-                 oracle == r.oracle_kinds.end() ? 0.0 : 100.0 * oracle->second.accuracy(),
+    const double reader = accuracy_of(r.rule_reader_kinds, kind);
+    std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%  %9.1f %%  %+8.1f  %8.1f %%  %8.1f %%%s\n", kind.c_str(),
+                 static_cast<long long>(s.correct), static_cast<long long>(s.total), 100.0 * s.accuracy(), reader,
+                 100.0 * s.accuracy() - reader, accuracy_of(r.majority_kinds, kind), accuracy_of(r.oracle_kinds, kind),
                  kind == "caption" ? "  whole caption, not in the answer accuracy" : "");
   }
   std::fprintf(out, "language model alone (true classes as text in the image slots): %.1f %%\n",
                100.0 * r.oracle.accuracy());
+  std::fprintf(out, "rule reader of the encoder's predictions: %.1f %%; majority answer per kind: %.1f %%\n",
+               100.0 * r.rule_reader.accuracy(), 100.0 * r.majority.accuracy());
   std::fprintf(out, "answer accuracy: %.1f %%\n", 100.0 * r.answers.accuracy());
   std::fprintf(out, "encoder accuracy: %.1f %%\n", 100.0 * r.encoder.accuracy());
 }

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,16 @@ struct EvalReport {
   KindScore oracle;
   std::map<std::string, KindScore> oracle_kinds;
   std::map<std::string, KindScore> kinds;   // "what", "where", "count", "exists", "caption"
+  // Baselines on the same questions, per kind and over the four question kinds:
+  //   rule_reader  answers computed from the frozen encoder's per-quadrant
+  //                predictions (what: the predicted class there; where: the
+  //                quadrant most likely to hold the class; count / exists: the
+  //                quadrants predicted as it; caption: the four predictions):
+  //                what the connector and language model could at best relay;
+  //   majority     the most frequent answer of the kind in these questions,
+  //                answered always: a text-only answer's ceiling.
+  std::map<std::string, KindScore> rule_reader_kinds, majority_kinds;
+  KindScore rule_reader, majority;
   nlohmann::json to_json() const;
 };
 
@@ -36,6 +47,12 @@ struct EvalReport {
 // <eos>) iff the argmax at every answer position is the answer's next token,
 // so one teacher-forced forward scores a whole batch.
 EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Tokenizer& tokenizer);
+
+// Fills the report's rule_reader and majority baselines for these questions
+// and captions from the encoder head's predicted classes [M * 4] and logits
+// [M * 4, classes] (f32, CPU).
+void score_baselines(EvalReport& report, const std::vector<Sample>& questions, const std::vector<Sample>& captions,
+                     const std::vector<int64_t>& predicted, const Tensor& logits);
 
 // Prints the report: per-kind lines, then "answer accuracy: NN.N %" and
 // "encoder accuracy: NN.N %".

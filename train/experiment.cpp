@@ -1,10 +1,12 @@
 #include "train/experiment.h"
 
 #include <cstdio>
+#include <map>
 
 #include "core/error.h"
 #include "core/threads.h"
 #include "modules/connector.h"
+#include "train/stats.h"
 
 namespace vlmc::train {
 
@@ -13,48 +15,151 @@ const std::vector<std::string>& experiment_connectors() {
 }
 
 std::vector<ConnectorRow> compare_connectors(const TrainConfig& config, const std::vector<std::string>& connectors,
-                                             const TrainOptions& options) {
+                                             const TrainOptions& options, int64_t seeds) {
   VLMC_CHECK(!connectors.empty(), "experiment connectors: no connector to compare");
+  VLMC_CHECK(seeds >= 1, "experiment connectors: --seeds must be >= 1, got ", seeds);
   std::vector<ConnectorRow> rows;
   for (const std::string& name : connectors) {
-    TrainConfig c = config;
-    c.connector = name;
-    c.name = config.name + "-" + name;
-    TrainOptions o = options;
-    o.config_json["connector.type"] = name;
-    o.config_json["run.name"] = c.name;
-    std::fprintf(stderr, "== connector %s (run %s)\n", name.c_str(), c.name.c_str());
-    rows.push_back({name, run_training(c, o)});
+    ConnectorRow row{name, {}};
+    for (int64_t k = 0; k < seeds; ++k) {
+      TrainConfig c = config;
+      c.connector = name;
+      c.name = config.name + "-" + name + (seeds > 1 ? "-seed" + std::to_string(k) : "");
+      c.train_seed = config.stages12_seed() + k;
+      TrainOptions o = options;
+      o.config_json["connector.type"] = name;
+      o.config_json["run.name"] = c.name;
+      o.config_json["run.train_seed"] = c.train_seed;
+      std::fprintf(stderr, "== connector %s, training seed %lld (run %s)\n", name.c_str(),
+                   static_cast<long long>(c.train_seed), c.name.c_str());
+      row.runs.push_back(run_training(c, o));
+    }
+    rows.push_back(std::move(row));
   }
   return rows;
 }
 
+namespace {
+
+std::vector<double> answers_of(const ConnectorRow& row) {
+  std::vector<double> out;
+  for (const TrainResult& r : row.runs) out.push_back(100.0 * r.eval.answers.accuracy());
+  return out;
+}
+
+std::vector<double> kind_of(const ConnectorRow& row, const std::string& kind) {
+  std::vector<double> out;
+  for (const TrainResult& r : row.runs) {
+    const auto it = r.eval.kinds.find(kind);
+    out.push_back(it == r.eval.kinds.end() ? 0.0 : 100.0 * it->second.accuracy());
+  }
+  return out;
+}
+
+StageTiming stage_of(const TrainResult& r, const char* name) {
+  const auto it = r.stages.find(name);
+  return it == r.stages.end() ? StageTiming{} : it->second;
+}
+
+// The row the others are tested against: LLaVA-1.5's mlp when compared, else the first.
+const ConnectorRow& reference_row(const std::vector<ConnectorRow>& rows) {
+  for (const ConnectorRow& row : rows)
+    if (row.connector == "mlp") return row;
+  return rows.front();
+}
+
+}  // namespace
+
 std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainConfig& config) {
-  std::string out =
-      "| connector | parameters | visual tokens | stage 1 + 2 time | tokens/s (stage 1 / 2) | answer accuracy | "
-      "encoder accuracy |\n|---|---:|---:|---:|---:|---:|---:|\n";
-  char line[512];
+  VLMC_CHECK(!rows.empty() && !rows.front().runs.empty(), "connector_table: no runs");
+  const size_t seeds = rows.front().runs.size();
+  const ConnectorRow& reference = reference_row(rows);
+  std::string out;
+  char line[640];
+  if (seeds == 1) {
+    out = "| connector | parameters | visual tokens | stage 1 + 2 time | tokens/s (stage 1 / 2) | answer accuracy | "
+          "rule reader | encoder accuracy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  } else {
+    out = "| connector | parameters | visual tokens | stage 1 + 2 time (mean) | answer accuracy, mean ± sd | "
+          "95 % interval | vs " + reference.connector + " | rule reader | encoder accuracy |\n"
+          "|---|---:|---:|---:|---:|---:|---|---:|---:|\n";
+  }
   for (const ConnectorRow& row : rows) {
-    const TrainResult& r = row.result;
-    const auto stage = [&](const char* name) {
-      const auto it = r.stages.find(name);
-      return it == r.stages.end() ? StageTiming{} : it->second;
-    };
-    const StageTiming s1 = stage("stage1"), s2 = stage("stage2");
-    std::snprintf(line, sizeof(line), "| %s | %lld | %lld | %.0f s | %.0f / %.0f | %.1f %% | %.1f %% |\n",
-                  row.connector.c_str(), static_cast<long long>(r.connector_parameters),
-                  static_cast<long long>(r.visual_tokens), s1.seconds + s2.seconds, s1.tokens_per_s,
-                  s2.tokens_per_s, 100.0 * r.eval.answers.accuracy(), 100.0 * r.eval.encoder.accuracy());
+    const TrainResult& first = row.runs.front();
+    double seconds = 0, s1_tps = 0, s2_tps = 0;
+    for (const TrainResult& r : row.runs) {
+      const StageTiming s1 = stage_of(r, "stage1"), s2 = stage_of(r, "stage2");
+      seconds += (s1.seconds + s2.seconds) / static_cast<double>(row.runs.size());
+      s1_tps += s1.tokens_per_s / static_cast<double>(row.runs.size());
+      s2_tps += s2.tokens_per_s / static_cast<double>(row.runs.size());
+    }
+    // The rule reader and the encoder come from stage 0, the same for every seed.
+    const double reader = 100.0 * first.eval.rule_reader.accuracy(), encoder = 100.0 * first.eval.encoder.accuracy();
+    if (seeds == 1) {
+      std::snprintf(line, sizeof(line), "| %s | %lld | %lld | %.0f s | %.0f / %.0f | %.1f %% | %.1f %% | %.1f %% |\n",
+                    row.connector.c_str(), static_cast<long long>(first.connector_parameters),
+                    static_cast<long long>(first.visual_tokens), seconds, s1_tps, s2_tps,
+                    100.0 * first.eval.answers.accuracy(), reader, encoder);
+    } else {
+      const SeedSummary s = summarize(answers_of(row));
+      std::string versus = "-";
+      if (&row != &reference) {
+        const WelchTest w = welch_test(answers_of(row), answers_of(reference));
+        char buf[96];
+        std::snprintf(buf, sizeof(buf), "%+.1f (%s)", w.difference,
+                      !w.testable ? "not testable" : w.significant ? "significant" : "not significant");
+        versus = buf;
+      }
+      std::snprintf(line, sizeof(line), "| %s | %lld | %lld | %.0f s | %.1f ± %.1f %% | %.1f – %.1f %% | %s | %.1f %% | %.1f %% |\n",
+                    row.connector.c_str(), static_cast<long long>(first.connector_parameters),
+                    static_cast<long long>(first.visual_tokens), seconds, s.mean, s.sd, s.mean - s.half_width,
+                    s.mean + s.half_width, versus.c_str(), reader, encoder);
+    }
     out += line;
   }
   std::snprintf(line, sizeof(line),
-                "\nStages 1 (%lld steps) and 2 (%lld steps) at batch %lld / %lld on %d CPU threads; "
-                "%lld held-out test mosaics, %lld questions each.\n",
+                "\nStages 1 (%lld steps) and 2 (%lld steps) at batch %lld / %lld on %d CPU threads (%s); "
+                "%lld held-out test mosaics (eval.seed %lld), %lld questions each. The rule reader answers every "
+                "question from the frozen encoder's per-quadrant predictions.\n",
                 static_cast<long long>(config.stage1.steps), static_cast<long long>(config.stage2.steps),
                 static_cast<long long>(config.stage1.batch_size), static_cast<long long>(config.stage2.batch_size),
-                num_threads(), static_cast<long long>(config.eval_mosaics),
-                static_cast<long long>(config.eval_questions_per_image));
+                num_threads(), cpu_model_name().c_str(), static_cast<long long>(config.eval_mosaics),
+                static_cast<long long>(config.eval_seed), static_cast<long long>(config.eval_questions_per_image));
   out += line;
+  if (seeds == 1) return out;
+
+  std::snprintf(line, sizeof(line),
+                "%zu training seeds per connector (run.train_seed %lld to %lld: the connector's initial weights and "
+                "stages 1-2's batch order), stage 0 and the data shared. Interval: mean ± t(0.975, n-1)·sd/√n; "
+                "\"vs %s\": Welch's two-sided t-test at the 5 %% level.\n",
+                seeds, static_cast<long long>(config.stages12_seed()),
+                static_cast<long long>(config.stages12_seed() + static_cast<int64_t>(seeds) - 1),
+                reference.connector.c_str());
+  out += line;
+  // Per question kind: mean and the 95 % interval's half-width.
+  const std::vector<std::string> kinds = {"what", "where", "count", "exists", "caption"};
+  out += "\n| connector |";
+  for (const std::string& k : kinds) out += " " + k + " |";
+  out += "\n|---|";
+  for (size_t i = 0; i < kinds.size(); ++i) out += "---:|";
+  out += "\n";
+  for (const ConnectorRow& row : rows) {
+    out += "| " + row.connector + " |";
+    for (const std::string& k : kinds) {
+      const SeedSummary s = summarize(kind_of(row, k));
+      std::snprintf(line, sizeof(line), " %.1f ± %.1f |", s.mean, s.half_width);
+      out += line;
+    }
+    out += "\n";
+  }
+  std::string readers = "| rule reader |";
+  for (const std::string& k : kinds) {
+    const auto& scores = rows.front().runs.front().eval.rule_reader_kinds;
+    const auto it = scores.find(k);
+    std::snprintf(line, sizeof(line), " %.1f |", it == scores.end() ? 0.0 : 100.0 * it->second.accuracy());
+    readers += line;
+  }
+  out += readers + "\n\nPer kind: mean ± the 95 % interval's half-width over the seeds, in %.\n";
   return out;
 }
 

@@ -1,8 +1,11 @@
 // `vlmc experiment connectors`: the seed's connector comparison (section
 // 5.2.2's table) made on real data. Stage 0 is shared through the cache; each
-// connector then gets its own stage 1 + stage 2 run and evaluation, and one
-// Markdown table row: parameters, visual tokens per image, training time and
-// throughput of stages 1 + 2, and the answer accuracy.
+// connector then gets its own stage 1 + stage 2 run and evaluation per
+// training seed, and one Markdown table row: parameters, visual tokens per
+// image, training time and throughput of stages 1 + 2, the answer accuracy
+// (over several seeds: mean ± standard deviation, a 95 % interval, and
+// whether it differs significantly from LLaVA-1.5's mlp), and the rule
+// reader's accuracy, the bar the answers are judged against.
 #pragma once
 
 #include <string>
@@ -15,17 +18,22 @@ namespace vlmc::train {
 
 struct ConnectorRow {
   std::string connector;
-  TrainResult result;
+  std::vector<TrainResult> runs;  // one per training seed, in seed order
 };
 
-// The seed's six connectors.
+// Every registered connector.
 const std::vector<std::string>& experiment_connectors();
 
-// Runs `connectors` one after another, each as run "<config.name>-<connector>".
+// Runs `connectors` one after another, each as run "<config.name>-<connector>"
+// (with seeds > 1: "...-seed<k>", run.train_seed = the stages-1-2 seed + k,
+// k < seeds). Stage 0 depends on none of them, so it is trained once (or
+// loaded from the cache) and shared by every connector and seed.
 std::vector<ConnectorRow> compare_connectors(const TrainConfig& config, const std::vector<std::string>& connectors,
-                                             const TrainOptions& options);
+                                             const TrainOptions& options, int64_t seeds = 1);
 
-// The Markdown table (with a line saying how it was made).
+// The Markdown tables (with lines saying how they were made): one row per
+// connector, and with several seeds a second table of the accuracy per
+// question kind.
 std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainConfig& config);
 
 }  // namespace vlmc::train

@@ -157,16 +157,20 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
           const int64_t q = once[static_cast<size_t>(below(r.x[1], static_cast<int64_t>(once.size())))];
           s.prompt = "where is the " + names[cls[q]] + "? <image>";
           s.answer = quadrants[q];
+          s.asked_class = cls[q];
         }
       }
       if (s.kind == QuestionKind::what) {
         const int64_t q = below(r.x[1], 4);
         s.prompt = "what is at the " + quadrants[q] + "? <image>";
         s.answer = names[cls[q]];
+        s.quadrant = q;
+        s.asked_class = -1;
       } else if (s.kind == QuestionKind::count) {
         const int64_t c = below(r.x[1], 4) < 3 ? cls[below(r.x[2], 4)] : below(r.x[2], 10);
         s.prompt = "how many " + plurals[c] + " are there? <image>";
         s.answer = number_word(occurrences(cls, c));
+        s.asked_class = c;
       } else if (s.kind == QuestionKind::exists) {
         int64_t c;
         if (r.x[1] & 1u) {
@@ -181,6 +185,7 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
         const char* article = (name[0] == 'a') ? "an " : "a ";
         s.prompt = "is there " + std::string(article) + name + "? <image>";
         s.answer = occurrences(cls, c) > 0 ? "yes" : "no";
+        s.asked_class = c;
       }
       samples.push_back(std::move(s));
     }

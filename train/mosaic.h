@@ -63,6 +63,11 @@ struct Sample {
   std::string answer;
   int64_t image = 0;  // row of the MosaicSet
   QuestionKind kind = QuestionKind::caption;
+  // What the question asks about, for readers that answer without the
+  // language model (the evaluation's baselines): the quadrant of a "what",
+  // the class of a "where", "count" or "exists"; -1 where it asks neither.
+  int64_t quadrant = -1;
+  int64_t asked_class = -1;
   std::string text() const { return prompt + " " + answer; }
 };
 

@@ -95,7 +95,11 @@ MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
   lc.keep_cls = false;
   lc.stage = 1;
   lc.splice.max_length = c.lm_max_position_embeddings;
-  m.llava = std::make_shared<nn::LlavaModel>(m.vision, m.language, lc, gen);
+  // The connector's draws: the same counters in the stages-1-2 seed's stream,
+  // so that run.train_seed = run.seed gives the very weights gen would.
+  Generator connector_gen(seeds::derive(c.stages12_seed(), seeds::kWeights));
+  connector_gen.advance(gen.advance(0));
+  m.llava = std::make_shared<nn::LlavaModel>(m.vision, m.language, lc, connector_gen);
   return m;
 }
 

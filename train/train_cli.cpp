@@ -50,6 +50,11 @@ TrainCommands::TrainCommands(CLI::App& app) {
   experiment_->add_option("--connectors", experiment_connectors_, "connectors to compare")
       ->capture_default_str()
       ->delimiter(',');
+  experiment_->add_option("--seeds", experiment_seeds_,
+                          "training seeds per connector (run.train_seed, run.train_seed + 1, ...; stage 0 shared): "
+                          "with 2 or more, mean ± sd, a 95 % interval and Welch's test against mlp")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   experiment_out_ = "runs/connectors.md";
   experiment_->add_option("--out", experiment_out_, "Markdown file for the table")->capture_default_str();
   train::register_train_config(experiment_schema_, experiment_config_);
@@ -78,7 +83,7 @@ int TrainCommands::run_experiment() {
   options.config_json = experiment_schema_.to_json();
   VLMC_CHECK(dist::launch_info().world_size == 1,
              "vlmc experiment runs in one process; launch `vlmc train` with mpirun for data parallelism");
-  const auto rows = train::compare_connectors(experiment_config_, experiment_connectors_, options);
+  const auto rows = train::compare_connectors(experiment_config_, experiment_connectors_, options, experiment_seeds_);
   const std::string table = train::connector_table(rows, experiment_config_);
   const std::filesystem::path out(experiment_out_);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());

@@ -37,6 +37,7 @@ class TrainCommands {
   std::string train_config_file_, eval_config_file_, experiment_config_file_;
   std::vector<std::string> experiment_connectors_;
   std::string experiment_out_;
+  int64_t experiment_seeds_ = 1;
   bool resume_ = false;
   std::string resume_from_;  // --resume PATH: that checkpoint, no fallback
   std::string checkpoint_;

@@ -119,6 +119,7 @@ void TrainConfig::validate() const {
   check_device(device, "run.device");
   VLMC_CHECK(precision == "f32" || precision == "bf16", "run.precision: '", precision, "' is not one of f32, bf16");
   VLMC_CHECK(checkpoint_every >= 1, "run.checkpoint_every must be >= 1, got ", checkpoint_every);
+  VLMC_CHECK(train_seed >= -1, "run.train_seed must be >= 0, or -1 for run.seed, got ", train_seed);
   VLMC_CHECK(keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1, got ", keep_checkpoints);
   VLMC_CHECK(collective_timeout_s > 0 && std::isfinite(collective_timeout_s),
              "run.collective_timeout_s must be > 0 seconds, got ", collective_timeout_s);
@@ -207,6 +208,9 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("run.runs_dir", &c.runs_dir, "directory of the runs");
   s.add("run.cache_dir", &c.cache_dir, "stage-0 models, reused by every run with the same stage-0 settings");
   s.add("run.seed", &c.seed, "seed of the weights, the data and the questions");
+  s.add("run.train_seed", &c.train_seed,
+        "seed of the connector's initial weights and of stage 1 and 2's batch order (-1: run.seed); stage 0 "
+        "does not depend on it, so runs that differ only here share stage 0");
   s.add("run.device", &c.device, "device to train and evaluate on: cpu, cuda or cuda:N");
   s.add_alias("run.device", "--device");
   s.add("run.precision", &c.precision,
@@ -321,6 +325,7 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("stage2.connector_lr", &c.stage2_connector_lr, "the connector's own peak lr in stage 2 (0 = stage2.lr)");
 
   s.add("eval.mosaics", &c.eval_mosaics, "held-out mosaics (test split)");
+  s.add("eval.seed", &c.eval_seed, "seed of the evaluation mosaics and questions, independent of run.seed");
   s.add("eval.questions_per_image", &c.eval_questions_per_image, "questions asked per held-out mosaic");
   s.add("eval.batch_size", &c.eval_batch_size, "samples per evaluation forward");
 }

@@ -35,6 +35,11 @@ struct TrainConfig {
   std::string runs_dir = "runs";
   std::string cache_dir = "runs/cache";  // stage-0 models, shared by runs with the same stage-0 settings
   int64_t seed = 0;
+  // The connector's initial weights and stages 1-2's batch order; -1: `seed`.
+  // Stage 0 and the data do not depend on it, so runs differing only here
+  // share stage 0's cache (`vlmc experiment connectors --seeds N`).
+  int64_t train_seed = -1;
+  int64_t stages12_seed() const { return train_seed >= 0 ? train_seed : seed; }
   std::string device = "cpu";      // "cpu", "cuda" or "cuda:N"
   std::string precision = "f32";   // "f32", or "bf16": bf16 operands for the matrix work (core/autocast.h)
   int64_t checkpoint_every = 100;  // optimizer steps between checkpoints (and at each stage's end)
@@ -121,6 +126,7 @@ struct TrainConfig {
 
   // [eval]
   int64_t eval_mosaics = 1000;          // test split only
+  int64_t eval_seed = 0;                // the evaluation mosaics and questions, whatever run.seed is
   int64_t eval_questions_per_image = 4;
   int64_t eval_batch_size = 128;
 

@@ -32,7 +32,7 @@ namespace {
 // two draws share numbers.
 enum Stream : uint64_t { kStreamLanguage = 1, kStreamStage1 = 2, kStreamStage2 = 3 };
 
-// Stage ranks: checkpoint names sort by them.
+// Each stage's place in the run: checkpoint names sort by it.
 constexpr int kStageVision = 0, kStageLanguage = 1, kStage1 = 2, kStage2 = 3;
 
 std::vector<optim::NamedTensor> named(const nn::Module& module, const std::string& prefix) {
@@ -115,232 +115,279 @@ std::vector<int64_t> shard(const std::vector<int64_t>& rows, int proc, int world
                               rows.begin() + static_cast<std::ptrdiff_t>(per * (proc + 1)));
 }
 
-}  // namespace
-
 // ---- the run ---------------------------------------------------------------------------
 
-TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
-  c.validate();
+// One run of the mosaic recipe, phase by phase: what every phase shares (the
+// config, the processes, the models, the files, where a resume starts) is
+// held here, and run_training calls the phases in order.
+class MosaicRun {
+ public:
+  MosaicRun(const TrainConfig& c, const TrainOptions& options);
+  void stage0_vision();
+  void stage0_language();
+  void stages_1_and_2();
+  TrainResult evaluate_and_write();
+
+ private:
+  StageSpec stage_spec(const char* name, int stage_index, const StageSettings& settings) const;
+  // The resume point applies to the stage it was taken in; later stages start afresh.
+  std::optional<StageResume> resume_for(int stage_index) const;
+  void timed(const std::string& stage, const StageSummary& s);
+  // A stage-0 half is loaded from the cache, resumed, or run: it runs when the
+  // resume point is inside it, or when the run has not reached it and the
+  // cache has no copy.
+  void stage0(const Stage0Part& part, int stage_index, const std::function<void()>& run);
+  // One batch of stage 1 or 2 on the cached features: spliced, forward, loss.
+  std::function<StepLoss(int64_t)> llava_step(const std::vector<Sample>& samples, uint64_t stream,
+                                               const StageSettings& s);
+
+  const TrainConfig& c_;
+  const TrainOptions& options_;
   // A data-parallel job: every process runs all of this in lockstep on its
   // share of each batch; process 0 alone writes files and prints.
-  dist::ProcessGroup* group = options.group;
-  const int world = group ? group->world_size() : 1;
-  const int proc = group ? group->rank() : 0;
-  const bool lead = proc == 0;
+  dist::ProcessGroup* group_;
+  int world_, proc_;
+  bool lead_;
+  RunStart start_;
+  const Tokenizer tokenizer_;
+  MosaicModels models_;
+  TrainResult result_;
+  int resume_stage_ = -1;
+  std::optional<StageResume> resume_point_;
+  RunFiles files_;
+  FashionMnist train_split_;
+  MosaicSet pool_;
+  std::vector<Sample> captions_, questions_;
+  Tensor pool_features_;  // [M, N, Dv]: the frozen encoder's features of the pool, for stages 1 and 2
+  int64_t grid_;
+};
+
+MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
+    : c_(c), options_(options), group_(options.group), world_(group_ ? group_->world_size() : 1),
+      proc_(group_ ? group_->rank() : 0), lead_(proc_ == 0) {
   for (const auto& [key, stage] : {std::pair<const char*, const StageSettings*>{"stage0.vision", &c.stage0_vision},
                                    {"stage0.language", &c.stage0_language},
                                    {"stage1", &c.stage1},
                                    {"stage2", &c.stage2}})
-    VLMC_CHECK(stage->batch_size % world == 0, key, ".batch_size ", stage->batch_size, " does not split over the ",
-               world, " processes of this job (each takes batch_size / ", world, " samples)");
+    VLMC_CHECK(stage->batch_size % world_ == 0, key, ".batch_size ", stage->batch_size, " does not split over the ",
+               world_, " processes of this job (each takes batch_size / ", world_, " samples)");
   // A stage whose estimated peak exceeds the memory left is refused here,
   // before anything is allocated (train/memory_plan.h; the CPU only).
   if (c.device.rfind("cuda", 0) != 0)
-    check_plan_fits(plan_training(c, world), available_memory_bytes(), available_memory_source());
+    check_plan_fits(plan_training(c, world_), available_memory_bytes(), available_memory_source());
 
   // Where a previous process stopped (train/run_start.h).
-  const std::map<std::string, int> stage_indices = {{"stage0-vision", kStageVision}, {"stage0-language", kStageLanguage},
-                                                  {"stage1", kStage1}, {"stage2", kStage2}};
-  RunStart start;
-  start_run(c.runs_dir, c.name, options, stage_indices, start);
-  const std::string& run_dir = start.run_dir;
-  const std::string& metrics_path = start.metrics_path;
+  const std::map<std::string, int> stage_indices = {{"stage0-vision", kStageVision},
+                                                    {"stage0-language", kStageLanguage},
+                                                    {"stage1", kStage1},
+                                                    {"stage2", kStage2}};
+  start_run(c.runs_dir, c.name, options, stage_indices, start_);
 
-  const Tokenizer tokenizer;
   // Built on the CPU from the seed (the same initial weights on every device
   // and every process), then moved.
-  MosaicModels models = build_models(c, tokenizer);
-  models.to(dist::rank_device(c.device, dist::launch_info()));
-  TrainResult result;
-  auto timed = [&](const std::string& stage, const StageSummary& s) {
-    result.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
-  };
-
-  int resume_stage = -1;
-  std::optional<StageResume> resume_point;
-  if (start.resume) {
-    ResumePoint& point = *start.resume;
+  models_ = build_models(c, tokenizer_);
+  models_.to(dist::rank_device(c.device, dist::launch_info()));
+  if (start_.resume) {
+    ResumePoint& point = *start_.resume;
     try {
-      models.load_state_dict(point.checkpoint.model);
+      models_.load_state_dict(point.checkpoint.model);
     } catch (const std::exception& e) {
       throw Error(str("--resume: ", point.dir, ": ", e.what()));
     }
-    resume_stage = point.stage_index;
-    resume_point = StageResume{point.step, std::move(point.checkpoint.optimizer), point.skipped_steps};
+    resume_stage_ = point.stage_index;
+    resume_point_ = StageResume{point.step, std::move(point.checkpoint.optimizer), point.skipped_steps};
   }
-  std::optional<MetricsLog>& metrics = start.metrics;
 
-  RunFiles files;
-  files.run_dir = run_dir;
-  files.checkpoint_root = start.checkpoint_root;
-  files.metrics = metrics ? &*metrics : nullptr;
-  files.group = group;
-  files.zero_stage = static_cast<int>(c.zero_stage);
-  files.model_state = [&] { return models.state_dict(); };
-  files.config = options.config_json;
-  files.checkpoint_every = c.checkpoint_every;
-  files.keep_checkpoints = c.keep_checkpoints;
-  files.log_every_s = c.log_every_s;
-  files.skip_nonfinite = c.skip_nonfinite;
-  // The resume point applies to the stage it was taken in; later stages start afresh.
-  auto resume_for = [&](int stage_index) -> std::optional<StageResume> {
-    if (resume_stage == stage_index) return resume_point;
-    return std::nullopt;
-  };
+  files_.run_dir = start_.run_dir;
+  files_.checkpoint_root = start_.checkpoint_root;
+  files_.metrics = start_.metrics ? &*start_.metrics : nullptr;
+  files_.group = group_;
+  files_.zero_stage = static_cast<int>(c.zero_stage);
+  files_.model_state = [this] { return models_.state_dict(); };
+  files_.config = options.config_json;
+  files_.checkpoint_every = c.checkpoint_every;
+  files_.keep_checkpoints = c.keep_checkpoints;
+  files_.log_every_s = c.log_every_s;
+  files_.skip_nonfinite = c.skip_nonfinite;
 
   // Both splits are read before anything trains: a corrupt test split must
   // stop the run now, not at the evaluation after every stage.
   load_fashion_mnist(Split::test, c.data_dir);
-  const FashionMnist train_split = load_fashion_mnist(Split::train, c.data_dir);
+  train_split_ = load_fashion_mnist(Split::train, c.data_dir);
   Generator pool_gen(seeds::derive(c.seed, seeds::kPool));
-  MosaicSet pool = make_mosaics(train_split, c.train_mosaics, pool_gen);
+  pool_ = make_mosaics(train_split_, c.train_mosaics, pool_gen);
   Generator pool_questions(seeds::derive(c.seed, seeds::kPoolQuestions));
-  const std::vector<Sample> captions = caption_samples(pool);
-  const std::vector<Sample> questions = instruction_samples(pool, c.questions_per_image, pool_questions);
-  const int64_t grid = patch_grid_side(c);
+  captions_ = caption_samples(pool_);
+  questions_ = instruction_samples(pool_, c.questions_per_image, pool_questions);
+  grid_ = patch_grid_side(c);
+}
 
-  // What every stage shares: its name, its order in the run, its settings, the precision.
-  auto stage_spec = [&](const char* name, int stage_index, const StageSettings& settings) {
-    StageSpec spec;
-    spec.name = name;
-    spec.index = stage_index;
-    spec.settings = settings;
-    spec.bf16 = c.precision == "bf16";
-    return spec;
-  };
+StageSpec MosaicRun::stage_spec(const char* name, int stage_index, const StageSettings& settings) const {
+  StageSpec spec;
+  spec.name = name;
+  spec.index = stage_index;
+  spec.settings = settings;
+  spec.bf16 = c_.precision == "bf16";
+  return spec;
+}
 
-  // ---- stage 0: each half is loaded from the cache, resumed, or run --------------------
-  // A half runs when the resume point is inside it, or when the run has not
-  // reached it and the cache has no copy.
-  auto stage0 = [&](const Stage0Part& part, int stage_index, const std::function<void()>& run) {
-    if (resume_stage > stage_index) return;  // done before the resume point: in the checkpoint
-    const std::string name = stage0_cache_name(part, options.config_json);
-    const std::string dir = (fs::path(c.cache_dir) / name).string();
-    // The cache entry is written by one run at a time; another run with the
-    // same stage-0 settings is refused until it is there.
-    std::optional<RunLock> cache_lock;
-    if (lead) {
-      fs::create_directories(c.cache_dir);
-      cache_lock.emplace(dir + ".lock", "the stage-0 cache entry " + dir);
-    }
-    if (resume_stage < stage_index && is_checkpoint(dir)) {
-      load_part(models, part, dir);
-      if (lead) std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
-      return;
-    }
-    run();
-    if (lead) save_part(models, part, c.cache_dir, name, options.config_json);
-  };
+std::optional<StageResume> MosaicRun::resume_for(int stage_index) const {
+  if (resume_stage_ == stage_index) return resume_point_;
+  return std::nullopt;
+}
+
+void MosaicRun::timed(const std::string& stage, const StageSummary& s) {
+  result_.stages[stage] = StageTiming{s.seconds, s.tokens_per_s, s.final_loss, s.peak_device_bytes};
+}
+
+void MosaicRun::stage0(const Stage0Part& part, int stage_index, const std::function<void()>& run) {
+  if (resume_stage_ > stage_index) return;  // done before the resume point: in the checkpoint
+  const std::string name = stage0_cache_name(part, options_.config_json);
+  const std::string dir = (fs::path(c_.cache_dir) / name).string();
+  // The cache entry is written by one run at a time; another run with the
+  // same stage-0 settings is refused until it is there.
+  std::optional<RunLock> cache_lock;
+  if (lead_) {
+    fs::create_directories(c_.cache_dir);
+    cache_lock.emplace(dir + ".lock", "the stage-0 cache entry " + dir);
+  }
+  if (resume_stage_ < stage_index && is_checkpoint(dir)) {
+    load_part(models_, part, dir);
+    if (lead_) std::fprintf(stderr, "stage 0 %s: using the cached model in %s\n", part.name, dir.c_str());
+    return;
+  }
+  run();
+  if (lead_) save_part(models_, part, c_.cache_dir, name, options_.config_json);
+}
+
+void MosaicRun::stage0_vision() {
   stage0(kVisionPart, kStageVision, [&] {
-    models.vision->set_requires_grad(true);
-    StageSpec spec = stage_spec("stage0-vision", kStageVision, c.stage0_vision);
-    spec.params = named(*models.vision, "vision_encoder.");
-    for (auto& p : named(*models.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
+    models_.vision->set_requires_grad(true);
+    StageSpec spec = stage_spec("stage0-vision", kStageVision, c_.stage0_vision);
+    spec.params = named(*models_.vision, "vision_encoder.");
+    for (auto& p : named(*models_.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
       // A fresh batch of mosaics per step, a pure function of the step.
-      Generator gen(seeds::derive(c.seed, seeds::kVisionMosaics));
-      gen.advance(static_cast<uint64_t>(step * c.stage0_vision.batch_size));
-      const MosaicSet batch = make_mosaics(train_split, c.stage0_vision.batch_size, gen);
-      const int64_t per = batch.size() / world, first = per * proc;  // this process's mosaics
-      const Tensor pixels = encoder_pixels(batch, row_range(first, first + per)).to(models.device);
-      const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
-      const Tensor logits = quadrant_logits(*models.quadrant_head, features);
-      const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * 4}).to(models.device);
-      return StepLoss{cross_entropy(logits, classes), per * (grid * grid + 1), per * 4};
+      Generator gen(seeds::derive(c_.seed, seeds::kVisionMosaics));
+      gen.advance(static_cast<uint64_t>(step * c_.stage0_vision.batch_size));
+      const MosaicSet batch = make_mosaics(train_split_, c_.stage0_vision.batch_size, gen);
+      const int64_t per = batch.size() / world_, first = per * proc_;  // this process's mosaics
+      const Tensor pixels = encoder_pixels(batch, row_range(first, first + per)).to(models_.device);
+      const Tensor features = patch_features(models_.vision->hidden_states(pixels), c_.vision_select_layer);
+      const Tensor logits = quadrant_logits(*models_.quadrant_head, features);
+      const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * 4}).to(models_.device);
+      return StepLoss{cross_entropy(logits, classes), per * (grid_ * grid_ + 1), per * 4};
     };
-    timed("stage0-vision", run_stage(spec, files, resume_for(kStageVision)));
-    models.vision->set_requires_grad(false);
+    timed("stage0-vision", run_stage(spec, files_, resume_for(kStageVision)));
+    models_.vision->set_requires_grad(false);
   });
+}
+
+void MosaicRun::stage0_language() {
   stage0(kLanguagePart, kStageLanguage, [&] {
     // Text in the image slots: sums of place and item word embeddings, on a
     // grid of the encoder's size or of half its side (pooling connectors).
-    models.language->set_requires_grad(true);
-    std::vector<Sample> texts = captions;
-    texts.insert(texts.end(), questions.begin(), questions.end());
-    Generator extra_gen(seeds::derive(c.seed, seeds::kExtraQuestions));
+    models_.language->set_requires_grad(true);
+    std::vector<Sample> texts = captions_;
+    texts.insert(texts.end(), questions_.begin(), questions_.end());
+    Generator extra_gen(seeds::derive(c_.seed, seeds::kExtraQuestions));
     for (QuestionKind kind : {QuestionKind::count, QuestionKind::where}) {
-      const std::vector<Sample> extra = instruction_samples(pool, c.stage0_extra_questions, extra_gen, kind);
+      const std::vector<Sample> extra = instruction_samples(pool_, c_.stage0_extra_questions, extra_gen, kind);
       texts.insert(texts.end(), extra.begin(), extra.end());
     }
-    StageSpec spec = stage_spec("stage0-language", kStageLanguage, c.stage0_language);
-    spec.params = named(*models.language, "llm.");
+    StageSpec spec = stage_spec("stage0-language", kStageLanguage, c_.stage0_language);
+    spec.params = named(*models_.language, "llm.");
     spec.step = [&](int64_t step) {
       const std::vector<int64_t> rows =
-          shard(batch_indices(static_cast<uint64_t>(c.seed), kStreamLanguage, step, c.stage0_language.batch_size,
+          shard(batch_indices(static_cast<uint64_t>(c_.seed), kStreamLanguage, step, c_.stage0_language.batch_size,
                               static_cast<int64_t>(texts.size())),
-                proc, world);
-      const TextBatch batch = make_text_batch(tokenizer, texts, rows);
+                proc_, world_);
+      const TextBatch batch = make_text_batch(tokenizer_, texts, rows);
       // Every other step on the pooled grid, when it has whole quadrants.
-      const int64_t slot_grid = step % 2 == 1 && grid % 4 == 0 ? grid / 2 : grid;
-      const SpliceResult in = text_slot_inputs(models, tokenizer, pool, batch, slot_grid);
-      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+      const int64_t slot_grid = step % 2 == 1 && grid_ % 4 == 0 ? grid_ / 2 : grid_;
+      const SpliceResult in = text_slot_inputs(models_, tokenizer_, pool_, batch, slot_grid);
+      const Tensor logits = models_.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
     };
-    timed("stage0-language", run_stage(spec, files, resume_for(kStageLanguage)));
-    models.language->set_requires_grad(false);
+    timed("stage0-language", run_stage(spec, files_, resume_for(kStageLanguage)));
+    models_.language->set_requires_grad(false);
   });
+}
 
-  // ---- stages 1 and 2 on cached features -------------------------------------------------
-  const Tensor pool_features = features_of(models, pool);  // [M, N, Dv]
-  pool.images = Tensor();                                  // not needed any more
-  auto llava_step = [&](const std::vector<Sample>& samples, uint64_t stream, const StageSettings& s) {
-    return [&, stream, s](int64_t step) {
-      const std::vector<int64_t> rows = shard(batch_indices(static_cast<uint64_t>(c.seed), stream, step,
-                                                            s.batch_size, static_cast<int64_t>(samples.size())),
-                                              proc, world);
-      const TextBatch batch = make_text_batch(tokenizer, samples, rows);
-      const Tensor index =
-          Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);
-      const SpliceResult in = models.llava->prepare_inputs_from_features(
-          batch.input_ids, index_select(pool_features, 0, index), batch.labels, batch.text_mask);
-      const Tensor logits = models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
-      return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
-    };
+std::function<StepLoss(int64_t)> MosaicRun::llava_step(const std::vector<Sample>& samples, uint64_t stream,
+                                                       const StageSettings& s) {
+  return [this, &samples, stream, s](int64_t step) {
+    const std::vector<int64_t> rows = shard(batch_indices(static_cast<uint64_t>(c_.stages12_seed()), stream, step,
+                                                          s.batch_size, static_cast<int64_t>(samples.size())),
+                                            proc_, world_);
+    const TextBatch batch = make_text_batch(tokenizer_, samples, rows);
+    const Tensor index =
+        Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models_.device);
+    const SpliceResult in = models_.llava->prepare_inputs_from_features(
+        batch.input_ids, index_select(pool_features_, 0, index), batch.labels, batch.text_mask);
+    const Tensor logits = models_.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
+    return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};
   };
-  models.llava->train();
-  if (resume_stage <= kStage1) {
-    models.llava->set_stage(1);
-    StageSpec spec = stage_spec("stage1", kStage1, c.stage1);
-    spec.params = named(*models.llava->connector, "connector.");
-    spec.step = llava_step(captions, kStreamStage1, c.stage1);
-    timed("stage1", run_stage(spec, files, resume_for(kStage1)));
-  }
-  {
-    models.llava->set_stage(2);
-    StageSpec spec = stage_spec("stage2", kStage2, c.stage2);
-    spec.params = named(*models.llava->connector, "connector.");
-    for (auto& p : named(*models.language, "llm.")) spec.params.push_back(p);
-    spec.lr_prefix = "connector.";
-    spec.prefix_lr = c.stage2_connector_lr;
-    spec.step = llava_step(questions, kStreamStage2, c.stage2);
-    timed("stage2", run_stage(spec, files, resume_for(kStage2)));
-  }
-  models.llava->set_stage(1);
+}
 
-  // ---- evaluation ------------------------------------------------------------------------
-  result.connector_parameters = models.llava->connector->num_parameters();
+void MosaicRun::stages_1_and_2() {
+  pool_features_ = features_of(models_, pool_);  // [M, N, Dv]
+  pool_.images = Tensor();                        // not needed any more
+  models_.llava->train();
+  if (resume_stage_ <= kStage1) {
+    models_.llava->set_stage(1);
+    StageSpec spec = stage_spec("stage1", kStage1, c_.stage1);
+    spec.params = named(*models_.llava->connector, "connector.");
+    spec.step = llava_step(captions_, kStreamStage1, c_.stage1);
+    timed("stage1", run_stage(spec, files_, resume_for(kStage1)));
+  }
+  models_.llava->set_stage(2);
+  StageSpec spec = stage_spec("stage2", kStage2, c_.stage2);
+  spec.params = named(*models_.llava->connector, "connector.");
+  for (auto& p : named(*models_.language, "llm.")) spec.params.push_back(p);
+  spec.lr_prefix = "connector.";
+  spec.prefix_lr = c_.stage2_connector_lr;
+  spec.step = llava_step(questions_, kStreamStage2, c_.stage2);
+  timed("stage2", run_stage(spec, files_, resume_for(kStage2)));
+  models_.llava->set_stage(1);
+}
+
+TrainResult MosaicRun::evaluate_and_write() {
+  result_.connector_parameters = models_.llava->connector->num_parameters();
   {
     NoGradGuard no_grad;
-    models.llava->eval();
-    result.visual_tokens = models.llava->connector->forward(pool_features.narrow(0, 0, 1)).size(1);
-    models.llava->train();
+    models_.llava->eval();
+    result_.visual_tokens = models_.llava->connector->forward(pool_features_.narrow(0, 0, 1)).size(1);
+    models_.llava->train();
   }
-  const EvalReport report = evaluate(models, c, tokenizer);
-  result.eval = report;
+  const EvalReport report = evaluate(models_, c_, tokenizer_);
+  result_.eval = report;
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
-  if (!lead) return result;  // every process evaluated the same model; process 0 writes
-  metrics->write(record);
+  if (!lead_) return result_;  // every process evaluated the same model; process 0 writes
+  start_.metrics->write(record);
   // results.json also says how the run ran: where, in what precision, how fast.
-  record["device"] = c.device;
-  record["precision"] = c.precision;
-  record["processes"] = world;
-  for (const auto& [stage, t] : result.stages)
+  record["device"] = c_.device;
+  record["precision"] = c_.precision;
+  record["processes"] = world_;
+  record["cpu_model"] = cpu_model_name();  // results reproduce bit for bit on one kind of CPU only
+  for (const auto& [stage, t] : result_.stages)
     record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};
-  io::write_file_atomically((fs::path(run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
-  plot_loss_history(metrics_path, (fs::path(run_dir) / "loss.png").string());
-  return result;
+  io::write_file_atomically((fs::path(start_.run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
+  plot_loss_history(start_.metrics_path, (fs::path(start_.run_dir) / "loss.png").string());
+  return result_;
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
+  c.validate();
+  MosaicRun run(c, options);
+  run.stage0_vision();
+  run.stage0_language();
+  run.stages_1_and_2();
+  return run.evaluate_and_write();
 }
 
 }  // namespace vlmc::train

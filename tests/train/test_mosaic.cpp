@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "train/evaluate.h"
 #include "train/mosaic.h"
 
 using namespace vlmc;
@@ -171,4 +172,48 @@ TEST_CASE("mosaic: train and eval builders read their own split", "[data][mosaic
   CHECK(hi > 0.5f);
   REQUIRE_THROWS_WITH(build_train_mosaics(1, g1, "/nonexistent"),
                       Catch::Contains("dataset-fashion-mnist"));
+}
+
+TEST_CASE("evaluation baselines: the rule reader and the majority answer, kind by kind", "[data][mosaic]") {
+  const FashionMnist data = fake_split(100);
+  Generator gen(11), qgen(12);
+  const MosaicSet set = make_mosaics(data, 40, gen);
+  const std::vector<Sample> questions = instruction_samples(set, 8, qgen);
+  const std::vector<Sample> captions = caption_samples(set);
+  const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
+  // Logits that put each quadrant's true class first.
+  std::vector<float> logits(truth.size() * 10, 0.0f);
+  for (size_t i = 0; i < truth.size(); ++i) logits[i * 10 + static_cast<size_t>(truth[i])] = 1.0f;
+  const Tensor logit_tensor = Tensor::from_vector(logits, {static_cast<int64_t>(truth.size()), 10});
+
+  // A perfect encoder: the rules answer every question of every kind.
+  EvalReport perfect;
+  score_baselines(perfect, questions, captions, truth, logit_tensor);
+  for (const char* kind : {"what", "where", "count", "exists", "caption"}) {
+    INFO(kind);
+    REQUIRE(perfect.rule_reader_kinds.count(kind) == 1);
+    CHECK(perfect.rule_reader_kinds.at(kind).correct == perfect.rule_reader_kinds.at(kind).total);
+  }
+  CHECK(perfect.rule_reader.total == static_cast<int64_t>(questions.size()));
+  CHECK(perfect.rule_reader.accuracy() == 1.0);
+  // Half the "exists" questions are about a present class: a constant answer
+  // gets about half; each caption is (almost surely) unique.
+  CHECK(perfect.majority_kinds.at("exists").accuracy() >= 0.5);
+  CHECK(perfect.majority_kinds.at("exists").accuracy() < 0.7);
+  CHECK(perfect.majority_kinds.at("caption").correct <= 2);
+
+  // An encoder that reads every quadrant as class 0: "what" is right only
+  // where class 0 stands, and "exists" says yes to "is there a t-shirt?" only.
+  std::vector<int64_t> zeros(truth.size(), 0);
+  EvalReport blind;
+  score_baselines(blind, questions, captions, zeros, Tensor::zeros({static_cast<int64_t>(truth.size()), 10}));
+  int64_t what_zero = 0, what_total = 0;
+  for (const Sample& s : questions)
+    if (s.kind == QuestionKind::what) {
+      what_total += 1;
+      what_zero += truth[static_cast<size_t>(s.image * 4 + s.quadrant)] == 0;
+    }
+  CHECK(blind.rule_reader_kinds.at("what").total == what_total);
+  CHECK(blind.rule_reader_kinds.at("what").correct == what_zero);
+  CHECK(blind.rule_reader.accuracy() < perfect.rule_reader.accuracy());
 }

@@ -55,6 +55,7 @@ bool same(const TrainConfig& a, const TrainConfig& b) {
          a.lm_num_hidden_layers == b.lm_num_hidden_layers && a.lm_num_attention_heads == b.lm_num_attention_heads &&
          a.lm_num_key_value_heads == b.lm_num_key_value_heads &&
          a.lm_max_position_embeddings == b.lm_max_position_embeddings && a.lm_rope_theta == b.lm_rope_theta &&
+         a.train_seed == b.train_seed && a.eval_seed == b.eval_seed &&
          a.connector == b.connector && a.connector_target_size == b.connector_target_size &&
          a.connector_num_conv_layers == b.connector_num_conv_layers &&
          a.connector_max_tokens == b.connector_max_tokens && a.connector_min_tokens == b.connector_min_tokens &&
@@ -99,6 +100,8 @@ TrainConfig changed_everywhere() {
   c.lm_num_key_value_heads = 2;
   c.lm_max_position_embeddings = 300;
   c.lm_rope_theta = 500000.5;
+  c.train_seed = 17;
+  c.eval_seed = 23;
   c.connector = "c-abstractor";
   c.connector_target_size = 3;
   c.connector_num_conv_layers = 2;
@@ -127,9 +130,9 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   ConfigSchema schema;
   register_train_config(schema, c);
   const std::vector<std::string> keys = schema.keys();
-  // 12 run + 3 data + 11 data (llava) + 8 model + 7 vision + 8 language + 11 connector
-  // + 4 stages x 8 + stage0.language.extra_questions_per_image + stage2.connector_lr + 3 eval.
-  CHECK(keys.size() == 98);
+  // 13 run + 3 data + 11 data (llava) + 8 model + 7 vision + 8 language + 11 connector
+  // + 4 stages x 8 + stage0.language.extra_questions_per_image + stage2.connector_lr + 4 eval.
+  CHECK(keys.size() == 100);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);

@@ -12,6 +12,7 @@
 
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
+#include "train/mosaic_models.h"
 #include "train/trainer.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/toy_run.h"
@@ -140,4 +141,25 @@ TEST_CASE("trainer: bf16 precision trains close to f32 and keeps its own stage-0
   int cached = 0;
   for (const auto& e : fs::directory_iterator(dir.path / "cache")) cached += is_checkpoint(e.path().string());
   CHECK(cached == 4);
+}
+
+TEST_CASE("trainer: run.train_seed redraws only the connector, and run.train_seed = run.seed is the default", "[trainer]") {
+  const Tokenizer tokenizer;
+  TrainConfig c = toy_config("/nonexistent");
+  const auto state = [&](int64_t train_seed) {
+    c.train_seed = train_seed;
+    return build_models(c, tokenizer).state_dict();
+  };
+  const auto by_default = state(-1), same = state(c.seed), other = state(c.seed + 1);
+  int64_t connector = 0, rest = 0;
+  for (const auto& [name, t] : by_default) {
+    const auto values = t.to_vector<float>();
+    CHECK(same.at(name).to_vector<float>() == values);
+    const bool is_connector = name.rfind("connector.", 0) == 0;
+    (is_connector ? connector : rest) += 1;
+    INFO(name);
+    CHECK((other.at(name).to_vector<float>() == values) == !is_connector);
+  }
+  CHECK(connector > 0);
+  CHECK(rest > 0);
 }
