@@ -14,7 +14,8 @@
 namespace vlmc::train {
 
 nlohmann::json EvalReport::to_json() const {
-  nlohmann::json j = {{"mosaics", mosaics},
+  nlohmann::json j = {{"split", split},
+                      {"mosaics", mosaics},
                       {"encoder_accuracy", encoder.accuracy()},
                       {"answer_accuracy", answers.accuracy()},
                       {"questions", answers.total},
@@ -89,12 +90,43 @@ void score_baselines(EvalReport& report, const std::vector<Sample>& questions, c
   }
 }
 
-EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer) {
-  Generator eval_gen(seeds::derive(c.eval_seed, seeds::kEval));
-  const MosaicSet set = build_eval_mosaics(c.eval_mosaics, eval_gen, c.data_dir);
+EvalSet test_set(const TrainConfig& c) {
+  EvalSet out;
+  out.split = "test";
+  Generator mosaic_gen(seeds::derive(c.eval_seed, seeds::kEval));
+  out.mosaics = build_eval_mosaics(c.eval_mosaics, mosaic_gen, c.data_dir);
   Generator question_gen(seeds::derive(c.eval_seed, seeds::kEvalQuestions));
-  const std::vector<Sample> questions = instruction_samples(set, c.eval_questions_per_image, question_gen);
-  const std::vector<Sample> captions = caption_samples(set);
+  out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen);
+  out.captions = caption_samples(out.mosaics);
+  return out;
+}
+
+EvalSet validation_set(const TrainConfig& c, const FashionMnist& train) {
+  EvalSet out;
+  out.split = "validation";
+  Generator mosaic_gen(seeds::derive(c.eval_seed, seeds::kValidation));
+  out.mosaics = make_mosaics(validation_items(train, c.validation_items), c.eval_validation_mosaics, mosaic_gen);
+  Generator question_gen(seeds::derive(c.eval_seed, seeds::kValidationQuestions));
+  out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen);
+  out.captions = caption_samples(out.mosaics);
+  return out;
+}
+
+nlohmann::json validation_record(const EvalReport& r) {
+  nlohmann::json j = {{"answer_accuracy", r.answers.accuracy()}, {"rule_reader_accuracy", r.rule_reader.accuracy()}};
+  for (const auto& [kind, score] : r.kinds) j["kinds"][kind] = score.accuracy();
+  return j;
+}
+
+EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer) {
+  return evaluate(models, c, tokenizer, test_set(c));
+}
+
+EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer& tokenizer, const EvalSet& eval_set,
+                    bool with_oracle) {
+  const MosaicSet& set = eval_set.mosaics;
+  const std::vector<Sample>& questions = eval_set.questions;
+  const std::vector<Sample>& captions = eval_set.captions;
 
   const bool was_training = models.llava->is_training();
   models.llava->eval();
@@ -102,6 +134,7 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   AutocastGuard autocast(c.precision == "bf16");  // evaluate as trained
   const Tensor features = features_of(models, set);  // [M, N, Dv]
   EvalReport report;
+  report.split = eval_set.split;
   report.mosaics = set.size();
 
   // The encoder's own answer: the quadrant head on the same features.
@@ -162,15 +195,17 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   };
   score(questions, false);
   score(captions, false);
-  score(questions, true);
-  score(captions, true);
+  if (with_oracle) {
+    score(questions, true);
+    score(captions, true);
+  }
   models.llava->train(was_training);
   return report;
 }
 
 void print_report(const EvalReport& r, std::FILE* out) {
-  std::fprintf(out, "evaluation on %lld held-out test mosaics (%lld questions):\n",
-               static_cast<long long>(r.mosaics), static_cast<long long>(r.answers.total));
+  std::fprintf(out, "evaluation on %lld held-out %s mosaics (%lld questions):\n", static_cast<long long>(r.mosaics),
+               r.split.c_str(), static_cast<long long>(r.answers.total));
   // Each kind's answers beside its baselines: the rule reader (the encoder's
   // predictions read by rules) is what the answers are judged against.
   std::fprintf(out, "  %-8s %21s %12s %10s %10s %10s\n", "kind", "exact answers", "rule reader", "vs reader",

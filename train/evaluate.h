@@ -1,7 +1,9 @@
-// Evaluation of a fashion-mosaic model on held-out test-split mosaics:
-// exact-match answers per question kind, the frozen encoder's own
-// per-quadrant accuracy on the same images, and the language model alone
-// with the true classes in the image slots (the oracle).
+// Evaluation of a fashion-mosaic model on held-out mosaics: exact-match
+// answers per question kind, the frozen encoder's own per-quadrant accuracy
+// on the same images, baselines, and the language model alone with the true
+// classes in the image slots (the oracle). Two sets: the test split, scored
+// once at the end of a run, and the validation mosaics of the train split's
+// held-out items, scored during stages 1 and 2 (the curves, recipe choices).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,21 @@ struct KindScore {
   double accuracy() const { return total > 0 ? static_cast<double>(correct) / total : 0.0; }
 };
 
+// The mosaics and questions one evaluation scores, fixed by eval.seed alone
+// (never by run.seed or run.train_seed).
+struct EvalSet {
+  std::string split;  // "test" or "validation"
+  MosaicSet mosaics;
+  std::vector<Sample> questions, captions;
+};
+// eval.mosaics mosaics of Fashion-MNIST's test split, eval.questions_per_image questions each.
+EvalSet test_set(const TrainConfig& config);
+// eval.validation_mosaics mosaics of the train split's held-out items
+// (data.validation_items: `train` is the whole train split).
+EvalSet validation_set(const TrainConfig& config, const FashionMnist& train);
+
 struct EvalReport {
+  std::string split = "test";
   int64_t mosaics = 0;
   KindScore encoder;                        // per-quadrant classification (4 per mosaic)
   KindScore answers;                        // every question, exact match
@@ -46,7 +62,15 @@ struct EvalReport {
 // Greedy exact match without generating: the answer is produced exactly (then
 // <eos>) iff the argmax at every answer position is the answer's next token,
 // so one teacher-forced forward scores a whole batch.
+// Without `with_oracle` the oracle's forwards are skipped (validation curves).
+EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Tokenizer& tokenizer, const EvalSet& set,
+                    bool with_oracle = true);
+// The test set's evaluation.
 EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Tokenizer& tokenizer);
+
+// The validation record of metrics.jsonl: answer accuracy overall and per
+// kind, the rule reader's beside it.
+nlohmann::json validation_record(const EvalReport& report);
 
 // Fills the report's rule_reader and majority baselines for these questions
 // and captions from the encoder head's predicted classes [M * 4] and logits

@@ -1,5 +1,6 @@
 #include "train/experiment.h"
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 
@@ -14,27 +15,34 @@ const std::vector<std::string>& experiment_connectors() {
   return nn::connector_types();  // every registered connector, in the registry's order
 }
 
+ConnectorRow run_seeds(const TrainConfig& config, const TrainOptions& options, int64_t seeds) {
+  VLMC_CHECK(seeds >= 1, "--seeds must be >= 1, got ", seeds);
+  ConnectorRow row{config.connector, {}};
+  for (int64_t k = 0; k < seeds; ++k) {
+    TrainConfig c = config;
+    c.name = config.name + (seeds > 1 ? "-seed" + std::to_string(k) : "");
+    c.train_seed = config.stages12_seed() + k;
+    TrainOptions o = options;
+    o.config_json["run.name"] = c.name;
+    o.config_json["run.train_seed"] = c.train_seed;
+    std::fprintf(stderr, "== %s, training seed %lld (run %s)\n", c.connector.c_str(),
+                 static_cast<long long>(c.train_seed), c.name.c_str());
+    row.runs.push_back(run_training(c, o));
+  }
+  return row;
+}
+
 std::vector<ConnectorRow> compare_connectors(const TrainConfig& config, const std::vector<std::string>& connectors,
                                              const TrainOptions& options, int64_t seeds) {
   VLMC_CHECK(!connectors.empty(), "experiment connectors: no connector to compare");
-  VLMC_CHECK(seeds >= 1, "experiment connectors: --seeds must be >= 1, got ", seeds);
   std::vector<ConnectorRow> rows;
   for (const std::string& name : connectors) {
-    ConnectorRow row{name, {}};
-    for (int64_t k = 0; k < seeds; ++k) {
-      TrainConfig c = config;
-      c.connector = name;
-      c.name = config.name + "-" + name + (seeds > 1 ? "-seed" + std::to_string(k) : "");
-      c.train_seed = config.stages12_seed() + k;
-      TrainOptions o = options;
-      o.config_json["connector.type"] = name;
-      o.config_json["run.name"] = c.name;
-      o.config_json["run.train_seed"] = c.train_seed;
-      std::fprintf(stderr, "== connector %s, training seed %lld (run %s)\n", name.c_str(),
-                   static_cast<long long>(c.train_seed), c.name.c_str());
-      row.runs.push_back(run_training(c, o));
-    }
-    rows.push_back(std::move(row));
+    TrainConfig c = config;
+    c.connector = name;
+    c.name = config.name + "-" + name;
+    TrainOptions o = options;
+    o.config_json["connector.type"] = name;
+    rows.push_back(run_seeds(c, o, seeds));
   }
   return rows;
 }
@@ -56,6 +64,28 @@ std::vector<double> kind_of(const ConnectorRow& row, const std::string& kind) {
   return out;
 }
 
+// Stage 2's last validation answer accuracy per seed, in % (-1 when not validated).
+double mean_validation(const ConnectorRow& row) {
+  double sum = 0;
+  for (const TrainResult& r : row.runs) {
+    const auto it = r.validation.find("stage2");
+    if (it == r.validation.end()) return -1;
+    sum += 100.0 * it->second.last;
+  }
+  return sum / static_cast<double>(row.runs.size());
+}
+
+// Stage 2's end against stage 1's end: the whole-caption accuracy forgotten, in points (mean over seeds).
+double mean_caption_forgetting(const ConnectorRow& row) {
+  double sum = 0;
+  for (const TrainResult& r : row.runs) {
+    const auto s1 = r.validation.find("stage1"), s2 = r.validation.find("stage2");
+    if (s1 == r.validation.end() || s2 == r.validation.end()) return NAN;
+    sum += 100.0 * (s1->second.last_caption - s2->second.last_caption);
+  }
+  return sum / static_cast<double>(row.runs.size());
+}
+
 StageTiming stage_of(const TrainResult& r, const char* name) {
   const auto it = r.stages.find(name);
   return it == r.stages.end() ? StageTiming{} : it->second;
@@ -75,14 +105,15 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
   const size_t seeds = rows.front().runs.size();
   const ConnectorRow& reference = reference_row(rows);
   std::string out;
-  char line[640];
+  char line[1024];
   if (seeds == 1) {
-    out = "| connector | parameters | visual tokens | stage 1 + 2 time | tokens/s (stage 1 / 2) | answer accuracy | "
-          "rule reader | encoder accuracy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    out = "| connector | parameters | visual tokens | stage 1 + 2 time | tokens/s (stage 1 / 2) | validation | "
+          "answer accuracy | rule reader | encoder accuracy | captions forgotten |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   } else {
-    out = "| connector | parameters | visual tokens | stage 1 + 2 time (mean) | answer accuracy, mean ± sd | "
-          "95 % interval | vs " + reference.connector + " | rule reader | encoder accuracy |\n"
-          "|---|---:|---:|---:|---:|---:|---|---:|---:|\n";
+    out = "| connector | parameters | visual tokens | stage 1 + 2 time (mean) | validation (mean) | "
+          "answer accuracy, mean ± sd | 95 % interval | vs " + reference.connector + " | rule reader | "
+          "encoder accuracy | captions forgotten (mean) |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
   }
   for (const ConnectorRow& row : rows) {
     const TrainResult& first = row.runs.front();
@@ -96,10 +127,11 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
     // The rule reader and the encoder come from stage 0, the same for every seed.
     const double reader = 100.0 * first.eval.rule_reader.accuracy(), encoder = 100.0 * first.eval.encoder.accuracy();
     if (seeds == 1) {
-      std::snprintf(line, sizeof(line), "| %s | %lld | %lld | %.0f s | %.0f / %.0f | %.1f %% | %.1f %% | %.1f %% |\n",
+      std::snprintf(line, sizeof(line),
+                    "| %s | %lld | %lld | %.0f s | %.0f / %.0f | %.1f %% | %.1f %% | %.1f %% | %.1f %% | %.1f |\n",
                     row.connector.c_str(), static_cast<long long>(first.connector_parameters),
-                    static_cast<long long>(first.visual_tokens), seconds, s1_tps, s2_tps,
-                    100.0 * first.eval.answers.accuracy(), reader, encoder);
+                    static_cast<long long>(first.visual_tokens), seconds, s1_tps, s2_tps, mean_validation(row),
+                    100.0 * first.eval.answers.accuracy(), reader, encoder, mean_caption_forgetting(row));
     } else {
       const SeedSummary s = summarize(answers_of(row));
       std::string versus = "-";
@@ -110,21 +142,29 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
                       !w.testable ? "not testable" : w.significant ? "significant" : "not significant");
         versus = buf;
       }
-      std::snprintf(line, sizeof(line), "| %s | %lld | %lld | %.0f s | %.1f ± %.1f %% | %.1f – %.1f %% | %s | %.1f %% | %.1f %% |\n",
+      std::snprintf(line, sizeof(line),
+                    "| %s | %lld | %lld | %.0f s | %.1f %% | %.1f ± %.1f %% | %.1f – %.1f %% | %s | %.1f %% | %.1f %% | "
+                    "%.1f |\n",
                     row.connector.c_str(), static_cast<long long>(first.connector_parameters),
-                    static_cast<long long>(first.visual_tokens), seconds, s.mean, s.sd, s.mean - s.half_width,
-                    s.mean + s.half_width, versus.c_str(), reader, encoder);
+                    static_cast<long long>(first.visual_tokens), seconds, mean_validation(row), s.mean, s.sd,
+                    s.mean - s.half_width, s.mean + s.half_width, versus.c_str(), reader, encoder,
+                    mean_caption_forgetting(row));
     }
     out += line;
   }
   std::snprintf(line, sizeof(line),
                 "\nStages 1 (%lld steps) and 2 (%lld steps) at batch %lld / %lld on %d CPU threads (%s); "
-                "%lld held-out test mosaics (eval.seed %lld), %lld questions each. The rule reader answers every "
-                "question from the frozen encoder's per-quadrant predictions.\n",
+                "%lld held-out test mosaics (eval.seed %lld), %lld questions each, scored once at the end. "
+                "Validation: the answer accuracy on %lld mosaics of the train split's %lld held-out items at the end "
+                "of stage 2. Captions forgotten: whole-caption validation accuracy at the end of stage 1 minus at "
+                "the end of stage 2, in points. The rule reader answers every question from the frozen encoder's "
+                "per-quadrant predictions.\n",
                 static_cast<long long>(config.stage1.steps), static_cast<long long>(config.stage2.steps),
                 static_cast<long long>(config.stage1.batch_size), static_cast<long long>(config.stage2.batch_size),
                 num_threads(), cpu_model_name().c_str(), static_cast<long long>(config.eval_mosaics),
-                static_cast<long long>(config.eval_seed), static_cast<long long>(config.eval_questions_per_image));
+                static_cast<long long>(config.eval_seed), static_cast<long long>(config.eval_questions_per_image),
+                static_cast<long long>(config.eval_validation_mosaics),
+                static_cast<long long>(config.validation_items));
   out += line;
   if (seeds == 1) return out;
 

@@ -24,6 +24,11 @@ struct ConnectorRow {
 // Every registered connector.
 const std::vector<std::string>& experiment_connectors();
 
+// Runs config's recipe once per training seed as run "<config.name>-seed<k>"
+// (run.train_seed = the stages-1-2 seed + k, k < seeds; seeds = 1: one run
+// named config.name). Stage 0 is shared through the cache (`vlmc train --seeds N`).
+ConnectorRow run_seeds(const TrainConfig& config, const TrainOptions& options, int64_t seeds);
+
 // Runs `connectors` one after another, each as run "<config.name>-<connector>"
 // (with seeds > 1: "...-seed<k>", run.train_seed = the stages-1-2 seed + k,
 // k < seeds). Stage 0 depends on none of them, so it is trained once (or

@@ -38,6 +38,7 @@ struct FashionMnist {
   Split split = Split::train;
   Tensor images;  // u8 [N, 28, 28]
   Tensor labels;  // i64 [N]
+  int64_t first = 0;  // the split file's index of item 0 (a part of a split starts later)
   int64_t size() const { return labels.numel(); }
 };
 // Reads and cross-checks one split (image and label counts must agree).

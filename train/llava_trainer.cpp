@@ -129,6 +129,10 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   if (start.resume)
     VLMC_CHECK(start.resume->stage_index == stage_index, "--resume: ", start.resume->dir, " is a checkpoint of another stage than "
                "model.stage ", stage, "'s");
+  // metrics.jsonl's records also as TensorBoard scalars (runs/<name>/tb).
+  if (start.metrics)
+    start.metrics->mirror_to_tensorboard((std::filesystem::path(start.run_dir) / "tb").string(), {{stage_name, 0}},
+                                         start.resume ? start.resume->step : 0);
 
   // ---- the model ----------------------------------------------------------------------
   nn::PretrainedOptions frozen;

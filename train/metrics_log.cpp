@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "train/tensorboard.h"
 
 namespace vlmc::train {
 
@@ -117,6 +118,38 @@ void MetricsLog::write(const json& record) {
   errno = 0;
   if (std::fwrite(text.data(), 1, text.size(), file_.get()) != text.size() || std::fflush(file_.get()) != 0)
     throw Error(str(path_, ": writing metrics record failed: ", errno_text()));
+  if (tensorboard_) mirror(record);
+}
+
+void MetricsLog::mirror_to_tensorboard(const std::string& dir, std::map<std::string, int64_t> stage_offsets,
+                                       int64_t start_step) {
+  tensorboard_ = std::make_shared<TensorBoardWriter>(dir, start_step);
+  stage_offsets_ = std::move(stage_offsets);
+}
+
+void MetricsLog::mirror(const json& record) {
+  const auto offset = stage_offsets_.find(record.value("stage", ""));
+  if (offset == stage_offsets_.end()) return;
+  TensorBoardWriter& tb = *tensorboard_;
+  const bool numbered = record.contains("step") && record["step"].is_number_integer();
+  const int64_t step = offset->second + (numbered ? record["step"].get<int64_t>() : 0);
+  const auto scalars = [&](const std::string& prefix, const json& object) {
+    for (const auto& [key, value] : object.items())
+      if (value.is_number() && key != "step") tb.add_scalar(prefix + key, step, value.get<double>());
+  };
+  if (record.value("stage", "") == "eval") {
+    const std::string split = record.value("split", "test");
+    scalars(split + "/", record);
+    if (record.contains("kinds"))
+      for (const auto& [kind, score] : record["kinds"].items())
+        if (score.is_object() && score.value("total", 0) > 0)
+          tb.add_scalar(split + "/" + kind, step, score.value("correct", 0.0) / score.value("total", 1.0));
+  } else if (record.contains("validation") && record["validation"].is_object()) {
+    scalars("validation/", record["validation"]);
+    if (record["validation"].contains("kinds")) scalars("validation/", record["validation"]["kinds"]);
+  } else {
+    scalars("train/", record);
+  }
 }
 
 std::vector<json> MetricsLog::read_all(const std::string& path) { return parse_lines(slurp(path), path); }

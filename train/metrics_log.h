@@ -10,12 +10,15 @@
 
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace vlmc::train {
+
+class TensorBoardWriter;
 
 class MetricsLog {
  public:
@@ -30,6 +33,19 @@ class MetricsLog {
   void write(const nlohmann::json& record);
 
   const std::string& path() const { return path_; }
+
+  // From now on every record written is also written as TensorBoard scalars
+  // to a new events file in `dir` (train/tensorboard.h), at the run's global
+  // step: the record's step plus stage_offsets[its stage] (the optimizer
+  // steps of the stages before it; a stage not named there is not mirrored).
+  // Tags: "train/<field>" for a step's numbers (loss, lr, grad_norm, step_s,
+  // tokens), "validation/answer_accuracy", "validation/<kind>",
+  // "validation/rule_reader_accuracy", and "<split>/..." for an evaluation
+  // record ("stage": "eval"), placed at stage_offsets["eval"]. `start_step`
+  // is the global step a resumed run continues from (TensorBoard then hides
+  // the earlier file's points past it).
+  void mirror_to_tensorboard(const std::string& dir, std::map<std::string, int64_t> stage_offsets,
+                             int64_t start_step);
 
   // For --resume: rewrites `path` atomically, keeping only the records for
   // which keep(record) is true (the trainer drops those newer than the
@@ -48,6 +64,10 @@ class MetricsLog {
   };
   std::string path_;
   std::unique_ptr<std::FILE, FileCloser> file_;
+  void mirror(const nlohmann::json& record);
+
+  std::shared_ptr<TensorBoardWriter> tensorboard_;
+  std::map<std::string, int64_t> stage_offsets_;
 };
 
 }  // namespace vlmc::train

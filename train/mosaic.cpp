@@ -84,7 +84,7 @@ MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen) 
     const kernels::Philox4 r = kernels::philox4x32(seed, offset + static_cast<uint64_t>(m));
     for (int64_t q = 0; q < 4; ++q) {
       const int64_t item = below(r.x[q], n);
-      sources[4 * m + q] = item;
+      sources[4 * m + q] = data.first + item;
       classes[4 * m + q] = lab[item];
       const int64_t row0 = (q / 2) * s, col0 = (q % 2) * s;
       for (int64_t y = 0; y < s; ++y)
@@ -100,8 +100,38 @@ MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen) 
   return set;
 }
 
+namespace {
+
+FashionMnist items(const FashionMnist& data, int64_t begin, int64_t end) {
+  FashionMnist part;
+  part.split = data.split;
+  part.images = data.images.narrow(0, begin, end - begin);
+  part.labels = data.labels.narrow(0, begin, end - begin);
+  part.first = data.first + begin;
+  return part;
+}
+
+void check_held_out(const FashionMnist& train, int64_t held_out) {
+  VLMC_CHECK(train.split == Split::train, "validation items: they are held out of the train split, not the ",
+             split_name(train.split), " split");
+  VLMC_CHECK(held_out >= 1 && held_out < train.size(), "data.validation_items ", held_out,
+             " must leave items on both sides of the train split's ", train.size());
+}
+
+}  // namespace
+
+FashionMnist training_items(const FashionMnist& train, int64_t held_out) {
+  check_held_out(train, held_out);
+  return items(train, 0, train.size() - held_out);
+}
+
+FashionMnist validation_items(const FashionMnist& train, int64_t held_out) {
+  check_held_out(train, held_out);
+  return items(train, train.size() - held_out, train.size());
+}
+
 MosaicSet build_train_mosaics(int64_t count, Generator& gen, const std::string& dir) {
-  return make_mosaics(load_fashion_mnist(Split::train, dir), count, gen);
+  return make_mosaics(training_items(load_fashion_mnist(Split::train, dir)), count, gen);
 }
 
 MosaicSet build_eval_mosaics(int64_t count, Generator& gen, const std::string& dir) {

@@ -40,7 +40,16 @@ struct MosaicSet {
 
 // count mosaics from data (any split); reserves count Philox counters of gen.
 MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen);
-// The same from the installed package, train file or test file only.
+
+// The train split's last kValidationItems items (data.validation_items) are
+// held out: stage 0 and the training pool draw from training_items, the
+// validation mosaics from validation_items, so nothing validated on is
+// trained on. Both are views of `train` (`first` says where they start).
+inline constexpr int64_t kValidationItems = 5000;
+FashionMnist training_items(const FashionMnist& train, int64_t held_out = kValidationItems);
+FashionMnist validation_items(const FashionMnist& train, int64_t held_out = kValidationItems);
+
+// The same from the installed package: the train file's training items, or the test file.
 MosaicSet build_train_mosaics(int64_t count, Generator& gen,
                               const std::string& dir = kFashionMnistDir);
 MosaicSet build_eval_mosaics(int64_t count, Generator& gen,

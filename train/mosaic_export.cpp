@@ -87,7 +87,9 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
   // The mosaics and questions `vlmc train` (train split) or `vlmc eval` (test
   // split) draw for this seed; text-only conversations use the rows after count.
   const bool train = o.split == Split::train;
-  const FashionMnist data = load_fashion_mnist(o.split, o.data_dir);
+  // The train split without the validation items, as vlmc train draws its pool.
+  const FashionMnist split = load_fashion_mnist(o.split, o.data_dir);
+  const FashionMnist data = train ? training_items(split) : split;
   Generator mosaic_gen(seeds::derive(o.seed, train ? seeds::kPool : seeds::kEval));
   const MosaicSet set = make_mosaics(data, o.count + text_only, mosaic_gen);
   Generator question_gen(seeds::derive(o.seed, train ? seeds::kPoolQuestions : seeds::kEvalQuestions));

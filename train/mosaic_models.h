@@ -26,7 +26,8 @@ namespace vlmc::train {
 // so that no two sets or draws share numbers.
 namespace seeds {
 inline constexpr uint64_t kPool = 11, kPoolQuestions = 12, kEval = 13, kEvalQuestions = 14,
-                          kVisionMosaics = 15, kWeights = 16, kExtraQuestions = 17;
+                          kVisionMosaics = 15, kWeights = 16, kExtraQuestions = 17,
+                          kValidation = 18, kValidationQuestions = 19;
 inline uint64_t derive(int64_t run_seed, uint64_t use) { return static_cast<uint64_t>(run_seed) * 1000003u + use; }
 }  // namespace seeds
 

@@ -659,4 +659,38 @@ void plot_loss_history(const std::string& metrics_path, const std::string& png_p
   write_line_plot_png(png_path, series, options);
 }
 
+void plot_validation_history(const std::string& metrics_path, const std::string& png_path) {
+  std::map<std::string, Series> answers, captions;
+  std::vector<std::string> order;
+  std::map<std::string, double> last_step;  // per stage, in its own steps
+  for (const nlohmann::json& r : MetricsLog::read_all(metrics_path)) {
+    if (!r.contains("validation") || !r["validation"].is_object() || !r.contains("step")) continue;
+    const std::string stage = r.value("stage", "");
+    if (!answers.count(stage)) order.push_back(stage);
+    const nlohmann::json& v = r["validation"];
+    const double step = r["step"].get<double>();
+    last_step[stage] = std::max(last_step[stage], step);
+    answers[stage].x.push_back(step);
+    answers[stage].y.push_back(100.0 * v.value("answer_accuracy", NAN));
+    captions[stage].x.push_back(step);
+    captions[stage].y.push_back(v.contains("kinds") ? 100.0 * v["kinds"].value("caption", NAN) : NAN);
+  }
+  std::vector<Series> series;
+  double offset = 0;
+  for (const std::string& stage : order) {
+    for (auto* by_stage : {&answers, &captions}) {
+      Series s = (*by_stage)[stage];
+      for (double& x : s.x) x += offset;
+      s.label = stage + (by_stage == &answers ? " answers" : " captions");
+      series.push_back(std::move(s));
+    }
+    offset += last_step[stage];
+  }
+  PlotOptions options;
+  options.title = "validation accuracy";
+  options.x_label = "optimizer steps since stage 1 began";
+  options.y_label = "% exact";
+  write_line_plot_png(png_path, series, options);
+}
+
 }  // namespace vlmc::train

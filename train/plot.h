@@ -84,4 +84,10 @@ void write_line_plot_png(const std::string& path, const std::vector<Series>& ser
 // one line per "stage" (so a resumed run plots its whole history).
 void plot_loss_history(const std::string& metrics_path, const std::string& png_path);
 
+// validation.png from the "validation" records of metrics.jsonl: answer
+// accuracy and whole-caption accuracy (%) against the optimizer steps since
+// the first validated stage began, each stage's steps after the previous
+// stage's last, so stage 2's forgetting of captions shows where it happens.
+void plot_validation_history(const std::string& metrics_path, const std::string& png_path);
+
 }  // namespace vlmc::train

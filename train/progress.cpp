@@ -97,6 +97,7 @@ std::string ProgressBar::line(int64_t step, const ProgressStats& stats, const st
   if (std::isfinite(stats.lr)) s += " lr " + printf_str("%.2e", stats.lr);
   if (std::isfinite(stats.tokens_per_s) && stats.tokens_per_s >= 0)
     s += " tok/s " + format_rate(stats.tokens_per_s);
+  if (std::isfinite(stats.validation)) s += " val " + printf_str("%.1f%%", 100.0 * stats.validation);
   s += " " + tail;
   // Only absurd values (19-digit step counts, centuries of ETA) get here.
   if (s.size() > kMaxColumns) s.resize(kMaxColumns);

@@ -26,6 +26,7 @@ struct ProgressStats {
   double loss = NAN;
   double lr = NAN;
   double tokens_per_s = NAN;
+  double validation = NAN;  // the last validation's answer accuracy (0..1), when the stage validates
 };
 
 class ProgressBar {

@@ -113,6 +113,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t skipped_steps = 0;  // non-finite gradients skipped in this stage (run.skip_nonfinite)
+  double validation = NAN;    // the last validation's answer accuracy
   const int64_t skipped_before = resume ? resume->skipped_steps : 0;  // ... before the resumed checkpoint
   for (int64_t step = first; step < s.steps; ++step) {
     const double lr_multiplier = schedule.multiplier(step);
@@ -209,8 +210,16 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     record["grad_norm"] = grad_norm;
     if (skipped) record["skipped"] = true;
     if (files.metrics) files.metrics->write(record);
-    const double elapsed = seconds_since(t0);
-    if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN});
+    if (spec.validate &&
+        ((spec.validate_every > 0 && (step + 1) % spec.validate_every == 0) || step + 1 == s.steps)) {
+      const auto t_validation = std::chrono::steady_clock::now();
+      const nlohmann::json v = spec.validate();
+      validation = v.value("answer_accuracy", NAN);
+      if (files.metrics) files.metrics->write({{"stage", spec.name}, {"step", step + 1}, {"validation", v}});
+      summary.validation_seconds += seconds_since(t_validation);
+    }
+    const double elapsed = seconds_since(t0) - summary.validation_seconds;
+    if (bar) bar->update(step + 1, {loss, lr, elapsed > 0 ? tokens_run / elapsed : NAN, validation});
     const bool checkpoint = (step + 1) % files.checkpoint_every == 0 || step + 1 == s.steps;
     // Sharded, gathering the optimizer state takes every process; whole, process 0 alone.
     const nlohmann::json data = checkpoint && files.data_state ? files.data_state() : nlohmann::json();
@@ -220,7 +229,7 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
     }
   }
   if (bar) bar->finish();
-  summary.seconds = seconds_since(t0);
+  summary.seconds = seconds_since(t0) - summary.validation_seconds;
   if (device.is_cuda())
     summary.peak_device_bytes = static_cast<int64_t>(cuda::allocator_stats(device.index).peak_allocated_bytes);
   summary.tokens_per_s = summary.seconds > 0 ? tokens_run / summary.seconds : 0.0;

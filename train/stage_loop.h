@@ -73,6 +73,13 @@ struct StageSpec {
   // a pure function of m. In a data-parallel job, of this process's share of
   // the micro-batch.
   std::function<StepLoss(int64_t micro_step)> step;
+  // Validation, when set: run every `validate_every` optimizer steps (0:
+  // never in between) and after the stage's last step, on every process; its
+  // result (with "answer_accuracy") is written to metrics.jsonl as
+  // {"stage", "step", "validation": ...}. Its time is left out of the stage's
+  // time and throughput. It must leave the model as it found it.
+  std::function<nlohmann::json()> validate;
+  int64_t validate_every = 0;
 };
 
 // Where a checkpoint left a stage: the optimizer state and the steps done.
@@ -86,7 +93,8 @@ struct StageResume {
 
 struct StageSummary {
   double final_loss = 0.0;     // mean loss of the last 10 % of steps
-  double seconds = 0.0;        // wall time of the steps run in this process
+  double seconds = 0.0;        // wall time of the steps run in this process (validation excluded)
+  double validation_seconds = 0.0;
   double tokens_per_s = 0.0;
   int64_t peak_device_bytes = 0;  // CUDA: the caching allocator's high-water mark during the stage; CPU: 0
 };

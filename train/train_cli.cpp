@@ -25,11 +25,21 @@ TrainCommands::TrainCommands(CLI::App& app) {
                      "continue runs/<name> from its newest usable checkpoint (a corrupt or inconsistent one is "
                      "passed over, saying so), or from the checkpoint directory given")
       ->expected(0, 1);
+  train_->add_option("--seeds", train_seeds_,
+                     "training seeds (run.train_seed, run.train_seed + 1, ...; stage 0 shared), each its own run "
+                     "<run.name>-seed<k>, then mean ± sd and a 95 % interval per question kind")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train::register_train_config(train_schema_, train_config_);
   train_schema_.add_to_cli(*train_);
 
   eval_ = app.add_subcommand(
-      "eval", "Exact-match answer accuracy of a checkpoint on held-out test mosaics, per question kind");
+      "eval", "Exact-match answer accuracy of a checkpoint on held-out mosaics, per question kind");
+  eval_->add_option("--split", eval_split_,
+                    "test: eval.mosaics of the test split; validation: eval.validation_mosaics of the train split's "
+                    "held-out items (choose recipes on this one)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"test", "validation"}));
   eval_->add_option("--checkpoint", checkpoint_, "checkpoint directory (runs/<name>/checkpoints/...)")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -107,6 +117,15 @@ int TrainCommands::run_train() {
   const std::unique_ptr<dist::ProcessGroup> group = dist::init_process_group(
       dist::rank_device(train_config_.device, launch), train_config_.collective_timeout_s);
   options.group = group.get();
+  if (train_seeds_ > 1) {
+    VLMC_CHECK(!train_config_.llava_data(), "--seeds: repeated runs are for the built-in mosaic job (data.format = "
+               "mosaic); launch a data.format = llava run once per run.train_seed");
+    VLMC_CHECK(group->world_size() == 1 && !options.resume, "--seeds runs in one process and starts new runs "
+               "(no mpirun, no --resume)");
+    const train::ConnectorRow row = train::run_seeds(train_config_, options, train_seeds_);
+    std::printf("%s", train::connector_table({row}, train_config_).c_str());
+    return 0;
+  }
   train::TrainResult result;
   try {
     result = train_config_.llava_data() ? train::run_llava_training(train_config_, options)
@@ -119,7 +138,10 @@ int TrainCommands::run_train() {
   }
   if (group->rank() == 0) {
     std::fflush(stderr);
-    if (!train_config_.llava_data()) train::print_report(result.eval, stdout);
+    if (!train_config_.llava_data()) {
+      train::print_report(result.eval, stdout);
+      train::print_validation(result.validation, stdout);
+    }
   }
   return 0;
 }
@@ -140,7 +162,12 @@ int TrainCommands::run_eval() {
   train::MosaicModels models = train::build_models(eval_config_, tokenizer);
   models.to(Device::parse(eval_config_.device));  // run.device / --device, checked by validate()
   models.load_state_dict(ckpt.model);
-  const train::EvalReport report = train::evaluate(models, eval_config_, tokenizer);
+  const train::EvalReport report =
+      eval_split_ == "validation"
+          ? train::evaluate(models, eval_config_, tokenizer,
+                            train::validation_set(eval_config_,
+                                                  train::load_fashion_mnist(train::Split::train, eval_config_.data_dir)))
+          : train::evaluate(models, eval_config_, tokenizer);
   train::print_report(report, stdout);
   return 0;
 }

@@ -38,6 +38,8 @@ class TrainCommands {
   std::vector<std::string> experiment_connectors_;
   std::string experiment_out_;
   int64_t experiment_seeds_ = 1;
+  int64_t train_seeds_ = 1;
+  std::string eval_split_ = "test";
   bool resume_ = false;
   std::string resume_from_;  // --resume PATH: that checkpoint, no fallback
   std::string checkpoint_;

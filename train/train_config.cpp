@@ -128,6 +128,8 @@ void TrainConfig::validate() const {
   VLMC_CHECK(log_every_s >= 0, "run.log_every_s must be >= 0 seconds, got ", log_every_s);
   VLMC_CHECK(train_mosaics >= 1, "data.train_mosaics must be >= 1, got ", train_mosaics);
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
+  VLMC_CHECK(validation_items >= 1 && validation_items < 60000, "data.validation_items must be in 1..59999 (of the "
+             "train split's 60000 items), got ", validation_items);
   VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
              "vision.patch_size ", vision_patch_size,
              " must split the 56-pixel mosaic into an even grid (2, 4, 7, 14 or 28)");
@@ -179,6 +181,10 @@ void TrainConfig::validate() const {
   VLMC_CHECK(eval_questions_per_image >= 1, "eval.questions_per_image must be >= 1, got ",
              eval_questions_per_image);
   VLMC_CHECK(eval_batch_size >= 1, "eval.batch_size must be >= 1, got ", eval_batch_size);
+  VLMC_CHECK(eval_validation_mosaics >= 1, "eval.validation_mosaics must be >= 1, got ", eval_validation_mosaics);
+  VLMC_CHECK(eval_every >= 0, "eval.every must be >= 0 steps, got ", eval_every);
+  VLMC_CHECK(stage2_caption_mix >= 0 && stage2_caption_mix <= 16, "stage2.caption_mix must be in 0..16 captions "
+             "per question, got ", stage2_caption_mix);
 }
 
 void TrainConfig::validate_llava() const {
@@ -233,6 +239,8 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("data.dir", &c.data_dir, "Fashion-MNIST IDX files (Debian's dataset-fashion-mnist)");
   s.add("data.train_mosaics", &c.train_mosaics, "training mosaics for stages 1 and 2 (train split)");
   s.add("data.questions_per_image", &c.questions_per_image, "stage-2 questions per training mosaic");
+  s.add("data.validation_items", &c.validation_items,
+        "the last N items of the train split, never trained on: the validation mosaics' items");
   s.add("data.format", &c.data_format,
         "mosaic: the built-in Fashion-MNIST job; llava: LLaVA's JSON and images over [model]'s checkpoints");
   s.set_choices("data.format", {"mosaic", "llava"});
@@ -323,8 +331,13 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   register_stage(s, "stage1", c.stage1);
   register_stage(s, "stage2", c.stage2);
   s.add("stage2.connector_lr", &c.stage2_connector_lr, "the connector's own peak lr in stage 2 (0 = stage2.lr)");
+  s.add("stage2.caption_mix", &c.stage2_caption_mix,
+        "stage-1 captions mixed into stage 2 per question (0.25: one per four questions; 0 = none)");
 
-  s.add("eval.mosaics", &c.eval_mosaics, "held-out mosaics (test split)");
+  s.add("eval.mosaics", &c.eval_mosaics, "held-out mosaics (test split), evaluated once at the end");
+  s.add("eval.validation_mosaics", &c.eval_validation_mosaics,
+        "validation mosaics (of data.validation_items), scored during stages 1 and 2");
+  s.add("eval.every", &c.eval_every, "optimizer steps between validations in stages 1 and 2 (0: after each stage only)");
   s.add("eval.seed", &c.eval_seed, "seed of the evaluation mosaics and questions, independent of run.seed");
   s.add("eval.questions_per_image", &c.eval_questions_per_image, "questions asked per held-out mosaic");
   s.add("eval.batch_size", &c.eval_batch_size, "samples per evaluation forward");

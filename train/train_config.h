@@ -53,6 +53,9 @@ struct TrainConfig {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   int64_t train_mosaics = 8000;    // the pool stages 1 and 2 draw from (train split only)
   int64_t questions_per_image = 4; // stage-2 questions made per pool mosaic
+  // The last N items of Fashion-MNIST's train split: never trained on (stage 0
+  // and the pool draw from the others), the validation mosaics draw from them.
+  int64_t validation_items = 5000;
   // "mosaic" (the built-in Fashion-MNIST job above), or "llava": LLaVA's JSON
   // and image folder over Hugging Face checkpoints ([model]; train/llava_trainer.h).
   std::string data_format = "mosaic";
@@ -123,9 +126,17 @@ struct TrainConfig {
   // [stage2]: connector + language model (LLaVA's instruction tuning)
   StageSettings stage2{1500, 32, 5e-4, 0.0, 0.03, 0.0, 1.0};
   double stage2_connector_lr = 1e-3;  // LLaVA's mm_projector_lr; 0 = stage2.lr
+  // Stage-1 captions mixed into stage 2, per stage-2 question (0.25: one
+  // caption for every four questions), as LLaVA-1.5's mixture keeps general
+  // data beside the instructions; 0 = questions only.
+  double stage2_caption_mix = 0.0;
 
   // [eval]
-  int64_t eval_mosaics = 1000;          // test split only
+  int64_t eval_mosaics = 1000;          // test split only, evaluated once at the end of the run
+  // Validation: mosaics of the held-out train items (data.validation_items),
+  // scored every eval.every optimizer steps of stages 1 and 2 and after each.
+  int64_t eval_validation_mosaics = 200;
+  int64_t eval_every = 150;             // 0: only after each stage
   int64_t eval_seed = 0;                // the evaluation mosaics and questions, whatever run.seed is
   int64_t eval_questions_per_image = 4;
   int64_t eval_batch_size = 128;

@@ -44,7 +44,7 @@ std::vector<optim::NamedTensor> named(const nn::Module& module, const std::strin
 // Part of every stage-0 cache key: bump it when what stage 0 learns changes
 // in code (the text layout, the slot words, the encoder head), so that no run
 // reuses a model made for other data.
-constexpr int kStage0Format = 2;
+constexpr int kStage0Format = 3;  // 3: the train split's last data.validation_items are held out
 
 // The two halves of stage 0, each cached on its own under run.cache_dir.
 struct Stage0Part {
@@ -54,7 +54,7 @@ struct Stage0Part {
 };
 
 const Stage0Part kVisionPart{"vision", {"vision_encoder.", "quadrant_head."},
-                             {"vision.", "stage0.vision.", "run.seed", "data.dir"}};
+                             {"vision.", "stage0.vision.", "run.seed", "data.dir", "data.validation_items"}};
 const Stage0Part kLanguagePart{"language", {"llm."},
                                {"language.", "stage0.language.", "run.seed", "data.", "vision.patch_size"}};
 
@@ -140,6 +140,10 @@ class MosaicRun {
   // One batch of stage 1 or 2 on the cached features: spliced, forward, loss.
   std::function<StepLoss(int64_t)> llava_step(const std::vector<Sample>& samples, uint64_t stream,
                                                const StageSettings& s);
+  // Scores the validation set (no oracle) for a stage's curve.
+  nlohmann::json validate();
+  // Each stage's validation curve, read back from metrics.jsonl (a resumed run included).
+  std::map<std::string, ValidationSummary> validation_summaries() const;
 
   const TrainConfig& c_;
   const TrainOptions& options_;
@@ -155,9 +159,10 @@ class MosaicRun {
   int resume_stage_ = -1;
   std::optional<StageResume> resume_point_;
   RunFiles files_;
-  FashionMnist train_split_;
+  FashionMnist train_split_;  // the items stage 0 and the pool draw from (the validation items held out)
+  EvalSet validation_;
   MosaicSet pool_;
-  std::vector<Sample> captions_, questions_;
+  std::vector<Sample> captions_, questions_, stage2_samples_;
   Tensor pool_features_;  // [M, N, Dv]: the frozen encoder's features of the pool, for stages 1 and 2
   int64_t grid_;
 };
@@ -198,6 +203,21 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
     resume_point_ = StageResume{point.step, std::move(point.checkpoint.optimizer), point.skipped_steps};
   }
 
+  // metrics.jsonl's records also as TensorBoard scalars (runs/<name>/tb), on
+  // one step axis: each stage's steps after the stages before it.
+  if (start_.metrics) {
+    const std::map<std::string, int64_t> offsets = {
+        {"stage0-vision", 0},
+        {"stage0-language", c.stage0_vision.steps},
+        {"stage1", c.stage0_vision.steps + c.stage0_language.steps},
+        {"stage2", c.stage0_vision.steps + c.stage0_language.steps + c.stage1.steps},
+        {"eval", c.stage0_vision.steps + c.stage0_language.steps + c.stage1.steps + c.stage2.steps}};
+    int64_t start_step = 0;
+    if (start_.resume)
+      for (const auto& [stage, index] : stage_indices)
+        if (index == start_.resume->stage_index) start_step = offsets.at(stage) + start_.resume->step;
+    start_.metrics->mirror_to_tensorboard((fs::path(start_.run_dir) / "tb").string(), offsets, start_step);
+  }
   files_.run_dir = start_.run_dir;
   files_.checkpoint_root = start_.checkpoint_root;
   files_.metrics = start_.metrics ? &*start_.metrics : nullptr;
@@ -213,7 +233,9 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
   // Both splits are read before anything trains: a corrupt test split must
   // stop the run now, not at the evaluation after every stage.
   load_fashion_mnist(Split::test, c.data_dir);
-  train_split_ = load_fashion_mnist(Split::train, c.data_dir);
+  const FashionMnist whole_train = load_fashion_mnist(Split::train, c.data_dir);
+  train_split_ = training_items(whole_train, c.validation_items);
+  validation_ = validation_set(c, whole_train);
   Generator pool_gen(seeds::derive(c.seed, seeds::kPool));
   pool_ = make_mosaics(train_split_, c.train_mosaics, pool_gen);
   Generator pool_questions(seeds::derive(c.seed, seeds::kPoolQuestions));
@@ -330,6 +352,31 @@ std::function<StepLoss(int64_t)> MosaicRun::llava_step(const std::vector<Sample>
   };
 }
 
+nlohmann::json MosaicRun::validate() {
+  return validation_record(evaluate(models_, c_, tokenizer_, validation_, /*with_oracle=*/false));
+}
+
+std::map<std::string, ValidationSummary> MosaicRun::validation_summaries() const {
+  std::map<std::string, ValidationSummary> out;
+  if (!start_.metrics) return out;
+  for (const nlohmann::json& r : MetricsLog::read_all(start_.metrics_path)) {
+    if (!r.contains("validation") || !r["validation"].is_object()) continue;
+    const nlohmann::json& v = r["validation"];
+    ValidationSummary& s = out[r.value("stage", "")];
+    const double answers = v.value("answer_accuracy", 0.0);
+    const int64_t step = r.value("step", int64_t{0});
+    if (s.points == 0 || answers > s.best) {
+      s.best = answers;
+      s.best_step = step;
+    }
+    ++s.points;
+    s.last = answers;
+    s.last_step = step;
+    s.last_caption = v.contains("kinds") ? v["kinds"].value("caption", 0.0) : 0.0;
+  }
+  return out;
+}
+
 void MosaicRun::stages_1_and_2() {
   pool_features_ = features_of(models_, pool_);  // [M, N, Dv]
   pool_.images = Tensor();                        // not needed any more
@@ -339,15 +386,24 @@ void MosaicRun::stages_1_and_2() {
     StageSpec spec = stage_spec("stage1", kStage1, c_.stage1);
     spec.params = named(*models_.llava->connector, "connector.");
     spec.step = llava_step(captions_, kStreamStage1, c_.stage1);
+    spec.validate = [this] { return validate(); };
+    spec.validate_every = c_.eval_every;
     timed("stage1", run_stage(spec, files_, resume_for(kStage1)));
   }
+  // Stage 2's samples: the questions, then stage.caption_mix captions per
+  // question taken in turn from stage 1's (LLaVA-1.5 keeps general data in its mixture).
+  stage2_samples_ = questions_;
+  const auto mixed = static_cast<size_t>(std::llround(c_.stage2_caption_mix * static_cast<double>(questions_.size())));
+  for (size_t i = 0; i < mixed; ++i) stage2_samples_.push_back(captions_[i % captions_.size()]);
   models_.llava->set_stage(2);
   StageSpec spec = stage_spec("stage2", kStage2, c_.stage2);
   spec.params = named(*models_.llava->connector, "connector.");
   for (auto& p : named(*models_.language, "llm.")) spec.params.push_back(p);
   spec.lr_prefix = "connector.";
   spec.prefix_lr = c_.stage2_connector_lr;
-  spec.step = llava_step(questions_, kStreamStage2, c_.stage2);
+  spec.step = llava_step(stage2_samples_, kStreamStage2, c_.stage2);
+  spec.validate = [this] { return validate(); };
+  spec.validate_every = c_.eval_every;
   timed("stage2", run_stage(spec, files_, resume_for(kStage2)));
   models_.llava->set_stage(1);
 }
@@ -362,8 +418,16 @@ TrainResult MosaicRun::evaluate_and_write() {
   }
   const EvalReport report = evaluate(models_, c_, tokenizer_);
   result_.eval = report;
+  result_.validation = validation_summaries();
   nlohmann::json record = report.to_json();
   record["stage"] = "eval";
+  for (const auto& [stage, v] : result_.validation)
+    record["validation_curves"][stage] = {{"points", v.points},       {"last_step", v.last_step}, {"answer_accuracy", v.last},
+                                   {"best_answer_accuracy", v.best}, {"best_step", v.best_step},
+                                   {"caption_accuracy", v.last_caption}};
+  record["eval_seed"] = c_.eval_seed;
+  record["train_seed"] = c_.stages12_seed();
+  record["run_seed"] = c_.seed;
   if (!lead_) return result_;  // every process evaluated the same model; process 0 writes
   start_.metrics->write(record);
   // results.json also says how the run ran: where, in what precision, how fast.
@@ -376,10 +440,23 @@ TrainResult MosaicRun::evaluate_and_write() {
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};
   io::write_file_atomically((fs::path(start_.run_dir) / "results.json").string(), record.dump(2) + "\n", "train");
   plot_loss_history(start_.metrics_path, (fs::path(start_.run_dir) / "loss.png").string());
+  plot_validation_history(start_.metrics_path, (fs::path(start_.run_dir) / "validation.png").string());
   return result_;
 }
 
 }  // namespace
+
+void print_validation(const std::map<std::string, ValidationSummary>& validation, std::FILE* out) {
+  for (const auto& [stage, v] : validation)
+    std::fprintf(out, "validation %s: answers %.1f %% at step %lld (best %.1f %% at step %lld, %lld points), "
+                 "captions %.1f %%\n", stage.c_str(), 100.0 * v.last, static_cast<long long>(v.last_step),
+                 100.0 * v.best, static_cast<long long>(v.best_step), static_cast<long long>(v.points),
+                 100.0 * v.last_caption);
+  const auto s1 = validation.find("stage1"), s2 = validation.find("stage2");
+  if (s1 != validation.end() && s2 != validation.end())
+    std::fprintf(out, "captions forgotten in stage 2: %.1f %% -> %.1f %% on validation (stage2.caption_mix keeps "
+                 "some)\n", 100.0 * s1->second.last_caption, 100.0 * s2->second.last_caption);
+}
 
 TrainResult run_training(const TrainConfig& c, const TrainOptions& options) {
   c.validate();

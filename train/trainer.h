@@ -9,14 +9,18 @@
 //   both are then frozen; their features are computed once per mosaic
 //   stage 1  connector only, on captions (LLaVA's feature alignment)
 //   stage 2  connector + language model, on questions (LLaVA's instruction tuning)
-//   eval     exact-match answers on held-out test-split mosaics, per question
-//            kind, beside the frozen encoder's own per-quadrant accuracy
+//   validation  during stages 1 and 2, every eval.every steps, on mosaics of
+//            the train split's held-out items (the curves, recipe choices)
+//   eval     once, at the end: exact-match answers on held-out test-split
+//            mosaics, per question kind, beside the frozen encoder's own
+//            per-quadrant accuracy and the baselines
 //
 // Outputs under runs/<name>/: config.toml, metrics.jsonl, loss.png,
 // checkpoints/, results.json. See docs/training.md.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,12 +50,26 @@ struct StageTiming {
   int64_t peak_device_bytes = 0;  // CUDA allocator high-water mark during the stage (0 on the CPU)
 };
 
+// What the validation curve of one stage came to (metrics.jsonl's records).
+struct ValidationSummary {
+  int64_t points = 0;             // validations run
+  int64_t last_step = 0;
+  double last = 0.0, best = 0.0;  // answer accuracy (0..1) at the stage's end, and its highest
+  int64_t best_step = 0;
+  double last_caption = 0.0;      // whole-caption accuracy at the stage's end
+};
+
 struct TrainResult {
-  EvalReport eval;
+  EvalReport eval;                                     // the test split, once at the end
+  std::map<std::string, ValidationSummary> validation;  // "stage1", "stage2"
   std::map<std::string, StageTiming> stages;  // the stages this process ran
   int64_t connector_parameters = 0;
   int64_t visual_tokens = 0;                  // per image, what the connector writes
 };
+
+// "validation (N held-out train mosaics): stage1 ... stage2 ...", and the
+// captions forgotten from the end of stage 1 to the end of stage 2.
+void print_validation(const std::map<std::string, ValidationSummary>& validation, std::FILE* out);
 
 // Runs stage 0 (or loads it from the cache), stages 1 and 2, and the evaluation.
 TrainResult run_training(const TrainConfig& config, const TrainOptions& options);

@@ -82,7 +82,9 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("answer accuracy: ") && Catch::Contains("encoder accuracy: ") &&
-                        Catch::Contains("evaluation on 8 held-out test mosaics (16 questions)"));
+                        Catch::Contains("evaluation on 8 held-out test mosaics (16 questions)") &&
+                        Catch::Contains("validation stage2: answers ") &&
+                        Catch::Contains("captions forgotten in stage 2: "));
   for (const char* stage : {"stage0-vision", "stage0-language", "stage1", "stage2"}) CHECK_THAT(r.err, Catch::Contains(stage));
   const fs::path run = scratch.path / "runs" / "toy";
   for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "results.json"}) {
@@ -97,6 +99,11 @@ TEST_CASE("cli: vlmc train runs every stage, prints both accuracies, and eval re
   INFO(e.err);
   REQUIRE(e.status == 0);
   CHECK_THAT(e.out, Catch::Contains("evaluation on 4 held-out test mosaics") && Catch::Contains("answer accuracy: "));
+  const Result v = run_cli({"eval", "--checkpoint", last, "--split", "validation", "--eval.validation_mosaics", "6"},
+                           scratch.path);
+  INFO(v.err);
+  REQUIRE(v.status == 0);
+  CHECK_THAT(v.out, Catch::Contains("evaluation on 6 held-out validation mosaics (12 questions)"));
 
   // The same run again: refused without --resume, nothing lost; with it, the
   // finished run loads its last checkpoint and only evaluates again.

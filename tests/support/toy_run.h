@@ -36,6 +36,8 @@ inline train::TrainConfig toy_run_config(const std::filesystem::path& root) {
   }
   c.eval_mosaics = 8;
   c.eval_questions_per_image = 2;
+  c.eval_validation_mosaics = 8;
+  c.eval_every = 2;
   // Where the machine keeps Fashion-MNIST elsewhere (the GPU machine unpacks
   // the Debian package beside the tree: scripts/gpu-check.sh).
   if (const char* dir = std::getenv("VLMC_FASHION_MNIST_DIR")) c.data_dir = dir;

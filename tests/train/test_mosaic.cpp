@@ -217,3 +217,22 @@ TEST_CASE("evaluation baselines: the rule reader and the majority answer, kind b
   CHECK(blind.rule_reader_kinds.at("what").correct == what_zero);
   CHECK(blind.rule_reader.accuracy() < perfect.rule_reader.accuracy());
 }
+
+TEST_CASE("mosaic: the validation items are held out of the train split, and only they feed validation mosaics", "[mosaic]") {
+  const FashionMnist train = load_fashion_mnist(Split::train);
+  const FashionMnist training = training_items(train, 5000), held_out = validation_items(train, 5000);
+  CHECK(training.size() == train.size() - 5000);
+  CHECK(held_out.size() == 5000);
+  CHECK(held_out.first == train.size() - 5000);
+  Generator g1(1), g2(1);
+  const MosaicSet pool = make_mosaics(training, 500, g1), validation = make_mosaics(held_out, 500, g2);
+  for (int64_t s : pool.sources.to_vector<int64_t>()) CHECK(s < train.size() - 5000);
+  const std::vector<int64_t> sources = validation.sources.to_vector<int64_t>(), classes = validation.classes.to_vector<int64_t>();
+  const std::vector<int64_t> labels = train.labels.to_vector<int64_t>();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    CHECK(sources[i] >= train.size() - 5000);
+    CHECK(classes[i] == labels[static_cast<size_t>(sources[i])]);  // sources index the whole split
+  }
+  REQUIRE_THROWS_WITH(validation_items(train, 60000), Catch::Contains("data.validation_items"));
+  REQUIRE_THROWS_WITH(training_items(load_fashion_mnist(Split::test), 100), Catch::Contains("test split"));
+}

@@ -26,22 +26,11 @@ using namespace vlmc;
 using namespace vlmc::train;
 namespace fs = std::filesystem;
 using vlmc::test::TempDir;
+using vlmc::test::read_file_bytes;
+using vlmc::test::write_file_bytes;
 using json = nlohmann::json;
 
 namespace {
-
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
 
 std::string read_back(std::FILE* f) {
   std::fflush(f);
@@ -207,7 +196,7 @@ TEST_CASE("metrics log writes one parseable line per record with NaN as null", "
     CHECK(MetricsLog::read_all(path).size() == 2);
     REQUIRE_THROWS_WITH(log.write(json::array({1, 2})), Catch::Contains("must be a JSON object"));
   }
-  const std::string text = read_text(path);
+  const std::string text = read_file_bytes(path);
   CHECK(count_lines(text) == 2);
   const auto recs = MetricsLog::read_all(path);
   REQUIRE(recs.size() == 2);
@@ -238,8 +227,8 @@ TEST_CASE("metrics truncate_for_resume keeps the chosen records and drops a torn
   const auto recs = MetricsLog::read_all(path);
   REQUIRE(recs.size() == 4);
   CHECK(recs.back()["step"] == 4);
-  CHECK(read_text(path).find("lo\n") == std::string::npos);
-  CHECK(read_text(path).back() == '\n');
+  CHECK(read_file_bytes(path).find("lo\n") == std::string::npos);
+  CHECK(read_file_bytes(path).back() == '\n');
   // No temporary file is left beside it.
   CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
 
@@ -255,12 +244,12 @@ TEST_CASE("metrics truncate_for_resume keeps the chosen records and drops a torn
 TEST_CASE("metrics a torn middle line is an error naming the file and line", "[metrics]") {
   TempDir dir("run_artifacts");
   const std::string path = dir.file("metrics.jsonl");
-  write_text(path, "{\"step\":1}\n{\"step\":2, \"lo\n{\"step\":3}\n");
+  write_file_bytes(path, "{\"step\":1}\n{\"step\":2, \"lo\n{\"step\":3}\n");
   REQUIRE_THROWS_WITH(MetricsLog::read_all(path), Catch::Contains(path + ":2:"));
-  const std::string before = read_text(path);
+  const std::string before = read_file_bytes(path);
   REQUIRE_THROWS_WITH(MetricsLog::truncate_for_resume(path, [](const json&) { return true; }),
                       Catch::Contains(path + ":2:"));
-  CHECK(read_text(path) == before);  // untouched on error
+  CHECK(read_file_bytes(path) == before);  // untouched on error
 
   REQUIRE_THROWS_WITH(MetricsLog::read_all(dir.file("nope.jsonl")), Catch::Contains("nope.jsonl"));
 }
@@ -268,16 +257,16 @@ TEST_CASE("metrics a torn middle line is an error naming the file and line", "[m
 TEST_CASE("metrics reopening a log that ends in a torn line starts a fresh line", "[metrics]") {
   TempDir dir("run_artifacts");
   const std::string path = dir.file("metrics.jsonl");
-  write_text(path, "{\"step\":1}\n{\"step\":2,");
+  write_file_bytes(path, "{\"step\":1}\n{\"step\":2,");
   { MetricsLog(path).write({{"step", 3}}); }
-  CHECK(read_text(path) == "{\"step\":1}\n{\"step\":2,\n{\"step\":3}\n");
+  CHECK(read_file_bytes(path) == "{\"step\":1}\n{\"step\":2,\n{\"step\":3}\n");
   // The torn line is now in the middle: reading says so rather than guessing.
   REQUIRE_THROWS_WITH(MetricsLog::read_all(path), Catch::Contains(":2:"));
 }
 
 TEST_CASE("metrics log names the path it cannot open", "[metrics]") {
   TempDir dir("run_artifacts");
-  write_text(dir.file("file"), "x");
+  write_file_bytes(dir.file("file"), "x");
   REQUIRE_THROWS_WITH(MetricsLog(dir.file("file/metrics.jsonl")), Catch::Contains(dir.file("file/metrics.jsonl")));
 }
 
@@ -367,11 +356,11 @@ TEST_CASE("checkpoint missing state.json is not listed and loading names the fil
                       Catch::Contains(root + "/stage1-step000200") && Catch::Contains("state.json is missing"));
   REQUIRE_THROWS_WITH(load_checkpoint(root + "/nothing"), Catch::Contains("does not exist"));
 
-  write_text(root + "/stage1-step000100/state.json", "{\"step\": 1");
+  write_file_bytes(root + "/stage1-step000100/state.json", "{\"step\": 1");
   REQUIRE_THROWS_WITH(load_checkpoint(root + "/stage1-step000100"),
                       Catch::Contains("state.json is corrupt"));
   save_checkpoint(root, "stage1-step000100", sample_checkpoint(100));
-  write_text(root + "/stage1-step000100/model.safetensors", "garbage");
+  write_file_bytes(root + "/stage1-step000100/model.safetensors", "garbage");
   REQUIRE_THROWS_WITH(load_checkpoint(root + "/stage1-step000100"),
                       Catch::Contains("stage1-step000100': model.safetensors is corrupt: its checksum is"));
 }
@@ -383,20 +372,20 @@ TEST_CASE("checkpoint tensor files are checked against their CRC-32, and NaNs ar
   const std::string path = root + "/stage1-step000300";
   const Checkpoint back = load_checkpoint(path);
   CHECK(!back.state.contains("checksums"));  // verified, then left out of the state handed back
-  const json on_disk = json::parse(read_text(path + "/state.json"));
+  const json on_disk = json::parse(read_file_bytes(path + "/state.json"));
   CHECK(on_disk.at("checksums").at("model.safetensors").get<std::string>().rfind("crc32:", 0) == 0);
   // One flipped bit in the optimizer's data: an error naming the file.
   const std::string opt = path + "/optimizer.safetensors";
-  std::string bytes = read_text(opt);
+  std::string bytes = read_file_bytes(opt);
   bytes[bytes.size() - 3] ^= 0x10;
-  write_text(opt, bytes);
+  write_file_bytes(opt, bytes);
   REQUIRE_THROWS_WITH(load_checkpoint(path), Catch::Contains("optimizer.safetensors is corrupt") &&
                                                  Catch::Contains("state.json recorded crc32:"));
   // A checkpoint from before checksums (no "checksums" in state.json) loads as it is.
   save_checkpoint(root, "stage1-step000400", sample_checkpoint(400));
-  json state = json::parse(read_text(root + "/stage1-step000400/state.json"));
+  json state = json::parse(read_file_bytes(root + "/stage1-step000400/state.json"));
   state.erase("checksums");
-  write_text(root + "/stage1-step000400/state.json", state.dump());
+  write_file_bytes(root + "/stage1-step000400/state.json", state.dump());
   const Checkpoint old = load_checkpoint(root + "/stage1-step000400");
   CHECK(old.model.size() == 3);
   // sample_checkpoint holds a NaN on purpose (the bytes round-trip); resuming

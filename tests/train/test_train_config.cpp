@@ -132,7 +132,7 @@ TEST_CASE("train config: every schema key is in to_toml", "[train-config]") {
   const std::vector<std::string> keys = schema.keys();
   // 13 run + 3 data + 11 data (llava) + 8 model + 7 vision + 8 language + 11 connector
   // + 4 stages x 8 + stage0.language.extra_questions_per_image + stage2.connector_lr + 4 eval.
-  CHECK(keys.size() == 100);
+  CHECK(keys.size() == 104);
   const toml::table doc = toml::parse(std::string_view(schema.to_toml()), std::string_view("to_toml"));
   for (const std::string& key : keys) {
     INFO("key " << key);
@@ -202,6 +202,12 @@ TEST_CASE("train config: each bad value is refused, naming its key", "[train-con
       {"eval.mosaics", [](TrainConfig& c) { c.eval_mosaics = 0; }},
       {"eval.questions_per_image", [](TrainConfig& c) { c.eval_questions_per_image = 0; }},
       {"eval.batch_size", [](TrainConfig& c) { c.eval_batch_size = -1; }},
+      {"eval.validation_mosaics", [](TrainConfig& c) { c.eval_validation_mosaics = 0; }},
+      {"eval.every", [](TrainConfig& c) { c.eval_every = -1; }},
+      {"data.validation_items", [](TrainConfig& c) { c.validation_items = 0; }},
+      {"data.validation_items", [](TrainConfig& c) { c.validation_items = 60000; }},
+      {"stage2.caption_mix", [](TrainConfig& c) { c.stage2_caption_mix = -0.5; }},
+      {"run.train_seed", [](TrainConfig& c) { c.train_seed = -2; }},
   };
   for (const Bad& bad : cases) {
     TrainConfig c;

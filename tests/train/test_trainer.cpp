@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/mosaic_models.h"
+#include "train/tensorboard.h"
 #include "train/trainer.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/toy_run.h"
@@ -59,10 +60,43 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
   CHECK(report.kinds.at("caption").total == 8);
 
   const fs::path run = dir.path / "runs" / c.name;
-  for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "results.json"}) {
+  for (const char* f : {"config.toml", "metrics.jsonl", "loss.png", "validation.png", "results.json"}) {
     INFO(f);
     CHECK(fs::is_regular_file(run / f));
   }
+  // Validation every 2 steps of stages 1 and 2 (4 steps each): steps 2 and 4.
+  std::vector<std::pair<std::string, int64_t>> validated;
+  for (const auto& r : MetricsLog::read_all((run / "metrics.jsonl").string()))
+    if (r.contains("validation")) {
+      validated.emplace_back(r.at("stage"), r.at("step"));
+      CHECK(r.at("validation").at("kinds").size() == 5);  // four question kinds and captions
+      CHECK(r.at("validation").at("answer_accuracy").get<double>() >= 0);
+    }
+  CHECK(validated == std::vector<std::pair<std::string, int64_t>>{{"stage1", 2}, {"stage1", 4}, {"stage2", 2},
+                                                                  {"stage2", 4}});
+  // The same records as TensorBoard scalars, on one step axis over the four stages.
+  {
+    const std::vector<std::string> files = tensorboard_event_files((run / "tb").string());
+    REQUIRE(files.size() == 1);
+    std::vector<int64_t> loss_steps, validation_steps;
+    bool test_accuracy = false;
+    for (const ScalarEvent& e : read_tensorboard_scalars(files[0])) {
+      if (e.tag == "train/loss") loss_steps.push_back(e.step);
+      if (e.tag == "validation/answer_accuracy") validation_steps.push_back(e.step);
+      if (e.tag == "test/answer_accuracy") {
+        test_accuracy = true;
+        CHECK(e.step == 16);
+        CHECK(e.value == static_cast<float>(report.answers.accuracy()));
+      }
+    }
+    CHECK(loss_steps.size() == 16);
+    CHECK(loss_steps.back() == 16);
+    CHECK(validation_steps == std::vector<int64_t>{10, 12, 14, 16});
+    CHECK(test_accuracy);
+  }
+  REQUIRE(result.validation.count("stage2"));
+  CHECK(result.validation.at("stage2").points == 2);
+  CHECK(result.validation.at("stage2").last_step == 4);
   {
     std::ifstream in(run / "results.json");
     const nlohmann::json results = nlohmann::json::parse(in);
@@ -71,6 +105,11 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
     CHECK(results.at("stages").size() == 4);
     CHECK(results.at("stages").at("stage2").at("tokens_per_s").get<double>() > 0);
     CHECK(results.at("stages").at("stage2").at("peak_device_bytes") == 0);  // no device memory on the CPU
+    CHECK(results.at("split") == "test");
+    CHECK(results.at("validation_curves").at("stage1").at("points") == 2);
+    CHECK(results.at("eval_seed") == c.eval_seed);
+    CHECK(results.at("train_seed") == c.seed);
+    CHECK(!results.at("cpu_model").get<std::string>().empty());
   }
   const auto seq = losses(run);
   REQUIRE(seq.size() == 16);  // 4 steps x 4 stages
@@ -162,4 +201,24 @@ TEST_CASE("trainer: run.train_seed redraws only the connector, and run.train_see
   }
   CHECK(connector > 0);
   CHECK(rest > 0);
+}
+
+TEST_CASE("trainer: stage2.caption_mix mixes stage-1 captions into stage 2, and only stage 2 changes", "[trainer]") {
+  TempDir dir("trainer");
+  const TrainConfig plain = toy_config(dir.path);
+  TrainConfig mixed = plain;
+  mixed.name = "mixed";
+  mixed.stage2_caption_mix = 1.0;
+  run_training(plain, options_for(plain));
+  run_training(mixed, options_for(mixed));  // stage 0 from the cache
+  std::vector<std::pair<std::string, double>> a, b;
+  for (const auto& [stage, loss] : losses(dir.path / "runs" / plain.name))
+    if (stage == "stage1" || stage == "stage2") a.emplace_back(stage, loss);
+  b = losses(dir.path / "runs" / mixed.name);
+  REQUIRE(a.size() == 8);
+  REQUIRE(b.size() == 8);
+  for (size_t i = 0; i < 4; ++i) CHECK(a[i] == b[i]);  // stage 1 alike
+  int differ = 0;
+  for (size_t i = 4; i < 8; ++i) differ += a[i].second != b[i].second;
+  CHECK(differ > 0);  // stage 2 draws from questions and captions
 }
