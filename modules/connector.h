@@ -18,7 +18,7 @@ struct ConnectorConfig {
   std::string type = "mlp";  // one of connector_types()
   int64_t dim_vision = 1024;
   int64_t dim_llm = 4096;
-  std::optional<int64_t> dim_hidden;  // mlp: default dim_llm; perceiver: default 3.5 * dim_llm
+  std::optional<int64_t> dim_hidden;  // mlp: default dim_llm; perceiver: default 3.5 * dim_llm; honeybee: default dim_vision
   int64_t grid_size = 24;             // downsample, c-abstractor
   int64_t target_size = 12;           // downsample, c-abstractor
   int64_t num_conv_layers = 2;        // c-abstractor
@@ -33,6 +33,7 @@ struct ConnectorConfig {
   int64_t resampler_heads = 16;       // perceiver: query heads (Idefics2: 16)
   int64_t resampler_head_dim = 96;    // perceiver: width of each head (Idefics2: 96)
   int64_t resampler_kv_heads = 4;     // perceiver: key/value heads, dividing resampler_heads (Idefics2: 4)
+  int64_t reg_depth = 3;              // honeybee: RegNet bottlenecks per stage (Honeybee: 3)
 };
 
 class Connector : public Module {

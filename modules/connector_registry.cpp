@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "modules/connectors.h"
+#include "modules/connectors_honeybee.h"
 #include "modules/connectors_post_llava.h"
 
 namespace vlmc::nn {
@@ -34,6 +35,29 @@ int64_t merged_tokens(const ConnectorConfig& c, int64_t tokens, std::optional<in
 }
 int64_t perceiver_hidden(const ConnectorConfig& c) {
   return c.dim_hidden && *c.dim_hidden != 0 ? *c.dim_hidden : perceiver_default_hidden(c.dim_llm);
+}
+int64_t honeybee_hidden(const ConnectorConfig& c) {
+  return c.dim_hidden && *c.dim_hidden != 0 ? *c.dim_hidden : c.dim_vision;
+}
+// One RegNet bottleneck (connectors_honeybee.h): 1x1 convs and a depthwise
+// 3x3 without biases, a LayerNorm (weight, bias) after each, the
+// squeeze-excite's two 1x1 convs with biases, a 1x1 shortcut when in != out.
+int64_t bottleneck_params(int64_t in, int64_t out) {
+  const int64_t rd = squeeze_channels(in);
+  return (in * out + 2 * out) + (9 * out + 2 * out) + (out * rd + rd + rd * out + out) + (out * out + 2 * out) +
+         (in != out ? in * out + 2 * out : 0);
+}
+int64_t reg_stage_params(int64_t depth, int64_t in, int64_t out) {
+  return bottleneck_params(in, out) + (depth - 1) * bottleneck_params(out, out);
+}
+void add_reg_stage_flops(ConnectorFlops& f, double rows, int64_t depth, int64_t in, int64_t out) {
+  for (int64_t i = 0; i < depth; ++i) {
+    const double cin = d(i == 0 ? in : out), cout = d(out);
+    f.layer(2.0 * rows * cin * cout, true);   // conv1 (the positions make the features need a gradient)
+    f.layer(2.0 * rows * cout * 9.0, true);   // depthwise conv2
+    f.layer(2.0 * rows * cout * cout, true);  // conv3
+    if (i == 0 && in != out) f.layer(2.0 * rows * cin * cout, true);  // the shortcut's 1x1
+  }
 }
 int64_t pooled_tokens(const ConnectorConfig& c, int64_t, std::optional<int64_t>) {
   return c.target_size * c.target_size;
@@ -206,6 +230,32 @@ std::vector<ConnectorKind> build_registry() {
                  ConnectorFlops f;
                  add_mlp_flops(f, d(batch) * d(tokens), d(c.dim_vision), d(c.dim_llm), d(c.dim_llm), false);
                  f.layer(2.0 * d(batch) * d(c.target_size * c.target_size) * d(c.dim_llm) * 9.0, true);
+                 return f;
+               }});
+
+  r.push_back({"honeybee", "CAbstractor (Honeybee)",
+               "Honeybee: learned positions, RegNet bottlenecks (depthwise 3x3, squeeze-excite, LayerNorm, SiLU), "
+               "adaptive pooling to target_size², more bottlenecks, Linear -> SiLU -> Linear",
+               {"grid_size", "target_size", "dim_hidden", "reg_depth"}, "target_size²",
+               [](const ConnectorConfig& c, Generator& g) -> std::shared_ptr<Connector> {
+                 return std::make_shared<HoneybeeCAbstractor>(c.dim_vision, c.dim_llm, c.grid_size, c.target_size,
+                                                              honeybee_hidden(c), c.reg_depth, g);
+               },
+               [](const ConnectorConfig& c) {
+                 const int64_t H = honeybee_hidden(c);
+                 return c.grid_size * c.grid_size * c.dim_vision + reg_stage_params(c.reg_depth, c.dim_vision, H) +
+                        reg_stage_params(c.reg_depth, H, H) + linear_params(H, c.dim_llm) +
+                        linear_params(c.dim_llm, c.dim_llm);
+               },
+               pooled_tokens,
+               [](const ConnectorConfig& c, int64_t batch, int64_t tokens, std::optional<int64_t>) {
+                 ConnectorFlops f;
+                 const int64_t H = honeybee_hidden(c);
+                 add_reg_stage_flops(f, d(batch) * d(tokens), c.reg_depth, c.dim_vision, H);
+                 const double pooled = d(batch) * d(c.target_size * c.target_size);
+                 add_reg_stage_flops(f, pooled, c.reg_depth, H, H);
+                 f.layer(2.0 * pooled * d(H) * d(c.dim_llm), true);
+                 f.layer(2.0 * pooled * d(c.dim_llm) * d(c.dim_llm), true);
                  return f;
                }});
 

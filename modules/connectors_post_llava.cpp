@@ -103,7 +103,7 @@ Tensor PixelShuffleConnector::forward(const Tensor& x, std::optional<int64_t> ta
 
 // ---- LDPv2 (MobileVLM V2) ---------------------------------------------------------------
 
-DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int64_t kernel_size, Generator& gen) {
+DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int64_t kernel_size, Generator& gen, bool with_bias) {
   check_positive("DepthwiseConv2d", "channels", channels);
   VLMC_CHECK(kernel_size > 0 && kernel_size % 2 == 1, "DepthwiseConv2d: kernel_size must be odd, got ",
              kernel_size);
@@ -111,8 +111,9 @@ DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int64_t kernel_size, Generato
   // channel per group), which is U(-1/k, 1/k), and the bias likewise.
   const double bound = 1.0 / static_cast<double>(kernel_size);
   weight = Tensor::uniform({channels, 1, kernel_size, kernel_size}, -bound, bound, gen);
-  bias = Tensor::uniform({channels}, -bound, bound, gen);
   register_parameter("weight", &weight);
+  if (!with_bias) return;
+  bias = Tensor::uniform({channels}, -bound, bound, gen);
   register_parameter("bias", &bias);
 }
 

@@ -67,14 +67,15 @@ class PixelShuffleConnector : public Connector {
 };
 
 // nn.Conv2d(C, C, k, padding=k/2, groups=C) as a layer: weight [C, 1, k, k]
-// and bias [C], initialised U(-1/k, 1/k) as nn.Conv2d (fan-in k·k).
+// and bias [C] (none with bias = false), initialised U(-1/k, 1/k) as
+// nn.Conv2d (fan-in k·k).
 class DepthwiseConv2d : public UnaryModule {
  public:
-  DepthwiseConv2d(int64_t channels, int64_t kernel_size, Generator& gen = default_generator());
+  DepthwiseConv2d(int64_t channels, int64_t kernel_size, Generator& gen = default_generator(), bool bias = true);
   Tensor forward(const Tensor& x) override { return depthwise_conv2d(x, weight, bias); }
 
   Tensor weight;
-  Tensor bias;
+  Tensor bias;  // undefined without a bias
 };
 
 // MobileVLM V2's LDPv2 (`LDPNetV2Projector`): Linear(Dv, Dllm) -> GELU ->

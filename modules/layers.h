@@ -31,6 +31,11 @@ class GELU : public UnaryModule {
   GeluApprox approx_;
 };
 
+class SiLU : public UnaryModule {
+ public:
+  Tensor forward(const Tensor& x) override { return silu(x); }
+};
+
 class Sigmoid : public UnaryModule {
  public:
   Tensor forward(const Tensor& x) override { return sigmoid(x); }

@@ -87,11 +87,11 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
   cmd->add_option("--dim-vision", c.dim_vision, "vision feature width Dv")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--dim-llm", c.dim_llm, "language model width")->capture_default_str()->check(kPositive);
-  cmd->add_option("--dim-hidden", d.dim_hidden, "mlp: hidden width (0 = the seed's `dim_hidden or dim_llm`); perceiver: SwiGLU width (0 = 3.5 x dim-llm)")
+  cmd->add_option("--dim-hidden", d.dim_hidden, "mlp: hidden width (0 = the seed's `dim_hidden or dim_llm`); perceiver: SwiGLU width (0 = 3.5 x dim-llm); honeybee: the stages' width (0 = dim-vision)")
       ->capture_default_str()->check(kNonNegative);
-  cmd->add_option("--grid-size", c.grid_size, "downsample, c-abstractor, patch-merger, pixel-shuffle, ldp-v2: patch grid side (tokens = grid^2)")
+  cmd->add_option("--grid-size", c.grid_size, "downsample, c-abstractor, patch-merger, pixel-shuffle, ldp-v2, honeybee: patch grid side (tokens = grid^2)")
       ->capture_default_str()->check(kPositive);
-  cmd->add_option("--target-size", c.target_size, "downsample, c-abstractor, ldp-v2: pooled grid side")
+  cmd->add_option("--target-size", c.target_size, "downsample, c-abstractor, ldp-v2, honeybee: pooled grid side")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--num-conv-layers", c.num_conv_layers, "c-abstractor: conv + BatchNorm + GELU layers")
       ->capture_default_str()->check(kNonNegative);
@@ -113,6 +113,8 @@ void add_dims(CLI::App* cmd, ConnectorDims& d) {
   cmd->add_option("--resampler-head-dim", c.resampler_head_dim, "perceiver: width of each head")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--resampler-kv-heads", c.resampler_kv_heads, "perceiver: key/value heads (divide the query heads)")
+      ->capture_default_str()->check(kPositive);
+  cmd->add_option("--reg-depth", c.reg_depth, "honeybee: RegNet bottlenecks per stage")
       ->capture_default_str()->check(kPositive);
   cmd->add_option("--target-tokens", d.target_tokens,
                   "dynamic: tokens to keep, the forward's target_tokens (0 = None: min(N, max-tokens))")

@@ -110,6 +110,7 @@ nn::ConnectorConfig TrainConfig::connector_config(int64_t dim_vision, int64_t di
   c.resampler_heads = connector_resampler_heads;
   c.resampler_head_dim = connector_resampler_head_dim;
   c.resampler_kv_heads = connector_resampler_kv_heads;
+  c.reg_depth = connector_reg_depth;
   return c;
 }
 
@@ -311,7 +312,7 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
         "LlamaConfig.initializer_range: std of the normal initial weights and embeddings");
 
   s.add("connector.type", &c.connector, "projector: LLaVA's names or the seed's connectors");
-  s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor / ldp-v2: pooled grid side");
+  s.add("connector.target_size", &c.connector_target_size, "downsample / c-abstractor / ldp-v2 / honeybee: pooled grid side");
   s.add("connector.num_conv_layers", &c.connector_num_conv_layers, "c-abstractor: conv + BN + GELU blocks");
   s.add("connector.max_tokens", &c.connector_max_tokens, "dynamic: visual tokens kept");
   s.add("connector.min_tokens", &c.connector_min_tokens, "dynamic: lower bound on kept tokens");
@@ -323,6 +324,7 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("connector.resampler_head_dim", &c.connector_resampler_head_dim, "perceiver: width of each head");
   s.add("connector.resampler_kv_heads", &c.connector_resampler_kv_heads,
         "perceiver: key/value heads (a divisor of resampler_heads)");
+  s.add("connector.reg_depth", &c.connector_reg_depth, "honeybee: RegNet bottlenecks per stage (Honeybee: 3)");
 
   register_stage(s, "stage0.vision", c.stage0_vision);
   register_stage(s, "stage0.language", c.stage0_language);

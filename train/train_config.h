@@ -112,6 +112,7 @@ struct TrainConfig {
   int64_t connector_resampler_heads = 4;     // perceiver
   int64_t connector_resampler_head_dim = 32; // perceiver
   int64_t connector_resampler_kv_heads = 4;  // perceiver
+  int64_t connector_reg_depth = 1;           // honeybee: RegNet bottlenecks per stage
 
   // [stage0]: pre-training of the encoder (per-quadrant classes) and of the
   // language model (text in the image slots), then both frozen.

@@ -250,7 +250,12 @@ TEST_CASE("cuda modules: the connectors after LLaVA match the CPU", "[cuda][modu
   nn::ConnectorConfig qwen = connector("qwen-resampler", 10, 12);
   qwen.num_latents = 16;
   qwen.resampler_heads = 3;
+  nn::ConnectorConfig honeybee = with("honeybee", 12, 10, 6);
+  honeybee.target_size = 3;
+  honeybee.dim_hidden = 9;
+  honeybee.reg_depth = 2;
   run_cases({{with("patch-merger", 16, 24, 4), 2, 16, std::nullopt},
+             {honeybee, 2, 36, std::nullopt},
              {qwen, 2, 16, std::nullopt},
              {qwen, 2, 36, std::nullopt},  // key positions resized bicubically
              {merger3, 2, 36, std::nullopt},

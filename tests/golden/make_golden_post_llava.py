@@ -22,7 +22,11 @@ The references:
                  restated below from the published model code;
   ldp-v2         MobileVLM V2's `LDPNetV2Projector` (FeatureIRLayer,
                  TokenDownLayer, PosInjectLayer), restated below from the
-                 published model code.
+                 published model code;
+  honeybee       Honeybee's `CAbstractor` (pos_emb, RegStage, adaptive pooling,
+                 RegStage, readout), restated below from the published model
+                 code around timm 0.9.16's own `RegStage` (with Debian's
+                 python3-torchvision; timm installed with --no-deps).
 The restated ones are written here; the others run from transformers.
 """
 
@@ -68,6 +72,34 @@ class InternVLProjector(nn.Module):
         grid = x.reshape(b, side, side, c)
         shuffled = internvl_pixel_shuffle(grid, 1.0 / self.merge_size)
         return self.mlp1(shuffled.reshape(b, -1, shuffled.shape[-1]))
+
+
+# ---- Honeybee: the C-Abstractor --------------------------------------------------------------
+
+class HoneybeeCAbstractor(nn.Module):
+    """Honeybee's Projector + ConvProjector + CAbstractor with prenorm off and
+    no eos tokens (its defaults), positions on the patches only."""
+
+    def __init__(self, dim_vision, dim_llm, grid_size, target_size, dim_hidden, reg_depth):
+        super().__init__()
+        from functools import partial
+        from timm.layers import LayerNorm2d
+        from timm.models.regnet import RegStage
+        self.pos_emb = nn.Parameter(torch.zeros(1, grid_size * grid_size, dim_vision))
+        nn.init.trunc_normal_(self.pos_emb, mean=0.0, std=0.02)
+        reg_block = partial(RegStage, stride=1, dilation=1, act_layer=nn.SiLU, norm_layer=LayerNorm2d)
+        self.net = nn.Sequential(reg_block(reg_depth, dim_vision, dim_hidden),
+                                 nn.AdaptiveAvgPool2d((target_size, target_size)),
+                                 reg_block(reg_depth, dim_hidden, dim_hidden))
+        self.readout = nn.Sequential(nn.Linear(dim_hidden, dim_llm), nn.SiLU(), nn.Linear(dim_llm, dim_llm))
+
+    def forward(self, x):
+        x = x + self.pos_emb
+        b, n, c = x.shape
+        side = int(n ** 0.5)
+        grid = x.transpose(1, 2).reshape(b, c, side, side)  # "b (h w) d -> b d h w"
+        grid = self.net(grid)
+        return self.readout(grid.flatten(2).transpose(1, 2))  # "b d h w -> b (h w) d"
 
 
 # ---- MobileVLM V2: LDPv2 ----------------------------------------------------------------------
@@ -258,6 +290,9 @@ def build(kind, c):
         keys = ["dim_vision", "dim_llm", "dim_hidden", "num_latents", "resampler_depth", "resampler_heads",
                 "resampler_head_dim", "resampler_kv_heads"]
         return Idefics2Reference(**{k: c[k] for k in keys})
+    if kind == "honeybee":
+        return HoneybeeCAbstractor(c["dim_vision"], c["dim_llm"], c["grid_size"], c["target_size"], c["dim_hidden"],
+                                   c["reg_depth"])
     if kind == "qwen-resampler":
         return QwenVLProjector(c["dim_vision"], c["dim_llm"], c["num_latents"], c["resampler_heads"])
     raise ValueError(kind)
@@ -276,6 +311,10 @@ CASES = [
     ("perceiver_mha", "perceiver", dict(dim_vision=8, dim_llm=12, dim_hidden=10, num_latents=3,
                                         resampler_depth=1, resampler_heads=2, resampler_head_dim=5,
                                         resampler_kv_heads=2), 3, 4),
+    ("honeybee", "honeybee", dict(dim_vision=12, dim_llm=10, grid_size=6, target_size=3, dim_hidden=9,
+                                  reg_depth=2), 2, 36),
+    ("honeybee_same", "honeybee", dict(dim_vision=10, dim_llm=7, grid_size=5, target_size=2, dim_hidden=10,
+                                       reg_depth=1), 3, 25),
     ("qwen", "qwen-resampler", dict(dim_vision=10, dim_llm=12, num_latents=16, resampler_heads=3), 2, 16),
     ("qwen_upsampled", "qwen-resampler", dict(dim_vision=10, dim_llm=12, num_latents=16, resampler_heads=3), 2, 36),
     ("qwen_downsampled", "qwen-resampler", dict(dim_vision=8, dim_llm=8, num_latents=9, resampler_heads=2), 3, 4),

@@ -42,6 +42,7 @@ nn::ConnectorConfig config_of(const json& args) {
   if (args.contains("resampler_heads")) c.resampler_heads = args["resampler_heads"].get<int64_t>();
   if (args.contains("resampler_head_dim")) c.resampler_head_dim = args["resampler_head_dim"].get<int64_t>();
   if (args.contains("resampler_kv_heads")) c.resampler_kv_heads = args["resampler_kv_heads"].get<int64_t>();
+  if (args.contains("reg_depth")) c.reg_depth = args["reg_depth"].get<int64_t>();
   return c;
 }
 

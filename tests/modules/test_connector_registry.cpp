@@ -34,6 +34,10 @@ nn::ConnectorConfig small_config(const std::string& type) {
   c.resampler_head_dim = 3;
   c.resampler_kv_heads = 1;
   if (type == "mlp" || type == "perceiver") c.dim_hidden = 4;
+  if (type == "honeybee") {
+    c.dim_hidden = 5;  // squeeze-excite widths round(6/4) = 2 and round(5/4) = 1
+    c.reg_depth = 2;
+  }
   return c;
 }
 
@@ -48,7 +52,7 @@ TEST_CASE("connector registry: each row's parameter count and visual tokens are 
                                         "num_conv_layers",   "max_tokens",      "min_tokens",
                                         "max_visual_tokens", "score_weighting", "merge_size",
                                         "num_latents",       "resampler_depth", "resampler_heads",
-                                        "resampler_head_dim", "resampler_kv_heads"};
+                                        "resampler_head_dim", "resampler_kv_heads", "reg_depth"};
   std::set<std::string> names;
   for (const nn::ConnectorKind& kind : nn::connector_registry()) {
     INFO(kind.name);

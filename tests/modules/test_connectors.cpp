@@ -29,8 +29,11 @@ TEST_CASE("connector parameter counts match the seed at its defaults", "[modules
 
 TEST_CASE("make_connector builds every type with the seed's defaults", "[modules]") {
   // The seed's six, then those after LLaVA at LLaVA-1.5's 1024 -> 4096 on 576 patches.
+  // Honeybee's there (hidden 1024, 3 blocks a stage, 12x12 queries): 37398016, as
+  // sum(p.numel()) of make_golden_post_llava.py's HoneybeeCAbstractor(1024, 4096,
+  // 24, 12, 1024, 3) around timm 0.9.16's RegStage printed.
   const std::vector<int64_t> counts = {4198400,  20979712, 20979712, 39860224, 20980737,
-                                       22030336, 33564672, 33570816, 21020672};
+                                       22030336, 33564672, 33570816, 21020672, 37398016};
   REQUIRE(nn::connector_types().size() == counts.size() + 2);  // + perceiver, qwen-resampler
   for (size_t i = 0; i < counts.size(); ++i) {
     nn::ConnectorConfig config;
@@ -64,10 +67,10 @@ TEST_CASE("make_connector builds every type with the seed's defaults", "[modules
   bad.type = "qformer";
   REQUIRE_THROWS_WITH(nn::make_connector(bad),
                       Catch::Contains("unknown connector type \"qformer\" (known: linear, mlp, downsample, "
-                                      "c-abstractor, dynamic, ocr, patch-merger, pixel-shuffle, ldp-v2, perceiver, qwen-resampler)"));
+                                      "c-abstractor, dynamic, ocr, patch-merger, pixel-shuffle, ldp-v2, honeybee, perceiver, qwen-resampler)"));
   bad.type = "linear";
   bad.dim_hidden = 8;
-  REQUIRE_THROWS_WITH(nn::make_connector(bad), Catch::Contains("dim_hidden applies only to types mlp, perceiver, not linear"));
+  REQUIRE_THROWS_WITH(nn::make_connector(bad), Catch::Contains("dim_hidden applies only to types mlp, honeybee, perceiver, not linear"));
 }
 
 TEST_CASE("connector parameters carry PyTorch's state_dict names", "[modules]") {
