@@ -203,4 +203,51 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
   return out;
 }
 
+namespace {
+
+nlohmann::json summary_json(const std::vector<double>& values) {
+  const SeedSummary s = summarize(values);
+  nlohmann::json j = {{"values", values}, {"mean", s.mean}, {"sd", s.sd}};
+  if (s.n >= 2) j["interval_95"] = {s.mean - s.half_width, s.mean + s.half_width};
+  return j;
+}
+
+}  // namespace
+
+nlohmann::json connector_summary_json(const std::vector<ConnectorRow>& rows, const TrainConfig& config) {
+  VLMC_CHECK(!rows.empty() && !rows.front().runs.empty(), "connector_summary_json: no runs");
+  const ConnectorRow& reference = reference_row(rows);
+  nlohmann::json out = {{"cpu_model", cpu_model_name()},
+                        {"threads", num_threads()},
+                        {"seeds", rows.front().runs.size()},
+                        {"first_train_seed", config.stages12_seed()},
+                        {"eval_seed", config.eval_seed},
+                        {"test_mosaics", config.eval_mosaics},
+                        {"validation_mosaics", config.eval_validation_mosaics},
+                        {"reference", reference.connector},
+                        {"accuracies_in", "percent"}};
+  for (const ConnectorRow& row : rows) {
+    const TrainResult& first = row.runs.front();
+    nlohmann::json c = {{"parameters", first.connector_parameters},
+                        {"visual_tokens", first.visual_tokens},
+                        {"answer_accuracy", summary_json(answers_of(row))},
+                        {"rule_reader_accuracy", 100.0 * first.eval.rule_reader.accuracy()},
+                        {"encoder_accuracy", 100.0 * first.eval.encoder.accuracy()}};
+    if (&row != &reference) {
+      const WelchTest w = welch_test(answers_of(row), answers_of(reference));
+      c["vs_reference"] = {{"difference", w.difference}, {"t", w.t}, {"df", w.df},
+                           {"significant", w.significant}, {"testable", w.testable}};
+    }
+    for (const auto& [kind, score] : first.eval.kinds) c["kinds"][kind] = summary_json(kind_of(row, kind));
+    std::vector<double> validation;
+    for (const TrainResult& r : row.runs) {
+      const auto it = r.validation.find("stage2");
+      if (it != r.validation.end()) validation.push_back(100.0 * it->second.last);
+    }
+    if (validation.size() == row.runs.size()) c["validation_answer_accuracy"] = summary_json(validation);
+    out["connectors"][row.connector] = std::move(c);
+  }
+  return out;
+}
+
 }  // namespace vlmc::train

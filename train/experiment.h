@@ -41,4 +41,10 @@ std::vector<ConnectorRow> compare_connectors(const TrainConfig& config, const st
 // question kind.
 std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainConfig& config);
 
+// The same as JSON, for scripts: per connector its runs, the answer accuracy
+// per seed with mean, sd and the 95 % interval, per kind likewise, Welch's
+// test against the reference row (mlp when present), validation, the rule
+// reader and encoder, and how the runs ran (CPU model, threads, seeds).
+nlohmann::json connector_summary_json(const std::vector<ConnectorRow>& rows, const TrainConfig& config);
+
 }  // namespace vlmc::train

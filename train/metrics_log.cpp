@@ -138,8 +138,11 @@ void MetricsLog::mirror(const json& record) {
       if (value.is_number() && key != "step") tb.add_scalar(prefix + key, step, value.get<double>());
   };
   if (record.value("stage", "") == "eval") {
+    // The accuracies; the record's counts and seeds are not curves.
     const std::string split = record.value("split", "test");
-    scalars(split + "/", record);
+    for (const auto& [key, value] : record.items())
+      if (value.is_number() && key.size() > 9 && key.compare(key.size() - 9, 9, "_accuracy") == 0)
+        tb.add_scalar(split + "/" + key, step, value.get<double>());
     if (record.contains("kinds"))
       for (const auto& [kind, score] : record["kinds"].items())
         if (score.is_object() && score.value("total", 0) > 0)

@@ -40,8 +40,9 @@ class MetricsLog {
   // steps of the stages before it; a stage not named there is not mirrored).
   // Tags: "train/<field>" for a step's numbers (loss, lr, grad_norm, step_s,
   // tokens), "validation/answer_accuracy", "validation/<kind>",
-  // "validation/rule_reader_accuracy", and "<split>/..." for an evaluation
-  // record ("stage": "eval"), placed at stage_offsets["eval"]. `start_step`
+  // "validation/rule_reader_accuracy", and "<split>/<name>_accuracy" and
+  // "<split>/<kind>" for an evaluation record ("stage": "eval"), placed at
+  // stage_offsets["eval"]. `start_step`
   // is the global step a resumed run continues from (TensorBoard then hides
   // the earlier file's points past it).
   void mirror_to_tensorboard(const std::string& dir, std::map<std::string, int64_t> stage_offsets,

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
@@ -184,6 +186,29 @@ TEST_CASE("cli: vlmc experiment connectors writes one table row per connector", 
   CHECK_THAT(text, Catch::Contains("| linear | 272 | 16 |") && Catch::Contains("| downsample |"));
   CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-linear" / "results.json"));
   CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-downsample" / "results.json"));
+  const nlohmann::json summary = nlohmann::json::parse(read_text(scratch.path / "table.json"));
+  CHECK(summary.at("connectors").at("linear").at("parameters") == 272);
+  CHECK(summary.at("connectors").at("downsample").contains("vs_reference"));  // against linear: no mlp here
+  CHECK(summary.at("seeds") == 1);
+}
+
+TEST_CASE("cli: vlmc train --seeds runs each training seed and summarises them with intervals", "[cli][trainer]") {
+  TempDir scratch("cli_seeds");
+  std::ofstream(scratch.path / "toy.toml") << kToyConfig;
+  const Result r = run_cli(cat({"--threads", "1", "train", "--seeds", "2"}, toy_args(scratch.path)), scratch.path);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  for (const char* run : {"toy-seed0", "toy-seed1"}) {
+    INFO(run);
+    const nlohmann::json results = nlohmann::json::parse(read_text(scratch.path / "runs" / run / "results.json"));
+    CHECK(results.at("train_seed") == (std::string(run) == "toy-seed0" ? 0 : 1));
+  }
+  CHECK_THAT(r.out, Catch::Contains("answer accuracy, mean ± sd") && Catch::Contains("95 % interval"));
+  const nlohmann::json summary = nlohmann::json::parse(read_text(scratch.path / "runs" / "toy-seeds.json"));
+  const nlohmann::json& answers = summary.at("connectors").begin()->at("answer_accuracy");
+  CHECK(answers.at("values").size() == 2);
+  CHECK(answers.at("interval_95").size() == 2);
+  CHECK(fs::is_regular_file(scratch.path / "runs" / "toy-seeds.md"));
 }
 
 TEST_CASE("cli: vlmc train refuses a run name another process holds, naming its pid", "[cli][trainer]") {
