@@ -1,5 +1,6 @@
 #include "bench/op_cases.h"
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/ops.h"
@@ -69,6 +70,22 @@ std::vector<OpCase> build() {
       [](const Inputs& x) { return rms_norm(x[0], {6}, x[1]); });
   add("embedding", {normal({10, 4}), index({2, 3}, 10)}, [](const Inputs& x) { return embedding(x[0], x[1]); });
   add("cross_entropy", {normal({6, 5}), index({6}, 5)}, [](const Inputs& x) { return cross_entropy(x[0], x[1]); });
+  // Rotary positions on the [B, H, L, D] view of a [B, L, H, D] projection, as
+  // LlamaAttention applies them, and on a plain tensor; fixed tables [B, 1, L, D].
+  const auto rotary = [](const Tensor& x) {
+    const int64_t B = x.size(0), L = x.size(2), D = x.size(3);
+    std::vector<double> c(static_cast<size_t>(B * L * D)), s(c.size());
+    for (int64_t i = 0; i < B * L * D; ++i) {
+      c[static_cast<size_t>(i)] = std::cos(0.37 * static_cast<double>(i));
+      s[static_cast<size_t>(i)] = std::sin(0.37 * static_cast<double>(i));
+    }
+    const Tensor cos = Tensor::from_vector(c, {B, 1, L, D}).to(x.device(), x.dtype());
+    const Tensor sin = Tensor::from_vector(s, {B, 1, L, D}).to(x.device(), x.dtype());
+    return rotary_embedding(x, cos, sin);
+  };
+  add("rotary_embedding/heads-view", {normal({2, 5, 3, 4})},
+      [rotary](const Inputs& x) { return rotary(x[0].transpose(1, 2)); });
+  add("rotary_embedding/contiguous", {normal({2, 3, 5, 6})}, [rotary](const Inputs& x) { return rotary(x[0]); });
   add("scaled_dot_product_attention/causal-gqa", {normal({2, 4, 5, 3}), normal({2, 2, 5, 3}), normal({2, 2, 5, 3})},
       [](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor(), true); });
 

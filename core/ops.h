@@ -186,6 +186,13 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                    GeluApprox approx = GeluApprox::none);
 
+// ---- rotary positions (core/ops/rotary.cpp, kernels/rotary.h) ----------------------------
+// LLaMA's x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+// x [B, H, L, D]; cos and sin [B, 1, L, D], constants (no gradient). One fused
+// kernel on the CPU (f32, f64; x may be any view whose head dim is contiguous);
+// the composed ops otherwise. Returns [B, H, L, D]; the gradient reaches x.
+Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
 // ---- attention (core/ops/attention.cpp, kernels/attention.h) ----------------------------
 // One fused op: softmax(q·kᵀ·scale + masks)·v. q [B, Hq, T, Dh]; k, v [B, Hkv, S, Dh]
 // with Hq a multiple of Hkv (grouped KV heads: query head h reads KV head h / (Hq/Hkv));

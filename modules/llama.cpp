@@ -119,12 +119,7 @@ RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double 
 
 
 Tensor apply_rotary(const Tensor& x, const RotaryTables& tables) {
-  // x [B, H, L, Dh]
-  const int64_t half = x.size(-1) / 2;
-  const Tensor x1 = x.narrow(-1, 0, half);
-  const Tensor x2 = x.narrow(-1, half, half);
-  const Tensor rotated = cat({neg(x2), x1}, -1);
-  return x * tables.cos + rotated * tables.sin;
+  return rotary_embedding(x, tables.cos, tables.sin);  // x [B, H, L, Dh]
 }
 
 // ---- attention and MLP --------------------------------------------------------------------

@@ -74,7 +74,7 @@ RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double 
                            DType dtype, Device device);
 
 // x [B, H, L, Dh] -> x * cos + rotate_half(x) * sin, with HF's rotate_half
-// (cat(-x[..., Dh/2:], x[..., :Dh/2])). Composed from recorded ops, so the
+// (cat(-x[..., Dh/2:], x[..., :Dh/2])): the rotary_embedding op, so the
 // gradient reaches x.
 Tensor apply_rotary(const Tensor& x, const RotaryTables& tables);
 

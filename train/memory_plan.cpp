@@ -98,8 +98,10 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
       add(t, a, "decoder: attention output (o_proj input, the transposed copy)", per * d * (bf16 ? kBf16 : kF32));
       add(t, a, "decoder: SiLU(gate) * up (down_proj input)", per * i * (bf16 ? kBf16 : kF32));
     }
-    // Rotary: x * cos + cat(-x2, x1) * sin, and mul keeps both operands.
-    add(t, a, "decoder: q and k projections and their rotated halves (rotary's mul)", per * (d + kv) * 2 * kF32);
+    // Rotary: one op on the CPU that keeps nothing but the shared tables; on
+    // CUDA x * cos + cat(-x2, x1) * sin from recorded ops, and mul keeps both operands.
+    if (mode.cuda)
+      add(t, a, "decoder: q and k projections and their rotated halves (rotary's mul)", per * (d + kv) * 2 * kF32);
     if (products) {
       // matmul keeps the operands it read (bf16 copies under autocast); the
       // softmax its f32 output, which the second product reads (as a bf16
