@@ -390,7 +390,7 @@ void MosaicRun::stages_1_and_2() {
     spec.validate_every = c_.eval_every;
     timed("stage1", run_stage(spec, files_, resume_for(kStage1)));
   }
-  // Stage 2's samples: the questions, then stage.caption_mix captions per
+  // Stage 2's samples: the questions, then stage2.caption_mix captions per
   // question taken in turn from stage 1's (LLaVA-1.5 keeps general data in its mixture).
   stage2_samples_ = questions_;
   const auto mixed = static_cast<size_t>(std::llround(c_.stage2_caption_mix * static_cast<double>(questions_.size())));
