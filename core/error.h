@@ -5,6 +5,8 @@
 //   linear: input [4,576,1000] does not match weight [4096,1024]
 #pragma once
 
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -24,6 +26,9 @@ std::string str(Args&&... args) {
   (os << ... << std::forward<Args>(args));
   return os.str();
 }
+
+// The text of the last failed system call's errno, for "<file>: cannot ...: <why>".
+inline std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
 
 }  // namespace vlmc
 

@@ -38,8 +38,6 @@ constexpr const char* kTmp = "tmp";
 constexpr const char* kOld = "old";
 constexpr const char* kDel = "del";
 
-std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
-
 std::string hidden_name(const std::string& name, const char* kind) {
   return str(".", name, ".", kind, "-", ::getpid());
 }

@@ -22,8 +22,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
-
 // JSON has no NaN or infinity; nlohmann would print them as null anyway, but
 // doing it explicitly keeps the rule visible and independent of the library.
 json sanitize(const json& v) {
@@ -82,7 +80,6 @@ std::vector<json> parse_lines(const std::string& text, const std::string& path) 
   }
   return records;
 }
-
 
 }  // namespace
 

@@ -21,8 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
-
 // One entry per byte value: the CRC of that byte alone, reflected.
 constexpr std::array<uint32_t, 256> kCrc32cTable = [] {
   std::array<uint32_t, 256> table{};

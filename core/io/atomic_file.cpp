@@ -11,11 +11,6 @@
 #include "core/io/output_path.h"
 
 namespace vlmc::io {
-namespace {
-
-std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
-
-}  // namespace
 
 void fsync_path(const std::string& path, bool directory) {
   errno = 0;

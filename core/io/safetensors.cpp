@@ -79,8 +79,6 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 std::string offsets_str(uint64_t begin, uint64_t end) { return str("[", begin, ",", end, "]"); }
 
-std::string errno_text() { return errno ? std::strerror(errno) : "unknown error"; }
-
 // Element count of `shape`, or nullopt when it overflows 64 bits. A zero
 // dimension makes the count zero however large the others are, so it is
 // checked before multiplying.
