@@ -13,6 +13,11 @@
 
 namespace vlmc::train {
 
+double accuracy_of(const std::map<std::string, KindScore>& scores, const std::string& kind) {
+  const auto it = scores.find(kind);
+  return it == scores.end() ? 0.0 : it->second.accuracy();
+}
+
 nlohmann::json EvalReport::to_json() const {
   nlohmann::json j = {{"split", split},
                       {"mosaics", mosaics},
@@ -24,13 +29,9 @@ nlohmann::json EvalReport::to_json() const {
   j["majority_accuracy"] = majority.accuracy();
   for (const auto& [kind, score] : kinds) {
     j["kinds"][kind] = {{"correct", score.correct}, {"total", score.total}};
-    auto baseline = [&](const std::map<std::string, KindScore>& scores) {
-      const auto it = scores.find(kind);
-      return it == scores.end() ? 0.0 : it->second.accuracy();
-    };
-    j["kinds"][kind]["rule_reader_accuracy"] = baseline(rule_reader_kinds);
-    j["kinds"][kind]["majority_accuracy"] = baseline(majority_kinds);
-    j["kinds"][kind]["language_oracle_accuracy"] = baseline(oracle_kinds);
+    j["kinds"][kind]["rule_reader_accuracy"] = accuracy_of(rule_reader_kinds, kind);
+    j["kinds"][kind]["majority_accuracy"] = accuracy_of(majority_kinds, kind);
+    j["kinds"][kind]["language_oracle_accuracy"] = accuracy_of(oracle_kinds, kind);
   }
   return j;
 }
@@ -210,15 +211,12 @@ void print_report(const EvalReport& r, std::FILE* out) {
   // predictions read by rules) is what the answers are judged against.
   std::fprintf(out, "  %-8s %21s %12s %10s %10s %10s\n", "kind", "exact answers", "rule reader", "vs reader",
                "majority", "LM oracle");
-  auto accuracy_of = [](const std::map<std::string, KindScore>& scores, const std::string& kind) {
-    const auto it = scores.find(kind);
-    return it == scores.end() ? 0.0 : 100.0 * it->second.accuracy();
-  };
   for (const auto& [kind, s] : r.kinds) {
-    const double reader = accuracy_of(r.rule_reader_kinds, kind);
+    const double reader = 100.0 * accuracy_of(r.rule_reader_kinds, kind);
     std::fprintf(out, "  %-8s %6lld / %-6lld %5.1f %%  %9.1f %%  %+8.1f  %8.1f %%  %8.1f %%%s\n", kind.c_str(),
                  static_cast<long long>(s.correct), static_cast<long long>(s.total), 100.0 * s.accuracy(), reader,
-                 100.0 * s.accuracy() - reader, accuracy_of(r.majority_kinds, kind), accuracy_of(r.oracle_kinds, kind),
+                 100.0 * s.accuracy() - reader, 100.0 * accuracy_of(r.majority_kinds, kind),
+                 100.0 * accuracy_of(r.oracle_kinds, kind),
                  kind == "caption" ? "  whole caption, not in the answer accuracy" : "");
   }
   std::fprintf(out, "language model alone (true classes as text in the image slots): %.1f %%\n",

@@ -36,6 +36,9 @@ EvalSet test_set(const TrainConfig& config);
 // (data.validation_items: `train` is the whole train split).
 EvalSet validation_set(const TrainConfig& config, const FashionMnist& train);
 
+// The accuracy (0..1) scores[kind] holds; 0 when the kind was not asked.
+double accuracy_of(const std::map<std::string, KindScore>& scores, const std::string& kind);
+
 struct EvalReport {
   std::string split = "test";
   int64_t mosaics = 0;

@@ -2,14 +2,17 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "core/error.h"
+#include "core/io/atomic_file.h"
 #include "core/threads.h"
 #include "modules/connector.h"
 #include "train/stats.h"
 
 namespace vlmc::train {
+namespace fs = std::filesystem;
 
 const std::vector<std::string>& experiment_connectors() {
   return nn::connector_types();  // every registered connector, in the registry's order
@@ -57,22 +60,25 @@ std::vector<double> answers_of(const ConnectorRow& row) {
 
 std::vector<double> kind_of(const ConnectorRow& row, const std::string& kind) {
   std::vector<double> out;
+  for (const TrainResult& r : row.runs) out.push_back(100.0 * accuracy_of(r.eval.kinds, kind));
+  return out;
+}
+
+// Stage 2's last validation answer accuracy per seed, in %; empty unless every seed validated.
+std::vector<double> validations_of(const ConnectorRow& row) {
+  std::vector<double> out;
   for (const TrainResult& r : row.runs) {
-    const auto it = r.eval.kinds.find(kind);
-    out.push_back(it == r.eval.kinds.end() ? 0.0 : 100.0 * it->second.accuracy());
+    const auto it = r.validation.find("stage2");
+    if (it == r.validation.end()) return {};
+    out.push_back(100.0 * it->second.last);
   }
   return out;
 }
 
-// Stage 2's last validation answer accuracy per seed, in % (-1 when not validated).
+// Their mean, -1 when not validated.
 double mean_validation(const ConnectorRow& row) {
-  double sum = 0;
-  for (const TrainResult& r : row.runs) {
-    const auto it = r.validation.find("stage2");
-    if (it == r.validation.end()) return -1;
-    sum += 100.0 * it->second.last;
-  }
-  return sum / static_cast<double>(row.runs.size());
+  const std::vector<double> v = validations_of(row);
+  return v.empty() ? -1 : summarize(v).mean;
 }
 
 // Stage 2's end against stage 1's end: the whole-caption accuracy forgotten, in points (mean over seeds).
@@ -194,9 +200,7 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
   }
   std::string readers = "| rule reader |";
   for (const std::string& k : kinds) {
-    const auto& scores = rows.front().runs.front().eval.rule_reader_kinds;
-    const auto it = scores.find(k);
-    std::snprintf(line, sizeof(line), " %.1f |", it == scores.end() ? 0.0 : 100.0 * it->second.accuracy());
+    std::snprintf(line, sizeof(line), " %.1f |", 100.0 * accuracy_of(rows.front().runs.front().eval.rule_reader_kinds, k));
     readers += line;
   }
   out += readers + "\n\nPer kind: mean ± the 95 % interval's half-width over the seeds, in %.\n";
@@ -239,15 +243,22 @@ nlohmann::json connector_summary_json(const std::vector<ConnectorRow>& rows, con
                            {"significant", w.significant}, {"testable", w.testable}};
     }
     for (const auto& [kind, score] : first.eval.kinds) c["kinds"][kind] = summary_json(kind_of(row, kind));
-    std::vector<double> validation;
-    for (const TrainResult& r : row.runs) {
-      const auto it = r.validation.find("stage2");
-      if (it != r.validation.end()) validation.push_back(100.0 * it->second.last);
-    }
-    if (validation.size() == row.runs.size()) c["validation_answer_accuracy"] = summary_json(validation);
+    const std::vector<double> validation = validations_of(row);
+    if (!validation.empty()) c["validation_answer_accuracy"] = summary_json(validation);
     out["connectors"][row.connector] = std::move(c);
   }
   return out;
+}
+
+void write_connector_summaries(const std::vector<ConnectorRow>& rows, const TrainConfig& config,
+                               const std::string& markdown_path, const char* who) {
+  const std::string table = connector_table(rows, config);
+  fs::path path(markdown_path);
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  io::write_file_atomically(markdown_path, table, who);
+  const std::string json_path = path.replace_extension(".json").string();
+  io::write_file_atomically(json_path, connector_summary_json(rows, config).dump(2) + "\n", who);
+  std::printf("%s\nwritten to %s and %s\n", table.c_str(), markdown_path.c_str(), json_path.c_str());
 }
 
 }  // namespace vlmc::train

@@ -47,4 +47,10 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
 // reader and encoder, and how the runs ran (CPU model, threads, seeds).
 nlohmann::json connector_summary_json(const std::vector<ConnectorRow>& rows, const TrainConfig& config);
 
+// Writes connector_table to `markdown_path` and connector_summary_json beside
+// it (the same name with .json), each atomically, creating the folder; prints
+// the table and both paths to stdout. `who` names the command in errors.
+void write_connector_summaries(const std::vector<ConnectorRow>& rows, const TrainConfig& config,
+                               const std::string& markdown_path, const char* who);
+
 }  // namespace vlmc::train

@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "dist/process_group.h"
-#include "core/io/atomic_file.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
 #include "train/llava_trainer.h"
@@ -94,14 +93,7 @@ int TrainCommands::run_experiment() {
   VLMC_CHECK(dist::launch_info().world_size == 1,
              "vlmc experiment runs in one process; launch `vlmc train` with mpirun for data parallelism");
   const auto rows = train::compare_connectors(experiment_config_, experiment_connectors_, options, experiment_seeds_);
-  const std::string table = train::connector_table(rows, experiment_config_);
-  std::filesystem::path out(experiment_out_);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  io::write_file_atomically(experiment_out_, table, "experiment connectors");
-  const std::string json_path = out.replace_extension(".json").string();
-  io::write_file_atomically(json_path, train::connector_summary_json(rows, experiment_config_).dump(2) + "\n",
-                            "experiment connectors");
-  std::printf("%s\nwritten to %s and %s\n", table.c_str(), experiment_out_.c_str(), json_path.c_str());
+  train::write_connector_summaries(rows, experiment_config_, experiment_out_, "experiment connectors");
   return 0;
 }
 
@@ -127,12 +119,9 @@ int TrainCommands::run_train() {
                "(no mpirun, no --resume)");
     const train::ConnectorRow row = train::run_seeds(train_config_, options, train_seeds_);
     // The runs are <name>-seed<k>; their summary is <name>-seeds.{md,json} beside them.
-    const std::string stem = (std::filesystem::path(train_config_.runs_dir) / (train_config_.name + "-seeds")).string();
-    const std::string table = train::connector_table({row}, train_config_);
-    io::write_file_atomically(stem + ".md", table, "train --seeds");
-    io::write_file_atomically(stem + ".json", train::connector_summary_json({row}, train_config_).dump(2) + "\n",
-                              "train --seeds");
-    std::printf("%s\nwritten to %s.md and %s.json\n", table.c_str(), stem.c_str(), stem.c_str());
+    train::write_connector_summaries({row}, train_config_,
+                                     (std::filesystem::path(train_config_.runs_dir) / (train_config_.name + "-seeds.md")).string(),
+                                     "train --seeds");
     return 0;
   }
   train::TrainResult result;
