@@ -91,26 +91,32 @@ void score_baselines(EvalReport& report, const std::vector<Sample>& questions, c
   }
 }
 
-EvalSet test_set(const TrainConfig& c) {
+namespace {
+
+// `count` mosaics of `items` and their questions, drawn from eval.seed's
+// streams `mosaic_use` and `question_use` (seeds::).
+EvalSet draw_eval_set(const char* split, const FashionMnist& items, int64_t count, const TrainConfig& c,
+                      uint64_t mosaic_use, uint64_t question_use) {
   EvalSet out;
-  out.split = "test";
-  Generator mosaic_gen(seeds::derive(c.eval_seed, seeds::kEval));
-  out.mosaics = build_eval_mosaics(c.eval_mosaics, mosaic_gen, c.data_dir);
-  Generator question_gen(seeds::derive(c.eval_seed, seeds::kEvalQuestions));
+  out.split = split;
+  Generator mosaic_gen(seeds::derive(c.eval_seed, mosaic_use));
+  out.mosaics = make_mosaics(items, count, mosaic_gen);
+  Generator question_gen(seeds::derive(c.eval_seed, question_use));
   out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen);
   out.captions = caption_samples(out.mosaics);
   return out;
 }
 
+}  // namespace
+
+EvalSet test_set(const TrainConfig& c) {
+  return draw_eval_set("test", load_fashion_mnist(Split::test, c.data_dir), c.eval_mosaics, c, seeds::kEval,
+                       seeds::kEvalQuestions);
+}
+
 EvalSet validation_set(const TrainConfig& c, const FashionMnist& train) {
-  EvalSet out;
-  out.split = "validation";
-  Generator mosaic_gen(seeds::derive(c.eval_seed, seeds::kValidation));
-  out.mosaics = make_mosaics(validation_items(train, c.validation_items), c.eval_validation_mosaics, mosaic_gen);
-  Generator question_gen(seeds::derive(c.eval_seed, seeds::kValidationQuestions));
-  out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen);
-  out.captions = caption_samples(out.mosaics);
-  return out;
+  return draw_eval_set("validation", validation_items(train, c.validation_items), c.eval_validation_mosaics, c,
+                       seeds::kValidation, seeds::kValidationQuestions);
 }
 
 nlohmann::json validation_record(const EvalReport& r) {
