@@ -1,7 +1,5 @@
 // rotary_embedding: LLaMA's rotary positions as one op (kernels/rotary.h) on the
 // CPU; the composed form elsewhere.
-#include <cstdlib>
-
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -25,7 +23,7 @@ bool kernel_layout(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   const Shape table{x.size(0), 1, x.size(2), x.size(3)};
   return x.device().is_cpu() && (x.dtype() == DType::f32 || x.dtype() == DType::f64) &&
          cos.dtype() == x.dtype() && sin.dtype() == x.dtype() && cos.shape() == table && sin.shape() == table &&
-         cos.is_contiguous() && sin.is_contiguous() && x.strides()[3] == 1 && x.size(3) % 2 == 0;
+         cos.is_contiguous() && sin.is_contiguous() && x.strides()[3] == 1;
 }
 
 kernels::RotaryShape shape_of(const Tensor& t) {
