@@ -7,12 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/read_file.h"
 #include "train/tensorboard.h"
 
 namespace vlmc::train {
@@ -37,16 +36,6 @@ json sanitize(const json& v) {
     return out;
   }
   return v;
-}
-
-// The whole file: logs are small (one line per logged step).
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(str(path, ": cannot open metrics log: ", errno_text()));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error(str(path, ": reading metrics log failed"));
-  return ss.str();
 }
 
 std::vector<json> parse_lines(const std::string& text, const std::string& path) {
@@ -152,7 +141,10 @@ void MetricsLog::mirror(const json& record) {
   }
 }
 
-std::vector<json> MetricsLog::read_all(const std::string& path) { return parse_lines(slurp(path), path); }
+// The whole file: logs are small (one line per logged step).
+std::vector<json> MetricsLog::read_all(const std::string& path) {
+  return parse_lines(io::read_file(path, "metrics log"), path);
+}
 
 void MetricsLog::truncate_for_resume(const std::string& path, const std::function<bool(const json&)>& keep) {
   std::error_code ec;

@@ -8,12 +8,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <system_error>
 
 #include "core/error.h"
+#include "core/io/read_file.h"
 
 namespace vlmc::train {
 
@@ -277,12 +276,7 @@ void TensorBoardWriter::flush() {
 }
 
 std::vector<ScalarEvent> read_tensorboard_scalars(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(str(path, ": cannot open TensorBoard events file: ", errno_text()));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error(str(path, ": reading TensorBoard events file failed"));
-  const std::string data = ss.str();
+  const std::string data = io::read_file(path, "TensorBoard events file");
 
   std::vector<ScalarEvent> out;
   for (size_t off = 0; off < data.size();) {
