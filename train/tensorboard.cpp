@@ -211,6 +211,19 @@ uint32_t crc32c(std::string_view bytes) {
   return c ^ 0xffffffffu;
 }
 
+namespace {
+
+// An Event's wall_time (field 1) and step (field 2), the fields every record here opens with.
+std::string event_head(double wall_time, int64_t step) {
+  std::string event;
+  put_double(event, 1, wall_time);
+  put_key(event, 2, 0);
+  put_varint(event, static_cast<uint64_t>(step));
+  return event;
+}
+
+}  // namespace
+
 double TensorBoardWriter::now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -232,27 +245,23 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir, int64_t start_step)
     file_.reset(std::fopen(path_.c_str(), "wbx"));
     if (!file_ && errno != EEXIST) throw Error(str(path_, ": cannot create TensorBoard events file: ", errno_text()));
   }
-  std::string version, start;
+  std::string version;
   const double wall_time = now();
   put_double(version, 1, wall_time);
   put_bytes(version, 3, "brain.Event:2");
   write_record(version);
-  put_double(start, 1, wall_time);
-  put_key(start, 2, 0);
-  put_varint(start, static_cast<uint64_t>(start_step));
+  std::string start = event_head(wall_time, start_step);
   put_bytes(start, 7, std::string{0x08, 0x01});  // SessionLog.status (1) = START (1)
   write_record(start);
   flush();
 }
 
 void TensorBoardWriter::add_scalar(const std::string& tag, int64_t step, double value, double wall_time) {
-  std::string summary_value, summary, event;
+  std::string summary_value, summary;
   put_bytes(summary_value, 1, tag);
   put_float(summary_value, 2, static_cast<float>(value));
   put_bytes(summary, 1, summary_value);
-  put_double(event, 1, wall_time);
-  put_key(event, 2, 0);
-  put_varint(event, static_cast<uint64_t>(step));
+  std::string event = event_head(wall_time, step);
   put_bytes(event, 5, summary);
   write_record(event);
   flush();
