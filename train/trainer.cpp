@@ -206,12 +206,16 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
   // metrics.jsonl's records also as TensorBoard scalars (runs/<name>/tb), on
   // one step axis: each stage's steps after the stages before it.
   if (start_.metrics) {
-    const std::map<std::string, int64_t> offsets = {
-        {"stage0-vision", 0},
-        {"stage0-language", c.stage0_vision.steps},
-        {"stage1", c.stage0_vision.steps + c.stage0_language.steps},
-        {"stage2", c.stage0_vision.steps + c.stage0_language.steps + c.stage1.steps},
-        {"eval", c.stage0_vision.steps + c.stage0_language.steps + c.stage1.steps + c.stage2.steps}};
+    std::map<std::string, int64_t> offsets;
+    int64_t before = 0;
+    for (const auto& [stage, steps] : {std::pair<const char*, int64_t>{"stage0-vision", c.stage0_vision.steps},
+                                       {"stage0-language", c.stage0_language.steps},
+                                       {"stage1", c.stage1.steps},
+                                       {"stage2", c.stage2.steps}}) {
+      offsets[stage] = before;
+      before += steps;
+    }
+    offsets["eval"] = before;
     int64_t start_step = 0;
     if (start_.resume)
       for (const auto& [stage, index] : stage_indices)
