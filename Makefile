@@ -40,11 +40,14 @@ train: build
 # (about 17 minutes on 2 cores with stage 0 to train): mean ± sd, intervals and
 # Welch's test against mlp (docs/results.md). CONNECTORS=all runs the whole
 # registry (26 minutes for 11 on an AMD EPYC, 2 cores).
+# CONFIG=configs/fashion-mosaic-4x4.toml runs the task where detail matters
+# (sixteen items per mosaic) instead.
 CONNECTORS ?= linear,mlp,downsample,c-abstractor,dynamic,ocr
 SEEDS      ?= 3
+CONFIG     ?= configs/fashion-mosaic.toml
 experiment: build
-	$(BUILD)/vlmc experiment connectors --config configs/fashion-mosaic.toml --out runs/connectors.md \
-	  --run.name experiment-$(shell date +%Y%m%d-%H%M%S) $(if $(filter all,$(CONNECTORS)),,--connectors $(CONNECTORS)) --seeds $(SEEDS) $(RUN_ARGS)
+	$(BUILD)/vlmc experiment connectors --config $(CONFIG) --out runs/connectors-$(basename $(notdir $(CONFIG))).md \
+	  --run.name experiment-$(basename $(notdir $(CONFIG)))-$(shell date +%Y%m%d-%H%M%S) $(if $(filter all,$(CONNECTORS)),,--connectors $(CONNECTORS)) --seeds $(SEEDS) $(RUN_ARGS)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (CPU build).
 asan: deps

@@ -65,39 +65,47 @@ std::vector<int64_t> batch_indices(uint64_t seed, uint64_t stream, int64_t step,
   return out;
 }
 
-Tensor slot_word_ids(const Tokenizer& tokenizer, const std::vector<std::array<int64_t, 4>>& classes,
-                     int64_t grid) {
-  VLMC_CHECK(grid >= 2 && grid % 2 == 0, "slot_word_ids: grid ", grid, " must be even");
-  // place words of each quadrant: "top left" -> {top, left}
-  std::array<std::array<int64_t, 2>, 4> place{};
-  for (size_t q = 0; q < 4; ++q) {
-    const std::vector<int64_t> w = tokenizer.encode(quadrant_names()[q], {.strict = true});
-    VLMC_CHECK(w.size() == 2, "slot_word_ids: quadrant name '", quadrant_names()[q], "' is not two words");
-    place[q] = {w[0], w[1]};
-  }
-  const int64_t B = static_cast<int64_t>(classes.size()), n = grid * grid, half = grid / 2;
-  std::vector<int64_t> ids(static_cast<size_t>(B * n * 3));
+Tensor slot_word_ids(const Tokenizer& tokenizer, const std::vector<std::vector<int64_t>>& classes,
+                     int64_t mosaic_grid, int64_t slot_grid) {
+  const int64_t G = mosaic_grid, s = slot_grid;
+  VLMC_CHECK(s >= 1 && (s % G == 0 || G % s == 0), "slot_word_ids: a ", s, "x", s, " slot grid does not tile a ", G,
+             "x", G, " mosaic (one side must divide the other)");
+  // place words of each cell: "top left" -> {top, left}; "b3" -> {b3}
+  const std::vector<std::string>& names = cell_names(G);
+  std::vector<std::vector<int64_t>> place;
+  for (const std::string& name : names) place.push_back(tokenizer.encode(name, {.strict = true}));
+  const auto place_words = static_cast<int64_t>(place[0].size());
+  // A slot inside one cell (s >= G) reads that cell; a coarser one the block of (G/s)^2 cells it covers.
+  const int64_t block = s >= G ? 1 : G / s, width = block * block * (place_words + 1);
+  const int64_t B = static_cast<int64_t>(classes.size()), n = s * s;
+  std::vector<int64_t> ids(static_cast<size_t>(B * n * width));
   for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int64_t>& row = classes[static_cast<size_t>(b)];
+    VLMC_CHECK(static_cast<int64_t>(row.size()) == G * G, "slot_word_ids: sample ", b, " has ", row.size(),
+               " classes for a ", G, "x", G, " mosaic");
     for (int64_t j = 0; j < n; ++j) {
-      const int64_t r = j / grid, c = j % grid;
-      const size_t q = static_cast<size_t>((r >= half) * 2 + (c >= half));
-      const int64_t cls = classes[static_cast<size_t>(b)][q];
-      VLMC_CHECK(cls >= 0 && cls < kFashionMnistClasses, "slot_word_ids: class ", cls, " is not a class id");
-      int64_t* out = &ids[static_cast<size_t>((b * n + j) * 3)];
-      out[0] = place[q][0];
-      out[1] = place[q][1];
-      out[2] = tokenizer.id(class_names()[static_cast<size_t>(cls)]);
+      int64_t* out = &ids[static_cast<size_t>((b * n + j) * width)];
+      const int64_t r0 = (j / s) * G / s, c0 = (j % s) * G / s;  // the first cell the slot covers
+      for (int64_t dr = 0; dr < block; ++dr) {
+        for (int64_t dc = 0; dc < block; ++dc) {
+          const int64_t q = (r0 + dr) * G + c0 + dc;
+          const int64_t cls = row[static_cast<size_t>(q)];
+          VLMC_CHECK(cls >= 0 && cls < kFashionMnistClasses, "slot_word_ids: class ", cls, " is not a class id");
+          for (int64_t w : place[static_cast<size_t>(q)]) *out++ = w;
+          *out++ = tokenizer.id(class_names()[static_cast<size_t>(cls)]);
+        }
+      }
     }
   }
-  return Tensor::from_vector(ids, {B, n, 3});
+  return Tensor::from_vector(ids, {B, n, width});
 }
 
 Tensor encoder_pixels(const MosaicSet& set, const std::vector<int64_t>& rows) {
   // Fashion-MNIST's pixel mean and standard deviation over the train split (on [0, 1]).
   constexpr double kMean = 0.2860, kStd = 0.3530;
   const Tensor index = Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())});
-  const Tensor images = index_select(set.images, 0, index);  // [B, 56, 56]
-  return div(sub(images, kMean), kStd).reshape({static_cast<int64_t>(rows.size()), 1, kMosaicSide, kMosaicSide});
+  const Tensor images = index_select(set.images, 0, index);  // [B, S, S], S = 28 G
+  return div(sub(images, kMean), kStd).reshape({static_cast<int64_t>(rows.size()), 1, set.side(), set.side()});
 }
 
 }  // namespace vlmc::train

@@ -34,18 +34,21 @@ std::vector<int64_t> batch_indices(uint64_t seed, uint64_t stream, int64_t step,
                                    int64_t count);
 
 // The text that stands where the image will be while the language model is
-// pre-trained (stage 0): slot token j of a g x g grid (row-major) belongs to
-// quadrant q(j) and is the sum of the embeddings of that quadrant's place and
-// item words ("top" + "left" + "bag"). The model thus learns to read its
-// context by content, whatever the number or order of the visual tokens the
-// connector will later write there.
-// classes: one row of 4 class ids per sample; returns i64 [B, g*g, 3] token ids
-// whose embeddings, summed over the last axis, make the slots.
-Tensor slot_word_ids(const Tokenizer& tokenizer, const std::vector<std::array<int64_t, 4>>& classes,
-                     int64_t grid);
+// pre-trained (stage 0): slot token j of an s x s grid (row-major) over a
+// G x G mosaic is the sum of the embeddings of its cell's place and item
+// words ("top" + "left" + "bag"; "b3" + "bag"). A slot grid coarser than the
+// mosaic's (s < G) sums the words of every cell a slot covers, as a pooling
+// connector's token averages their features. The model thus learns to read
+// its context by content, whatever the number or order of the visual tokens
+// the connector will later write there.
+// classes: one row of G*G class ids per sample; returns i64 [B, s*s, W] token
+// ids (W = the cells per slot x (place words + 1)) whose embeddings, summed
+// over the last axis, make the slots. One of s and G must divide the other.
+Tensor slot_word_ids(const Tokenizer& tokenizer, const std::vector<std::vector<int64_t>>& classes,
+                     int64_t mosaic_grid, int64_t slot_grid);
 
 // Normalised mosaics as the vision encoder reads them: rows of a MosaicSet ->
-// f32 [B, 1, 56, 56], (pixel - mean) / std with Fashion-MNIST's statistics.
+// f32 [B, 1, 28 G, 28 G], (pixel - mean) / std with Fashion-MNIST's statistics.
 Tensor encoder_pixels(const MosaicSet& set, const std::vector<int64_t>& rows);
 
 }  // namespace vlmc::train

@@ -34,6 +34,9 @@ DataCommands::DataCommands(CLI::App& app) {
                               "it); default: one per 10 mosaics, rounded up")
       ->check(kNonNegative);
   export_mosaics_->add_option("--seed", e.seed, "the run seed (vlmc train's seed)")->capture_default_str();
+  export_mosaics_->add_option("--mosaic-grid", e.grid, "items per mosaic side, as data.mosaic_grid: 2 or 4")
+      ->capture_default_str()
+      ->check(CLI::IsMember({2, 4}));
   export_mosaics_->add_option("--image-format", o.image_format, "png, or jpg (greyscale JPEG, quality 95)")
       ->capture_default_str()
       ->check(CLI::IsMember({"png", "jpg"}));

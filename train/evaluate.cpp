@@ -40,10 +40,9 @@ namespace {
 
 // The rule reader's answer to s from the encoder head's predictions:
 // predicted [M * 4] classes, logits [M * 4, classes] (for "where").
-std::string rule_answer(const Sample& s, const std::vector<int64_t>& predicted, const Tensor& logits) {
-  const int64_t first = s.image * 4;
-  std::array<int64_t, 4> cls{};
-  for (int64_t q = 0; q < 4; ++q) cls[static_cast<size_t>(q)] = predicted[static_cast<size_t>(first + q)];
+std::string rule_answer(const Sample& s, int64_t grid, const std::vector<int64_t>& predicted, const Tensor& logits) {
+  const int64_t cells = grid * grid, first = s.image * cells;
+  const std::vector<int64_t> cls(predicted.begin() + first, predicted.begin() + first + cells);
   const int64_t present = std::count(cls.begin(), cls.end(), s.asked_class);
   switch (s.kind) {
     case QuestionKind::caption: return caption(cls);
@@ -54,9 +53,9 @@ std::string rule_answer(const Sample& s, const std::vector<int64_t>& predicted, 
       const float* row = logits.data<float>();
       const int64_t classes = logits.size(1);
       int64_t best = 0;
-      for (int64_t q = 1; q < 4; ++q)
+      for (int64_t q = 1; q < cells; ++q)
         if (row[(first + q) * classes + s.asked_class] > row[(first + best) * classes + s.asked_class]) best = q;
-      return quadrant_names()[static_cast<size_t>(best)];
+      return cell_names(grid)[static_cast<size_t>(best)];
     }
   }
   return "";
@@ -65,12 +64,12 @@ std::string rule_answer(const Sample& s, const std::vector<int64_t>& predicted, 
 }  // namespace
 
 void score_baselines(EvalReport& report, const std::vector<Sample>& questions, const std::vector<Sample>& captions,
-                     const std::vector<int64_t>& predicted, const Tensor& logits) {
+                     int64_t grid, const std::vector<int64_t>& predicted, const Tensor& logits) {
   std::map<std::string, std::map<std::string, int64_t>> answers;  // kind -> answer -> count
   for (const std::vector<Sample>* samples : {&questions, &captions}) {
     for (const Sample& s : *samples) {
       const std::string kind = question_kind_name(s.kind);
-      const bool right = rule_answer(s, predicted, logits) == s.answer;
+      const bool right = rule_answer(s, grid, predicted, logits) == s.answer;
       report.rule_reader_kinds[kind].correct += right;
       report.rule_reader_kinds[kind].total += 1;
       ++answers[kind][s.answer];
@@ -100,9 +99,9 @@ EvalSet draw_eval_set(const char* split, const FashionMnist& items, int64_t coun
   EvalSet out;
   out.split = split;
   Generator mosaic_gen(seeds::derive(c.eval_seed, mosaic_use));
-  out.mosaics = make_mosaics(items, count, mosaic_gen);
+  out.mosaics = make_mosaics(items, count, mosaic_gen, c.mosaic_grid);
   Generator question_gen(seeds::derive(c.eval_seed, question_use));
-  out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen);
+  out.questions = instruction_samples(out.mosaics, c.eval_questions_per_image, question_gen, std::nullopt, c.image_first);
   out.captions = caption_samples(out.mosaics);
   return out;
 }
@@ -144,15 +143,15 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   report.split = eval_set.split;
   report.mosaics = set.size();
 
-  // The encoder's own answer: the quadrant head on the same features.
-  const Tensor head_logits = quadrant_logits(*models.quadrant_head, features);  // [M * 4, classes]
+  // The encoder's own answer: the per-cell head on the same features.
+  const Tensor head_logits = quadrant_logits(*models.quadrant_head, features, set.grid);  // [M * G*G, classes]
   const std::vector<int64_t> predicted = argmax(head_logits, 1).to_vector<int64_t>();
   {
     const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
     for (size_t i = 0; i < truth.size(); ++i) report.encoder.correct += predicted[i] == truth[i];
     report.encoder.total = static_cast<int64_t>(truth.size());
   }
-  score_baselines(report, questions, captions, predicted, head_logits.to(Device::cpu(), DType::f32));
+  score_baselines(report, questions, captions, set.grid, predicted, head_logits.to(Device::cpu(), DType::f32));
 
   // oracle: the language model reading the true classes as text in the image
   // slots (as in its stage-0 pre-training) instead of the connector's tokens:
@@ -163,7 +162,7 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
       const TextBatch batch = make_text_batch(tokenizer, samples, rows);
       SpliceResult in;
       if (oracle) {
-        in = text_slot_inputs(models, tokenizer, set, batch, patch_grid_side(c));
+        in = text_slot_inputs(models, tokenizer, set, batch, patch_grid_side(c));  // one slot per patch
       } else {
         const Tensor index =
             Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);

@@ -42,7 +42,7 @@ double accuracy_of(const std::map<std::string, KindScore>& scores, const std::st
 struct EvalReport {
   std::string split = "test";
   int64_t mosaics = 0;
-  KindScore encoder;                        // per-quadrant classification (4 per mosaic)
+  KindScore encoder;                        // per-cell classification (G*G per mosaic)
   KindScore answers;                        // every question, exact match
   // The language model alone: the same questions with the true classes as
   // text in the image slots (stage 0's input), i.e. a perfect encoder and connector.
@@ -76,10 +76,10 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& config, const Token
 nlohmann::json validation_record(const EvalReport& report);
 
 // Fills the report's rule_reader and majority baselines for these questions
-// and captions from the encoder head's predicted classes [M * 4] and logits
-// [M * 4, classes] (f32, CPU).
+// and captions of G x G mosaics from the encoder head's predicted classes
+// [M * G*G] and logits [M * G*G, classes] (f32, CPU).
 void score_baselines(EvalReport& report, const std::vector<Sample>& questions, const std::vector<Sample>& captions,
-                     const std::vector<int64_t>& predicted, const Tensor& logits);
+                     int64_t grid, const std::vector<int64_t>& predicted, const Tensor& logits);
 
 // Prints the report: per-kind lines, then "answer accuracy: NN.N %" and
 // "encoder accuracy: NN.N %".

@@ -164,7 +164,7 @@ std::string connector_table(const std::vector<ConnectorRow>& rows, const TrainCo
                 "Validation: the answer accuracy on %lld mosaics of the train split's %lld held-out items at the end "
                 "of stage 2. Captions forgotten: whole-caption validation accuracy at the end of stage 1 minus at "
                 "the end of stage 2, in points. The rule reader answers every question from the frozen encoder's "
-                "per-quadrant predictions.\n",
+                "per-cell predictions.\n",
                 static_cast<long long>(config.stage1.steps), static_cast<long long>(config.stage2.steps),
                 static_cast<long long>(config.stage1.batch_size), static_cast<long long>(config.stage2.batch_size),
                 num_threads(), cpu_model_name().c_str(), static_cast<long long>(config.eval_mosaics),

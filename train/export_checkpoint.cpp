@@ -62,7 +62,7 @@ RunCheckpoint load_run_checkpoint(const std::string& dir) {
   // master weights, also of a bf16 run.
   run.config.device = "cpu";
   run.config.validate();
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(run.config.mosaic_grid);
   run.models = build_models(run.config, tokenizer);
   try {
     run.models.load_state_dict(ckpt.model);
@@ -80,7 +80,7 @@ nn::PretrainedModel hf_llava_of(const RunCheckpoint& run) {
              "the 2-layer MLP projector (Linear, GELU, Linear: connector.type mlp2x_gelu or mlp); the run in ",
              run.dir, " has connector.type '", c.connector, "'. --format llava writes the connector alone as LLaVA's "
              "mm_projector file (linear, mlp, mlp{N}x_gelu)");
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(c.mosaic_grid);
   const int64_t V = tokenizer.vocab_size();
   const nn::LlavaConfig& trained = run.models.llava->config();
 
@@ -194,7 +194,7 @@ std::string word_level_tokenizer_json(const Tokenizer& tokenizer) {
 }
 
 std::string mosaic_tokenizer_config_json(const TrainConfig& c) {
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(c.mosaic_grid);
   json j;
   j["tokenizer_class"] = "PreTrainedTokenizerFast";
   j["processor_class"] = "LlavaProcessor";
@@ -209,18 +209,18 @@ std::string mosaic_tokenizer_config_json(const TrainConfig& c) {
   return j.dump(2) + "\n";
 }
 
-std::string mosaic_preprocessor_config_json() {
-  // A 56x56 mosaic as it is: no resize, no crop; grey -> RGB (three equal
+std::string mosaic_preprocessor_config_json(const TrainConfig& c) {
+  // A 56x56 (4x4: 112x112) mosaic as it is: no resize, no crop; grey -> RGB (three equal
   // channels); pixel / 255; Fashion-MNIST's mean and std on each channel.
   json j;
   j["image_processor_type"] = "CLIPImageProcessor";
   j["processor_class"] = "LlavaProcessor";
   j["do_convert_rgb"] = true;
   j["do_resize"] = false;
-  j["size"] = {{"shortest_edge", kMosaicSide}};
+  j["size"] = {{"shortest_edge", c.mosaic_side()}};
   j["resample"] = 3;
   j["do_center_crop"] = false;
-  j["crop_size"] = {{"height", kMosaicSide}, {"width", kMosaicSide}};
+  j["crop_size"] = {{"height", c.mosaic_side()}, {"width", c.mosaic_side()}};
   j["do_rescale"] = true;
   j["rescale_factor"] = 1.0 / 255.0;
   j["do_normalize"] = true;
@@ -256,11 +256,11 @@ void export_checkpoint_hf(const RunCheckpoint& run, const std::string& out) {
   VLMC_CHECK(!model.config.llava.keep_cls, "export: a run that keeps CLS cannot be written (processor_config.json "
              "says \"default\")");
   // The companion files a run has no source folder for, written with the weights.
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(run.config.mosaic_grid);
   nn::ExportOptions options;
   options.extra_files = {{"tokenizer.json", word_level_tokenizer_json(tokenizer)},
                          {"tokenizer_config.json", mosaic_tokenizer_config_json(run.config)},
-                         {"preprocessor_config.json", mosaic_preprocessor_config_json()},
+                         {"preprocessor_config.json", mosaic_preprocessor_config_json(run.config)},
                          {"processor_config.json", mosaic_processor_config_json(run.config)},
                          {"generation_config.json", mosaic_generation_config_json()}};
   nn::save_pretrained(model, out, options);
@@ -292,11 +292,11 @@ void write_reference_sample(RunCheckpoint& run, const std::string& path) {
   Generator eval_gen(seeds::derive(c.seed, seeds::kEval));
   // The evaluation's first mosaics (the first k of a set are the set of k) and their questions.
   constexpr int64_t kTextMosaics = 8;
-  const MosaicSet set = build_eval_mosaics(kTextMosaics, eval_gen, c.data_dir);
+  const MosaicSet set = build_eval_mosaics(kTextMosaics, eval_gen, c.data_dir, c.mosaic_grid);
   Generator question_gen(seeds::derive(c.seed, seeds::kEvalQuestions));
-  std::vector<Sample> samples = instruction_samples(set, c.eval_questions_per_image, question_gen);
+  std::vector<Sample> samples = instruction_samples(set, c.eval_questions_per_image, question_gen, std::nullopt, c.image_first);
   const Sample sample = samples.at(0);  // of mosaic 0
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(c.mosaic_grid);
   std::vector<int64_t> ids = tokenizer.encode(sample.prompt, {.bos = true, .strict = true});
   const int64_t T = static_cast<int64_t>(ids.size());
 

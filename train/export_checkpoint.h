@@ -46,7 +46,7 @@ nn::PretrainedModel hf_llava_of(const RunCheckpoint& run);
 // The companion files of the folder (their text, as written).
 std::string word_level_tokenizer_json(const Tokenizer& tokenizer);  // tokenizer.json
 std::string mosaic_tokenizer_config_json(const TrainConfig& config);  // tokenizer_config.json
-std::string mosaic_preprocessor_config_json();                      // preprocessor_config.json
+std::string mosaic_preprocessor_config_json(const TrainConfig& config);  // preprocessor_config.json
 std::string mosaic_processor_config_json(const TrainConfig& config);  // processor_config.json
 std::string mosaic_generation_config_json();                        // generation_config.json
 

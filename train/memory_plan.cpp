@@ -215,13 +215,26 @@ struct TextLengths {
   int64_t caption = 0, question = 0;
 };
 
-TextLengths longest_texts(const Tokenizer& tokenizer) {
-  constexpr int64_t kCombos = 10 * 10 * 10 * 10;
-  std::vector<int64_t> classes(static_cast<size_t>(kCombos * 4));
-  for (int64_t m = 0; m < kCombos; ++m)
-    for (int64_t q = 0, rest = m; q < 4; ++q, rest /= 10) classes[static_cast<size_t>(m * 4 + q)] = rest % 10;
+TextLengths longest_texts(const Tokenizer& tokenizer, int64_t grid) {
+  // 2x2: every one of the 10^4 class combinations. 4x4 (10^16 of them): every
+  // word is one token, so a text's length depends only on its kind and on
+  // which class and cell it names; 100 mosaics (a class in cell 0, another in
+  // the rest) and 10 with ten classes name each class and cell in each role.
+  const int64_t cells = grid * grid;
+  std::vector<int64_t> classes;
+  if (grid == 2) {
+    for (int64_t m = 0; m < 10 * 10 * 10 * 10; ++m)
+      for (int64_t q = 0, rest = m; q < 4; ++q, rest /= 10) classes.push_back(rest % 10);
+  } else {
+    for (int64_t a = 0; a < 10; ++a)
+      for (int64_t b = 0; b < 10; ++b)
+        for (int64_t q = 0; q < cells; ++q) classes.push_back(q == 0 ? a : b);
+    for (int64_t r = 0; r < 10; ++r)
+      for (int64_t q = 0; q < cells; ++q) classes.push_back((q + r) % 10);
+  }
   MosaicSet set;
-  set.classes = Tensor::from_vector(classes, {kCombos, 4});
+  set.grid = grid;
+  set.classes = Tensor::from_vector(classes, {static_cast<int64_t>(classes.size()) / cells, cells});
   auto longest = [&](const std::vector<Sample>& samples) {
     size_t out = 0;
     for (const Sample& s : samples)
@@ -259,9 +272,10 @@ void add_training_state(StagePlan& p, double trained, int world, int64_t zero_st
 
 std::vector<StagePlan> plan_training(const TrainConfig& c, int world) {
   VLMC_CHECK(world >= 1, "plan: ", world, " processes");
-  const Tokenizer tokenizer;
+  const Tokenizer tokenizer(c.mosaic_grid);
+  const double side = static_cast<double>(c.mosaic_side());  // pixels: 56, or 112 for 4x4 mosaics
   const EncoderShape enc{c.vision_hidden_size, c.vision_intermediate_size, c.vision_num_hidden_layers,
-                         c.vision_num_attention_heads, 1, c.vision_patch_size, 56};
+                         c.vision_num_attention_heads, 1, c.vision_patch_size, c.mosaic_side()};
   const DecoderShape dec{c.lm_hidden_size, c.lm_intermediate_size, c.lm_num_hidden_layers, c.lm_num_attention_heads,
                          c.lm_num_key_value_heads, tokenizer.vocab_size(), false};
   // The connector: built at its (small) size, as validate() does, for its
@@ -269,7 +283,7 @@ std::vector<StagePlan> plan_training(const TrainConfig& c, int world) {
   Generator scratch(0);
   const auto connector =
       nn::make_projector(c.connector, c.vision_hidden_size, c.lm_hidden_size, c.connector_config(), scratch);
-  const int64_t grid = 56 / c.vision_patch_size, patches = grid * grid;
+  const int64_t grid = c.mosaic_side() / c.vision_patch_size, patches = grid * grid;
   int64_t visual_tokens = 0;
   {
     NoGradGuard no_grad;
@@ -279,7 +293,7 @@ std::vector<StagePlan> plan_training(const TrainConfig& c, int world) {
   const double connector_params = static_cast<double>(connector->num_parameters());
   const double head_params = static_cast<double>(c.vision_hidden_size * 10 + 10);
   const double vision_params = encoder_parameters(enc), lm_params = decoder_parameters(dec);
-  const TextLengths text = longest_texts(tokenizer);
+  const TextLengths text = longest_texts(tokenizer, c.mosaic_grid);
   const double M = static_cast<double>(c.train_mosaics);
 
   auto base = [&](const std::string& stage, const std::string& key, int64_t batch) {
@@ -298,24 +312,25 @@ std::vector<StagePlan> plan_training(const TrainConfig& c, int world) {
   auto length_of = [&](int64_t text_tokens, int64_t slots) {
     return std::min(text_tokens - 1 + slots, c.lm_max_position_embeddings);
   };
-  const double pool_images = M * 56 * 56 * kF32 + M * 4 * 8 * 2;  // f32 mosaics, i64 classes and sources
+  const double cells = static_cast<double>(c.mosaic_grid * c.mosaic_grid);
+  const double pool_images = M * side * side * kF32 + M * cells * 8 * 2;  // f32 mosaics, i64 classes and sources
   std::vector<StagePlan> plans;
 
   {  // stage 0, vision: the encoder and the quadrant head train on fresh mosaics
     StagePlan p = base("stage0.vision", "stage0.vision.batch_size", c.stage0_vision.batch_size);
-    add(p.terms, "data", "mosaic pool [M, 56, 56] f32 (until the features are cached)", pool_images);
+    add(p.terms, "data", "mosaic pool [M, S, S] f32 (until the features are cached)", pool_images);
     add_training_state(p, vision_params + head_params, world, c.zero_stage);
     for (MemoryTerm& t : encoder_activation_terms(enc, p.micro_batch, mode_of(c, true))) p.terms.push_back(t);
     const double B = static_cast<double>(p.micro_batch);
     add(p.terms, "activations", "the selected hidden state (the features)",
         B * static_cast<double>(patches * c.vision_hidden_size) * kF32);
-    add(p.terms, "activations", "the step's mosaics [B, 56, 56] f32 (make_mosaics)", B * 56 * 56 * kF32);
+    add(p.terms, "activations", "the step's mosaics [B, S, S] f32 (make_mosaics)", B * side * side * kF32);
     plans.push_back(std::move(p));
   }
   {  // stage 0, language: the decoder reads class words in the image slots
     StagePlan p = base("stage0.language", "stage0.language.batch_size", c.stage0_language.batch_size);
     p.length = length_of(std::max(text.caption, text.question), patches);
-    add(p.terms, "data", "mosaic pool [M, 56, 56] f32 (until the features are cached)", pool_images);
+    add(p.terms, "data", "mosaic pool [M, S, S] f32 (until the features are cached)", pool_images);
     add_training_state(p, lm_params, world, c.zero_stage);
     for (MemoryTerm& t : decoder_activation_terms(dec, p.micro_batch, p.length, mode_of(c, true)))
       p.terms.push_back(t);

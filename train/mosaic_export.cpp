@@ -46,7 +46,7 @@ json conversation(const std::vector<Sample>& questions, size_t first, int64_t co
 
 std::vector<uint8_t> mosaic_pixels(const MosaicSet& set, int64_t m) {
   VLMC_CHECK(m >= 0 && m < set.size(), "mosaic_pixels: index ", m, " outside a set of ", set.size());
-  const int64_t n = kMosaicSide * kMosaicSide;
+  const int64_t n = set.side() * set.side();
   const Tensor images = set.images.contiguous();
   const float* src = images.data<float>() + m * n;
   std::vector<uint8_t> out(static_cast<size_t>(n));
@@ -91,7 +91,7 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
   const FashionMnist split = load_fashion_mnist(o.split, o.data_dir);
   const FashionMnist data = train ? training_items(split) : split;
   Generator mosaic_gen(seeds::derive(o.seed, train ? seeds::kPool : seeds::kEval));
-  const MosaicSet set = make_mosaics(data, o.count + text_only, mosaic_gen);
+  const MosaicSet set = make_mosaics(data, o.count + text_only, mosaic_gen, o.grid);
   Generator question_gen(seeds::derive(o.seed, train ? seeds::kPoolQuestions : seeds::kEvalQuestions));
   const int64_t k = o.questions_per_image;
   const std::vector<Sample> questions = instruction_samples(set, k, question_gen);
@@ -129,8 +129,8 @@ MosaicExportSummary export_mosaics(const MosaicExportOptions& o) {
       const std::vector<uint8_t> pixels = mosaic_pixels(set, m);
       const std::vector<uint8_t> bytes =
           o.image_format == ExportImageFormat::png
-              ? data::encode_grey_png(pixels.data(), kMosaicSide, kMosaicSide)
-              : data::encode_grey_jpeg(pixels.data(), kMosaicSide, kMosaicSide, kExportJpegQuality);
+              ? data::encode_grey_png(pixels.data(), set.side(), set.side())
+              : data::encode_grey_jpeg(pixels.data(), set.side(), set.side(), kExportJpegQuality);
       io::write_file(tmp / "images" / (mosaic_id(m) + extension),
                      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), who);
     }

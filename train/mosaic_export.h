@@ -2,7 +2,8 @@
 // files in LLaVA's data formats, so the LLaVA loader can be tested end to end
 // on real image files and JSON:
 //
-//   DIR/images/mosaic-000000.png ...  the 56x56 grey mosaics (PNG, or JPEG)
+//   DIR/images/mosaic-000000.png ...  the 56x56 grey mosaics (PNG, or JPEG;
+//                                     112x112 with --mosaic-grid 4)
 //   DIR/captions.json   stage 1, as blip_laion_cc_sbu_558k.json: one caption
 //                       per mosaic, the human turn "<image>" alone
 //   DIR/questions.json  stage 2, as llava_v1_5_mix665k.json: per mosaic one
@@ -42,6 +43,7 @@ struct MosaicExportOptions {
   int64_t questions_per_image = 4;   // K questions per mosaic, >= 1
   int64_t text_only = -1;            // text-only conversations; -1: one per 10 mosaics, rounded up
   int64_t seed = 0;                  // the run seed (TrainConfig::seed)
+  int64_t grid = 2;                  // items per mosaic side (TrainConfig::mosaic_grid)
   ExportImageFormat image_format = ExportImageFormat::png;
   std::string data_dir = kFashionMnistDir;
 };

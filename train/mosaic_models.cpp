@@ -9,15 +9,15 @@
 namespace vlmc::train {
 namespace {
 
-std::vector<std::array<int64_t, 4>> classes_of(const MosaicSet& set, const std::vector<int64_t>& rows) {
-  std::vector<std::array<int64_t, 4>> out;
+std::vector<std::vector<int64_t>> classes_of(const MosaicSet& set, const std::vector<int64_t>& rows) {
+  std::vector<std::vector<int64_t>> out;
   for (int64_t r : rows) out.push_back(set.classes_of(r));
   return out;
 }
 
 }  // namespace
 
-int64_t patch_grid_side(const TrainConfig& c) { return 56 / c.vision_patch_size; }
+int64_t patch_grid_side(const TrainConfig& c) { return c.mosaic_side() / c.vision_patch_size; }
 
 // Hidden state `select_layer` without its CLS token: [B, N, Dv].
 Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer) {
@@ -50,8 +50,9 @@ Tensor features_of(MosaicModels& models, const MosaicSet& set) {
 SpliceResult text_slot_inputs(const MosaicModels& models, const Tokenizer& tokenizer, const MosaicSet& set,
                               const TextBatch& batch, int64_t grid) {
   const Tensor table = models.language->embed_tokens();  // [V, D]
-  const Tensor words = slot_word_ids(tokenizer, classes_of(set, batch.images), grid).to(table.device());  // [B, n, 3]
-  const Tensor slots = sum(embedding(table, words), {2});                              // [B, n, D]
+  const Tensor words =
+      slot_word_ids(tokenizer, classes_of(set, batch.images), set.grid, grid).to(table.device());  // [B, n, W]
+  const Tensor slots = sum(embedding(table, words), {2});                                          // [B, n, D]
   return splice_image_embeddings(batch.input_ids, table, slots, batch.labels, batch.text_mask);
 }
 
@@ -103,14 +104,14 @@ MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
   return m;
 }
 
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features) {
-  const int64_t B = features.size(0), N = features.size(1), D = features.size(2);
+Tensor quadrant_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid) {
+  const int64_t B = features.size(0), N = features.size(1), D = features.size(2), G = mosaic_grid;
   const int64_t g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(N))));
-  VLMC_CHECK(g * g == N && g % 2 == 0, "quadrant_logits: features ", shape_str(features.shape()),
-             " are not an even square grid of patches");
-  const Tensor grid = features.contiguous().reshape({B, g, g, D});        // channels last
-  const Tensor quadrants = adaptive_avg_pool2d(grid, 2, 2).reshape({B * 4, D});  // row-major: TL, TR, BL, BR
-  return linear(quadrants, head.weight, head.bias);                     // [B * 4, 10]
+  VLMC_CHECK(g * g == N && G >= 1 && g % G == 0, "quadrant_logits: features ", shape_str(features.shape()),
+             " are not a square grid of patches that splits into ", G, "x", G, " cells");
+  const Tensor grid = features.contiguous().reshape({B, g, g, D});                // channels last
+  const Tensor cells = adaptive_avg_pool2d(grid, G, G).reshape({B * G * G, D});   // row-major: TL, TR, BL, BR for 2x2
+  return linear(cells, head.weight, head.bias);                                  // [B * G * G, 10]
 }
 
 }  // namespace vlmc::train

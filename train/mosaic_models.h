@@ -35,7 +35,7 @@ inline uint64_t derive(int64_t run_seed, uint64_t use) { return static_cast<uint
 // llava->llm is `language`.
 struct MosaicModels {
   std::shared_ptr<nn::CLIPVisionModel> vision;
-  std::shared_ptr<nn::Linear> quadrant_head;  // [10, Dv]: stage 0's classifier
+  std::shared_ptr<nn::Linear> quadrant_head;  // [10, Dv]: stage 0's per-cell classifier
   std::shared_ptr<nn::LlamaForCausalLM> language;
   std::shared_ptr<nn::LlavaModel> llava;
   Device device = Device::cpu();  // where every parameter and buffer lives
@@ -50,11 +50,14 @@ struct MosaicModels {
 
 MosaicModels build_models(const TrainConfig& config, const Tokenizer& tokenizer);
 
-// features [B, N, Dv] of a g x g patch grid -> class logits [B * 4, 10], quadrants
-// in the order top left, top right, bottom left, bottom right.
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features);
+// features [B, N, Dv] of a g x g patch grid -> class logits [B * G*G, 10] of
+// a G x G mosaic's cells, row-major (for 2x2: top left, top right, bottom
+// left, bottom right): each cell's patches averaged (g a multiple of G). In
+// the 4x4 task with one patch per item the head reads single patches: the
+// encoder never learns the 2x2-pooled layout a pooling connector reads.
+Tensor quadrant_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid = 2);
 
-// The encoder's patch grid side: 56 / patch_size.
+// The encoder's patch grid side: the mosaic's side (28 data.mosaic_grid) / patch_size.
 int64_t patch_grid_side(const TrainConfig& config);
 
 // Hidden state `select_layer` (Python indexing) without its CLS token: [B, N, Dv].

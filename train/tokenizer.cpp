@@ -1,6 +1,7 @@
 #include "train/tokenizer.h"
 
 #include "core/error.h"
+#include "train/mosaic.h"
 
 namespace vlmc::train {
 namespace {
@@ -9,7 +10,7 @@ bool is_punct(char c) { return c == ':' || c == ',' || c == '?'; }
 
 }  // namespace
 
-const std::vector<std::string>& Tokenizer::vocabulary() {
+const std::vector<std::string>& Tokenizer::vocabulary(int64_t mosaic_grid) {
   // Append only: reordering changes every id and invalidates checkpoints.
   static const std::vector<std::string> vocab = {
       "<pad>", "<bos>", "<eos>", "<unk>",
@@ -25,12 +26,20 @@ const std::vector<std::string>& Tokenizer::vocabulary() {
       "ankle-boot",
       "t-shirts", "trousers", "pullovers", "dresses", "coats", "sandals", "shirts", "sneakers",
       "bags", "ankle-boots"};
-  return vocab;
+  // 4x4 mosaics: the cells' names and counts up to all sixteen items.
+  static const std::vector<std::string> vocab4 = [] {
+    std::vector<std::string> v = vocab;
+    for (const std::string& cell : cell_names(4)) v.push_back(cell);
+    for (int64_t n = 5; n <= 16; ++n) v.push_back(number_word(n));
+    return v;
+  }();
+  VLMC_CHECK(mosaic_grid == 2 || mosaic_grid == 4, "tokenizer: mosaic grid ", mosaic_grid,
+             " has no vocabulary (data.mosaic_grid is 2 or 4)");
+  return mosaic_grid == 2 ? vocab : vocab4;
 }
 
-Tokenizer::Tokenizer() {
-  const auto& vocab = vocabulary();
-  for (size_t i = 0; i < vocab.size(); ++i) ids_.emplace(vocab[i], static_cast<int64_t>(i));
+Tokenizer::Tokenizer(int64_t mosaic_grid) : vocab_(&vocabulary(mosaic_grid)) {
+  for (size_t i = 0; i < vocab_->size(); ++i) ids_.emplace((*vocab_)[i], static_cast<int64_t>(i));
 }
 
 int64_t Tokenizer::id(std::string_view token) const {
@@ -44,7 +53,7 @@ const std::string& Tokenizer::token(int64_t id) const {
   if (id == kImageTokenId) return image;
   VLMC_CHECK(id >= 0 && id < vocab_size(), "tokenizer: id ", id, " outside the vocabulary of ",
              vocab_size());
-  return vocabulary()[static_cast<size_t>(id)];
+  return (*vocab_)[static_cast<size_t>(id)];
 }
 
 std::vector<int64_t> Tokenizer::encode(std::string_view text, const EncodeOptions& options) const {

@@ -1,7 +1,9 @@
 // Word-level tokenizer for the mosaic language (train/mosaic.h). The
 // vocabulary is fixed in code, in a fixed order, so ids never change between
 // builds or runs: the special tokens, the punctuation ':' ',' '?', then every
-// word the caption and question generators can emit.
+// word the caption and question generators can emit for 2x2 mosaics. The 4x4
+// task's tokenizer appends its cell names ("a1".."d4") and the numbers
+// "five".."sixteen": the main job's ids and vocabulary size stay as they were.
 //
 // Text is split on spaces; ':' ',' '?' are split off words as tokens of their
 // own. "<image>" encodes to kImageTokenId (-200, LLaVA's IMAGE_TOKEN_INDEX): it
@@ -31,11 +33,13 @@ struct EncodeOptions {
 
 class Tokenizer {
  public:
-  Tokenizer();
+  // The words of G x G mosaics (data.mosaic_grid: 2 or 4).
+  explicit Tokenizer(int64_t mosaic_grid = 2);
 
-  // The fixed vocabulary, id = position: "<pad>", "<bos>", "<eos>", "<unk>", ":", ...
-  static const std::vector<std::string>& vocabulary();
-  int64_t vocab_size() const { return static_cast<int64_t>(vocabulary().size()); }
+  // The fixed vocabulary of a grid, id = position: "<pad>", "<bos>", "<eos>", "<unk>", ":", ...
+  static const std::vector<std::string>& vocabulary(int64_t mosaic_grid);
+  const std::vector<std::string>& vocabulary() const { return *vocab_; }
+  int64_t vocab_size() const { return static_cast<int64_t>(vocab_->size()); }
 
   // The id of one token ("<image>" -> -200), or -1 when unknown.
   int64_t id(std::string_view token) const;
@@ -49,6 +53,7 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids, bool skip_special = false) const;
 
  private:
+  const std::vector<std::string>* vocab_;
   std::unordered_map<std::string, int64_t> ids_;
 };
 

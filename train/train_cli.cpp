@@ -156,7 +156,7 @@ int TrainCommands::run_eval() {
   eval_config_.validate();
   VLMC_CHECK(dist::launch_info().world_size == 1, "vlmc eval runs in one process, not under mpirun -np ",
              dist::launch_info().world_size);
-  const train::Tokenizer tokenizer;
+  const train::Tokenizer tokenizer(eval_config_.mosaic_grid);
   train::MosaicModels models = train::build_models(eval_config_, tokenizer);
   models.to(Device::parse(eval_config_.device));  // run.device / --device, checked by validate()
   models.load_state_dict(ckpt.model);

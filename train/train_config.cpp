@@ -70,7 +70,7 @@ nn::CLIPVisionConfig TrainConfig::vision_config() const {
   c.num_attention_heads = vision_num_attention_heads;
   c.num_hidden_layers = vision_num_hidden_layers;
   c.num_channels = 1;  // Fashion-MNIST is grey
-  c.image_size = 56;   // 2x2 mosaics of 28x28 items
+  c.image_size = mosaic_side();  // G x G mosaics of 28x28 items
   c.patch_size = vision_patch_size;
   c.hidden_act = vision_hidden_act;
   return c;
@@ -131,9 +131,12 @@ void TrainConfig::validate() const {
   VLMC_CHECK(questions_per_image >= 1, "data.questions_per_image must be >= 1, got ", questions_per_image);
   VLMC_CHECK(validation_items >= 1 && validation_items < 60000, "data.validation_items must be in 1..59999 (of the "
              "train split's 60000 items), got ", validation_items);
-  VLMC_CHECK(vision_patch_size >= 1 && 56 % vision_patch_size == 0 && (56 / vision_patch_size) % 2 == 0,
-             "vision.patch_size ", vision_patch_size,
-             " must split the 56-pixel mosaic into an even grid (2, 4, 7, 14 or 28)");
+  VLMC_CHECK(mosaic_grid == 2 || mosaic_grid == 4, "data.mosaic_grid must be 2 or 4 (items per mosaic side), got ",
+             mosaic_grid);
+  VLMC_CHECK(vision_patch_size >= 1 && mosaic_side() % vision_patch_size == 0 &&
+                 (mosaic_side() / vision_patch_size) % mosaic_grid == 0,
+             "vision.patch_size ", vision_patch_size, " must split the ", mosaic_side(), "-pixel mosaic (data.mosaic_grid ",
+             mosaic_grid, ") into a patch grid that covers each item with whole patches (2, 4, 7, 14 or 28)");
   for (const auto& [key, value] :
        {std::pair<const char*, int64_t>{"vision.hidden_size", vision_hidden_size},
         {"vision.intermediate_size", vision_intermediate_size},
@@ -242,6 +245,10 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("data.questions_per_image", &c.questions_per_image, "stage-2 questions per training mosaic");
   s.add("data.validation_items", &c.validation_items,
         "the last N items of the train split, never trained on: the validation mosaics' items");
+  s.add("data.mosaic_grid", &c.mosaic_grid,
+        "items per mosaic side: 2 (four items, 56 pixels) or 4 (sixteen items, 112 pixels; cells a1..d4)");
+  s.add("data.image_first", &c.image_first,
+        "questions put <image> before the question (LLaVA's \"<image>\\n{q}\") instead of after it");
   s.add("data.format", &c.data_format,
         "mosaic: the built-in Fashion-MNIST job; llava: LLaVA's JSON and images over [model]'s checkpoints");
   s.set_choices("data.format", {"mosaic", "llava"});
@@ -294,7 +301,7 @@ void register_train_config(ConfigSchema& s, TrainConfig& c) {
   s.add("vision.intermediate_size", &c.vision_intermediate_size, "CLIPVisionConfig.intermediate_size");
   s.add("vision.num_attention_heads", &c.vision_num_attention_heads, "CLIPVisionConfig.num_attention_heads");
   s.add("vision.num_hidden_layers", &c.vision_num_hidden_layers, "CLIPVisionConfig.num_hidden_layers");
-  s.add("vision.patch_size", &c.vision_patch_size, "CLIPVisionConfig.patch_size (image_size is 56)");
+  s.add("vision.patch_size", &c.vision_patch_size, "CLIPVisionConfig.patch_size (image_size is 28 data.mosaic_grid)");
   s.add("vision.hidden_act", &c.vision_hidden_act, "CLIPVisionConfig.hidden_act");
   s.set_choices("vision.hidden_act", nn::clip_hidden_acts());
   s.add("vision.select_layer", &c.vision_select_layer,

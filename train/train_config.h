@@ -56,6 +56,12 @@ struct TrainConfig {
   // The last N items of Fashion-MNIST's train split: never trained on (stage 0
   // and the pool draw from the others), the validation mosaics draw from them.
   int64_t validation_items = 5000;
+  // Items per mosaic side: 2 (the main job, four items) or 4 (sixteen items,
+  // the task where detail matters: configs/fashion-mosaic-4x4.toml).
+  int64_t mosaic_grid = 2;
+  int64_t mosaic_side() const { return 28 * mosaic_grid; }  // pixels: 56 or 112
+  // Questions as "<image> {q}" instead of "{q} <image>" (train/mosaic.h).
+  bool image_first = false;
   // "mosaic" (the built-in Fashion-MNIST job above), or "llava": LLaVA's JSON
   // and image folder over Hugging Face checkpoints ([model]; train/llava_trainer.h).
   std::string data_format = "mosaic";

@@ -54,7 +54,8 @@ struct Stage0Part {
 };
 
 const Stage0Part kVisionPart{"vision", {"vision_encoder.", "quadrant_head."},
-                             {"vision.", "stage0.vision.", "run.seed", "data.dir", "data.validation_items"}};
+                             {"vision.", "stage0.vision.", "run.seed", "data.dir", "data.validation_items",
+                              "data.mosaic_grid"}};
 const Stage0Part kLanguagePart{"language", {"llm."},
                                {"language.", "stage0.language.", "run.seed", "data.", "vision.patch_size"}};
 
@@ -75,6 +76,10 @@ std::string stage0_cache_name(const Stage0Part& part, const nlohmann::json& conf
   // losses within 1e-4 relative, on an H200, 2026-12-04).
   const std::string precision = config.value("run.precision", "f32");
   if (precision != "f32") key["run.precision"] = precision;
+  // So do the keys added after the main job's caches were made, at their defaults.
+  for (const auto& [added, default_value] :
+       {std::pair<const char*, nlohmann::json>{"data.mosaic_grid", 2}, {"data.image_first", false}})
+    if (key.contains(added) && key[added] == default_value) key.erase(added);
   key["format"] = kStage0Format;
   const std::string text = key.dump();
   uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and machines
@@ -169,7 +174,7 @@ class MosaicRun {
 
 MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
     : c_(c), options_(options), group_(options.group), world_(group_ ? group_->world_size() : 1),
-      proc_(group_ ? group_->rank() : 0), lead_(proc_ == 0) {
+      proc_(group_ ? group_->rank() : 0), lead_(proc_ == 0), tokenizer_(c.mosaic_grid) {
   for (const auto& [key, stage] : {std::pair<const char*, const StageSettings*>{"stage0.vision", &c.stage0_vision},
                                    {"stage0.language", &c.stage0_language},
                                    {"stage1", &c.stage1},
@@ -241,10 +246,10 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
   train_split_ = training_items(whole_train, c.validation_items);
   validation_ = validation_set(c, whole_train);
   Generator pool_gen(seeds::derive(c.seed, seeds::kPool));
-  pool_ = make_mosaics(train_split_, c.train_mosaics, pool_gen);
+  pool_ = make_mosaics(train_split_, c.train_mosaics, pool_gen, c.mosaic_grid);
   Generator pool_questions(seeds::derive(c.seed, seeds::kPoolQuestions));
   captions_ = caption_samples(pool_);
-  questions_ = instruction_samples(pool_, c.questions_per_image, pool_questions);
+  questions_ = instruction_samples(pool_, c.questions_per_image, pool_questions, std::nullopt, c.image_first);
   grid_ = patch_grid_side(c);
 }
 
@@ -294,15 +299,16 @@ void MosaicRun::stage0_vision() {
     for (auto& p : named(*models_.quadrant_head, "quadrant_head.")) spec.params.push_back(p);
     spec.step = [&](int64_t step) {
       // A fresh batch of mosaics per step, a pure function of the step.
+      const int64_t G = c_.mosaic_grid, cells = G * G;
       Generator gen(seeds::derive(c_.seed, seeds::kVisionMosaics));
-      gen.advance(static_cast<uint64_t>(step * c_.stage0_vision.batch_size));
-      const MosaicSet batch = make_mosaics(train_split_, c_.stage0_vision.batch_size, gen);
+      gen.advance(static_cast<uint64_t>(step * c_.stage0_vision.batch_size * mosaic_counters(G)));
+      const MosaicSet batch = make_mosaics(train_split_, c_.stage0_vision.batch_size, gen, G);
       const int64_t per = batch.size() / world_, first = per * proc_;  // this process's mosaics
       const Tensor pixels = encoder_pixels(batch, row_range(first, first + per)).to(models_.device);
       const Tensor features = patch_features(models_.vision->hidden_states(pixels), c_.vision_select_layer);
-      const Tensor logits = quadrant_logits(*models_.quadrant_head, features);
-      const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * 4}).to(models_.device);
-      return StepLoss{cross_entropy(logits, classes), per * (grid_ * grid_ + 1), per * 4};
+      const Tensor logits = quadrant_logits(*models_.quadrant_head, features, G);  // [per * G*G, 10]
+      const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * cells}).to(models_.device);
+      return StepLoss{cross_entropy(logits, classes), per * (grid_ * grid_ + 1), per * cells};
     };
     timed("stage0-vision", run_stage(spec, files_, resume_for(kStageVision)));
     models_.vision->set_requires_grad(false);
@@ -318,7 +324,7 @@ void MosaicRun::stage0_language() {
     texts.insert(texts.end(), questions_.begin(), questions_.end());
     Generator extra_gen(seeds::derive(c_.seed, seeds::kExtraQuestions));
     for (QuestionKind kind : {QuestionKind::count, QuestionKind::where}) {
-      const std::vector<Sample> extra = instruction_samples(pool_, c_.stage0_extra_questions, extra_gen, kind);
+      const std::vector<Sample> extra = instruction_samples(pool_, c_.stage0_extra_questions, extra_gen, kind, c_.image_first);
       texts.insert(texts.end(), extra.begin(), extra.end());
     }
     StageSpec spec = stage_spec("stage0-language", kStageLanguage, c_.stage0_language);
@@ -329,8 +335,12 @@ void MosaicRun::stage0_language() {
                               static_cast<int64_t>(texts.size())),
                 proc_, world_);
       const TextBatch batch = make_text_batch(tokenizer_, texts, rows);
-      // Every other step on the pooled grid, when it has whole quadrants.
-      const int64_t slot_grid = step % 2 == 1 && grid_ % 4 == 0 ? grid_ / 2 : grid_;
+      // Every other step on the grid of half the side, when its slots still
+      // hold whole cells: a sum over several cells loses which class stands
+      // in which cell (what a "what" or "where" asks), so a 4x4 mosaic read
+      // by 4x4 patches always has one slot per cell.
+      const int64_t half = grid_ / 2;
+      const int64_t slot_grid = step % 2 == 1 && grid_ % 2 == 0 && half % c_.mosaic_grid == 0 ? half : grid_;
       const SpliceResult in = text_slot_inputs(models_, tokenizer_, pool_, batch, slot_grid);
       const Tensor logits = models_.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};

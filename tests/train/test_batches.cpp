@@ -255,10 +255,10 @@ TEST_CASE("batches: slot words are the quadrant's place words and its class", "[
   const std::array<std::array<int64_t, 2>, 4> place = {
       std::array<int64_t, 2>{tok.id("top"), tok.id("left")}, {tok.id("top"), tok.id("right")},
       {tok.id("bottom"), tok.id("left")}, {tok.id("bottom"), tok.id("right")}};
-  const std::vector<std::array<int64_t, 4>> classes = {{8, 7, 4, 9}, {0, 1, 2, 3}, {5, 5, 6, 5}};
+  const std::vector<std::vector<int64_t>> classes = {{8, 7, 4, 9}, {0, 1, 2, 3}, {5, 5, 6, 5}};
   for (int64_t g : {2, 4}) {
     INFO("grid " << g);
-    const Tensor ids = slot_word_ids(tok, classes, g);
+    const Tensor ids = slot_word_ids(tok, classes, 2, g);
     REQUIRE(ids.shape() == Shape{3, g * g, 3});
     CHECK(ids.dtype() == DType::i64);
     const auto v = ids.to_vector<int64_t>();
@@ -275,7 +275,7 @@ TEST_CASE("batches: slot words are the quadrant's place words and its class", "[
     }
   }
   // A few slots of the 4x4 grid spelled out: the centre four are one of each quadrant.
-  const auto v = slot_word_ids(tok, {{8, 7, 4, 9}}, 4).to_vector<int64_t>();
+  const auto v = slot_word_ids(tok, {{8, 7, 4, 9}}, 2, 4).to_vector<int64_t>();
   const auto slot = [&](size_t j) { return std::vector<int64_t>(v.begin() + 3 * j, v.begin() + 3 * j + 3); };
   CHECK(slot(0) == std::vector<int64_t>{tok.id("top"), tok.id("left"), tok.id("bag")});
   CHECK(slot(5) == std::vector<int64_t>{tok.id("top"), tok.id("left"), tok.id("bag")});
@@ -286,15 +286,52 @@ TEST_CASE("batches: slot words are the quadrant's place words and its class", "[
   CHECK(slot(12) == std::vector<int64_t>{tok.id("bottom"), tok.id("left"), tok.id("coat")});
 }
 
-TEST_CASE("batches: slot words reject odd grids and bad classes", "[batches]") {
-  const Tokenizer tok;
-  for (int64_t g : {3, 5, 1, 0, -2}) {
-    INFO("grid " << g);
-    REQUIRE_THROWS_WITH(slot_word_ids(tok, {{0, 1, 2, 3}}, g),
-                        Catch::Contains("grid " + std::to_string(g)) && Catch::Contains("even"));
+TEST_CASE("batches: slot words of a 4x4 mosaic: one cell per slot, or the sum of the cells a coarser slot covers", "[batches]") {
+  const Tokenizer tok(4);
+  std::vector<int64_t> row(16);
+  for (size_t q = 0; q < 16; ++q) row[q] = static_cast<int64_t>((q * 3) % 10);  // a1 t-shirt, b1 pullover, ...
+  const auto word = [&](const std::string& w) { return tok.id(w); };
+  const auto cls = [&](size_t q) { return tok.id(class_names()[static_cast<size_t>(row[q])]); };
+  {  // 4x4 slots: slot q is cell q, "b3" then its class
+    const Tensor ids = slot_word_ids(tok, {row}, 4, 4);
+    REQUIRE(ids.shape() == Shape{1, 16, 2});
+    const auto v = ids.to_vector<int64_t>();
+    for (size_t q = 0; q < 16; ++q) {
+      INFO("slot " << q);
+      CHECK(v[2 * q] == word(cell_names(4)[q]));
+      CHECK(v[2 * q + 1] == cls(q));
+    }
+    CHECK(v[2 * 9] == word("b3"));
   }
-  REQUIRE_THROWS_WITH(slot_word_ids(tok, {{0, 1, 2, 3}, {0, 10, 2, 3}}, 2), Catch::Contains("class 10"));
-  REQUIRE_THROWS_WITH(slot_word_ids(tok, {{-1, 1, 2, 3}}, 4), Catch::Contains("class -1"));
+  {  // 2x2 slots (a pooling connector's tokens): slot 1 covers c1 d1 c2 d2
+    const Tensor ids = slot_word_ids(tok, {row}, 4, 2);
+    REQUIRE(ids.shape() == Shape{1, 4, 8});
+    const auto v = ids.to_vector<int64_t>();
+    CHECK(std::vector<int64_t>(v.begin() + 8, v.begin() + 16) ==
+          std::vector<int64_t>{word("c1"), cls(2), word("d1"), cls(3), word("c2"), cls(6), word("d2"), cls(7)});
+  }
+  {  // 8x8 slots: each cell's four slots repeat it
+    const auto v = slot_word_ids(tok, {row}, 4, 8).to_vector<int64_t>();
+    REQUIRE(v.size() == 64 * 2);
+    for (size_t j : {size_t{0}, size_t{1}, size_t{8}, size_t{9}}) CHECK(v[2 * j] == word("a1"));
+    CHECK(v[2 * 63] == word("d4"));
+    CHECK(v[2 * 63 + 1] == cls(15));
+  }
+}
+
+TEST_CASE("batches: slot words reject grids that do not tile the mosaic, and bad classes", "[batches]") {
+  const Tokenizer tok;
+  for (int64_t g : {3, 5, 0, -2}) {
+    INFO("grid " << g);
+    REQUIRE_THROWS_WITH(slot_word_ids(tok, {{0, 1, 2, 3}}, 2, g),
+                        Catch::Contains(std::to_string(g) + "x" + std::to_string(g)) && Catch::Contains("does not tile"));
+  }
+  // One slot over a 2x2 mosaic sums all four quadrants.
+  CHECK(slot_word_ids(tok, {{0, 1, 2, 3}}, 2, 1).shape() == Shape{1, 1, 12});
+  REQUIRE_THROWS_WITH(slot_word_ids(tok, {{0, 1, 2, 3}, {0, 10, 2, 3}}, 2, 2), Catch::Contains("class 10"));
+  REQUIRE_THROWS_WITH(slot_word_ids(tok, {{-1, 1, 2, 3}}, 2, 4), Catch::Contains("class -1"));
+  REQUIRE_THROWS_WITH(slot_word_ids(tok, {{0, 1, 2}}, 2, 2), Catch::Contains("sample 0 has 3 classes"));
+  REQUIRE_THROWS_WITH(slot_word_ids(Tokenizer(2), {std::vector<int64_t>(16, 0)}, 4, 4), Catch::Contains("a1"));
 }
 
 // ---- encoder_pixels -----------------------------------------------------------------------

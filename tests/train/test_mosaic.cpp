@@ -188,7 +188,7 @@ TEST_CASE("evaluation baselines: the rule reader and the majority answer, kind b
 
   // A perfect encoder: the rules answer every question of every kind.
   EvalReport perfect;
-  score_baselines(perfect, questions, captions, truth, logit_tensor);
+  score_baselines(perfect, questions, captions, 2, truth, logit_tensor);
   for (const char* kind : {"what", "where", "count", "exists", "caption"}) {
     INFO(kind);
     REQUIRE(perfect.rule_reader_kinds.count(kind) == 1);
@@ -206,7 +206,7 @@ TEST_CASE("evaluation baselines: the rule reader and the majority answer, kind b
   // where class 0 stands, and "exists" says yes to "is there a t-shirt?" only.
   std::vector<int64_t> zeros(truth.size(), 0);
   EvalReport blind;
-  score_baselines(blind, questions, captions, zeros, Tensor::zeros({static_cast<int64_t>(truth.size()), 10}));
+  score_baselines(blind, questions, captions, 2, zeros, Tensor::zeros({static_cast<int64_t>(truth.size()), 10}));
   int64_t what_zero = 0, what_total = 0;
   for (const Sample& s : questions)
     if (s.kind == QuestionKind::what) {
@@ -235,4 +235,134 @@ TEST_CASE("mosaic: the validation items are held out of the train split, and onl
   }
   REQUIRE_THROWS_WITH(validation_items(train, 60000), Catch::Contains("data.validation_items"));
   REQUIRE_THROWS_WITH(training_items(load_fashion_mnist(Split::test), 100), Catch::Contains("test split"));
+}
+
+// ---- 4x4 mosaics: the task where detail matters -----------------------------------------
+
+TEST_CASE("mosaic 4x4: sixteen cells hold their items at 112 pixels, four counters a mosaic, prefix-stable", "[data][mosaic]") {
+  const FashionMnist data = fake_split(20);
+  Generator gen(7);
+  const MosaicSet set = make_mosaics(data, 30, gen, 4);
+  CHECK(set.grid == 4);
+  CHECK(set.images.shape() == Shape{30, 112, 112});
+  CHECK(set.classes.shape() == Shape{30, 16});
+  CHECK(set.size() == 30);
+  CHECK(gen.offset() == static_cast<uint64_t>(30 * mosaic_counters(4)));
+  CHECK(mosaic_counters(4) == 4);
+  CHECK(mosaic_counters(2) == 1);
+  const auto img = set.images.to_vector<float>();
+  const auto src = set.sources.to_vector<int64_t>();
+  for (int64_t m = 0; m < 30; ++m) {
+    const auto cls = set.classes_of(m);
+    REQUIRE(cls.size() == 16);
+    for (int64_t q = 0; q < 16; ++q) {
+      const int64_t item = src[16 * m + q];
+      CHECK(cls[q] == item % 10);
+      const float expect = (10 * item + 5) / 255.0f;
+      const int64_t r0 = (q / 4) * 28, c0 = (q % 4) * 28;
+      for (int64_t y : {r0, r0 + 27})
+        for (int64_t x : {c0, c0 + 27}) CHECK(img[(m * 112 + y) * 112 + x] == expect);
+    }
+  }
+  // The first k mosaics of a set of n are the set of k; the cells do not repeat the 2x2 draws.
+  Generator small(7);
+  const auto first = make_mosaics(data, 5, small, 4).sources.to_vector<int64_t>();
+  CHECK(first == std::vector<int64_t>(src.begin(), src.begin() + 5 * 16));
+  REQUIRE_THROWS_WITH(make_mosaics(data, 1, small, 3), Catch::Contains("mosaic grid 3"));
+}
+
+TEST_CASE("mosaic 4x4: cell names, captions and every question kind answer correctly", "[data][mosaic]") {
+  CHECK(cell_names(4).size() == 16);
+  CHECK(cell_names(4)[0] == "a1");
+  CHECK(cell_names(4)[3] == "d1");
+  CHECK(cell_names(4)[9] == "b3");
+  CHECK(cell_names(4)[15] == "d4");
+  CHECK(cell_names(2)[1] == "top right");
+  CHECK(cell_phrase(2, 3) == "the bottom right");
+  CHECK(cell_phrase(4, 9) == "b3");
+  CHECK(number_word(16) == "sixteen");
+  REQUIRE_THROWS_WITH(number_word(17), Catch::Contains("17"));
+  std::vector<int64_t> row(16);
+  for (size_t q = 0; q < 16; ++q) row[q] = static_cast<int64_t>(q % 10);
+  const std::string text = caption(row);
+  CHECK(text.rfind("a1: t-shirt, b1: trouser, c1: pullover, d1: dress, a2: coat,", 0) == 0);
+  CHECK(text.size() > 100);
+  CHECK(text.substr(text.size() - 10) == "d4: sandal");
+  REQUIRE_THROWS_WITH(caption({0, 1, 2}), Catch::Contains("3 classes"));
+
+  const FashionMnist data = fake_split(30);
+  Generator gen(11);
+  const MosaicSet set = make_mosaics(data, 300, gen, 4);
+  const auto samples = instruction_samples(set, 2, gen);
+  REQUIRE(samples.size() == 600);
+  std::map<QuestionKind, int> kinds;
+  std::set<int64_t> cells_asked;
+  const auto& names = class_names();
+  const auto& cells = cell_names(4);
+  for (const Sample& s : samples) {
+    kinds[s.kind]++;
+    const auto cls = set.classes_of(s.image);
+    auto count = [&](int64_t c) { int n = 0; for (int64_t k : cls) n += (k == c); return n; };
+    if (s.kind == QuestionKind::what) {
+      REQUIRE(s.quadrant >= 0);
+      REQUIRE(s.quadrant < 16);
+      cells_asked.insert(s.quadrant);
+      CHECK(s.prompt == "what is at " + cells[s.quadrant] + "? <image>");
+      CHECK(s.answer == names[cls[s.quadrant]]);
+    } else if (s.kind == QuestionKind::where) {
+      const auto at = std::find(cells.begin(), cells.end(), s.answer);
+      REQUIRE(at != cells.end());
+      const auto q = static_cast<size_t>(at - cells.begin());
+      CHECK(s.prompt == "where is the " + names[cls[q]] + "? <image>");
+      CHECK(count(cls[q]) == 1);
+    } else if (s.kind == QuestionKind::count) {
+      CHECK(s.answer == number_word(count(s.asked_class)));
+    } else {
+      REQUIRE(s.kind == QuestionKind::exists);
+      CHECK(s.answer == (count(s.asked_class) > 0 ? "yes" : "no"));
+    }
+  }
+  for (QuestionKind k : {QuestionKind::what, QuestionKind::where, QuestionKind::count, QuestionKind::exists})
+    CHECK(kinds[k] > 60);
+  CHECK(cells_asked.size() == 16);
+  // A mosaic holding all ten classes has no absent one: "exists" can only ask a present class.
+  MosaicSet every = set;
+  every.classes = Tensor::from_vector(row, {1, 16});
+  Generator egen(3);
+  for (const Sample& s : instruction_samples(every, 40, egen, QuestionKind::exists)) CHECK(s.answer == "yes");
+}
+
+TEST_CASE("evaluation baselines of 4x4 mosaics: a perfect encoder's rules answer every kind", "[data][mosaic]") {
+  const FashionMnist data = fake_split(100);
+  Generator gen(11), qgen(12);
+  const MosaicSet set = make_mosaics(data, 40, gen, 4);
+  const std::vector<Sample> questions = instruction_samples(set, 8, qgen);
+  const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();
+  std::vector<float> logits(truth.size() * 10, 0.0f);
+  for (size_t i = 0; i < truth.size(); ++i) logits[i * 10 + static_cast<size_t>(truth[i])] = 1.0f;
+  EvalReport perfect;
+  score_baselines(perfect, questions, caption_samples(set), 4, truth,
+                  Tensor::from_vector(logits, {static_cast<int64_t>(truth.size()), 10}));
+  for (const char* kind : {"what", "where", "count", "exists", "caption"}) {
+    INFO(kind);
+    CHECK(perfect.rule_reader_kinds.at(kind).correct == perfect.rule_reader_kinds.at(kind).total);
+  }
+  CHECK(perfect.rule_reader.total == static_cast<int64_t>(questions.size()));
+}
+
+TEST_CASE("mosaic: image_first puts <image> before the same questions", "[data][mosaic]") {
+  const FashionMnist data = fake_split(30);
+  for (int64_t grid : {2, 4}) {
+    INFO("grid " << grid);
+    Generator g1(5), g2(5), q1(6), q2(6);
+    const MosaicSet a = make_mosaics(data, 50, g1, grid), b = make_mosaics(data, 50, g2, grid);
+    const auto last = instruction_samples(a, 3, q1), first = instruction_samples(b, 3, q2, std::nullopt, true);
+    REQUIRE(last.size() == first.size());
+    for (size_t i = 0; i < last.size(); ++i) {
+      const std::string& p = last[i].prompt;
+      CHECK(first[i].prompt == "<image> " + p.substr(0, p.size() - 8));
+      CHECK(first[i].answer == last[i].answer);
+      CHECK(first[i].kind == last[i].kind);
+    }
+  }
 }

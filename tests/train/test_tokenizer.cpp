@@ -85,3 +85,45 @@ TEST_CASE("tokenizer: round trip of every generated sentence kind", "[data][toke
   for (int64_t i = 0; i < tok.vocab_size(); ++i)
     if (i != kPadId && i != kUnkId) CHECK(seen.count(i) == 1);
 }
+
+TEST_CASE("tokenizer of 4x4 mosaics: the main job's ids, then the cells and the numbers to sixteen", "[data][tokenizer]") {
+  const Tokenizer two, four(4);
+  CHECK(four.vocab_size() == 49 + 16 + 12);
+  for (int64_t i = 0; i < two.vocab_size(); ++i) CHECK(four.token(i) == two.token(i));
+  CHECK(four.id("a1") == 49);
+  CHECK(four.id("d4") == 64);
+  CHECK(four.id("five") == 65);
+  CHECK(four.id("sixteen") == 76);
+  CHECK(two.id("a1") == -1);
+  REQUIRE_THROWS_WITH(Tokenizer(3), Catch::Contains("mosaic grid 3"));
+  // Every word the 4x4 generators emit, round-tripped strictly; the numbers up to sixteen from one-class mosaics.
+  std::vector<uint8_t> pixels(10 * 784, 0);
+  std::vector<int64_t> labels(10);
+  for (int64_t i = 0; i < 10; ++i) labels[i] = i;
+  const FashionMnist data{Split::train, Tensor::from_vector(pixels, {10, 28, 28}), Tensor::from_vector(labels, {10})};
+  Generator gen(2);
+  const MosaicSet set = make_mosaics(data, 200, gen, 4);
+  std::vector<Sample> samples = caption_samples(set);
+  const auto questions = instruction_samples(set, 4, gen);
+  samples.insert(samples.end(), questions.begin(), questions.end());
+  for (int64_t n = 1; n <= 16; ++n) {  // n items of class 9, the rest class 0
+    MosaicSet crafted = set;
+    std::vector<int64_t> row(16, 0);
+    for (int64_t q = 0; q < n; ++q) row[static_cast<size_t>(q)] = 9;
+    crafted.classes = Tensor::from_vector(row, {1, 16});
+    Generator cgen(n);
+    const auto counts = instruction_samples(crafted, 8, cgen, QuestionKind::count);
+    samples.insert(samples.end(), counts.begin(), counts.end());
+  }
+  std::set<int64_t> seen;
+  for (const Sample& s : samples)
+    for (const std::string& text : {s.prompt, s.answer}) {
+      const auto ids = four.encode(text, {.bos = true, .eos = true, .strict = true});
+      for (int64_t i : ids) seen.insert(i);
+      CHECK(four.decode(ids, true) == text);
+    }
+  for (int64_t i = 49; i < four.vocab_size(); ++i) {
+    INFO(four.token(i));
+    CHECK(seen.count(i) == 1);
+  }
+}

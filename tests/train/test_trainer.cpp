@@ -36,6 +36,13 @@ TrainOptions options_for(const TrainConfig& c, bool resume = false) {
   return o;
 }
 
+// Complete stage-0 cache entries in `cache`.
+int cached_entries(const fs::path& cache) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(cache)) n += is_checkpoint(e.path().string());
+  return n;
+}
+
 std::vector<std::pair<std::string, double>> losses(const fs::path& run) {
   std::vector<std::pair<std::string, double>> out;
   for (const auto& r : MetricsLog::read_all((run / "metrics.jsonl").string()))
@@ -118,9 +125,7 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
   CHECK(list_checkpoints((run / "checkpoints").string()).back() == "3-stage2-step000004");
 
   // Both halves of stage 0 are cached; a second run (another name) loads them.
-  int cached = 0;
-  for (const auto& e : fs::directory_iterator(dir.path / "cache")) cached += is_checkpoint(e.path().string());
-  CHECK(cached == 2);
+  CHECK(cached_entries(dir.path / "cache") == 2);
   TrainConfig again = c;
   again.name = "again";
   const EvalReport second = run_training(again, options_for(again)).eval;
@@ -177,9 +182,7 @@ TEST_CASE("trainer: bf16 precision trains close to f32 and keeps its own stage-0
   // run that ignored the precision would give exactly the f32 losses.
   CHECK(largest > 0);
   CHECK(largest < 2e-2);
-  int cached = 0;
-  for (const auto& e : fs::directory_iterator(dir.path / "cache")) cached += is_checkpoint(e.path().string());
-  CHECK(cached == 4);
+  CHECK(cached_entries(dir.path / "cache") == 4);
 }
 
 TEST_CASE("trainer: run.train_seed redraws only the connector, and run.train_seed = run.seed is the default", "[trainer]") {
@@ -221,4 +224,40 @@ TEST_CASE("trainer: stage2.caption_mix mixes stage-1 captions into stage 2, and 
   int differ = 0;
   for (size_t i = 4; i < 8; ++i) differ += a[i].second != b[i].second;
   CHECK(differ > 0);  // stage 2 draws from questions and captions
+}
+
+TEST_CASE("trainer: a toy run of 4x4 mosaics: sixteen cells per mosaic, one patch each, its own tokenizer and stage-0 cache", "[trainer]") {
+  TempDir dir("trainer-4x4");
+  TrainConfig c = toy_config(dir.path);
+  c.mosaic_grid = 4;
+  c.vision_patch_size = 28;  // 4x4 patches of 112 pixels: one per item
+  c.validate();
+  TrainOptions o = options_for(c);
+  o.config_json["data.mosaic_grid"] = 4;
+  o.config_json["data.image_first"] = false;
+  const TrainResult result = run_training(c, o);
+  const EvalReport& report = result.eval;
+  CHECK(result.visual_tokens == 16);  // mlp2x_gelu: one token per patch
+  CHECK(report.mosaics == 8);
+  CHECK(report.encoder.total == 8 * 16);
+  CHECK(report.answers.total == 16);
+  CHECK(report.kinds.at("caption").total == 8);
+  CHECK(report.rule_reader.total == 16);
+  CHECK(losses(dir.path / "runs" / c.name).size() == 16);
+
+  // The 2x2 job in the same cache folder does not take the 4x4 stage-0 models:
+  // its key leaves data.mosaic_grid out only when it is 2 (the caches made before the key existed).
+  TrainConfig two = toy_config(dir.path);
+  two.name = "two";
+  TrainOptions o2 = options_for(two);
+  o2.config_json["data.mosaic_grid"] = 2;
+  o2.config_json["data.image_first"] = false;
+  run_training(two, o2);
+  CHECK(losses(dir.path / "runs" / "two").front().first == "stage0-vision");
+  CHECK(cached_entries(dir.path / "cache") == 4);
+  // A config without the key (as runs made before it) finds the 2x2 caches.
+  TrainConfig three = toy_config(dir.path);
+  three.name = "three";
+  run_training(three, options_for(three));
+  CHECK(losses(dir.path / "runs" / "three").front().first == "stage1");
 }
