@@ -91,7 +91,7 @@ nn::LlamaConfig TrainConfig::language_config(int64_t vocab_size) const {
 }
 
 nn::ConnectorConfig TrainConfig::connector_config() const {
-  return connector_config(vision_hidden_size, lm_hidden_size, 56 / vision_patch_size);
+  return connector_config(vision_hidden_size, lm_hidden_size, mosaic_side() / vision_patch_size);
 }
 
 nn::ConnectorConfig TrainConfig::connector_config(int64_t dim_vision, int64_t dim_llm, int64_t grid_size) const {

@@ -12,6 +12,7 @@
 
 #include "core/cuda/runtime.h"
 #include "core/error.h"
+#include "modules/connector_registry.h"
 #include "train/config_schema.h"
 #include "train/train_config.h"
 
@@ -306,6 +307,33 @@ TEST_CASE("train config: configs/fashion-mosaic.toml loads and validates", "[tra
   register_train_config(schema, c);
   REQUIRE_NOTHROW(schema.load_toml_file(path.string()));
   REQUIRE_NOTHROW(c.validate());
+}
+
+TEST_CASE("train config: configs/fashion-mosaic-4x4.toml loads, and every registered connector reads its 4x4 patch grid", "[train-config]") {
+  TrainConfig c;
+  ConfigSchema schema;
+  register_train_config(schema, c);
+  REQUIRE_NOTHROW(schema.load_toml_file((source_dir() / "configs" / "fashion-mosaic-4x4.toml").string()));
+  REQUIRE_NOTHROW(c.validate());
+  CHECK(c.mosaic_grid == 4);
+  CHECK(c.vision_config().image_size == 112);
+  const int64_t grid = c.mosaic_side() / c.vision_patch_size;
+  REQUIRE(grid == 4);
+  // The connectors are built for the encoder's grid, not the 2x2 job's 56 pixels.
+  CHECK(c.connector_config().grid_size == grid);
+  for (const nn::ConnectorKind& kind : nn::connector_registry()) {
+    INFO("connector " << kind.name);
+    TrainConfig one = c;
+    one.connector = kind.name;
+    nn::ConnectorConfig cc = one.connector_config();
+    Generator gen(1);
+    const auto connector = kind.make(cc, gen);
+    NoGradGuard no_grad;
+    connector->eval();
+    const Tensor out = connector->forward(Tensor::zeros({2, grid * grid, c.vision_hidden_size}));
+    CHECK(out.size(0) == 2);
+    CHECK(out.size(2) == c.lm_hidden_size);
+  }
 }
 
 TEST_CASE("train config: configs/fashion-mosaic.toml is the defaults (vlmc train = make train)", "[train-config]") {
