@@ -226,6 +226,7 @@ nlohmann::json connector_summary_json(const std::vector<ConnectorRow>& rows, con
                         {"seeds", rows.front().runs.size()},
                         {"first_train_seed", config.stages12_seed()},
                         {"eval_seed", config.eval_seed},
+                        {"mosaic_grid", config.mosaic_grid},
                         {"test_mosaics", config.eval_mosaics},
                         {"validation_mosaics", config.eval_validation_mosaics},
                         {"reference", reference.connector},

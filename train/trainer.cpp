@@ -442,6 +442,7 @@ TrainResult MosaicRun::evaluate_and_write() {
   record["eval_seed"] = c_.eval_seed;
   record["train_seed"] = c_.stages12_seed();
   record["run_seed"] = c_.seed;
+  record["mosaic_grid"] = c_.mosaic_grid;  // which built-in task: 2 (the main job) or 4
   if (!lead_) return result_;  // every process evaluated the same model; process 0 writes
   start_.metrics->write(record);
   // results.json also says how the run ran: where, in what precision, how fast.

@@ -116,6 +116,7 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
     CHECK(results.at("validation_curves").at("stage1").at("points") == 2);
     CHECK(results.at("eval_seed") == c.eval_seed);
     CHECK(results.at("train_seed") == c.seed);
+    CHECK(results.at("mosaic_grid") == 2);
     CHECK(!results.at("cpu_model").get<std::string>().empty());
   }
   const auto seq = losses(run);
