@@ -162,7 +162,7 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
       const TextBatch batch = make_text_batch(tokenizer, samples, rows);
       SpliceResult in;
       if (oracle) {
-        in = text_slot_inputs(models, tokenizer, set, batch, patch_grid_side(c));  // one slot per patch
+        in = text_slot_inputs(models, tokenizer, set, batch, c.patch_grid());  // one slot per patch
       } else {
         const Tensor index =
             Tensor::from_vector(batch.images, {static_cast<int64_t>(batch.images.size())}).to(models.device);

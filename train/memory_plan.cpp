@@ -283,7 +283,7 @@ std::vector<StagePlan> plan_training(const TrainConfig& c, int world) {
   Generator scratch(0);
   const auto connector =
       nn::make_projector(c.connector, c.vision_hidden_size, c.lm_hidden_size, c.connector_config(), scratch);
-  const int64_t grid = c.mosaic_side() / c.vision_patch_size, patches = grid * grid;
+  const int64_t grid = c.patch_grid(), patches = grid * grid;
   int64_t visual_tokens = 0;
   {
     NoGradGuard no_grad;

@@ -26,7 +26,6 @@
 
 namespace vlmc::train {
 
-inline constexpr int64_t kMosaicSide = 2 * kFashionMnistSide;  // 56: the main job's 2x2 mosaics
 inline int64_t mosaic_side(int64_t grid) { return grid * kFashionMnistSide; }
 
 // One word each, so a word tokenizer sees one token per class.

@@ -17,8 +17,6 @@ std::vector<std::vector<int64_t>> classes_of(const MosaicSet& set, const std::ve
 
 }  // namespace
 
-int64_t patch_grid_side(const TrainConfig& c) { return c.mosaic_side() / c.vision_patch_size; }
-
 // Hidden state `select_layer` without its CLS token: [B, N, Dv].
 Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer) {
   const int64_t count = static_cast<int64_t>(hidden.size());

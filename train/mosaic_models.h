@@ -57,9 +57,6 @@ MosaicModels build_models(const TrainConfig& config, const Tokenizer& tokenizer)
 // encoder never learns the 2x2-pooled layout a pooling connector reads.
 Tensor quadrant_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid = 2);
 
-// The encoder's patch grid side: the mosaic's side (28 data.mosaic_grid) / patch_size.
-int64_t patch_grid_side(const TrainConfig& config);
-
 // Hidden state `select_layer` (Python indexing) without its CLS token: [B, N, Dv].
 Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer);
 

@@ -8,6 +8,7 @@
 #include "data/conversation.h"
 #include "modules/hf_checkpoint.h"
 #include "modules/llava.h"
+#include "train/mosaic.h"
 
 namespace vlmc::train {
 namespace {
@@ -63,6 +64,10 @@ void check_stage(const std::string& prefix, const StageSettings& s, bool steps_m
 
 }  // namespace
 
+int64_t TrainConfig::mosaic_side() const { return train::mosaic_side(mosaic_grid); }
+
+int64_t TrainConfig::patch_grid() const { return mosaic_side() / vision_patch_size; }
+
 nn::CLIPVisionConfig TrainConfig::vision_config() const {
   nn::CLIPVisionConfig c;
   c.hidden_size = vision_hidden_size;
@@ -91,7 +96,7 @@ nn::LlamaConfig TrainConfig::language_config(int64_t vocab_size) const {
 }
 
 nn::ConnectorConfig TrainConfig::connector_config() const {
-  return connector_config(vision_hidden_size, lm_hidden_size, mosaic_side() / vision_patch_size);
+  return connector_config(vision_hidden_size, lm_hidden_size, patch_grid());
 }
 
 nn::ConnectorConfig TrainConfig::connector_config(int64_t dim_vision, int64_t dim_llm, int64_t grid_size) const {
@@ -134,7 +139,7 @@ void TrainConfig::validate() const {
   VLMC_CHECK(mosaic_grid == 2 || mosaic_grid == 4, "data.mosaic_grid must be 2 or 4 (items per mosaic side), got ",
              mosaic_grid);
   VLMC_CHECK(vision_patch_size >= 1 && mosaic_side() % vision_patch_size == 0 &&
-                 (mosaic_side() / vision_patch_size) % mosaic_grid == 0,
+                 patch_grid() % mosaic_grid == 0,
              "vision.patch_size ", vision_patch_size, " must split the ", mosaic_side(), "-pixel mosaic (data.mosaic_grid ",
              mosaic_grid, ") into a patch grid that covers each item with whole patches (2, 4, 7, 14 or 28)");
   for (const auto& [key, value] :

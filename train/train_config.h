@@ -59,7 +59,8 @@ struct TrainConfig {
   // Items per mosaic side: 2 (the main job, four items) or 4 (sixteen items,
   // the task where detail matters: configs/fashion-mosaic-4x4.toml).
   int64_t mosaic_grid = 2;
-  int64_t mosaic_side() const { return 28 * mosaic_grid; }  // pixels: 56 or 112
+  int64_t mosaic_side() const;  // pixels: 56 or 112 (train/mosaic.h's mosaic_side)
+  int64_t patch_grid() const;   // the encoder's patch grid side: mosaic_side() / vision.patch_size
   // Questions as "<image> {q}" instead of "{q} <image>" (train/mosaic.h).
   bool image_first = false;
   // "mosaic" (the built-in Fashion-MNIST job above), or "llava": LLaVA's JSON

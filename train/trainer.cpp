@@ -169,7 +169,6 @@ class MosaicRun {
   MosaicSet pool_;
   std::vector<Sample> captions_, questions_, stage2_samples_;
   Tensor pool_features_;  // [M, N, Dv]: the frozen encoder's features of the pool, for stages 1 and 2
-  int64_t grid_;
 };
 
 MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
@@ -250,7 +249,6 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
   Generator pool_questions(seeds::derive(c.seed, seeds::kPoolQuestions));
   captions_ = caption_samples(pool_);
   questions_ = instruction_samples(pool_, c.questions_per_image, pool_questions, std::nullopt, c.image_first);
-  grid_ = patch_grid_side(c);
 }
 
 StageSpec MosaicRun::stage_spec(const char* name, int stage_index, const StageSettings& settings) const {
@@ -308,7 +306,7 @@ void MosaicRun::stage0_vision() {
       const Tensor features = patch_features(models_.vision->hidden_states(pixels), c_.vision_select_layer);
       const Tensor logits = quadrant_logits(*models_.quadrant_head, features, G);  // [per * G*G, 10]
       const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * cells}).to(models_.device);
-      return StepLoss{cross_entropy(logits, classes), per * (grid_ * grid_ + 1), per * cells};
+      return StepLoss{cross_entropy(logits, classes), per * (c_.patch_grid() * c_.patch_grid() + 1), per * cells};
     };
     timed("stage0-vision", run_stage(spec, files_, resume_for(kStageVision)));
     models_.vision->set_requires_grad(false);
@@ -339,8 +337,8 @@ void MosaicRun::stage0_language() {
       // hold whole cells: a sum over several cells loses which class stands
       // in which cell (what a "what" or "where" asks), so a 4x4 mosaic read
       // by 4x4 patches always has one slot per cell.
-      const int64_t half = grid_ / 2;
-      const int64_t slot_grid = step % 2 == 1 && grid_ % 2 == 0 && half % c_.mosaic_grid == 0 ? half : grid_;
+      const int64_t grid = c_.patch_grid(), half = grid / 2;
+      const int64_t slot_grid = step % 2 == 1 && grid % 2 == 0 && half % c_.mosaic_grid == 0 ? half : grid;
       const SpliceResult in = text_slot_inputs(models_, tokenizer_, pool_, batch, slot_grid);
       const Tensor logits = models_.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids);
       return StepLoss{nn::causal_lm_loss(logits, in.labels), in.tokens, in.targets};

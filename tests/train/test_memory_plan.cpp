@@ -86,7 +86,7 @@ Measured measure_llava_step(const TrainConfig& c, int stage, int64_t batch, bool
   Generator qgen(3);
   const std::vector<Sample> samples =
       stage == 1 ? caption_samples(set) : instruction_samples(set, 1, qgen, QuestionKind::count);
-  const int64_t grid = 56 / c.vision_patch_size;
+  const int64_t grid = c.patch_grid();
   const Tensor features = Tensor::randn({batch, grid * grid, c.vision_hidden_size}, qgen);
   std::vector<int64_t> rows;
   for (int64_t i = 0; i < batch; ++i) rows.push_back(i);

@@ -317,7 +317,7 @@ TEST_CASE("train config: configs/fashion-mosaic-4x4.toml loads, and every regist
   REQUIRE_NOTHROW(c.validate());
   CHECK(c.mosaic_grid == 4);
   CHECK(c.vision_config().image_size == 112);
-  const int64_t grid = c.mosaic_side() / c.vision_patch_size;
+  const int64_t grid = c.patch_grid();
   REQUIRE(grid == 4);
   // The connectors are built for the encoder's grid, not the 2x2 job's 56 pixels.
   CHECK(c.connector_config().grid_size == grid);
