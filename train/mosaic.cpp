@@ -209,6 +209,7 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
           kernels::philox4x32(seed, offset + static_cast<uint64_t>(m * per_image + j));
       Sample s;
       s.image = m;
+      std::string question;  // the prompt without its <image>
       s.kind = only ? *only : static_cast<QuestionKind>(1 + below(r.x[0], kQuestionKinds));
       if (s.kind == QuestionKind::where) {
         std::vector<int64_t> once;  // cells whose class occurs exactly once
@@ -218,20 +219,20 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
           s.kind = QuestionKind::what;
         } else {
           const int64_t q = once[static_cast<size_t>(below(r.x[1], static_cast<int64_t>(once.size())))];
-          s.prompt = "where is the " + names[cls[q]] + "? <image>";
+          question = "where is the " + names[cls[q]] + "?";
           s.answer = cells[static_cast<size_t>(q)];
           s.asked_class = cls[q];
         }
       }
       if (s.kind == QuestionKind::what) {
         const int64_t q = below(r.x[1], n);
-        s.prompt = "what is at " + cell_phrase(set.grid, q) + "? <image>";
+        question = "what is at " + cell_phrase(set.grid, q) + "?";
         s.answer = names[cls[q]];
         s.quadrant = q;
         s.asked_class = -1;
       } else if (s.kind == QuestionKind::count) {
         const int64_t c = below(r.x[1], 4) < 3 ? cls[below(r.x[2], n)] : below(r.x[2], 10);
-        s.prompt = "how many " + plurals[c] + " are there? <image>";
+        question = "how many " + plurals[c] + " are there?";
         s.answer = number_word(occurrences(cls, c));
         s.asked_class = c;
       } else if (s.kind == QuestionKind::exists) {
@@ -243,14 +244,11 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
                               : absent[static_cast<size_t>(below(r.x[2], static_cast<int64_t>(absent.size())))];
         const std::string& name = names[c];
         const char* article = (name[0] == 'a') ? "an " : "a ";
-        s.prompt = "is there " + std::string(article) + name + "? <image>";
+        question = "is there " + std::string(article) + name + "?";
         s.answer = occurrences(cls, c) > 0 ? "yes" : "no";
         s.asked_class = c;
       }
-      if (image_first) {  // "what is at b3? <image>" -> "<image> what is at b3?"
-        static const std::string suffix = " <image>";
-        s.prompt = "<image> " + s.prompt.substr(0, s.prompt.size() - suffix.size());
-      }
+      s.prompt = image_first ? "<image> " + question : question + " <image>";
       samples.push_back(std::move(s));
     }
   }
