@@ -11,11 +11,6 @@ int64_t below(uint32_t bits, int64_t n) {
   return static_cast<int64_t>((static_cast<uint64_t>(bits) * static_cast<uint64_t>(n)) >> 32);
 }
 
-// The grids the task has words for (cell names, counts): 2 and 4.
-void check_grid(int64_t grid, const char* what) {
-  VLMC_CHECK(grid == 2 || grid == 4, what, ": mosaic grid ", grid, " has no words (data.mosaic_grid is 2 or 4)");
-}
-
 int64_t occurrences(const std::vector<int64_t>& classes, int64_t c) {
   int64_t n = 0;
   for (int64_t k : classes) n += (k == c);
@@ -44,8 +39,12 @@ const std::array<std::string, 4>& quadrant_names() {
   return names;
 }
 
+void check_mosaic_grid(int64_t grid, const char* what) {
+  VLMC_CHECK(grid == 2 || grid == 4, what, ": mosaic grid ", grid, " has no words (data.mosaic_grid is 2 or 4)");
+}
+
 const std::vector<std::string>& cell_names(int64_t grid) {
-  check_grid(grid, "cell_names");
+  check_mosaic_grid(grid, "cell_names");
   static const std::vector<std::string> quadrants(quadrant_names().begin(), quadrant_names().end());
   static const std::vector<std::string> chessboard = [] {
     std::vector<std::string> names;  // row-major: a1 b1 c1 d1, a2 ...
@@ -88,7 +87,7 @@ std::vector<int64_t> MosaicSet::classes_of(int64_t m) const {
 }
 
 MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen, int64_t grid) {
-  check_grid(grid, "mosaic");
+  check_mosaic_grid(grid, "mosaic");
   const int64_t n = data.size();
   VLMC_CHECK(count >= 0, "mosaic: count ", count, " is negative");
   VLMC_CHECK(n > 0, "mosaic: the ", split_name(data.split), " split is empty");

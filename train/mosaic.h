@@ -32,6 +32,9 @@ inline int64_t mosaic_side(int64_t grid) { return grid * kFashionMnistSide; }
 const std::array<std::string, 10>& class_names();   // "t-shirt", ..., "ankle-boot"
 const std::array<std::string, 10>& class_plurals(); // "t-shirts", ..., "ankle-boots"
 const std::array<std::string, 4>& quadrant_names(); // "top left", ..., "bottom right"
+// The grids the task has words for (cell names, counts): 2 and 4; any other
+// is an error naming `what` and the grid.
+void check_mosaic_grid(int64_t grid, const char* what);
 // The names of a grid's cells, row-major: quadrant_names() for 2, "a1".."d4" for 4.
 const std::vector<std::string>& cell_names(int64_t grid);
 // Where a question points: "the top left" (2x2), "b3" (4x4).

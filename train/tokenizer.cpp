@@ -33,8 +33,7 @@ const std::vector<std::string>& Tokenizer::vocabulary(int64_t mosaic_grid) {
     for (int64_t n = 5; n <= 16; ++n) v.push_back(number_word(n));
     return v;
   }();
-  VLMC_CHECK(mosaic_grid == 2 || mosaic_grid == 4, "tokenizer: mosaic grid ", mosaic_grid,
-             " has no vocabulary (data.mosaic_grid is 2 or 4)");
+  check_mosaic_grid(mosaic_grid, "tokenizer");
   return mosaic_grid == 2 ? vocab : vocab4;
 }
 
