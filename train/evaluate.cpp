@@ -46,7 +46,7 @@ std::string rule_answer(const Sample& s, int64_t grid, const std::vector<int64_t
   const int64_t present = std::count(cls.begin(), cls.end(), s.asked_class);
   switch (s.kind) {
     case QuestionKind::caption: return caption(cls);
-    case QuestionKind::what: return class_names()[static_cast<size_t>(cls[static_cast<size_t>(s.quadrant)])];
+    case QuestionKind::what: return class_names()[static_cast<size_t>(cls[static_cast<size_t>(s.cell)])];
     case QuestionKind::count: return number_word(present);
     case QuestionKind::exists: return present > 0 ? "yes" : "no";
     case QuestionKind::where: {
@@ -144,7 +144,7 @@ EvalReport evaluate(MosaicModels& models, const TrainConfig& c, const Tokenizer&
   report.mosaics = set.size();
 
   // The encoder's own answer: the per-cell head on the same features.
-  const Tensor head_logits = quadrant_logits(*models.quadrant_head, features, set.grid);  // [M * G*G, classes]
+  const Tensor head_logits = cell_logits(*models.quadrant_head, features, set.grid);  // [M * G*G, classes]
   const std::vector<int64_t> predicted = argmax(head_logits, 1).to_vector<int64_t>();
   {
     const std::vector<int64_t> truth = set.classes.to_vector<int64_t>();

@@ -227,7 +227,7 @@ std::vector<Sample> instruction_samples(const MosaicSet& set, int64_t per_image,
         const int64_t q = below(r.x[1], n);
         question = "what is at " + cell_phrase(set.grid, q) + "?";
         s.answer = names[cls[q]];
-        s.quadrant = q;
+        s.cell = q;
         s.asked_class = -1;
       } else if (s.kind == QuestionKind::count) {
         const int64_t c = below(r.x[1], 4) < 3 ? cls[below(r.x[2], n)] : below(r.x[2], 10);

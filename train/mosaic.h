@@ -95,7 +95,7 @@ struct Sample {
   // What the question asks about, for readers that answer without the
   // language model (the evaluation's baselines): the cell of a "what",
   // the class of a "where", "count" or "exists"; -1 where it asks neither.
-  int64_t quadrant = -1;  // the cell (a quadrant in the 2x2 main job)
+  int64_t cell = -1;  // a quadrant in the 2x2 main job
   int64_t asked_class = -1;
   std::string text() const { return prompt + " " + answer; }
 };

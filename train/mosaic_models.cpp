@@ -102,10 +102,10 @@ MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
   return m;
 }
 
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid) {
+Tensor cell_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid) {
   const int64_t B = features.size(0), N = features.size(1), D = features.size(2), G = mosaic_grid;
   const int64_t g = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(N))));
-  VLMC_CHECK(g * g == N && G >= 1 && g % G == 0, "quadrant_logits: features ", shape_str(features.shape()),
+  VLMC_CHECK(g * g == N && G >= 1 && g % G == 0, "cell_logits: features ", shape_str(features.shape()),
              " are not a square grid of patches that splits into ", G, "x", G, " cells");
   const Tensor grid = features.contiguous().reshape({B, g, g, D});                // channels last
   const Tensor cells = adaptive_avg_pool2d(grid, G, G).reshape({B * G * G, D});   // row-major: TL, TR, BL, BR for 2x2

@@ -35,7 +35,9 @@ inline uint64_t derive(int64_t run_seed, uint64_t use) { return static_cast<uint
 // llava->llm is `language`.
 struct MosaicModels {
   std::shared_ptr<nn::CLIPVisionModel> vision;
-  std::shared_ptr<nn::Linear> quadrant_head;  // [10, Dv]: stage 0's per-cell classifier
+  // [10, Dv]: stage 0's per-cell classifier (named for the 2x2 job: "quadrant_head.*"
+  // is the key checkpoints and stage-0 caches hold it under)
+  std::shared_ptr<nn::Linear> quadrant_head;
   std::shared_ptr<nn::LlamaForCausalLM> language;
   std::shared_ptr<nn::LlavaModel> llava;
   Device device = Device::cpu();  // where every parameter and buffer lives
@@ -55,7 +57,7 @@ MosaicModels build_models(const TrainConfig& config, const Tokenizer& tokenizer)
 // left, bottom right): each cell's patches averaged (g a multiple of G). In
 // the 4x4 task with one patch per item the head reads single patches: the
 // encoder never learns the 2x2-pooled layout a pooling connector reads.
-Tensor quadrant_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid = 2);
+Tensor cell_logits(const nn::Linear& head, const Tensor& features, int64_t mosaic_grid = 2);
 
 // Hidden state `select_layer` (Python indexing) without its CLS token: [B, N, Dv].
 Tensor patch_features(const std::vector<Tensor>& hidden, int64_t select_layer);

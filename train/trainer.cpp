@@ -304,7 +304,7 @@ void MosaicRun::stage0_vision() {
       const int64_t per = batch.size() / world_, first = per * proc_;  // this process's mosaics
       const Tensor pixels = encoder_pixels(batch, row_range(first, first + per)).to(models_.device);
       const Tensor features = patch_features(models_.vision->hidden_states(pixels), c_.vision_select_layer);
-      const Tensor logits = quadrant_logits(*models_.quadrant_head, features, G);  // [per * G*G, 10]
+      const Tensor logits = cell_logits(*models_.quadrant_head, features, G);  // [per * G*G, 10]
       const Tensor classes = batch.classes.narrow(0, first, per).reshape({per * cells}).to(models_.device);
       return StepLoss{cross_entropy(logits, classes), per * (c_.patch_grid() * c_.patch_grid() + 1), per * cells};
     };

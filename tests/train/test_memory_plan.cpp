@@ -204,7 +204,7 @@ TEST_CASE("plan: the stage-0 encoder's activations match the bytes the graph hol
   const double before = live_heap_bytes();
   const Tensor pixels = Tensor::randn({batch, 1, 56, 56}, gen);  // the trainer's encoder_pixels
   const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
-  const Tensor loss = cross_entropy(quadrant_logits(*models.quadrant_head, features), classes);
+  const Tensor loss = cross_entropy(cell_logits(*models.quadrant_head, features), classes);
   const double held = live_heap_bytes() - before;
   const std::vector<StagePlan> plans = plan_training(c);
   REQUIRE(plans.at(0).stage == "stage0.vision");

@@ -211,7 +211,7 @@ TEST_CASE("evaluation baselines: the rule reader and the majority answer, kind b
   for (const Sample& s : questions)
     if (s.kind == QuestionKind::what) {
       what_total += 1;
-      what_zero += truth[static_cast<size_t>(s.image * 4 + s.quadrant)] == 0;
+      what_zero += truth[static_cast<size_t>(s.image * 4 + s.cell)] == 0;
     }
   CHECK(blind.rule_reader_kinds.at("what").total == what_total);
   CHECK(blind.rule_reader_kinds.at("what").correct == what_zero);
@@ -304,11 +304,11 @@ TEST_CASE("mosaic 4x4: cell names, captions and every question kind answer corre
     const auto cls = set.classes_of(s.image);
     auto count = [&](int64_t c) { int n = 0; for (int64_t k : cls) n += (k == c); return n; };
     if (s.kind == QuestionKind::what) {
-      REQUIRE(s.quadrant >= 0);
-      REQUIRE(s.quadrant < 16);
-      cells_asked.insert(s.quadrant);
-      CHECK(s.prompt == "what is at " + cells[s.quadrant] + "? <image>");
-      CHECK(s.answer == names[cls[s.quadrant]]);
+      REQUIRE(s.cell >= 0);
+      REQUIRE(s.cell < 16);
+      cells_asked.insert(s.cell);
+      CHECK(s.prompt == "what is at " + cells[s.cell] + "? <image>");
+      CHECK(s.answer == names[cls[s.cell]]);
     } else if (s.kind == QuestionKind::where) {
       const auto at = std::find(cells.begin(), cells.end(), s.answer);
       REQUIRE(at != cells.end());
