@@ -1,9 +1,14 @@
 #include "core/host_allocator.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -13,6 +18,28 @@ namespace {
 constexpr size_t kAlign = 64;                 // a cache line, and enough for any SIMD load
 constexpr size_t kCacheMin = size_t(1) << 18;  // smaller blocks come from malloc's own free lists
 constexpr size_t kGranule = size_t(1) << 16;   // large sizes rounded so similar shapes share blocks
+// A batch's sequence length moves a few positions from step to step, and with
+// it the size of every activation, so exact sizes would rarely meet again: a
+// request takes the smallest cached block that holds it, whole when at most
+// 1/8 of the block would be left over, else split (the tail stays cached).
+constexpr size_t kFitSlack = 8;
+
+// Large blocks are mapped and unmapped here rather than malloc'd. glibc's
+// malloc raises its mmap threshold (to 32 MiB) after the first large free,
+// and from then on keeps freed blocks below it in its arenas, where they
+// fragment: a TinyLlama stage-1 step at batch 2 peaked at 5.1 GB resident for
+// 4.36 GB of live tensors (docs/plan.md), beyond what any plan could predict.
+// Here the freed blocks are kept for reuse only while the tensors and the
+// cache together stay within the tensors' own high-water mark, so the
+// resident set of large blocks never exceeds the peak of live tensors, and a
+// step reuses the previous step's blocks instead of faulting in (and zeroing)
+// fresh pages. Under AddressSanitizer malloc keeps them and nothing is
+// cached, so out-of-bounds and use-after-free are still caught.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kMapLargeBlocks = false;
+#else
+constexpr bool kMapLargeBlocks = true;
+#endif
 
 size_t rounded(size_t nbytes) {
   const size_t n = nbytes == 0 ? 1 : nbytes;
@@ -20,31 +47,129 @@ size_t rounded(size_t nbytes) {
   return (n + kGranule - 1) / kGranule * kGranule;
 }
 
-size_t cache_limit() {
+// VLMC_HOST_CACHE_MB caps the cache further (0 turns it off); unset, only
+// the high-water rule bounds it.
+size_t cache_cap() {
 #if defined(__SANITIZE_ADDRESS__)
   return 0;  // under AddressSanitizer every block goes back, so use-after-free is caught
 #endif
-  static const size_t limit = [] {
+  static const size_t cap = [] {
     const char* env = std::getenv("VLMC_HOST_CACHE_MB");
-    if (!env) return size_t(1024) << 20;
+    if (!env) return ~size_t(0);
     char* end = nullptr;
     const long mb = std::strtol(env, &end, 10);
     VLMC_CHECK(end != env && *end == '\0' && mb >= 0, "VLMC_HOST_CACHE_MB: expected a non-negative integer, got '",
                env, "'");
     return static_cast<size_t>(mb) << 20;
   }();
-  return limit;
+  return cap;
 }
 
-struct Cache {
+// The large blocks, under one lock: those handed out (by address, with the
+// size they really have, which may exceed the request they served) and the
+// freed ones kept for reuse (by size, for best fit).
+struct Large {
   std::mutex mutex;
-  std::multimap<size_t, void*> blocks;  // exact rounded size -> block
-  size_t bytes = 0;
+  std::unordered_map<void*, size_t> live;
+  std::multimap<size_t, void*> cached;
+  size_t cached_bytes = 0;
+  size_t live_bytes = 0;
+  size_t high_water = 0;  // the most live_bytes has been: the cache never takes the total past it
 };
 
-Cache& cache() {
-  static Cache* instance = new Cache();  // never destroyed: tensors may outlive static teardown
+Large& large() {
+  static Large* instance = new Large();  // never destroyed: tensors may outlive static teardown
   return *instance;
+}
+
+std::atomic<size_t> g_live{0};  // every tensor block, small and large
+std::atomic<size_t> g_peak_live{0};
+std::atomic<size_t> g_mapped{0};  // bytes of the blocks mapped here (live or cached)
+
+void count_allocated(size_t size) {
+  const size_t live = g_live.fetch_add(size, std::memory_order_relaxed) + size;
+  size_t peak = g_peak_live.load(std::memory_order_relaxed);
+  while (live > peak && !g_peak_live.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
+}
+
+void* map_block(size_t size) {
+  if (!kMapLargeBlocks) return std::aligned_alloc(kAlign, size);
+  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // page-aligned
+  if (ptr == MAP_FAILED) return nullptr;
+  g_mapped.fetch_add(size, std::memory_order_relaxed);
+  return ptr;
+}
+
+void unmap_block(void* ptr, size_t size) {
+  if (!kMapLargeBlocks) return std::free(ptr);
+  munmap(ptr, size);
+  g_mapped.fetch_sub(size, std::memory_order_relaxed);
+}
+
+// Unmaps cached blocks, the smallest first (the tails splits leave, the least
+// likely to serve a request), until `budget` bytes fit beside live + cached
+// under the high-water mark. Called with the lock held.
+void evict_for(Large& l, size_t budget) {
+  while (!l.cached.empty() && l.live_bytes + l.cached_bytes + budget > std::max(l.high_water, l.live_bytes + budget)) {
+    auto first = l.cached.begin();
+    l.cached_bytes -= first->first;
+    unmap_block(first->second, first->first);
+    l.cached.erase(first);
+  }
+}
+
+void* allocate_large(size_t size, size_t nbytes) {
+  Large& l = large();
+  std::lock_guard<std::mutex> lock(l.mutex);
+  void* ptr = nullptr;
+  size_t got = size;
+  auto fit = l.cached.lower_bound(size);  // the smallest cached block that holds the request
+  if (fit != l.cached.end()) {
+    ptr = fit->second;
+    const size_t block = fit->first;
+    l.cached.erase(fit);
+    l.cached_bytes -= block;
+    const size_t rest = block - size;
+    if (rest <= block / kFitSlack || !kMapLargeBlocks) {
+      got = block;  // a near fit (or a malloc'd block, which cannot be split): taken whole
+    } else if (rest >= kCacheMin) {
+      // Split: the tail is a mapping of its own from now on, cached for the next request.
+      l.cached.emplace(rest, static_cast<char*>(ptr) + size);
+      l.cached_bytes += rest;
+    } else {
+      unmap_block(static_cast<char*>(ptr) + size, rest);
+    }
+  } else {
+    evict_for(l, size);
+    ptr = map_block(size);
+    VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
+               static_cast<double>(nbytes) / double(1 << 30), " GiB)");
+  }
+  l.live.emplace(ptr, got);
+  l.live_bytes += got;
+  l.high_water = std::max(l.high_water, l.live_bytes);
+  count_allocated(got);
+  return ptr;
+}
+
+void release_large(void* ptr) {
+  Large& l = large();
+  std::lock_guard<std::mutex> lock(l.mutex);
+  auto it = l.live.find(ptr);
+  VLMC_CHECK(it != l.live.end(), "cpu: releasing a block the host allocator did not hand out");
+  const size_t size = it->second;
+  l.live.erase(it);
+  l.live_bytes -= size;
+  g_live.fetch_sub(size, std::memory_order_relaxed);
+  // live + cached is unchanged by caching the block, so it stays within the
+  // high-water mark; only the user's cap can refuse it.
+  if (l.cached_bytes + size <= cache_cap()) {
+    l.cached.emplace(size, ptr);
+    l.cached_bytes += size;
+  } else {
+    unmap_block(ptr, size);
+  }
 }
 
 }  // namespace
@@ -53,50 +178,43 @@ void* allocate(size_t nbytes) {
   // rounded() must not wrap: no host allocation comes near this anyway.
   VLMC_CHECK(nbytes <= (size_t(1) << 62), "cpu: cannot allocate ", nbytes, " bytes");
   const size_t size = rounded(nbytes);
-  if (size >= kCacheMin) {
-    Cache& c = cache();
-    std::lock_guard<std::mutex> lock(c.mutex);
-    auto it = c.blocks.find(size);
-    if (it != c.blocks.end()) {
-      void* ptr = it->second;
-      c.blocks.erase(it);
-      c.bytes -= size;
-      return ptr;
-    }
-  }
+  if (size >= kCacheMin) return allocate_large(size, nbytes);
   void* ptr = std::aligned_alloc(kAlign, size);
   VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
              static_cast<double>(nbytes) / double(1 << 30), " GiB)");
+  count_allocated(size);
   return ptr;
 }
 
 void release(void* ptr, size_t nbytes) {
   if (ptr == nullptr) return;
   const size_t size = rounded(nbytes);
-  if (size >= kCacheMin) {
-    Cache& c = cache();
-    std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.bytes + size <= cache_limit()) {
-      c.blocks.emplace(size, ptr);
-      c.bytes += size;
-      return;
-    }
-  }
+  if (size >= kCacheMin) return release_large(ptr);
+  g_live.fetch_sub(size, std::memory_order_relaxed);
   std::free(ptr);
 }
 
 void empty_cache() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lock(c.mutex);
-  for (auto& [size, ptr] : c.blocks) std::free(ptr);
-  c.blocks.clear();
-  c.bytes = 0;
+  Large& l = large();
+  std::lock_guard<std::mutex> lock(l.mutex);
+  for (auto& [size, ptr] : l.cached) unmap_block(ptr, size);
+  l.cached.clear();
+  l.cached_bytes = 0;
+  l.high_water = l.live_bytes;
 }
 
 size_t cached_bytes() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lock(c.mutex);
-  return c.bytes;
+  Large& l = large();
+  std::lock_guard<std::mutex> lock(l.mutex);
+  return l.cached_bytes;
 }
+
+size_t live_bytes() { return g_live.load(std::memory_order_relaxed); }
+
+size_t peak_live_bytes() { return g_peak_live.load(std::memory_order_relaxed); }
+
+void reset_peak_live() { g_peak_live.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+
+size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
 
 }  // namespace vlmc::host

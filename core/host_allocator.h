@@ -2,7 +2,9 @@
 // blocks. A fresh large allocation comes from mmap and page-faults on first
 // touch (about 30 ms for a [4,576,4096] f32 activation here), which would cost
 // more than the kernel that fills it; reusing blocks avoids that, as the CUDA
-// caching allocator does on the device.
+// caching allocator does on the device. The cache keeps a freed block only
+// while live tensors and cached blocks together stay within the tensors'
+// high-water mark, so it never raises a run's peak memory (host_allocator.cpp).
 #pragma once
 
 #include <cstddef>
@@ -12,9 +14,26 @@ namespace vlmc::host {
 void* allocate(size_t nbytes);
 void release(void* ptr, size_t nbytes);
 
-// Frees every cached block. The cache holds at most VLMC_HOST_CACHE_MB
-// (default 1024) megabytes; 0 disables it.
+// Frees every cached block, and starts the high-water mark that bounds the
+// cache afresh from the live tensors: after a phase whose peak the next one
+// need not reach (loading, where a model's f32 blocks were mapped and never
+// touched before its frozen weights became bf16; a stage with larger
+// batches). VLMC_HOST_CACHE_MB caps the cache (unset: only the high-water
+// rule bounds it); 0 disables it.
 void empty_cache();
 size_t cached_bytes();
+
+// Bytes of tensor storage handed out and not yet released (blocks rounded
+// up as allocate() rounds them; the cache's free blocks are not counted),
+// and their high-water mark since the last reset_peak_live(). These are
+// what a step's memory plan estimates (train/memory_plan.h): unlike the
+// resident set they do not depend on malloc's arenas or on the cache.
+size_t live_bytes();
+size_t peak_live_bytes();
+void reset_peak_live();
+
+// Bytes of the large blocks this allocator maps itself, live or cached
+// (malloc's statistics do not see them); 0 under AddressSanitizer.
+size_t mapped_bytes();
 
 }  // namespace vlmc::host

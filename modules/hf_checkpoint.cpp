@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/host_allocator.h"
 #include "core/io/safetensors_folder.h"
 #include "modules/hf_layout.h"
 
@@ -340,6 +341,10 @@ PretrainedModel load_pretrained(const std::string& dir, const PretrainedOptions&
   if (tower_weights) plan.account_for_rest(*tower_weights, tower_rule, report);
   plan.check(dir, report.kind);
   plan.execute(report);
+  // The models were built with f32 blocks, mapped but never touched, that
+  // the frozen weights' bf16 replaced: unmap them, and keep the host cache
+  // from counting them in the high-water mark that bounds it.
+  host::empty_cache();
 
   for (auto* m : std::initializer_list<Module*>{out.llama.get(), out.vision.get()})
     if (m) {

@@ -21,12 +21,15 @@ namespace {
 
 constexpr double kF32 = 4, kBf16 = 2;
 // Layers' worth of input gradients alive at the backward's peak (see
-// decoder_activation_terms): fitted to the peak RSS of one step on the CPU.
-// It was 1.4 until the fused rotary op (whose backward writes one gradient
-// where the composed form made four); refitted to 1.2 on an AMD EPYC
-// (2026-12-06), where the four measured steps need 0.8-1.13: 1.2 keeps the plan
-// above them, with room for CPUs whose allocator keeps more (docs/plan.md).
-constexpr double kBackwardLayers = 1.2;
+// decoder_activation_terms), fitted to the host allocator's high-water mark
+// of live tensors in one step (tests/train/test_memory_plan.cpp), which is
+// exact and the same on every CPU: the four measured steps need 0.22-0.35
+// (docs/plan.md). It was fitted to the peak RSS (1.4, then 1.2) while
+// malloc's arenas kept freed activations resident; the host allocator now
+// maps large blocks itself and the resident set follows the live tensors.
+constexpr double kBackwardLayers = 0.4;
+const std::string kInFlight =
+    str("gradients in flight: about ", kBackwardLayers, " layers' input gradients (measured factor)");
 
 void add(std::vector<MemoryTerm>& terms, const std::string& category, const std::string& name, double bytes) {
   if (bytes > 0) terms.push_back({category, name, bytes});
@@ -142,7 +145,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
   // about 8 D + 4 Dkv + 4 I floats a position (+25 % of bf16 copies under
   // autocast); the peak holds kBackwardLayers of them, a factor measured on
   // the CPU (tests/train/test_memory_plan.cpp), not derived.
-  add(t, "backward", "gradients in flight: about 1.2 layers' input gradients (measured factor)",
+  add(t, "backward", kInFlight,
       kBackwardLayers * tokens * (8 * d + 4 * kv + 4 * i) * kF32 * (bf16 ? 1.25 : 1.0));
   // Autocast's bf16 copies of the decoder's matrices: cached for a trained
   // leaf, kept by each linear whose input needs a gradient otherwise. A
@@ -187,7 +190,7 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
   // linear_gelu keeps z = x·Wᵀ + b; fc2 its input GELU(z).
   add(t, a, "encoder: fc1 pre-activation and GELU output (fc2 input)", per * i * (kF32 + lin));
   if (mode.trains_weights)
-    add(t, "backward", "gradients in flight: about 1.2 layers' input gradients (measured factor)",
+    add(t, "backward", kInFlight,
         kBackwardLayers * tokens * (8 * d + 2 * i) * kF32 * (bf16 ? 1.25 : 1.0));
   return t;
 }

@@ -17,8 +17,8 @@
 //                from core/ops/*.cpp; in bf16 autocast the bf16 operand copies
 //   backward     what the backward adds on top, as the graph is released
 //                only at its end: the logits' gradient twice (dl and the
-//                narrow's), and about 1.2 layers of input gradients (a
-//                factor fitted to the measured peak of one step)
+//                narrow's), and under half a layer of input gradients (a
+//                factor fitted to the measured tensor peak of one step)
 //   data         what the trainer holds beside the models (Fashion-MNIST,
 //                the mosaic pool, the frozen feature cache)
 // and peak = weights + gradients + optimizer + data + max(activations +

@@ -11,6 +11,7 @@
 #include "core/autograd.h"
 #include "core/cuda/runtime.h"
 #include "core/error.h"
+#include "core/host_allocator.h"
 #include "core/ops.h"
 #include "dist/reducer.h"
 #include "optim/clip.h"
@@ -110,7 +111,14 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   std::optional<ProgressBar> bar;
   if (lead) bar.emplace(spec.name, s.steps, first, stderr, std::nullopt, files.log_every_s);
   const Device device = params.empty() ? Device::cpu() : params.front().device();
-  if (device.is_cuda()) cuda::reset_peak_allocated(device.index);
+  if (device.is_cuda()) {
+    cuda::reset_peak_allocated(device.index);
+  } else {
+    // The stage's own peak sizes the host cache and is reported: what loading
+    // or an earlier stage reached is forgotten (core/host_allocator.h).
+    host::empty_cache();
+    host::reset_peak_live();
+  }
   const auto t0 = std::chrono::steady_clock::now();
   int64_t skipped_steps = 0;  // non-finite gradients skipped in this stage (run.skip_nonfinite)
   double validation = NAN;    // the last validation's answer accuracy
@@ -230,8 +238,9 @@ StageSummary run_stage(const StageSpec& spec, const RunFiles& files, const std::
   }
   if (bar) bar->finish();
   summary.seconds = seconds_since(t0) - summary.validation_seconds;
-  if (device.is_cuda())
-    summary.peak_device_bytes = static_cast<int64_t>(cuda::allocator_stats(device.index).peak_allocated_bytes);
+  summary.peak_device_bytes =
+      static_cast<int64_t>(device.is_cuda() ? cuda::allocator_stats(device.index).peak_allocated_bytes
+                                            : host::peak_live_bytes());
   summary.tokens_per_s = summary.seconds > 0 ? tokens_run / summary.seconds : 0.0;
   if (!losses.empty()) {
     const size_t tail = std::max<size_t>(1, losses.size() / 10);

@@ -96,7 +96,10 @@ struct StageSummary {
   double seconds = 0.0;        // wall time of the steps run in this process (validation excluded)
   double validation_seconds = 0.0;
   double tokens_per_s = 0.0;
-  int64_t peak_device_bytes = 0;  // CUDA: the caching allocator's high-water mark during the stage; CPU: 0
+  // The high-water mark of tensor memory during the stage: CUDA's caching
+  // allocator's, or on the CPU the host allocator's live bytes (its cache of
+  // free blocks and malloc's own overhead excluded; core/host_allocator.h).
+  int64_t peak_device_bytes = 0;
 };
 
 // "<index>-<name>-step<NNNNNN>": sorting names sorts by (stage index, step).

@@ -47,7 +47,7 @@ struct StageTiming {
   double seconds = 0.0;       // wall time of the steps run by this process
   double tokens_per_s = 0.0;  // language-model tokens (text + visual) per second
   double final_loss = 0.0;    // mean loss over the last 10 % of the steps
-  int64_t peak_device_bytes = 0;  // CUDA allocator high-water mark during the stage (0 on the CPU)
+  int64_t peak_device_bytes = 0;  // tensor memory's high-water mark during the stage (StageSummary)
 };
 
 // What the validation curve of one stage came to (metrics.jsonl's records).

@@ -42,3 +42,67 @@ TEST_CASE("tensors built on reused host memory hold their own values", "[allocat
   Tensor b = Tensor::zeros({1 << 20});  // may reuse a's block: must still be zeros
   CHECK(b.to_vector<float>() == std::vector<float>(1 << 20, 0.0f));
 }
+
+TEST_CASE("the allocator counts live tensor bytes and their high-water mark, cached blocks excluded", "[allocator]") {
+  const size_t before = host::live_bytes();
+  host::reset_peak_live();
+  CHECK(host::peak_live_bytes() == before);
+  {
+    Tensor a = Tensor::zeros({1 << 20});  // 4 MiB, a multiple of the rounding granule
+    CHECK(host::live_bytes() == before + (size_t(4) << 20));
+    {
+      Tensor b = Tensor::zeros({1 << 18});  // 1 MiB
+      CHECK(host::live_bytes() == before + (size_t(5) << 20));
+    }
+    CHECK(host::live_bytes() == before + (size_t(4) << 20));  // b's block went to the cache: not live
+  }
+  CHECK(host::live_bytes() == before);
+  CHECK(host::peak_live_bytes() == before + (size_t(5) << 20));
+  host::reset_peak_live();
+  CHECK(host::peak_live_bytes() == before);
+}
+
+TEST_CASE("a cached block serves a smaller request whole or split, and the cache stays under the high-water mark",
+          "[allocator]") {
+#if defined(__SANITIZE_ADDRESS__)
+  CHECK(host::cached_bytes() == 0);  // nothing is cached under AddressSanitizer
+#else
+  const size_t mib = size_t(1) << 20;
+  host::empty_cache();  // the high-water mark starts at the live tensors
+  const size_t live = host::live_bytes();
+  char* block = static_cast<char*>(host::allocate(8 * mib));
+  host::release(block, 8 * mib);
+  CHECK(host::cached_bytes() == 8 * mib);
+
+  SECTION("a near fit takes the whole block") {
+    void* p = host::allocate(7 * mib + mib / 2);  // 1/16 of the block left over: taken whole
+    CHECK(p == block);
+    CHECK(host::live_bytes() == live + 8 * mib);
+    CHECK(host::cached_bytes() == 0);
+    host::release(p, 7 * mib + mib / 2);
+    CHECK(host::cached_bytes() == 8 * mib);  // released at the block's own size
+  }
+  SECTION("a smaller request splits the block, and the tail serves the next") {
+    void* head = host::allocate(mib);
+    CHECK(head == block);
+    CHECK(host::cached_bytes() == 7 * mib);
+    void* tail = host::allocate(7 * mib);
+    CHECK(tail == block + mib);
+    CHECK(host::live_bytes() == live + 8 * mib);
+    host::release(head, mib);
+    host::release(tail, 7 * mib);
+    CHECK(host::cached_bytes() == 8 * mib);
+  }
+  SECTION("a request no cached block holds evicts what would take the total past the high-water mark") {
+    const size_t mapped = host::mapped_bytes();
+    void* big = host::allocate(16 * mib);  // live + 16 MiB is the new mark: the cached 8 MiB must go
+    CHECK(host::cached_bytes() == 0);
+    CHECK(host::mapped_bytes() == mapped - 8 * mib + 16 * mib);
+    host::release(big, 16 * mib);
+    CHECK(host::cached_bytes() == 16 * mib);
+  }
+  host::empty_cache();
+  CHECK(host::cached_bytes() == 0);
+  CHECK(host::live_bytes() == live);
+#endif
+}

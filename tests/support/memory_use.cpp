@@ -32,7 +32,7 @@ double peak_rss_bytes() { return status_field_bytes("VmHWM:"); }
 
 double live_heap_bytes() {
   const struct mallinfo2 m = mallinfo2();
-  return static_cast<double>(m.uordblks + m.hblkhd) - static_cast<double>(host::cached_bytes());
+  return static_cast<double>(m.uordblks + m.hblkhd + host::mapped_bytes()) - static_cast<double>(host::cached_bytes());
 }
 
 bool reset_peak_rss() {

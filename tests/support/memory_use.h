@@ -14,8 +14,9 @@ double peak_rss_bytes();
 // measured after it covers more than the code under test.
 bool reset_peak_rss();
 
-// Bytes the heap holds for live objects now: what malloc has handed out, less
-// the freed blocks vlmc's host allocator keeps for reuse.
+// Bytes the heap holds for live objects now: what malloc has handed out and
+// the blocks vlmc's host allocator mapped itself, less the freed blocks it
+// keeps for reuse.
 double live_heap_bytes();
 
 // AddressSanitizer replaces malloc (mallinfo2 does not see its heap) and

@@ -27,7 +27,6 @@
 using namespace vlmc;
 using namespace vlmc::train;
 using vlmc::test::current_rss_bytes;
-using vlmc::test::live_heap_bytes;
 using vlmc::test::peak_rss_bytes;
 using vlmc::test::reset_peak_rss;
 
@@ -72,8 +71,8 @@ struct Measured {
   int64_t length = 0;      // positions of the spliced batch
   double step_live = 0;    // live bytes after the backward (the gradients)
   double peak_rss = 0;     // peak resident bytes of the forward + backward over those before
+  double peak_live = 0;    // the tensors' high-water mark in the forward + backward over those before
   double planned_step = 0; // the plan's activations + backward + gradients
-  bool rss_measurable = false;
 };
 
 // One stage-1 or stage-2 micro-batch as the trainer's llava_step runs it.
@@ -96,9 +95,10 @@ Measured measure_llava_step(const TrainConfig& c, int stage, int64_t batch, bool
   Measured out;
   host::empty_cache();
   malloc_trim(0);
-  out.rss_measurable = reset_peak_rss();
+  reset_peak_rss();  // so that the printed peak is this step's (where the kernel allows it)
   const double rss_before = current_rss_bytes();
-  const double before = live_heap_bytes();
+  const double before = static_cast<double>(host::live_bytes());
+  host::reset_peak_live();
   {
     AutocastGuard autocast(bf16);
     const SpliceResult in =
@@ -106,12 +106,13 @@ Measured measure_llava_step(const TrainConfig& c, int stage, int64_t batch, bool
                                                    text.text_mask);
     const Tensor loss =
         nn::causal_lm_loss(models.language->forward(in.inputs_embeds, in.attention_mask, in.position_ids), in.labels);
-    out.activations = live_heap_bytes() - before;
+    out.activations = static_cast<double>(host::live_bytes()) - before;
     out.length = in.inputs_embeds.size(1);
     loss.backward();  // the graph is released here, as in the trainer
-    out.step_live = live_heap_bytes() - before;
+    out.step_live = static_cast<double>(host::live_bytes()) - before;
   }
   out.peak_rss = peak_rss_bytes() - rss_before;
+  out.peak_live = static_cast<double>(host::peak_live_bytes()) - before;
 
   const DecoderShape dec{c.lm_hidden_size, c.lm_intermediate_size, c.lm_num_hidden_layers, c.lm_num_attention_heads,
                          c.lm_num_key_value_heads, tokenizer.vocab_size(), false};
@@ -164,7 +165,7 @@ TEST_CASE("plan: parameter counts equal the built models'", "[plan]") {
   CHECK(decoder_parameters(llava_preset("llava-1.5-7b").language) == 6738415616.0);
 }
 
-TEST_CASE("plan: stage 1 and stage 2 activations match the bytes the graph holds, within 10 % (the step's peak RSS within 15 %)", "[plan]") {
+TEST_CASE("plan: stage 1 and stage 2 activations match the bytes the graph holds, and the step its peak of live tensors, within 10 %", "[plan]") {
   if (!vlmc::test::kMemoryMeasurable) return;  // under AddressSanitizer
   const TrainConfig c = measured_config();
   for (int stage : {1, 2}) {
@@ -172,21 +173,17 @@ TEST_CASE("plan: stage 1 and stage 2 activations match the bytes the graph holds
       const Measured m = measure_llava_step(c, stage, 48, bf16);
       INFO("stage " << stage << (bf16 ? " bf16" : " f32") << ": " << m.length << " positions, held "
                     << m.activations << " B, planned " << m.planned << " B; peak rss over " << m.peak_rss
+                    << ", peak tensors over " << m.peak_live
                     << ", planned step " << m.planned_step);
       CHECK(m.activations > 4e6);  // the measurement sees a real graph
       CHECK(std::abs(m.planned - m.activations) <= 0.10 * m.activations);
-      // The step's peak resident bytes (forward + backward, the host
-      // allocator's cache emptied first) against activations + backward.
-      // 15 %, not 10: the peak RSS also holds what no tensor does (glibc's
-      // arenas, OpenMP and oneDNN scratch first touched in the step), and it
-      // varies from run to run: stage 1 bf16 measured 11.3-12.5 % over the plan
-      // in some runs on an Intel Xeon (2026-12-05) and under 10 % in others.
-      // The held-bytes check above stays at 10 %.
-      if (m.rss_measurable) {
-        CHECK(std::abs(m.planned_step - m.peak_rss) <= 0.15 * m.peak_rss);
-      } else {
-        WARN("/proc/self/clear_refs cannot be written here: the step's peak RSS is not checked");
-      }
+      // The step's peak of live tensors (forward + backward; the host
+      // allocator's own count, the same on every CPU) against activations +
+      // backward + gradients. The peak RSS is printed but not bounded here:
+      // at these toy sizes most tensors are under 256 KiB and live in malloc's
+      // arenas, which keep what they like; the large-block runs the plan is
+      // for are measured against their RSS in docs/plan.md.
+      CHECK(std::abs(m.planned_step - m.peak_live) <= 0.10 * m.peak_live);
     }
   }
 }
@@ -200,12 +197,11 @@ TEST_CASE("plan: the stage-0 encoder's activations match the bytes the graph hol
   const int64_t batch = 96;
   Generator gen(5);
   const Tensor classes = Tensor::zeros({batch * 4}, DType::i64);
-  host::empty_cache();
-  const double before = live_heap_bytes();
+  const double before = static_cast<double>(host::live_bytes());
   const Tensor pixels = Tensor::randn({batch, 1, 56, 56}, gen);  // the trainer's encoder_pixels
   const Tensor features = patch_features(models.vision->hidden_states(pixels), c.vision_select_layer);
   const Tensor loss = cross_entropy(cell_logits(*models.quadrant_head, features), classes);
-  const double held = live_heap_bytes() - before;
+  const double held = static_cast<double>(host::live_bytes()) - before;
   const std::vector<StagePlan> plans = plan_training(c);
   REQUIRE(plans.at(0).stage == "stage0.vision");
   // The plan is for stage0.vision.batch_size; scale to this batch (every term is linear in it).

@@ -111,7 +111,8 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
     CHECK(results.at("precision") == "f32");
     CHECK(results.at("stages").size() == 4);
     CHECK(results.at("stages").at("stage2").at("tokens_per_s").get<double>() > 0);
-    CHECK(results.at("stages").at("stage2").at("peak_device_bytes") == 0);  // no device memory on the CPU
+    // On the CPU: the host tensors' high-water mark, at least the models' weights.
+    CHECK(results.at("stages").at("stage2").at("peak_device_bytes").get<int64_t>() > 0);
     CHECK(results.at("split") == "test");
     CHECK(results.at("validation_curves").at("stage1").at("points") == 2);
     CHECK(results.at("eval_seed") == c.eval_seed);
