@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The main job's stage-1 or stage-2 step (configs/fashion-mosaic.toml), vlmc against a PyTorch
-eager + transformers replica, on 1 and 2 threads, in one run:
+"""A step of the main job (configs/fashion-mosaic.toml), vlmc against a PyTorch eager + transformers
+replica, on 1 and 2 threads, in one run:
 
-    V/bin/python bench/fashion_step.py build/vlmc [--stage 2] [--steps 100] [--threads 1,2] [--json PATH]
+    V/bin/python bench/fashion_step.py build/vlmc [--stage 2|1|0-vision|0-language] [--steps 100]
+        [--threads 1,2] [--json PATH]
 
 vlmc     `vlmc --threads T train --config configs/fashion-mosaic.toml` as a user runs it, the other
          stage cut to one step and this one to 10 + --steps steps (stage 0 comes from, or goes to, a
@@ -16,6 +17,13 @@ PyTorch  transformers' LlamaForCausalLM of the config's sizes (2 layers, width 1
          text, backward, AdamW; stage 1: the language model frozen, the projector alone at lr 1e-3, no
          clipping; stage 2: clipping at 1.0, projector lr 1e-3, language model 5e-4. The median over
          --steps steps after 10 untimed ones.
+         Stage 0 (the encoder and the language model trained on their own, before any connector):
+         0-vision is transformers' CLIPVisionModel of the config's sizes (width 128, 2 layers, 4 heads,
+         MLP 256, one channel, 56 pixels, patch 14), the last hidden state's 16 patches averaged per
+         mosaic cell (2x2 patches each) and classified by a Linear(128, 10), cross-entropy, clipping at
+         1.0, AdamW (lr 3e-3, weight decay 0.05), batch 64; 0-language is the LlamaForCausalLM above on
+         text alone, as many positions as vlmc's records show, clipping at 1.0, AdamW (lr 1e-3, weight
+         decay 0.01), batch 32. For these vlmc trains stage 0 in each timed run (a fresh cache).
 
 Both are f32. Prints each side's ms per step and the ratio, per thread count, and the speed-up of 2
 threads over 1.
@@ -32,20 +40,82 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 BATCH, VISUAL, WIDTH, VOCAB = 32, 16, 128, 52
+VISION_BATCH, SIDE, PATCH, CLASSES = 64, 56, 14, 10
 WARMUP = 10
+STAGES = ["2", "1", "0-vision", "0-language"]
+RECORD = {"2": "stage2", "1": "stage1", "0-vision": "stage0-vision", "0-language": "stage0-language"}
+BATCH_OF = {"2": BATCH, "1": BATCH, "0-vision": VISION_BATCH, "0-language": BATCH}
 
 
-def pytorch_step_ms(stage, positions, threads, steps):
-    torch.manual_seed(0)
-    torch.set_num_threads(threads)
-    text_len = positions - VISUAL
+def language_model():
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=WIDTH, intermediate_size=256, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                          rope_theta=10000.0, attn_implementation="eager")
-    lm = LlamaForCausalLM(config).train()
+    return LlamaForCausalLM(config).train()
+
+
+def timed_steps(step, steps):
+    """The median seconds of `steps` calls of step() after WARMUP untimed ones."""
+    times = []
+    for i in range(WARMUP + steps):
+        t0 = time.perf_counter()
+        step()
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def pytorch_stage0_ms(part, positions, threads, steps):
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    if part == "0-language":
+        lm = language_model()
+        params = list(lm.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+        ids = torch.randint(0, VOCAB, (BATCH, positions))
+
+        def step():
+            logits = lm(input_ids=ids).logits
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    else:
+        config = CLIPVisionConfig(hidden_size=WIDTH, intermediate_size=256, num_hidden_layers=2,
+                                  num_attention_heads=4, num_channels=1, image_size=SIDE, patch_size=PATCH,
+                                  hidden_act="gelu")
+        encoder = CLIPVisionModel(config).train()
+        head = torch.nn.Linear(WIDTH, CLASSES)
+        params = list(encoder.parameters()) + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=0.05)
+        pixels = torch.randn(VISION_BATCH, 1, SIDE, SIDE)
+        classes = torch.randint(0, CLASSES, (VISION_BATCH * 4,))
+        grid = SIDE // PATCH
+
+        def step():
+            patches = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 1:]  # [B, 16, D]
+            cells = F.adaptive_avg_pool2d(patches.reshape(VISION_BATCH, grid, grid, WIDTH).permute(0, 3, 1, 2), 2)
+            logits = head(cells.permute(0, 2, 3, 1).reshape(VISION_BATCH * 4, WIDTH))  # [B * 4, 10]
+            loss = F.cross_entropy(logits, classes)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return 1e3 * timed_steps(step, steps)
+
+
+def pytorch_step_ms(stage, positions, threads, steps):
+    if stage.startswith("0-"):
+        return pytorch_stage0_ms(stage, positions, threads, steps)
+    stage = int(stage)
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    text_len = positions - VISUAL
+    lm = language_model()
     projector = torch.nn.Sequential(torch.nn.Linear(WIDTH, WIDTH), torch.nn.GELU(), torch.nn.Linear(WIDTH, WIDTH))
     if stage == 1:
         lm.requires_grad_(False)
@@ -58,9 +128,8 @@ def pytorch_step_ms(stage, positions, threads, steps):
     features = torch.randn(BATCH, VISUAL, WIDTH)
     ids = torch.randint(0, VOCAB, (BATCH, text_len))
     labels = torch.cat([ids[:, :1], torch.full((BATCH, VISUAL), -100), ids[:, 1:]], dim=1)
-    times = []
-    for step in range(WARMUP + steps):
-        t0 = time.perf_counter()
+
+    def step():
         text = lm.get_input_embeddings()(ids)
         embeds = torch.cat([text[:, :1], projector(features), text[:, 1:]], dim=1)  # [B, positions, 128]
         logits = lm(inputs_embeds=embeds).logits
@@ -70,31 +139,36 @@ def pytorch_step_ms(stage, positions, threads, steps):
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * timed_steps(step, steps)
 
 
 def vlmc_step_ms(vlmc, stage, root, cache, threads, steps):
     """The median step time in ms and the positions a sample, from the stage's metrics."""
     name = f"s{stage}t{threads}"
-    lengths = {1: ["--stage1.steps", str(WARMUP + steps), "--stage2.steps", "1"],
-               2: ["--stage1.steps", "1", "--stage2.steps", str(WARMUP + steps)]}[stage]
+    timed = str(WARMUP + steps)
+    lengths = {"1": ["--stage1.steps", timed, "--stage2.steps", "1"],
+               "2": ["--stage1.steps", "1", "--stage2.steps", timed],
+               "0-vision": ["--stage0.vision.steps", timed, "--stage0.language.steps", "1",
+                            "--stage1.steps", "1", "--stage2.steps", "1"],
+               "0-language": ["--stage0.vision.steps", "1", "--stage0.language.steps", timed,
+                              "--stage1.steps", "1", "--stage2.steps", "1"]}[stage]
+    if stage.startswith("0-"):
+        cache = os.path.join(root, f"cache-{name}")  # stage 0 must train in this run
     cmd = [vlmc, "--threads", str(threads), "train", "--config", "configs/fashion-mosaic.toml", "--run.name", name,
            "--run.runs_dir", root, "--run.cache_dir", cache, "--run.log_every_s", "1e9",
            "--run.checkpoint_every", "1000000", "--eval.mosaics", "1"] + lengths
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     records = [json.loads(line) for line in open(os.path.join(root, name, "metrics.jsonl")) if line.strip()]
-    timed = [r for r in records if r.get("stage") == f"stage{stage}" and "step_s" in r][WARMUP:]
-    assert len(timed) == steps, f"expected {steps} timed stage-{stage} records, found {len(timed)}"
-    positions = round(statistics.median(r["tokens"] for r in timed) / BATCH)
+    timed = [r for r in records if r.get("stage") == RECORD[stage] and "step_s" in r][WARMUP:]
+    assert len(timed) == steps, f"expected {steps} timed {RECORD[stage]} records, found {len(timed)}"
+    positions = round(statistics.median(r["tokens"] for r in timed) / BATCH_OF[stage])
     return 1e3 * statistics.median(r["step_s"] for r in timed), positions
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("vlmc")
-    ap.add_argument("--stage", type=int, choices=[1, 2], default=2)
+    ap.add_argument("--stage", choices=STAGES, default="2")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--json")
@@ -106,14 +180,17 @@ def main():
     positions = 0
     with tempfile.TemporaryDirectory() as root:
         cache = os.path.join(root, "cache")
-        # Stage 0 trained once into the cache, untimed.
-        subprocess.run([vlmc, "train", "--config", "configs/fashion-mosaic.toml", "--run.name", "stage0",
-                        "--run.runs_dir", root, "--run.cache_dir", cache, "--stage1.steps", "1", "--stage2.steps", "1",
-                        "--eval.mosaics", "1"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Stage 0 trained once into the cache, untimed (stage 0's own runs train theirs).
+        if not args.stage.startswith("0-"):
+            subprocess.run([vlmc, "train", "--config", "configs/fashion-mosaic.toml", "--run.name", "stage0",
+                            "--run.runs_dir", root, "--run.cache_dir", cache, "--stage1.steps", "1",
+                            "--stage2.steps", "1", "--eval.mosaics", "1"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for t in threads:
             vlmc_ms, positions = vlmc_step_ms(vlmc, args.stage, root, cache, t, args.steps)
             rows[t] = {"vlmc_ms": vlmc_ms, "pytorch_ms": pytorch_step_ms(args.stage, positions, t, args.steps)}
-    print(f"stage-{args.stage} step of configs/fashion-mosaic.toml (batch {BATCH}, {BATCH * positions} positions, "
+    batch = BATCH_OF[args.stage]
+    print(f"{RECORD[args.stage]} step of configs/fashion-mosaic.toml (batch {batch}, {batch * positions} positions, "
           f"f32), median of {args.steps} steps; PyTorch {torch.__version__}")
     for t, r in rows.items():
         print(f"  {t} thread(s): vlmc {r['vlmc_ms']:7.2f} ms  PyTorch {r['pytorch_ms']:7.2f} ms  "

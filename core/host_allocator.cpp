@@ -23,6 +23,11 @@ constexpr size_t kGranule = size_t(1) << 16;   // large sizes rounded so similar
 // request takes the smallest cached block that holds it, whole when at most
 // 1/8 of the block would be left over, else split (the tail stays cached).
 constexpr size_t kFitSlack = 8;
+// The cache may hold this much beyond the high-water mark: a stage whose
+// models and data sit near its peak (the main job: 130 MB resident, a step of
+// a few MB) would otherwise have no room to keep a step's blocks, and would
+// unmap and map them again every step.
+constexpr size_t kCacheSlack = size_t(64) << 20;
 
 // Large blocks are mapped and unmapped here rather than malloc'd. glibc's
 // malloc raises its mmap threshold (to 32 MiB) after the first large free,
@@ -30,10 +35,10 @@ constexpr size_t kFitSlack = 8;
 // fragment: a TinyLlama stage-1 step at batch 2 peaked at 5.1 GB resident for
 // 4.36 GB of live tensors (docs/plan.md), beyond what any plan could predict.
 // Here the freed blocks are kept for reuse only while the tensors and the
-// cache together stay within the tensors' own high-water mark, so the
-// resident set of large blocks never exceeds the peak of live tensors, and a
-// step reuses the previous step's blocks instead of faulting in (and zeroing)
-// fresh pages. Under AddressSanitizer malloc keeps them and nothing is
+// cache together stay within the tensors' own high-water mark (plus
+// kCacheSlack), so the resident set of large blocks stays within 64 MiB of
+// the peak of live tensors, and a step reuses the previous step's blocks
+// instead of faulting in (and zeroing) fresh pages. Under AddressSanitizer malloc keeps them and nothing is
 // cached, so out-of-bounds and use-after-free are still caught.
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kMapLargeBlocks = false;
@@ -109,9 +114,10 @@ void unmap_block(void* ptr, size_t size) {
 
 // Unmaps cached blocks, the smallest first (the tails splits leave, the least
 // likely to serve a request), until `budget` bytes fit beside live + cached
-// under the high-water mark. Called with the lock held.
+// under the high-water mark and the slack. Called with the lock held.
 void evict_for(Large& l, size_t budget) {
-  while (!l.cached.empty() && l.live_bytes + l.cached_bytes + budget > std::max(l.high_water, l.live_bytes + budget)) {
+  while (!l.cached.empty() &&
+         l.live_bytes + l.cached_bytes + budget > std::max(l.high_water, l.live_bytes + budget) + kCacheSlack) {
     auto first = l.cached.begin();
     l.cached_bytes -= first->first;
     unmap_block(first->second, first->first);
@@ -163,7 +169,7 @@ void release_large(void* ptr) {
   l.live_bytes -= size;
   g_live.fetch_sub(size, std::memory_order_relaxed);
   // live + cached is unchanged by caching the block, so it stays within the
-  // high-water mark; only the user's cap can refuse it.
+  // high-water mark and the slack; only the user's cap can refuse it.
   if (l.cached_bytes + size <= cache_cap()) {
     l.cached.emplace(size, ptr);
     l.cached_bytes += size;

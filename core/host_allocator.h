@@ -4,7 +4,8 @@
 // more than the kernel that fills it; reusing blocks avoids that, as the CUDA
 // caching allocator does on the device. The cache keeps a freed block only
 // while live tensors and cached blocks together stay within the tensors'
-// high-water mark, so it never raises a run's peak memory (host_allocator.cpp).
+// high-water mark plus 64 MiB, so it adds at most that to a run's peak
+// (host_allocator.cpp).
 #pragma once
 
 #include <cstddef>
