@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "kernels/cpu/onednn_matmul.h"
 
 namespace vlmc {
 namespace {
@@ -43,6 +44,10 @@ AutocastGuard::~AutocastGuard() {
 }
 
 bool autocast_bf16() { return state().bf16; }
+
+bool cpu_bf16_products_native() {
+  return kernels::cpu::onednn::enabled(kernels::cpu::onednn::Operands::bf16);
+}
 
 Tensor autocast_bf16_copy(const Tensor& x) {
   VLMC_CHECK(x.defined(), "autocast: undefined operand");

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "train/checkpoint.h"
@@ -26,6 +27,12 @@ void start_run(const std::string& runs_dir, const std::string& name, const Train
   VLMC_CHECK(options.resume || existing.empty(), "run '", name, "' already has checkpoints in ",
              start.checkpoint_root, ": pass --resume to continue it, or choose another run.name");
   if (lead) io::write_file_atomically((fs::path(start.run_dir) / "config.toml").string(), options.config_toml, "train");
+  if (lead && options.config_json.value("run.precision", "") == "bf16" &&
+      options.config_json.value("run.device", "cpu") == "cpu" && !cpu_bf16_products_native())
+    std::fprintf(stderr,
+                 "note: this CPU has no bf16 kernel vlmc uses (AMX, or AVX512-BF16 on an AMD CPU): run.precision bf16 "
+                 "rounds as bf16 does but multiplies widened f32 operands, so it is no faster than f32 here "
+                 "(docs/perf.md)\n");
 
   if (options.resume && existing.empty() && options.resume_from.empty() && lead)
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/autocast.h"
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
 #include "train/checkpoint.h"
@@ -161,6 +162,22 @@ TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("connector.type 'mlp3x'"));
   CHECK_FALSE(fs::exists(scratch.path / "runs"));  // nothing was written
+}
+
+TEST_CASE("cli: vlmc train --run.precision bf16 says so where this CPU has no bf16 kernel", "[cli][trainer]") {
+  TempDir scratch("cli_train_bf16_note");
+  std::ofstream(scratch.path / "toy.toml") << kToyConfig;
+  const std::string note = "run.precision bf16 rounds as bf16 does but multiplies widened f32 operands";
+  for (const std::string precision : {"f32", "bf16"}) {
+    const Result r = run_cli(cat({"--threads", "1", "train"}, cat(toy_args(scratch.path),
+                                                                 {"--run.name", "toy-" + precision, "--run.precision",
+                                                                  precision, "--eval.mosaics", "2"})),
+                             scratch.path);
+    INFO(precision << ": " << r.err);
+    REQUIRE(r.status == 0);
+    const bool expected = precision == "bf16" && !vlmc::cpu_bf16_products_native();
+    CHECK((r.err.find(note) != std::string::npos) == expected);
+  }
 }
 
 TEST_CASE("cli: vlmc train --help lists every key with its default", "[cli][trainer]") {
