@@ -38,14 +38,14 @@ class AutocastGuard {
 };
 
 // The current mode on this thread: true inside an AutocastGuard(true).
+bool autocast_bf16();
+
 // Whether this CPU's bf16 products run on a bf16 kernel (oneDNN's, where
 // kernels/cpu/onednn_matmul.h chooses it: AMX, or AVX512-BF16 on an AMD CPU).
 // Where they do not, --precision bf16 still rounds as bf16 does, but its
 // operands are widened to f32 for the product and the run is no faster than
 // f32 (on an AVX2-only AMD EPYC 2-46 % slower; docs/perf.md).
 bool cpu_bf16_products_native();
-
-bool autocast_bf16();
 
 // x (f32) as a contiguous bf16 copy with x's shape and no autograd history, for
 // use as a product operand. Taken from (or added to) the weight cache when x is

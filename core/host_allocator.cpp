@@ -38,8 +38,9 @@ constexpr size_t kCacheSlack = size_t(64) << 20;
 // cache together stay within the tensors' own high-water mark (plus
 // kCacheSlack), so the resident set of large blocks stays within 64 MiB of
 // the peak of live tensors, and a step reuses the previous step's blocks
-// instead of faulting in (and zeroing) fresh pages. Under AddressSanitizer malloc keeps them and nothing is
-// cached, so out-of-bounds and use-after-free are still caught.
+// instead of faulting in (and zeroing) fresh pages. Under AddressSanitizer
+// malloc keeps them and nothing is cached, so out-of-bounds and
+// use-after-free are still caught.
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kMapLargeBlocks = false;
 #else
@@ -79,7 +80,7 @@ struct Large {
   std::multimap<size_t, void*> cached;
   size_t cached_bytes = 0;
   size_t live_bytes = 0;
-  size_t high_water = 0;  // the most live_bytes has been: the cache never takes the total past it
+  size_t high_water = 0;  // the most live_bytes has been: the cache never takes the total kCacheSlack past it
 };
 
 Large& large() {
@@ -89,7 +90,6 @@ Large& large() {
 
 std::atomic<size_t> g_live{0};  // every tensor block, small and large
 std::atomic<size_t> g_peak_live{0};
-std::atomic<size_t> g_mapped{0};  // bytes of the blocks mapped here (live or cached)
 
 void count_allocated(size_t size) {
   const size_t live = g_live.fetch_add(size, std::memory_order_relaxed) + size;
@@ -98,18 +98,21 @@ void count_allocated(size_t size) {
   }
 }
 
+void* checked(void* ptr, size_t nbytes) {
+  VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
+             static_cast<double>(nbytes) / double(1 << 30), " GiB)");
+  return ptr;
+}
+
 void* map_block(size_t size) {
   if (!kMapLargeBlocks) return std::aligned_alloc(kAlign, size);
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // page-aligned
-  if (ptr == MAP_FAILED) return nullptr;
-  g_mapped.fetch_add(size, std::memory_order_relaxed);
-  return ptr;
+  return ptr == MAP_FAILED ? nullptr : ptr;
 }
 
 void unmap_block(void* ptr, size_t size) {
   if (!kMapLargeBlocks) return std::free(ptr);
   munmap(ptr, size);
-  g_mapped.fetch_sub(size, std::memory_order_relaxed);
 }
 
 // Unmaps cached blocks, the smallest first (the tails splits leave, the least
@@ -148,9 +151,7 @@ void* allocate_large(size_t size, size_t nbytes) {
     }
   } else {
     evict_for(l, size);
-    ptr = map_block(size);
-    VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
-               static_cast<double>(nbytes) / double(1 << 30), " GiB)");
+    ptr = checked(map_block(size), nbytes);
   }
   l.live.emplace(ptr, got);
   l.live_bytes += got;
@@ -185,9 +186,7 @@ void* allocate(size_t nbytes) {
   VLMC_CHECK(nbytes <= (size_t(1) << 62), "cpu: cannot allocate ", nbytes, " bytes");
   const size_t size = rounded(nbytes);
   if (size >= kCacheMin) return allocate_large(size, nbytes);
-  void* ptr = std::aligned_alloc(kAlign, size);
-  VLMC_CHECK(ptr != nullptr, "cpu: out of memory allocating ", nbytes, " bytes (",
-             static_cast<double>(nbytes) / double(1 << 30), " GiB)");
+  void* ptr = checked(std::aligned_alloc(kAlign, size), nbytes);
   count_allocated(size);
   return ptr;
 }
@@ -221,6 +220,11 @@ size_t peak_live_bytes() { return g_peak_live.load(std::memory_order_relaxed); }
 
 void reset_peak_live() { g_peak_live.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
-size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
+size_t mapped_bytes() {
+  if (!kMapLargeBlocks) return 0;
+  Large& l = large();
+  std::lock_guard<std::mutex> lock(l.mutex);
+  return l.live_bytes + l.cached_bytes;  // every mapped block is handed out or cached
+}
 
 }  // namespace vlmc::host
