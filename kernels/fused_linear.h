@@ -38,6 +38,15 @@ template <typename T>  // float, double
 void linear_gelu(T* y, T* z, const T* x, const T* w, const T* b, int64_t m, int64_t n, int64_t k,
                  GeluKind kind);
 
+// Autocast's form: x, w and b hold bf16 bits, y and z are f32. Each row
+// block is one gemm_bf16 (f32 accumulation; oneDNN's bf16 kernel where the
+// CPU has one), then the same f32 epilogue, with b widened (exactly) to f32.
+// core/ops/fused_linear.cpp uses it where bf16 products are native
+// (cpu_bf16_products_native); elsewhere it widens x and w once and calls the
+// f32 form, rather than have gemm_bf16 widen w again for every block.
+void linear_gelu_bf16(float* y, float* z, const uint16_t* x, const uint16_t* w, const uint16_t* b, int64_t m,
+                      int64_t n, int64_t k, GeluKind kind);
+
 // z is the forward's pre-activation; dz must not overlap dy or z.
 template <typename T>
 void linear_gelu_backward(T* dz, T* db, const T* dy, const T* z, int64_t m, int64_t n,

@@ -15,8 +15,9 @@
 // Under autocast (core/autocast.h), read once in the forward: x, W and b are
 // rounded to bf16 and y, z and every gradient stay f32. CUDA runs the forward
 // as cuBLAS's bf16 GEMM (f32 accumulation and output) onto the bias rows and a
-// GELU pass (forward_bf16 says why not v3); the CPU runs the f32 kernel on the
-// rounded values widened back to f32. What is exact is the rounding of the
+// GELU pass (forward_bf16 says why not v3); the CPU runs each row block as a
+// bf16 GEMM (oneDNN's bf16 kernel) where bf16 products are native, else the f32
+// kernel on the rounded values widened back to f32. What is exact is the rounding of the
 // operands to bf16 (the same values on both devices); the f32 accumulation
 // runs in another order. The bias is rounded too (unlike linear's, which stays
 // f32), as v3 (kernels/fused_linear.h) reads it, so that every path computes
@@ -94,6 +95,15 @@ void forward_bf16(const Tensor& y, const Tensor& z, const Tensor& x, const Tenso
     });
     return;
   }
+  if (cpu_bf16_products_native()) {
+    const auto bits = [](const Tensor& t) {
+      return t.defined() ? static_cast<const uint16_t*>(t.data_ptr()) : nullptr;
+    };
+    kernels::cpu::linear_gelu_bf16(y.data<float>(), z.defined() ? z.data<float>() : nullptr, bits(x), bits(w),
+                                   bits(b), x.size(0), w.size(0), x.size(1), kind);
+    return;
+  }
+  // No bf16 kernel: widen x and w once (exact) for the f32 kernel's blocks.
   const auto widened = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
   forward(y, z, widened(x), widened(w), widened(b), kind);
 }

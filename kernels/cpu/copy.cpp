@@ -1,6 +1,7 @@
 // CPU copy, fill and random-fill kernels (see kernels/copy.h).
 #include "kernels/copy.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/load_store.h"
@@ -33,6 +34,8 @@ void copy_typed(T* dst, const Layout& dl, const T* src, const Layout& sl) {
     const T* s = src + s0;
     if (ds == 1 && ss == 1) {
       for (int64_t j = 0; j < inner; ++j) d[j] = s[j];
+    } else if (ds == 1 && ss == 0) {  // a broadcast row (an expanded gradient): a vectorised fill
+      std::fill(d, d + inner, s[0]);
     } else {
       for (int64_t j = 0; j < inner; ++j) d[j * ds] = s[j * ss];
     }

@@ -26,6 +26,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cpu/fast_math.h"
 #include "kernels/elementwise.h"
@@ -154,25 +155,48 @@ void backward(T* dz, T* db, const T* dy, const T* z, int64_t m, int64_t n) {
   }
 }
 
-}  // namespace
-
-template <typename T>
-void linear_gelu(T* y, T* z, const T* x, const T* w, const T* b, int64_t m, int64_t n, int64_t k,
-                 GeluKind kind) {
-  if (m == 0 || n == 0) return;
-  const int64_t rows = block_rows(m, n, sizeof(T));
+// The row blocks both forms share: gemm_block(r0, rows, out) writes
+// x[r0 : r0 + rows] · wᵀ into out [rows, n], then the epilogue runs on it.
+template <typename T, typename GemmBlock>
+void blocked_forward(T* y, T* z, const T* b, int64_t m, int64_t n, int64_t rows, GeluKind kind,
+                     const GemmBlock& gemm_block) {
   for (int64_t r0 = 0; r0 < m; r0 += rows) {
     const int64_t mb = std::min(rows, m - r0);
     T* yb = y + r0 * n;
     T* zb = z != nullptr ? z + r0 * n : nullptr;
     // The GEMM writes x·wᵀ where the epilogue reads it: z when kept, else y.
-    gemm<T>(false, true, mb, n, k, T(1), x + r0 * k, k, w, k, T(0), zb != nullptr ? zb : yb, n);
+    gemm_block(r0, mb, zb != nullptr ? zb : yb);
     if (kind == GeluKind::erf) {
       epilogue<T, GeluKind::erf>(yb, zb, b, mb, n);
     } else {
       epilogue<T, GeluKind::tanh>(yb, zb, b, mb, n);
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void linear_gelu(T* y, T* z, const T* x, const T* w, const T* b, int64_t m, int64_t n, int64_t k,
+                 GeluKind kind) {
+  if (m == 0 || n == 0) return;
+  blocked_forward(y, z, b, m, n, block_rows(m, n, sizeof(T)), kind, [&](int64_t r0, int64_t mb, T* out) {
+    gemm<T>(false, true, mb, n, k, T(1), x + r0 * k, k, w, k, T(0), out, n);
+  });
+}
+
+void linear_gelu_bf16(float* y, float* z, const uint16_t* x, const uint16_t* w, const uint16_t* b, int64_t m,
+                      int64_t n, int64_t k, GeluKind kind) {
+  if (m == 0 || n == 0) return;
+  std::vector<float> bias;  // b widened: exact, and the epilogue's f32 add as in the widened path
+  if (b != nullptr) {
+    bias.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) bias[static_cast<size_t>(j)] = bf16_bits_to_float(b[j]);
+  }
+  blocked_forward(y, z, b != nullptr ? bias.data() : nullptr, m, n, block_rows(m, n, sizeof(float)), kind,
+                  [&](int64_t r0, int64_t mb, float* out) {
+                    gemm_bf16(false, true, mb, n, k, 1.0f, x + r0 * k, k, 0, w, k, 0, 0.0f, out, n, 0, 1);
+                  });
 }
 
 template <typename T>

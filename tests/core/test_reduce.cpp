@@ -104,13 +104,15 @@ TEST_CASE("reductions do not depend on the thread count", "[reduce]") {
   Generator gen(19);
   const Tensor x = Tensor::randn({5, 70001}, gen);
   const Tensor y = Tensor::randn({40, 300, 33}, gen);
+  const Tensor z = Tensor::randn({301, 4100}, gen);  // a bias gradient's shape: 512-wide tiles, a ragged last one
+  CHECK_REL(sum(z, {0}).to(DType::f64), sum(z.to(DType::f64), {0}), 1e-6);
   const int saved = num_threads();
   std::vector<Tensor> results[2];
   for (int t : {1, 2}) {
     set_num_threads(t);
     auto& r = results[t - 1];
     r = {sum(x), sum(x, {1}), sum(y, {1}), mean(y, {0, 2}), max(x), max(y, 1).values,
-         max(y, 1).indices.to(DType::f64), max(x, 1).indices.to(DType::f64)};
+         max(y, 1).indices.to(DType::f64), max(x, 1).indices.to(DType::f64), sum(z, {0})};
   }
   set_num_threads(saved);
   for (size_t i = 0; i < results[0].size(); ++i) {

@@ -151,6 +151,36 @@ TEST_CASE("linear_gelu f32 across several row blocks matches the f64 composition
   }
 }
 
+TEST_CASE("linear_gelu_bf16 across several row blocks equals the f32 kernel on the widened operands",
+          "[fused_linear]") {
+  // Autocast's CPU form (bf16 bits in, f32 y and z out): each row block is one
+  // gemm_bf16, oneDNN's bf16 kernel where this CPU has one and the widened f32
+  // product elsewhere. 1100 rows of 8192 columns are three blocks, as above.
+  // The bf16 values are exact in f32, so only the summation order may differ.
+  Generator gen(33);
+  const int64_t m = 1100, k = 24, n = 8192;
+  const Tensor x16 = Tensor::randn({m, k}, gen).to(DType::bf16);
+  const Tensor w16 = (Tensor::randn({n, k}, gen) * 0.5).to(DType::bf16);
+  const Tensor b16 = Tensor::randn({n}, gen).to(DType::bf16);
+  const Tensor x = x16.to(DType::f32), w = w16.to(DType::f32), b = b16.to(DType::f32);
+  const auto bits = [](const Tensor& t) { return static_cast<const uint16_t*>(t.data_ptr()); };
+  for (auto kind : {kernels::GeluKind::erf, kernels::GeluKind::tanh}) {
+    const Tensor y = Tensor::empty({m, n}), z = Tensor::empty({m, n});
+    const Tensor y_ref = Tensor::empty({m, n}), z_ref = Tensor::empty({m, n});
+    kernels::cpu::linear_gelu_bf16(y.data<float>(), z.data<float>(), bits(x16), bits(w16), bits(b16), m, n, k, kind);
+    kernels::cpu::linear_gelu<float>(y_ref.data<float>(), z_ref.data<float>(), x.data<float>(), w.data<float>(),
+                                     b.data<float>(), m, n, k, kind);
+    CHECK_REL(z, z_ref, 1e-6);
+    CHECK_REL(y, y_ref, 1e-6);
+    // Without z (no gradient wanted) and without a bias, y is written in place.
+    const Tensor y_only = Tensor::empty({m, n});
+    kernels::cpu::linear_gelu_bf16(y_only.data<float>(), nullptr, bits(x16), bits(w16), nullptr, m, n, k, kind);
+    kernels::cpu::linear_gelu<float>(y_ref.data<float>(), nullptr, x.data<float>(), w.data<float>(), nullptr, m, n,
+                                     k, kind);
+    CHECK_REL(y_only, y_ref, 1e-6);
+  }
+}
+
 TEST_CASE("linear_gelu backward kernel does not depend on the thread count", "[fused_linear]") {
   Generator gen(41);
   const int64_t m = 333, n = 777;
