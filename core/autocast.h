@@ -6,7 +6,9 @@
 // operands rounded to bf16 (round to nearest even) and accumulates in f32
 // (kernels/gemm.h gemm_bf16). Outputs and gradients stay f32, so everything
 // else (softmax, norms, the loss, the optimizer and its master weights) is
-// untouched f32. f64 is never affected; conv2d stays f32. Attention runs as
+// untouched f32. f64 is never affected. conv2d and conv2d_batchnorm round
+// their GEMMs' operands on the CPU (kernels/conv_bn.h) and stay f32 on CUDA
+// (no bf16 conv kernel there yet). Attention runs as
 // two products under autocast (core/ops/attention.cpp), rounded like the rest.
 //
 // The mode is thread-local, and an op captures it when it runs its forward:

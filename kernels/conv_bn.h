@@ -84,30 +84,39 @@ enum class ConvPass { forward, backward };
 
 namespace cpu {
 
+// bf16_products (f32 only; autocast, core/autocast.h): every GEMM of the call
+// takes its two operands rounded to bf16 (the patches or x, w, and in the
+// backward dz) and accumulates in f32 through gemm_bf16 (oneDNN's bf16 kernel
+// where the CPU has one), as torch.autocast runs conv2d. Outputs, the bias,
+// BatchNorm, GELU and the bias gradient stay f32. The rounded copies live in
+// the workspace, which is larger by their bytes.
+
 // Scratch bytes that any conv2d_* / conv_bn_* call of that pass needs.
-size_t workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass);
+size_t workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass, bool bf16_products = false);
 
 // z [M, Cout] = conv(x, w) + bias.
 template <typename T>
-void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape& s, void* workspace);
+void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape& s, void* workspace,
+                    bool bf16_products = false);
 // From dz [M, Cout]: dx [B, H, W, Cin], dw [Cout, Cin, kh, kw], dbias [Cout].
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* dbias, const T* dz, const T* x, const T* w, const ConvShape& s,
-                     void* workspace);
+                     void* workspace, bool bf16_products = false);
 
 // The fused forward described above; y, z [M, Cout], mean and rstd [Cout].
 template <typename T>
 void conv_bn_forward(T* y, T* z, T* mean, T* rstd, T* running_mean, T* running_var,
                      int64_t* num_batches_tracked, const T* x, const T* w, const T* conv_bias,
                      const T* gamma, const T* beta, const ConvShape& s, const BatchNormParams& p,
-                     void* workspace);
+                     void* workspace, bool bf16_products = false);
 // From dy [M, Cout] and the forward's z, mean, rstd: every gradient.
 // training: dz = gamma*rstd*(du - mean(du) - xhat*mean(du*xhat)) over the M rows;
 // eval: dz = gamma*rstd*du; du = dy (times gelu'(u) with GELU), xhat = (z - mean)*rstd.
 template <typename T>
 void conv_bn_backward(T* dx, T* dw, T* dconv_bias, T* dgamma, T* dbeta, const T* dy, const T* x,
                       const T* w, const T* z, const T* mean, const T* rstd, const T* gamma,
-                      const T* beta, const ConvShape& s, const BatchNormParams& p, void* workspace);
+                      const T* beta, const ConvShape& s, const BatchNormParams& p, void* workspace,
+                      bool bf16_products = false);
 
 }  // namespace cpu
 

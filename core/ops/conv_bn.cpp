@@ -1,8 +1,10 @@
 // conv2d and conv2d_batchnorm (conv + BatchNorm2d + optional GELU, fused) on
 // channels-last grids: argument checks, dispatch to kernels/conv_bn.h, and
-// the backward of each.
+// the backward of each. Under autocast the CPU's products take bf16 operands
+// (kernels/conv_bn.h, bf16_products); CUDA's stay f32.
 #include <utility>
 
+#include "core/autocast.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/conv_bn.h"
@@ -12,8 +14,9 @@ namespace {
 
 // Runs cpu(T{}, workspace) or gpu(T{}, workspace, stream) by the device of
 // `like`, with T by its dtype and a scratch buffer of the size the pass needs.
+// bf16: the CPU kernels' bf16_products (autocast), which need a larger workspace.
 template <typename Cpu, typename Gpu>
-void run(const char* op, const Tensor& like, const kernels::ConvShape& s, kernels::ConvPass pass,
+void run(const char* op, const Tensor& like, const kernels::ConvShape& s, kernels::ConvPass pass, bool bf16,
          Cpu&& cpu, Gpu&& gpu) {
   dispatch_float(op, like.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -25,7 +28,7 @@ void run(const char* op, const Tensor& like, const kernels::ConvShape& s, kernel
         gpu(tag, bytes ? ws.data_ptr() : nullptr, stream_of(like));
       });
     } else {
-      const size_t bytes = kernels::cpu::workspace_bytes(s, sizeof(T), pass);
+      const size_t bytes = kernels::cpu::workspace_bytes(s, sizeof(T), pass, bf16);
       const Tensor ws = Tensor::empty({static_cast<int64_t>(bytes)}, DType::u8, device);
       cpu(tag, bytes ? ws.data_ptr() : nullptr);
     }
@@ -76,6 +79,14 @@ void check_channel_vector(const char* what, const Tensor& t, const Tensor& x, co
   check_same_device(op, {x, t});
 }
 
+// Whether the convolution's products take bf16 operands: under autocast
+// (core/autocast.h), for f32 on the CPU, read once at the forward and kept
+// for the backward. The CUDA kernels have no bf16 path: there the products
+// stay f32 under autocast.
+bool bf16_products(const Tensor& x) {
+  return autocast_bf16() && x.dtype() == DType::f32 && !x.device().is_cuda();
+}
+
 // Gradient buffers for the inputs whose needs[i] is set; the others stay undefined.
 Tensor grad_like(bool needed, const Shape& shape, const Tensor& like) {
   return needed ? Tensor::empty(shape, like.dtype(), like.device()) : Tensor();
@@ -87,10 +98,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   const kernels::ConvShape s = check_conv("conv2d", x, weight, bias, stride, padding);
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous(), bc = kernel_input(bias);
   Tensor z = Tensor::empty({s.batch, s.out_h, s.out_w, s.out_c}, x.dtype(), x.device());
-  run("conv2d", x, s, kernels::ConvPass::forward,
+  const bool bf16 = bf16_products(x);
+  run("conv2d", x, s, kernels::ConvPass::forward, bf16,
       [&](auto t, void* ws) {
         using T = decltype(t);
-        kernels::cpu::conv2d_forward<T>(data_or_null<T>(z), data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(bc), s, ws);
+        kernels::cpu::conv2d_forward<T>(data_or_null<T>(z), data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(bc), s, ws,
+                                        bf16);
       },
       [&](auto t, void* ws, cudaStream_t stream) {
         using T = decltype(t);
@@ -100,16 +113,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   // dw reads x, dx reads the weight: keep each only when its reader runs.
   const Tensor saved_x = weight.requires_grad() ? xc : Tensor();
   const Tensor saved_w = x.requires_grad() ? wc : Tensor();
-  record(z, "conv2d", {x, weight, bias}, [s, saved_x, saved_w](const Tensor& g, const GradMask& needs) {
+  record(z, "conv2d", {x, weight, bias}, [s, saved_x, saved_w, bf16](const Tensor& g, const GradMask& needs) {
     const Tensor gc = g.contiguous();
     std::vector<Tensor> grads{grad_like(needs[0], {s.batch, s.in_h, s.in_w, s.in_c}, gc),
                               grad_like(needs[1], {s.out_c, s.in_c, s.k_h, s.k_w}, gc),
                               grad_like(needs[2], {s.out_c}, gc)};
-    run("conv2d backward", gc, s, kernels::ConvPass::backward,
+    run("conv2d backward", gc, s, kernels::ConvPass::backward, bf16,
         [&](auto t, void* ws) {
           using T = decltype(t);
           kernels::cpu::conv2d_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]), data_or_null<T>(gc),
-                                           data_or_null<T>(saved_x), data_or_null<T>(saved_w), s, ws);
+                                           data_or_null<T>(saved_x), data_or_null<T>(saved_w), s, ws, bf16);
         },
         [&](auto t, void* ws, cudaStream_t stream) {
           using T = decltype(t);
@@ -159,12 +172,13 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
   int64_t* counter = (training && num_batches_tracked.defined())
                          ? static_cast<int64_t*>(num_batches_tracked.data_ptr())
                          : nullptr;
-  run(op, x, s, kernels::ConvPass::forward,
+  const bool bf16 = bf16_products(x);
+  run(op, x, s, kernels::ConvPass::forward, bf16,
       [&](auto t, void* ws) {
         using T = decltype(t);
         kernels::cpu::conv_bn_forward<T>(data_or_null<T>(y), data_or_null<T>(z), data_or_null<T>(mean), data_or_null<T>(rstd), data_or_null<T>(running_mean),
                                          data_or_null<T>(running_var), counter, data_or_null<T>(xc), data_or_null<T>(wc), data_or_null<T>(cb),
-                                         data_or_null<T>(gamma), data_or_null<T>(beta), s, params, ws);
+                                         data_or_null<T>(gamma), data_or_null<T>(beta), s, params, ws, bf16);
       },
       [&](auto t, void* ws, cudaStream_t stream) {
         using T = decltype(t);
@@ -178,19 +192,21 @@ Tensor conv2d_batchnorm(const Tensor& x, const Tensor& weight, const Tensor& con
   const Tensor saved_w = x.requires_grad() ? wc : Tensor();
   const Tensor saved_beta = apply_gelu ? beta : Tensor();  // only GELU's input needs beta
   record(y, op, {x, weight, conv_bias, bn_weight, bn_bias},
-         [s, params, saved_x, saved_w, z, mean, rstd, gamma, saved_beta](const Tensor& g, const GradMask& needs) {
+         [s, params, saved_x, saved_w, z, mean, rstd, gamma, saved_beta, bf16](const Tensor& g,
+                                                                                const GradMask& needs) {
            const Tensor gc = g.contiguous();
            std::vector<Tensor> grads{grad_like(needs[0], {s.batch, s.in_h, s.in_w, s.in_c}, gc),
                                      grad_like(needs[1], {s.out_c, s.in_c, s.k_h, s.k_w}, gc),
                                      grad_like(needs[2], {s.out_c}, gc), grad_like(needs[3], {s.out_c}, gc),
                                      grad_like(needs[4], {s.out_c}, gc)};
-           run("conv2d_batchnorm backward", gc, s, kernels::ConvPass::backward,
+           run("conv2d_batchnorm backward", gc, s, kernels::ConvPass::backward, bf16,
                [&](auto t, void* ws) {
                  using T = decltype(t);
                  kernels::cpu::conv_bn_backward<T>(data_or_null<T>(grads[0]), data_or_null<T>(grads[1]), data_or_null<T>(grads[2]),
                                                    data_or_null<T>(grads[3]), data_or_null<T>(grads[4]), data_or_null<T>(gc), data_or_null<T>(saved_x),
                                                    data_or_null<T>(saved_w), data_or_null<T>(z), data_or_null<T>(mean), data_or_null<T>(rstd),
-                                                   data_or_null<T>(gamma), data_or_null<T>(saved_beta), s, params, ws);
+                                                   data_or_null<T>(gamma), data_or_null<T>(saved_beta), s, params, ws,
+                                                   bf16);
                },
                [&](auto t, void* ws, cudaStream_t stream) {
                  using T = decltype(t);

@@ -7,6 +7,12 @@
 // patch row scatters with stride kh*kw, but the row (K elements) stays in
 // cache while it is written.
 //
+// Under autocast (bf16_products) the same GEMMs take bf16 copies of their
+// operands: im2col writes the patches already rounded, w and dz are rounded
+// in one pass each, and gemm_bf16 multiplies them (oneDNN's bf16 kernel where
+// the CPU has one, e.g. AMX: the C-Abstractor's 3x3 convs are most of its
+// time, docs/perf.md).
+//
 // The backward is two GEMMs (dw = dzᵀ·patches, dpatches = dz·w) and col2im,
 // which gathers: each input pixel sums the patch entries that read it, in a
 // fixed order, so no two threads write the same element.
@@ -18,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -42,27 +49,77 @@ T gelu_of(T u) {
 }
 double gelu_grad_of(double u) { return unary_grad<UnaryOp::gelu, double>(1.0, u, 0.0, 0.0); }
 
-// cols [M, K]: row m is the window of output pixel m, column c*kh*kw + ki*kw + kj.
-template <typename T>
-void im2col(T* cols, const T* x, const ConvShape& s) {
+// cols [M, K]: row m is the window of output pixel m, column c*kh*kw + ki*kw + kj,
+// each element written as convert(x) (autocast: rounded to bf16 on the way).
+template <typename Out, typename T, typename Convert>
+void im2col(Out* cols, const T* x, const ConvShape& s, Convert convert) {
   const int64_t M = s.rows(), K = s.patch(), khw = s.k_h * s.k_w;
 #pragma omp parallel for schedule(static) if (M * K > kGrain)
   for (int64_t m = 0; m < M; ++m) {
     const int64_t wo = m % s.out_w, ho = (m / s.out_w) % s.out_h, b = m / (s.out_w * s.out_h);
-    T* row = cols + m * K;
+    Out* row = cols + m * K;
     for (int64_t ki = 0; ki < s.k_h; ++ki) {
       const int64_t hi = ho * s.stride_h - s.pad_h + ki;
       for (int64_t kj = 0; kj < s.k_w; ++kj) {
         const int64_t wi = wo * s.stride_w - s.pad_w + kj;
-        T* dst = row + ki * s.k_w + kj;
+        Out* dst = row + ki * s.k_w + kj;
         if (hi < 0 || hi >= s.in_h || wi < 0 || wi >= s.in_w) {
-          for (int64_t c = 0; c < s.in_c; ++c) dst[c * khw] = T(0);
+          for (int64_t c = 0; c < s.in_c; ++c) dst[c * khw] = convert(T(0));
         } else {
           const T* src = x + ((b * s.in_h + hi) * s.in_w + wi) * s.in_c;
-          for (int64_t c = 0; c < s.in_c; ++c) dst[c * khw] = src[c];
+          for (int64_t c = 0; c < s.in_c; ++c) dst[c * khw] = convert(src[c]);
         }
       }
     }
+  }
+}
+
+template <typename T>
+void im2col(T* cols, const T* x, const ConvShape& s) {
+  im2col(cols, x, s, [](T v) { return v; });
+}
+
+// ---- bf16 products (autocast) --------------------------------------------------------
+
+void round_to_bf16(uint16_t* out, const float* in, int64_t n) {
+#pragma omp parallel for simd if (n > kGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16_bits(in[i]);
+}
+
+// The rounded operands, after the f32 workspace of the pass: patches [M, K]
+// (x itself rounded for a pointwise conv), w [Cout, K], dz [M, Cout] (backward).
+struct Bf16Operands {
+  uint16_t* patches;
+  uint16_t* w;
+  uint16_t* dz;
+};
+
+size_t f32_workspace_bytes(const ConvShape& s, size_t elem, ConvPass pass);
+
+Bf16Operands bf16_operands(void* workspace, const ConvShape& s, ConvPass pass) {
+  char* p = static_cast<char*>(workspace) + f32_workspace_bytes(s, sizeof(float), pass);
+  Bf16Operands o{};
+  o.patches = reinterpret_cast<uint16_t*>(p);
+  p += aligned(static_cast<size_t>(s.rows() * s.patch()) * 2);
+  o.w = reinterpret_cast<uint16_t*>(p);
+  p += aligned(static_cast<size_t>(s.out_c * s.patch()) * 2);
+  o.dz = pass == ConvPass::backward ? reinterpret_cast<uint16_t*>(p) : nullptr;
+  return o;
+}
+
+size_t bf16_workspace_bytes(const ConvShape& s, ConvPass pass) {
+  size_t bytes = aligned(static_cast<size_t>(s.rows() * s.patch()) * 2) +
+                 aligned(static_cast<size_t>(s.out_c * s.patch()) * 2);
+  if (pass == ConvPass::backward) bytes += aligned(static_cast<size_t>(s.rows() * s.out_c) * 2);
+  return bytes;
+}
+
+// patches [M, K] rounded to bf16: im2col's, or x itself for a pointwise conv.
+void bf16_patches(uint16_t* patches, const float* x, const ConvShape& s) {
+  if (s.pointwise()) {
+    round_to_bf16(patches, x, s.rows() * s.patch());
+  } else {
+    im2col(patches, x, s, [](float v) { return float_to_bf16_bits(v); });
   }
 }
 
@@ -217,18 +274,33 @@ void bn_backward(T* dz, T* dgamma, T* dbeta, const T* dy, const T* z, const T* m
   });
 }
 
-}  // namespace
-
-size_t workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass) {
+size_t f32_workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass) {
   size_t bytes = patches_bytes(s, elem_size);
   if (pass == ConvPass::backward) bytes += aligned(static_cast<size_t>(s.rows() * s.out_c) * elem_size);
   return bytes;
 }
 
+}  // namespace
+
+size_t workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass, bool bf16_products) {
+  return f32_workspace_bytes(s, elem_size, pass) + (bf16_products ? bf16_workspace_bytes(s, pass) : 0);
+}
+
 template <typename T>
-void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape& s, void* workspace) {
+void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape& s, void* workspace,
+                    bool bf16_products) {
   const int64_t M = s.rows(), N = s.out_c, K = s.patch();
   if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_products) {
+      const Bf16Operands b16 = bf16_operands(workspace, s, ConvPass::forward);
+      bf16_patches(b16.patches, x, s);
+      round_to_bf16(b16.w, w, N * K);
+      if (bias) broadcast_rows(z, bias, M, N, N);
+      gemm_bf16(false, true, M, N, K, 1.0f, b16.patches, K, 0, b16.w, K, 0, bias ? 1.0f : 0.0f, z, N, 0, 1);
+      return;
+    }
+  }
   const T* cols = x;
   if (!s.pointwise()) {
     im2col(static_cast<T*>(workspace), x, s);
@@ -240,10 +312,29 @@ void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape
 
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* dbias, const T* dz, const T* x, const T* w, const ConvShape& s,
-                     void* workspace) {
+                     void* workspace, bool bf16_products) {
   const int64_t M = s.rows(), N = s.out_c, K = s.patch();
   T* cols = static_cast<T*>(workspace);
-  if (dbias) column_sums(dbias, dz, M, N);
+  if (dbias) column_sums(dbias, dz, M, N);  // from dz in f32
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_products) {
+      if (!dw && !dx) return;
+      const Bf16Operands b16 = bf16_operands(workspace, s, ConvPass::backward);
+      round_to_bf16(b16.dz, dz, M * N);
+      if (dw) {
+        bf16_patches(b16.patches, x, s);
+        gemm_bf16(true, false, N, K, M, 1.0f, b16.dz, N, 0, b16.patches, K, 0, 0.0f, dw, K, 0, 1);
+      }
+      if (dx) {
+        round_to_bf16(b16.w, w, N * K);
+        // dpatches [M, K] into the f32 patch region, then col2im; a pointwise conv's is dx itself.
+        gemm_bf16(false, false, M, K, N, 1.0f, b16.dz, N, 0, b16.w, K, 0, 0.0f, s.pointwise() ? dx : cols, K, 0,
+                  1);
+        if (!s.pointwise()) col2im(dx, cols, s);
+      }
+      return;
+    }
+  }
   if (dw) {
     const T* patches = x;
     if (!s.pointwise()) {
@@ -266,8 +357,8 @@ template <typename T>
 void conv_bn_forward(T* y, T* z, T* mean, T* rstd, T* running_mean, T* running_var,
                      int64_t* num_batches_tracked, const T* x, const T* w, const T* conv_bias,
                      const T* gamma, const T* beta, const ConvShape& s, const BatchNormParams& p,
-                     void* workspace) {
-  conv2d_forward(z, x, w, conv_bias, s, workspace);
+                     void* workspace, bool bf16_products) {
+  conv2d_forward(z, x, w, conv_bias, s, workspace, bf16_products);
   bn_forward(y, mean, rstd, running_mean, running_var, num_batches_tracked, z, gamma, beta, s.rows(),
              s.out_c, p);
 }
@@ -275,23 +366,25 @@ void conv_bn_forward(T* y, T* z, T* mean, T* rstd, T* running_mean, T* running_v
 template <typename T>
 void conv_bn_backward(T* dx, T* dw, T* dconv_bias, T* dgamma, T* dbeta, const T* dy, const T* x,
                       const T* w, const T* z, const T* mean, const T* rstd, const T* gamma,
-                      const T* beta, const ConvShape& s, const BatchNormParams& p, void* workspace) {
+                      const T* beta, const ConvShape& s, const BatchNormParams& p, void* workspace,
+                      bool bf16_products) {
   const bool conv_grads = dx || dw || dconv_bias;
   // dz lives after the patch matrix, which conv2d_backward uses from the start.
   T* dz = conv_grads ? reinterpret_cast<T*>(static_cast<char*>(workspace) + patches_bytes(s, sizeof(T)))
                      : nullptr;
   bn_backward(dz, dgamma, dbeta, dy, z, mean, rstd, gamma, beta, s.rows(), s.out_c, p);
-  if (conv_grads) conv2d_backward(dx, dw, dconv_bias, dz, x, w, s, workspace);
+  if (conv_grads) conv2d_backward(dx, dw, dconv_bias, dz, x, w, s, workspace, bf16_products);
 }
 
 #define VLMC_CONV_BN_INSTANTIATE(T)                                                                      \
-  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const ConvShape&, void*);            \
-  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const ConvShape&, void*);   \
-  template void conv_bn_forward<T>(T*, T*, T*, T*, T*, T*, int64_t*, const T*, const T*, const T*,       \
-                                   const T*, const T*, const ConvShape&, const BatchNormParams&, void*); \
-  template void conv_bn_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*,         \
-                                    const T*, const T*, const T*, const T*, const ConvShape&,           \
-                                    const BatchNormParams&, void*);
+  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const ConvShape&, void*, bool);        \
+  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const ConvShape&, void*, bool); \
+  template void conv_bn_forward<T>(T*, T*, T*, T*, T*, T*, int64_t*, const T*, const T*, const T*,           \
+                                   const T*, const T*, const ConvShape&, const BatchNormParams&, void*,      \
+                                   bool);                                                                    \
+  template void conv_bn_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*,             \
+                                    const T*, const T*, const T*, const T*, const ConvShape&,               \
+                                    const BatchNormParams&, void*, bool);
 VLMC_CONV_BN_INSTANTIATE(float)
 VLMC_CONV_BN_INSTANTIATE(double)
 #undef VLMC_CONV_BN_INSTANTIATE

@@ -131,6 +131,70 @@ TEST_CASE("autocast linear_gelu rounds x W and b and its backward GEMMs take bf1
   CHECK(vs_f32 < 1e-2);
 }
 
+TEST_CASE("autocast conv2d rounds x, w and dz to bf16 on the CPU and keeps the bias f32", "[autocast]") {
+  // 3x3 padded, 3x3 strided, and pointwise (x itself is the patch matrix).
+  struct Case {
+    int64_t k, stride, padding;
+  };
+  uint64_t seed = 300;
+  for (const Case c : {Case{3, 1, 1}, Case{3, 2, 0}, Case{1, 1, 0}}) {
+    INFO("kernel " << c.k << " stride " << c.stride << " padding " << c.padding);
+    const Tensor x = randn_f32({2, 7, 6, 24}, ++seed, true), w = randn_f32({20, 24, c.k, c.k}, ++seed, true);
+    const Tensor b = randn_f32({20}, ++seed, true);
+    Tensor y;
+    {
+      AutocastGuard guard(true);
+      y = conv2d(x, w, b, c.stride, c.padding);
+    }
+    const Tensor g = randn_f32(y.shape(), ++seed);
+    y.backward(g);  // outside the guard: the forward's mode still applies
+
+    // The f32 op on the rounded operands, its backward fed the rounded gradient.
+    Tensor rx = rounded(x), rw = rounded(w);
+    rx.set_requires_grad(true);
+    rw.set_requires_grad(true);
+    const Tensor want = conv2d(rx, rw, b.detach(), c.stride, c.padding);
+    want.backward(rounded(g));
+    CHECK(rel_error(y, want) <= 1e-6);
+    CHECK(rel_error(x.grad(), rx.grad()) <= 1e-6);
+    CHECK(rel_error(w.grad(), rw.grad()) <= 1e-6);
+    CHECK(rel_error(b.grad(), sum(g, {0, 1, 2})) <= 1e-6);  // from g in f32
+    const double vs_f32 = rel_error(y, conv2d(x.detach(), w.detach(), b.detach(), c.stride, c.padding));
+    CHECK(vs_f32 > 1e-5);
+    CHECK(vs_f32 < 1e-2);
+  }
+}
+
+TEST_CASE("autocast conv2d_batchnorm rounds the convolution's operands on the CPU", "[autocast]") {
+  const Tensor x = randn_f32({2, 6, 6, 16}, 310, true), w = randn_f32({12, 16, 3, 3}, 311, true);
+  const Tensor gamma = randn_f32({12}, 312, true), beta = randn_f32({12}, 313, true);
+  const auto run = [&](const Tensor& xi, const Tensor& wi) {
+    Tensor mean = Tensor::zeros({12}), var = Tensor::ones({12}), count;
+    return conv2d_batchnorm(xi, wi, Tensor(), gamma, beta, mean, var, count, true, 0.1, 1e-5, true);
+  };
+  Tensor y;
+  {
+    AutocastGuard guard(true);
+    y = run(x, w);
+  }
+  const Tensor g = randn_f32(y.shape(), 314);
+  y.backward(g);
+  const Tensor grad_x = x.grad(), grad_w = w.grad(), grad_gamma = gamma.grad();
+  // Forward: exactly the f32 op on the rounded operands.
+  CHECK(rel_error(y, run(rounded(x), rounded(w)).detach()) <= 1e-6);
+  // Backward: the products take dz (after BatchNorm and GELU) rounded, which the
+  // f32 op cannot be fed from outside; it must stay within bf16's precision of
+  // the f32 op's gradients on the rounded operands, and the BN gradients too.
+  gamma.set_grad(Tensor());  // the reference run's BN gradient lands here again
+  Tensor rx = rounded(x), rw = rounded(w);
+  rx.set_requires_grad(true);
+  rw.set_requires_grad(true);
+  run(rx, rw).backward(g);
+  CHECK(rel_error(grad_x, rx.grad()) < 1e-2);
+  CHECK(rel_error(grad_w, rw.grad()) < 1e-2);
+  CHECK(rel_error(grad_gamma, gamma.grad()) <= 1e-5);
+}
+
 TEST_CASE("autocast mode is captured at forward time", "[autocast]") {
   const Tensor a = randn_f32({9, 30}, 21, true), b = randn_f32({30, 8}, 22, true);
   const Tensor g = randn_f32({9, 8}, 23);
