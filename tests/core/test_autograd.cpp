@@ -94,3 +94,47 @@ TEST_CASE("gradients flow through views and dtype conversion", "[autograd]") {
   CHECK(x.grad().dtype() == DType::f64);
   CHECK(x.grad().to_vector<double>() == std::vector<double>(3, 1.0));
 }
+
+TEST_CASE("a leaf's first gradient is its own memory: taken when unshared, copied when it aliases", "[autograd]") {
+  // add's backward hands the same gradient to both inputs: one leaf may take
+  // it, the other must copy, and neither may be the caller's gradient.
+  Tensor a = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3});
+  Tensor b = Tensor::from_vector(std::vector<double>{4, 5, 6}, {3});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor g = Tensor::from_vector(std::vector<double>{1, 1, 1}, {3});
+  add(a, b).backward(g);
+  CHECK(a.grad().data_ptr() != b.grad().data_ptr());
+  CHECK(a.grad().data_ptr() != g.data_ptr());
+  CHECK(b.grad().data_ptr() != g.data_ptr());
+  {
+    NoGradGuard no_grad;
+    Tensor ga = a.grad();
+    add_(ga, a.grad());  // in place, as clipping and accumulation do
+  }
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{2, 2, 2});
+  CHECK(b.grad().to_vector<double>() == std::vector<double>{1, 1, 1});
+  CHECK(g.to_vector<double>() == std::vector<double>{1, 1, 1});
+
+  // sum's backward is a broadcast (stride 0): the leaf gets a dense copy.
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2, 3, 4}, {2, 2});
+  x.set_requires_grad(true);
+  sum(x).backward();
+  CHECK(x.grad().is_contiguous());
+  {
+    NoGradGuard no_grad;
+    Tensor gx = x.grad();
+    add_(gx, x.grad());
+  }
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{2, 2, 2, 2});
+
+  // A product's weight gradient is a fresh tensor nobody else holds: taken,
+  // and a second backward accumulates into it.
+  Tensor w = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
+  w.set_requires_grad(true);
+  const Tensor in = Tensor::from_vector(std::vector<double>{1, -1, 2}, {1, 3});
+  sum(linear(in, w)).backward();
+  CHECK(w.grad().to_vector<double>() == std::vector<double>{1, -1, 2, 1, -1, 2});
+  sum(linear(in, w)).backward();
+  CHECK(w.grad().to_vector<double>() == std::vector<double>{2, -2, 4, 2, -2, 4});
+}
