@@ -59,8 +59,8 @@ void set_enabled(bool on);
 //              GFLOP/s and its f32 one at 300, so there widening wins; on an
 //              AMD EPYC with AVX512-BF16 the bf16 kernel ran at 355-411 and
 //              the f32 one at 163-216, so there native wins (1.97-2.57x).
-//              AMX's tiles are designed to run bf16 several times faster
-//              than f32 (untested: no CPU here has exposed AMX yet). The
+//              On an Intel Xeon exposing AMX, oneDNN's AMX kernel ran at
+//              1006-1458 GFLOP/s and its f32 one at 260-310 (3.9-5.3x). The
 //              choice is fixed per CPU, never timed at run time, so a run's
 //              numbers do not depend on a measurement's noise.
 //   native     wherever oneDNN has a non-reference bf16 kernel;
