@@ -10,7 +10,8 @@
 // no second GEMM implementation to trust. Each operand's distinct matrices
 // (one when its batch stride is 0) are packed densely into one f32 scratch,
 // so the scratch is the size of the data read, whatever the leading
-// dimensions and strides, and padding between rows is never touched.
+// dimensions and strides, and padding between rows is never touched. The
+// scratch is the calling thread's, kept between calls (scratch() below).
 #include <memory>
 
 #include "kernels/cpu/onednn_matmul.h"
@@ -20,23 +21,42 @@
 namespace vlmc::kernels::cpu {
 namespace {
 
+// This thread's scratch for one operand (slot 0: A, 1: B), grown to the
+// largest asked for and kept: a fresh allocation per product came from mmap
+// and faulted in every page again (78,854 faults, 323 MB, per step of the
+// MLP connector with VLMC_GEMM_BF16=widened; docs/perf.md).
+float* scratch(int slot, int64_t elements) {
+  struct Buffer {
+    std::unique_ptr<float[]> data;  // uninitialised: every element used is written
+    int64_t size = 0;
+  };
+  thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  if (elements > b.size) {
+    b.data.reset();  // the old one goes first: the peak holds one buffer, not two
+    b.data.reset(new float[static_cast<size_t>(elements)]);
+    b.size = elements;
+  }
+  return b.data.get();
+}
+
 // A stored operand ([rows, cols] per matrix, leading dim ld, batch stride) widened
 // to f32, packed: matrix i at data + i * stride, rows of cols elements.
 struct Widened {
-  std::unique_ptr<float[]> data;  // uninitialised: every element is written
+  float* data = nullptr;  // this thread's scratch slot
   int64_t ld = 1;
   int64_t stride = 0;
 };
 
-Widened widen(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+Widened widen(int slot, const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
               int64_t batch) {
   const int64_t matrices = stride == 0 ? 1 : batch;
   const int64_t per_matrix = rows * cols;
   Widened w;
   w.ld = cols < 1 ? 1 : cols;
   w.stride = stride == 0 ? 0 : per_matrix;
-  w.data.reset(new float[static_cast<size_t>(matrices * per_matrix > 0 ? matrices * per_matrix : 1)]);
-  float* dst = w.data.get();
+  w.data = scratch(slot, matrices * per_matrix > 0 ? matrices * per_matrix : 1);
+  float* dst = w.data;
   const int64_t total_rows = matrices * rows;
 #pragma omp parallel for schedule(static) if (matrices * per_matrix > (int64_t(1) << 15))
   for (int64_t r = 0; r < total_rows; ++r) {
@@ -64,10 +84,10 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                                         b, ldb, stride_b, beta, c, ldc, stride_c, batch))
     return;
   // Stored shapes: A is [m, k] or, transposed, [k, m]; B is [k, n] or [n, k].
-  const Widened wa = widen(a, trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
-  const Widened wb = widen(b, trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);
-  gemm_strided_batched<float>(trans_a, trans_b, m, n, k, alpha, wa.data.get(), wa.ld, wa.stride,
-                              wb.data.get(), wb.ld, wb.stride, beta, c, ldc, stride_c, batch);
+  const Widened wa = widen(0, a, trans_a ? k : m, trans_a ? m : k, lda, stride_a, batch);
+  const Widened wb = widen(1, b, trans_b ? n : k, trans_b ? k : n, ldb, stride_b, batch);
+  gemm_strided_batched<float>(trans_a, trans_b, m, n, k, alpha, wa.data, wa.ld, wa.stride, wb.data, wb.ld,
+                              wb.stride, beta, c, ldc, stride_c, batch);
 }
 
 }  // namespace vlmc::kernels::cpu

@@ -12,6 +12,7 @@
 
 #include "core/autocast.h"
 #include "core/ops.h"
+#include "kernels/cpu/onednn_matmul.h"
 #include "kernels/fused_linear.h"
 #include "optim/adamw.h"
 #include "tests/support/check.h"
@@ -132,37 +133,46 @@ TEST_CASE("autocast linear_gelu rounds x W and b and its backward GEMMs take bf1
 }
 
 TEST_CASE("autocast conv2d rounds x, w and dz to bf16 on the CPU and keeps the bias f32", "[autocast]") {
-  // 3x3 padded, 3x3 strided, and pointwise (x itself is the patch matrix).
+  // 3x3 padded, 3x3 strided, and pointwise (x itself is the patch matrix); the
+  // operands kept as bf16 bits for oneDNN's bf16 kernel (where this CPU has
+  // one) and as rounded f32 values for the f32 GEMM (VLMC_GEMM_BF16=widened,
+  // and every CPU without a bf16 kernel).
   struct Case {
     int64_t k, stride, padding;
   };
+  using kernels::cpu::onednn::Bf16Path;
   uint64_t seed = 300;
-  for (const Case c : {Case{3, 1, 1}, Case{3, 2, 0}, Case{1, 1, 0}}) {
-    INFO("kernel " << c.k << " stride " << c.stride << " padding " << c.padding);
-    const Tensor x = randn_f32({2, 7, 6, 24}, ++seed, true), w = randn_f32({20, 24, c.k, c.k}, ++seed, true);
-    const Tensor b = randn_f32({20}, ++seed, true);
-    Tensor y;
-    {
-      AutocastGuard guard(true);
-      y = conv2d(x, w, b, c.stride, c.padding);
-    }
-    const Tensor g = randn_f32(y.shape(), ++seed);
-    y.backward(g);  // outside the guard: the forward's mode still applies
+  for (const Bf16Path path : {Bf16Path::native, Bf16Path::widened}) {
+    for (const Case c : {Case{3, 1, 1}, Case{3, 2, 0}, Case{1, 1, 0}}) {
+      kernels::cpu::onednn::set_bf16_path(path);
+      INFO((path == Bf16Path::native ? "native" : "widened") << ": kernel " << c.k << " stride " << c.stride
+                                                              << " padding " << c.padding);
+      const Tensor x = randn_f32({2, 7, 6, 24}, ++seed, true), w = randn_f32({20, 24, c.k, c.k}, ++seed, true);
+      const Tensor b = randn_f32({20}, ++seed, true);
+      Tensor y;
+      {
+        AutocastGuard guard(true);
+        y = conv2d(x, w, b, c.stride, c.padding);
+      }
+      const Tensor g = randn_f32(y.shape(), ++seed);
+      y.backward(g);  // outside the guard: the forward's mode still applies
 
-    // The f32 op on the rounded operands, its backward fed the rounded gradient.
-    Tensor rx = rounded(x), rw = rounded(w);
-    rx.set_requires_grad(true);
-    rw.set_requires_grad(true);
-    const Tensor want = conv2d(rx, rw, b.detach(), c.stride, c.padding);
-    want.backward(rounded(g));
-    CHECK(rel_error(y, want) <= 1e-6);
-    CHECK(rel_error(x.grad(), rx.grad()) <= 1e-6);
-    CHECK(rel_error(w.grad(), rw.grad()) <= 1e-6);
-    CHECK(rel_error(b.grad(), sum(g, {0, 1, 2})) <= 1e-6);  // from g in f32
-    const double vs_f32 = rel_error(y, conv2d(x.detach(), w.detach(), b.detach(), c.stride, c.padding));
-    CHECK(vs_f32 > 1e-5);
-    CHECK(vs_f32 < 1e-2);
+      // The f32 op on the rounded operands, its backward fed the rounded gradient.
+      Tensor rx = rounded(x), rw = rounded(w);
+      rx.set_requires_grad(true);
+      rw.set_requires_grad(true);
+      const Tensor want = conv2d(rx, rw, b.detach(), c.stride, c.padding);
+      want.backward(rounded(g));
+      CHECK(rel_error(y, want) <= 1e-6);
+      CHECK(rel_error(x.grad(), rx.grad()) <= 1e-6);
+      CHECK(rel_error(w.grad(), rw.grad()) <= 1e-6);
+      CHECK(rel_error(b.grad(), sum(g, {0, 1, 2})) <= 1e-6);  // from g in f32
+      const double vs_f32 = rel_error(y, conv2d(x.detach(), w.detach(), b.detach(), c.stride, c.padding));
+      CHECK(vs_f32 > 1e-5);
+      CHECK(vs_f32 < 1e-2);
+    }
   }
+  kernels::cpu::onednn::set_bf16_path(Bf16Path::automatic);
 }
 
 TEST_CASE("autocast conv2d_batchnorm rounds the convolution's operands on the CPU", "[autocast]") {
