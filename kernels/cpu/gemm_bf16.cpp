@@ -11,7 +11,8 @@
 // (one when its batch stride is 0) are packed densely into one f32 scratch,
 // so the scratch is the size of the data read, whatever the leading
 // dimensions and strides, and padding between rows is never touched. The
-// scratch is the calling thread's, kept between calls (scratch() below).
+// scratch is the calling thread's, kept between calls up to 64 MiB an operand
+// (scratch() below).
 #include <memory>
 
 #include "kernels/cpu/onednn_matmul.h"
@@ -21,13 +22,31 @@
 namespace vlmc::kernels::cpu {
 namespace {
 
-// This thread's scratch for one operand (slot 0: A, 1: B), grown to the
-// largest asked for and kept: a fresh allocation per product came from mmap
-// and faulted in every page again (78,854 faults, 323 MB, per step of the
-// MLP connector with VLMC_GEMM_BF16=widened; docs/perf.md).
-float* scratch(int slot, int64_t elements) {
+// The widened operands' memory. Up to kKeptBytes per operand it is this
+// thread's scratch (slot 0: A, 1: B), grown to the largest asked for and kept:
+// a fresh allocation per product came from mmap and faulted in every page
+// again (78,854 faults, 323 MB, per step of the MLP connector with
+// VLMC_GEMM_BF16=widened; docs/perf.md). Larger operands (a 32000-row
+// lm_head) get a buffer of their own for the call, so that what a run keeps
+// beyond its tensors stays bounded (2 x 64 MiB per calling thread).
+constexpr int64_t kKeptBytes = int64_t(64) << 20;
+
+// A stored operand ([rows, cols] per matrix, leading dim ld, batch stride) widened
+// to f32, packed: matrix i at data + i * stride, rows of cols elements.
+struct Widened {
+  float* data = nullptr;
+  std::unique_ptr<float[]> own;  // set when the operand is too large for the kept scratch
+  int64_t ld = 1;
+  int64_t stride = 0;
+};
+
+float* scratch(int slot, int64_t elements, std::unique_ptr<float[]>& own) {
+  if (elements * static_cast<int64_t>(sizeof(float)) > kKeptBytes) {
+    own.reset(new float[static_cast<size_t>(elements)]);  // uninitialised: every element is written
+    return own.get();
+  }
   struct Buffer {
-    std::unique_ptr<float[]> data;  // uninitialised: every element used is written
+    std::unique_ptr<float[]> data;
     int64_t size = 0;
   };
   thread_local Buffer buffers[2];
@@ -40,14 +59,6 @@ float* scratch(int slot, int64_t elements) {
   return b.data.get();
 }
 
-// A stored operand ([rows, cols] per matrix, leading dim ld, batch stride) widened
-// to f32, packed: matrix i at data + i * stride, rows of cols elements.
-struct Widened {
-  float* data = nullptr;  // this thread's scratch slot
-  int64_t ld = 1;
-  int64_t stride = 0;
-};
-
 Widened widen(int slot, const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride,
               int64_t batch) {
   const int64_t matrices = stride == 0 ? 1 : batch;
@@ -55,7 +66,7 @@ Widened widen(int slot, const uint16_t* src, int64_t rows, int64_t cols, int64_t
   Widened w;
   w.ld = cols < 1 ? 1 : cols;
   w.stride = stride == 0 ? 0 : per_matrix;
-  w.data = scratch(slot, matrices * per_matrix > 0 ? matrices * per_matrix : 1);
+  w.data = scratch(slot, matrices * per_matrix > 0 ? matrices * per_matrix : 1, w.own);
   float* dst = w.data;
   const int64_t total_rows = matrices * rows;
 #pragma omp parallel for schedule(static) if (matrices * per_matrix > (int64_t(1) << 15))
