@@ -28,6 +28,7 @@
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/gemm.h"
+#include "kernels/reduce.h"
 #include "kernels/gemm_lowp_weight.h"
 
 namespace vlmc {
@@ -381,11 +382,20 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
          [saved_x, saved_w, bf16, x_shape = x.shape(), rows, out_features](
              const Tensor& g, const GradMask& needs) {
            const Tensor g2 = g.reshape({rows, out_features});
-           const Tensor gm = needs[0] || needs[1] ? cast_if(g2, bf16) : g2;  // rounded once
            std::vector<Tensor> grads(3);
+           Tensor gm;
+           if (bf16 && needs[2] && (needs[0] || needs[1]) && !g2.device().is_cuda() && g2.is_contiguous()) {
+             // The rounding and the bias gradient in one pass over g (the same bits as below).
+             gm = Tensor::empty({rows, out_features}, DType::bf16, g2.device());
+             grads[2] = Tensor::empty({out_features}, DType::f32, g2.device());
+             kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(gm.data_ptr()),
+                                                       grads[2].data<float>(), g2.data<float>(), rows, out_features);
+           } else {
+             gm = needs[0] || needs[1] ? cast_if(g2, bf16) : g2;  // rounded once
+             if (needs[2]) grads[2] = sum(g2, {0});              // f32
+           }
            if (needs[0]) grads[0] = product(gm, saved_w, bf16).view(x_shape);    // g · W
            if (needs[1]) grads[1] = product(gm.transpose(0, 1), saved_x, bf16);  // gᵀ · x
-           if (needs[2]) grads[2] = sum(g2, {0});                                // f32
            return grads;
          });
   return y;

@@ -179,6 +179,33 @@ void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t o
   scatter_impl(grad_x, grad, indices, outer, r, inner);
 }
 
+void round_bf16_with_column_sums(uint16_t* rounded, float* col_sums, const float* g, int64_t rows, int64_t cols) {
+  if (cols == 0) return;
+  if (cols == 1) {  // sum's own path for a single column (chunks of lanes)
+#pragma omp parallel for simd if (rows > kParallelGrain)
+    for (int64_t k = 0; k < rows; ++k) rounded[k] = float_to_bf16_bits(g[k]);
+    sum_impl(col_sums, g, 1, rows, 1, 1.0);
+    return;
+  }
+  // The tiles of sum_impl's inner > 1 path, so each column's sum is its sum's.
+  const int64_t tile = tile_width(cols);
+  const int64_t tiles = ceil_div(cols, tile);
+#pragma omp parallel for if (rows * cols > kParallelGrain)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t j0 = t * tile, width = std::min(tile, cols - j0);
+    double acc[kMaxTile] = {};
+    for (int64_t k = 0; k < rows; ++k) {
+      const float* row = g + k * cols + j0;
+      uint16_t* out = rounded + k * cols + j0;
+      for (int64_t j = 0; j < width; ++j) {
+        acc[j] += static_cast<double>(row[j]);
+        out[j] = float_to_bf16_bits(row[j]);
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) col_sums[j0 + j] = static_cast<float>(acc[j] * 1.0);  // as sum_impl with scale 1
+  }
+}
+
 #define VLMC_INSTANTIATE(T)                                                          \
   template void sum<T>(T*, const T*, int64_t, int64_t, int64_t, double);             \
   template void max<T>(T*, int64_t*, const T*, int64_t, int64_t, int64_t);           \

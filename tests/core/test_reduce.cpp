@@ -5,6 +5,7 @@
 
 #include "core/ops.h"
 #include "core/threads.h"
+#include "kernels/reduce.h"
 #include "tests/support/check.h"
 
 using namespace vlmc;
@@ -237,3 +238,18 @@ TEST_CASE("reductions: errors name the op and the shapes", "[reduce]") {
   REQUIRE_THROWS_WITH(sum(Tensor::zeros({2}, DType::i64)),
                       Catch::Contains("sum: input i64 [2] on cpu must be f32 or f64"));
 }
+
+TEST_CASE("round_bf16_with_column_sums: sum(g, {0})'s bits and g.to(bf16)'s, in one pass", "[reduce]") {
+  Generator gen(23);
+  for (const Shape& shape : {Shape{301, 4100}, Shape{77, 1}, Shape{5, 3}}) {
+    INFO(shape_str(shape));
+    const Tensor g = Tensor::randn(shape, gen);
+    const int64_t rows = shape[0], cols = shape[1];
+    const Tensor rounded = Tensor::empty(shape, DType::bf16), sums = Tensor::empty({cols});
+    kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(rounded.data_ptr()), sums.data<float>(),
+                                              g.data<float>(), rows, cols);
+    CHECK(test::max_abs_error(sums, sum(g, {0})) == 0.0);
+    CHECK(test::max_abs_error(rounded.to(DType::f32), g.to(DType::bf16).to(DType::f32)) == 0.0);
+  }
+}
+
