@@ -80,114 +80,6 @@ void im2col(T* cols, const T* x, const ConvShape& s) {
   im2col(cols, x, s, [](T v) { return v; });
 }
 
-// ---- bf16 products (autocast) --------------------------------------------------------
-//
-// The operands are rounded to bf16 once, into the workspace. Where this CPU
-// multiplies bf16 natively (oneDNN's AMX or AVX512-BF16 kernel) they are kept
-// as bf16 bits for gemm_bf16; elsewhere as f32 values rounded to bf16's
-// precision, the same numbers, for the f32 GEMM: one pass, where bits would
-// have to be widened back to f32 by gemm_bf16 for every product.
-
-bool native_bf16() { return onednn::enabled(onednn::Operands::bf16); }
-
-template <typename R>  // uint16_t: bf16 bits; float: f32 holding a bf16 value
-R rounded_to_bf16(float v) {
-  if constexpr (std::is_same_v<R, uint16_t>) {
-    return float_to_bf16_bits(v);
-  } else {
-    return bf16_bits_to_float(float_to_bf16_bits(v));
-  }
-}
-
-template <typename R>
-void round_into(R* out, const float* in, int64_t n) {
-#pragma omp parallel for simd if (n > kGrain)
-  for (int64_t i = 0; i < n; ++i) out[i] = rounded_to_bf16<R>(in[i]);
-}
-
-// The rounded operands, after the f32 workspace of the pass: patches [M, K]
-// (x itself rounded for a pointwise conv), w [Cout, K], dz [M, Cout] (backward).
-template <typename R>
-struct Rounded {
-  R* patches;
-  R* w;
-  R* dz;
-};
-
-size_t f32_workspace_bytes(const ConvShape& s, size_t elem, ConvPass pass);
-
-template <typename R>
-Rounded<R> rounded_operands(void* workspace, const ConvShape& s, ConvPass pass) {
-  char* p = static_cast<char*>(workspace) + f32_workspace_bytes(s, sizeof(float), pass);
-  Rounded<R> o{};
-  o.patches = reinterpret_cast<R*>(p);
-  p += aligned(static_cast<size_t>(s.rows() * s.patch()) * sizeof(R));
-  o.w = reinterpret_cast<R*>(p);
-  p += aligned(static_cast<size_t>(s.out_c * s.patch()) * sizeof(R));
-  o.dz = pass == ConvPass::backward ? reinterpret_cast<R*>(p) : nullptr;
-  return o;
-}
-
-size_t rounded_workspace_bytes(const ConvShape& s, ConvPass pass) {
-  const size_t elem = native_bf16() ? sizeof(uint16_t) : sizeof(float);
-  size_t bytes = aligned(static_cast<size_t>(s.rows() * s.patch()) * elem) +
-                 aligned(static_cast<size_t>(s.out_c * s.patch()) * elem);
-  if (pass == ConvPass::backward) bytes += aligned(static_cast<size_t>(s.rows() * s.out_c) * elem);
-  return bytes;
-}
-
-// patches [M, K] rounded: im2col's, or x itself for a pointwise conv.
-template <typename R>
-void rounded_patches(R* patches, const float* x, const ConvShape& s) {
-  if (s.pointwise()) {
-    round_into(patches, x, s.rows() * s.patch());
-  } else {
-    im2col(patches, x, s, [](float v) { return rounded_to_bf16<R>(v); });
-  }
-}
-
-// c [m, n] = op(a)·op(b) + beta·c over rounded operands, contiguous rows.
-void product(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
-             int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_bf16(ta, tb, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
-}
-void product(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-             int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm<float>(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-}
-
-void col2im_f32(float* dx, const float* dcols, const ConvShape& s);
-
-template <typename R>
-void forward_rounded(float* z, const float* x, const float* w, const float* bias, const ConvShape& s,
-                     void* workspace) {
-  const int64_t M = s.rows(), N = s.out_c, K = s.patch();
-  const Rounded<R> r = rounded_operands<R>(workspace, s, ConvPass::forward);
-  rounded_patches(r.patches, x, s);
-  round_into(r.w, w, N * K);
-  if (bias) broadcast_rows(z, bias, M, N, N);
-  product(false, true, M, N, K, r.patches, K, r.w, K, bias ? 1.0f : 0.0f, z, N);
-}
-
-template <typename R>
-void backward_rounded(float* dx, float* dw, const float* dz, const float* x, const float* w, const ConvShape& s,
-                      void* workspace) {
-  const int64_t M = s.rows(), N = s.out_c, K = s.patch();
-  const Rounded<R> r = rounded_operands<R>(workspace, s, ConvPass::backward);
-  round_into(r.dz, dz, M * N);
-  if (dw) {
-    rounded_patches(r.patches, x, s);
-    product(true, false, N, K, M, r.dz, N, r.patches, K, 0.0f, dw, K);  // [N, M]·[M, K]
-  }
-  if (dx) {
-    round_into(r.w, w, N * K);
-    // dpatches [M, K] into the f32 patch region, then col2im; a pointwise conv's is dx itself.
-    float* cols = static_cast<float*>(workspace);
-    product(false, false, M, K, N, r.dz, N, r.w, K, 0.0f, s.pointwise() ? dx : cols, K);
-    if (!s.pointwise()) col2im_f32(dx, cols, s);
-  }
-}
-
 // dx [B, H, W, Cin] = the sum, over the patch entries that read each input
 // element, of dcols [M, K] (the adjoint of im2col), gathered per input pixel.
 template <typename T>
@@ -213,8 +105,6 @@ void col2im(T* dx, const T* dcols, const ConvShape& s) {
     }
   }
 }
-
-void col2im_f32(float* dx, const float* dcols, const ConvShape& s) { col2im(dx, dcols, s); }
 
 // Runs f(c0, nc) for each chunk of nc <= kChunk channels, chunks spread over threads.
 template <typename F>
@@ -345,6 +235,110 @@ size_t f32_workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass) 
   size_t bytes = patches_bytes(s, elem_size);
   if (pass == ConvPass::backward) bytes += aligned(static_cast<size_t>(s.rows() * s.out_c) * elem_size);
   return bytes;
+}
+
+// ---- bf16 products (autocast) --------------------------------------------------------
+//
+// The operands are rounded to bf16 once, into the workspace. Where this CPU
+// multiplies bf16 natively (oneDNN's AMX or AVX512-BF16 kernel) they are kept
+// as bf16 bits for gemm_bf16; elsewhere as f32 values rounded to bf16's
+// precision, the same numbers, for the f32 GEMM: one pass, where bits would
+// have to be widened back to f32 by gemm_bf16 for every product.
+
+bool native_bf16() { return onednn::enabled(onednn::Operands::bf16); }
+
+template <typename R>  // uint16_t: bf16 bits; float: f32 holding a bf16 value
+R rounded_to_bf16(float v) {
+  if constexpr (std::is_same_v<R, uint16_t>) {
+    return float_to_bf16_bits(v);
+  } else {
+    return bf16_bits_to_float(float_to_bf16_bits(v));
+  }
+}
+
+template <typename R>
+void round_into(R* out, const float* in, int64_t n) {
+#pragma omp parallel for simd if (n > kGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = rounded_to_bf16<R>(in[i]);
+}
+
+// The rounded operands, after the f32 workspace of the pass: patches [M, K]
+// (x itself rounded for a pointwise conv), w [Cout, K], dz [M, Cout] (backward).
+template <typename R>
+struct Rounded {
+  R* patches;
+  R* w;
+  R* dz;
+};
+
+template <typename R>
+Rounded<R> rounded_operands(void* workspace, const ConvShape& s, ConvPass pass) {
+  char* p = static_cast<char*>(workspace) + f32_workspace_bytes(s, sizeof(float), pass);
+  Rounded<R> o{};
+  o.patches = reinterpret_cast<R*>(p);
+  p += aligned(static_cast<size_t>(s.rows() * s.patch()) * sizeof(R));
+  o.w = reinterpret_cast<R*>(p);
+  p += aligned(static_cast<size_t>(s.out_c * s.patch()) * sizeof(R));
+  o.dz = pass == ConvPass::backward ? reinterpret_cast<R*>(p) : nullptr;
+  return o;
+}
+
+size_t rounded_workspace_bytes(const ConvShape& s, ConvPass pass) {
+  const size_t elem = native_bf16() ? sizeof(uint16_t) : sizeof(float);
+  size_t bytes = aligned(static_cast<size_t>(s.rows() * s.patch()) * elem) +
+                 aligned(static_cast<size_t>(s.out_c * s.patch()) * elem);
+  if (pass == ConvPass::backward) bytes += aligned(static_cast<size_t>(s.rows() * s.out_c) * elem);
+  return bytes;
+}
+
+// patches [M, K] rounded: im2col's, or x itself for a pointwise conv.
+template <typename R>
+void rounded_patches(R* patches, const float* x, const ConvShape& s) {
+  if (s.pointwise()) {
+    round_into(patches, x, s.rows() * s.patch());
+  } else {
+    im2col(patches, x, s, [](float v) { return rounded_to_bf16<R>(v); });
+  }
+}
+
+// c [m, n] = op(a)·op(b) + beta·c over rounded operands, contiguous rows.
+void product(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+             int64_t ldb, float beta, float* c, int64_t ldc) {
+  gemm_bf16(ta, tb, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+}
+void product(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float beta, float* c, int64_t ldc) {
+  gemm<float>(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <typename R>
+void forward_rounded(float* z, const float* x, const float* w, const float* bias, const ConvShape& s,
+                     void* workspace) {
+  const int64_t M = s.rows(), N = s.out_c, K = s.patch();
+  const Rounded<R> r = rounded_operands<R>(workspace, s, ConvPass::forward);
+  rounded_patches(r.patches, x, s);
+  round_into(r.w, w, N * K);
+  if (bias) broadcast_rows(z, bias, M, N, N);
+  product(false, true, M, N, K, r.patches, K, r.w, K, bias ? 1.0f : 0.0f, z, N);
+}
+
+template <typename R>
+void backward_rounded(float* dx, float* dw, const float* dz, const float* x, const float* w, const ConvShape& s,
+                      void* workspace) {
+  const int64_t M = s.rows(), N = s.out_c, K = s.patch();
+  const Rounded<R> r = rounded_operands<R>(workspace, s, ConvPass::backward);
+  round_into(r.dz, dz, M * N);
+  if (dw) {
+    rounded_patches(r.patches, x, s);
+    product(true, false, N, K, M, r.dz, N, r.patches, K, 0.0f, dw, K);  // [N, M]·[M, K]
+  }
+  if (dx) {
+    round_into(r.w, w, N * K);
+    // dpatches [M, K] into the f32 patch region, then col2im; a pointwise conv's is dx itself.
+    float* cols = static_cast<float*>(workspace);
+    product(false, false, M, K, N, r.dz, N, r.w, K, 0.0f, s.pointwise() ? dx : cols, K);
+    if (!s.pointwise()) col2im(dx, cols, s);
+  }
 }
 
 }  // namespace

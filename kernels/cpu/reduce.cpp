@@ -47,6 +47,30 @@ double sum_chunk(const T* x, int64_t k0, int64_t k1) {
   return acc;
 }
 
+// The inner > 1 sums: x [outer, r, inner]. Each task owns a tile of inner
+// columns of one outer row and walks down r, so reads are contiguous along
+// the tile. visit(index, value) sees every element as it is read, for work
+// fused into the same pass (round_bf16_with_column_sums).
+template <typename T, typename Visit>
+void sum_columns(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale, const Visit& visit) {
+  const int64_t tile = tile_width(inner);
+  const int64_t tiles = ceil_div(inner, tile);
+#pragma omp parallel for if (outer * r * inner > kParallelGrain)
+  for (int64_t t = 0; t < outer * tiles; ++t) {
+    const int64_t o = t / tiles, j0 = (t % tiles) * tile, width = std::min(tile, inner - j0);
+    double acc[kMaxTile] = {};
+    for (int64_t k = 0; k < r; ++k) {
+      const int64_t first = (o * r + k) * inner + j0;
+      const T* row = x + first;
+      for (int64_t j = 0; j < width; ++j) {
+        acc[j] += static_cast<double>(row[j]);
+        visit(first + j, row[j]);
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) out[o * inner + j0 + j] = static_cast<T>(acc[j] * scale);
+  }
+}
+
 template <typename T>
 void sum_impl(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale) {
   const int64_t total = outer * r * inner;
@@ -67,20 +91,7 @@ void sum_impl(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, doubl
     }
     return;
   }
-  // x: [outer, r, inner]. Each task owns a tile of inner columns of one outer row
-  // and walks down r, so reads are contiguous along the tile.
-  const int64_t tile = tile_width(inner);
-  const int64_t tiles = ceil_div(inner, tile);
-#pragma omp parallel for if (total > kParallelGrain)
-  for (int64_t t = 0; t < outer * tiles; ++t) {
-    const int64_t o = t / tiles, j0 = (t % tiles) * tile, width = std::min(tile, inner - j0);
-    double acc[kMaxTile] = {};
-    for (int64_t k = 0; k < r; ++k) {
-      const T* row = x + (o * r + k) * inner + j0;
-      for (int64_t j = 0; j < width; ++j) acc[j] += static_cast<double>(row[j]);
-    }
-    for (int64_t j = 0; j < width; ++j) out[o * inner + j0 + j] = static_cast<T>(acc[j] * scale);
-  }
+  sum_columns(out, x, outer, r, inner, scale, [](int64_t, T) {});
 }
 
 template <typename T>
@@ -187,23 +198,9 @@ void round_bf16_with_column_sums(uint16_t* rounded, float* col_sums, const float
     sum_impl(col_sums, g, 1, rows, 1, 1.0);
     return;
   }
-  // The tiles of sum_impl's inner > 1 path, so each column's sum is its sum's.
-  const int64_t tile = tile_width(cols);
-  const int64_t tiles = ceil_div(cols, tile);
-#pragma omp parallel for if (rows * cols > kParallelGrain)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t j0 = t * tile, width = std::min(tile, cols - j0);
-    double acc[kMaxTile] = {};
-    for (int64_t k = 0; k < rows; ++k) {
-      const float* row = g + k * cols + j0;
-      uint16_t* out = rounded + k * cols + j0;
-      for (int64_t j = 0; j < width; ++j) {
-        acc[j] += static_cast<double>(row[j]);
-        out[j] = float_to_bf16_bits(row[j]);
-      }
-    }
-    for (int64_t j = 0; j < width; ++j) col_sums[j0 + j] = static_cast<float>(acc[j] * 1.0);  // as sum_impl with scale 1
-  }
+  // sum(g, {0})'s own pass, rounding each element as it reads it.
+  sum_columns(col_sums, g, 1, rows, cols, 1.0,
+              [rounded](int64_t index, float v) { rounded[index] = float_to_bf16_bits(v); });
 }
 
 #define VLMC_INSTANTIATE(T)                                                          \
