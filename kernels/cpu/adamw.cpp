@@ -3,12 +3,14 @@
 // The tensors of a list are treated as one concatenated element space cut into
 // fixed pieces; OpenMP threads take pieces, and a piece that spans several
 // tensors walks them in turn. Nothing is allocated. The norm cuts the space
-// into a fixed number of slices whose double partials are added in slice
-// order, so the result does not depend on the number of threads.
+// into a fixed number of slices whose double partials (each summed in lanes,
+// kernels/cpu/lanes.h) are added in slice order, so the result does not
+// depend on the number of threads.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/adamw.h"
+#include "kernels/cpu/lanes.h"
 
 namespace vlmc::kernels::cpu {
 namespace {
@@ -48,9 +50,20 @@ void adamw(const AdamWTensor<T>* tensors, int64_t count, const float* grad_scale
   for (int64_t c = 0; c < pieces; ++c) {
     for_range(tensors, count, c * kPiece, std::min(total, (c + 1) * kPiece),
               [&](const AdamWTensor<T>& t, int64_t b, int64_t e) {
-                for (int64_t k = b; k < e; ++k) {
-                  const T g = scaled ? t.grad[k] * scale : t.grad[k];
-                  adamw_element(t.param[k], t.exp_avg[k], t.exp_avg_sq[k], g, t);
+                // Local restrict pointers and a copy of the scalars: through
+                // t's members GCC must assume the stores alias them and keeps
+                // the loop scalar (a divide and a square root per element).
+                const AdamWTensor<T> h = t;
+                T* __restrict p = t.param;
+                T* __restrict m = t.exp_avg;
+                T* __restrict v = t.exp_avg_sq;
+                const T* __restrict grad = t.grad;
+                if (scaled) {
+#pragma omp simd
+                  for (int64_t k = b; k < e; ++k) adamw_element(p[k], m[k], v[k], grad[k] * scale, h);
+                } else {
+#pragma omp simd
+                  for (int64_t k = b; k < e; ++k) adamw_element(p[k], m[k], v[k], grad[k], h);
                 }
               });
   }
@@ -65,10 +78,11 @@ void sum_squares(float* total_sq, const SquareSumTensor<T>* tensors, int64_t cou
     double acc = 0;
     for_range(tensors, count, total * s / kSlices, total * (s + 1) / kSlices,
               [&](const SquareSumTensor<T>& t, int64_t b, int64_t e) {
-                for (int64_t k = b; k < e; ++k) {
-                  const double x = static_cast<double>(t.data[k]);
-                  acc += x * x;
-                }
+                const T* x = t.data;
+                acc += sum_in_lanes(b, e, [x](int64_t k) {
+                  const double xk = static_cast<double>(x[k]);
+                  return xk * xk;
+                });
               });
     partial[s] = acc;
   }

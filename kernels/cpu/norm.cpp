@@ -2,13 +2,16 @@
 //
 // Both share one implementation: RMS norm is layer norm without centring
 // (mean taken as 0) and without a bias. Row statistics and the per-row sums of
-// the backward are accumulated in double; dweight/dbias are column sums, each
-// column owned by one thread and summed in row order, so nothing depends on
-// the thread count.
+// the backward are accumulated in double, in eight independent lanes
+// (kernels/cpu/lanes.h: a row of 128 is otherwise a chain of 128 dependent
+// adds); dweight/dbias are column sums, each column owned by one thread and
+// summed in row order, so nothing depends on the thread count.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/nn.h"
+
+#include "kernels/cpu/lanes.h"
 
 namespace vlmc::kernels::cpu {
 namespace {
@@ -23,16 +26,13 @@ void norm_forward(T* y, T* mean, T* rstd, const T* x, const T* weight, const T* 
     const T* xr = x + r * d;
     T* yr = y + r * d;
     double mu = 0;
-    if (kCenter) {
-      for (int64_t j = 0; j < d; ++j) mu += xr[j];
-      mu /= static_cast<double>(d);
-    }
-    double var = 0;  // biased: divides by d; about mu (two passes, no cancellation)
-    for (int64_t j = 0; j < d; ++j) {
-      const double c = xr[j] - mu;
-      var += c * c;
-    }
-    var /= static_cast<double>(d);
+    if (kCenter) mu = sum_in_lanes(0, d, [xr](int64_t j) { return static_cast<double>(xr[j]); }) / static_cast<double>(d);
+    // Biased: divides by d; about mu (two passes, no cancellation).
+    const double var = sum_in_lanes(0, d, [xr, mu](int64_t j) {
+                         const double c = xr[j] - mu;
+                         return c * c;
+                       }) /
+                       static_cast<double>(d);
     const T m = static_cast<T>(mu);
     const T rs = static_cast<T>(1.0 / std::sqrt(var + eps));
     if (kCenter) mean[r] = m;
@@ -61,19 +61,14 @@ void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T
       const T* gr = dy + r * d;
       const T m = kCenter ? mean[r] : T(0);
       const T rs = rstd[r];
-      double sum_wdy = 0, sum_wdy_xhat = 0;
-      for (int64_t j = 0; j < d; ++j) {
-        const T wdy = weight ? gr[j] * weight[j] : gr[j];
-        sum_wdy += wdy;
-        sum_wdy_xhat += static_cast<double>(wdy) * ((xr[j] - m) * rs);
-      }
+      auto wdy_at = [gr, weight](int64_t j) { return weight ? gr[j] * weight[j] : gr[j]; };
+      const double sum_wdy = kCenter ? sum_in_lanes(0, d, [&](int64_t j) { return static_cast<double>(wdy_at(j)); }) : 0.0;
+      const double sum_wdy_xhat =
+          sum_in_lanes(0, d, [&](int64_t j) { return static_cast<double>(wdy_at(j)) * ((xr[j] - m) * rs); });
       const T a = kCenter ? static_cast<T>(sum_wdy / static_cast<double>(d)) : T(0);
       const T b = static_cast<T>(sum_wdy_xhat / static_cast<double>(d));
       T* dr = dx + r * d;
-      for (int64_t j = 0; j < d; ++j) {
-        const T wdy = weight ? gr[j] * weight[j] : gr[j];
-        dr[j] = rs * (wdy - a - (xr[j] - m) * rs * b);
-      }
+      for (int64_t j = 0; j < d; ++j) dr[j] = rs * (wdy_at(j) - a - (xr[j] - m) * rs * b);
     }
   }
   if (dweight || dbias) {

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/lanes.h"
+
 namespace vlmc::kernels::cpu {
 namespace {
 
@@ -17,7 +19,6 @@ constexpr int64_t kParallelGrain = 1 << 15;  // elements read below which one th
 constexpr int64_t kChunk = 1 << 14;          // piece of r one task reduces when inner == 1
 constexpr int64_t kTile = 64;                // piece of inner one task reduces when inner > 1 (at least)
 constexpr int64_t kMaxTile = 512;            // ... and at most
-constexpr int64_t kLanes = 8;                // independent double accumulators of a chunk when inner == 1
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -32,19 +33,10 @@ int64_t tile_width(int64_t inner) {
   return width;
 }
 
-// x[k0, k1) summed in double: lane l takes k0 + l, k0 + l + kLanes, ...
-// (independent adds the CPU overlaps, vectorised), then the lanes and the
-// tail in a fixed order.
+// x[k0, k1) summed in double, in independent lanes (kernels/cpu/lanes.h).
 template <typename T>
 double sum_chunk(const T* x, int64_t k0, int64_t k1) {
-  double lanes[kLanes] = {};
-  int64_t k = k0;
-  for (; k + kLanes <= k1; k += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(x[k + l]);
-  double acc = 0;
-  for (int64_t l = 0; l < kLanes; ++l) acc += lanes[l];
-  for (; k < k1; ++k) acc += static_cast<double>(x[k]);
-  return acc;
+  return sum_in_lanes(k0, k1, [x](int64_t k) { return static_cast<double>(x[k]); });
 }
 
 // The inner > 1 sums: x [outer, r, inner]. Each task owns a tile of inner
