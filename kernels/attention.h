@@ -2,7 +2,7 @@
 // flash-attention style backward that recomputes the probabilities from q, k and the
 // per-row logsumexp saved by the forward (no [T, S] matrix is ever stored).
 //
-// Layouts (all contiguous, row major):
+// Layouts (row major; on the CPU any HeadStrides, on CUDA contiguous):
 //   q, out, dq     [B, Hq, T, Dh]
 //   k, v, dk, dv   [B, Hkv, S, Dh]     query head h reads KV head h / (Hq / Hkv)
 //   lse, delta     [B, Hq, T]          logsumexp of the masked, scaled scores (-inf for a
@@ -25,18 +25,40 @@ struct AttentionShape {
   int64_t batch, q_heads, kv_heads, q_len, kv_len, head_dim;
 };
 
+// Where row i of head h of batch b of a [B, H, L, Dh] operand starts, in elements
+// from its base pointer; the Dh elements of a row are contiguous. The CPU kernels
+// take any such layout, so the heads of a projection's [B, L, H·Dh] output are
+// used where they lie (head stride Dh, row stride H·Dh) rather than copied to
+// [B, H, L, Dh] and back: eight copies per CLIP layer a training step, four per
+// LLaMA layer.
+struct HeadStrides {
+  int64_t batch = 0, head = 0, row = 0;
+  int64_t at(int64_t b, int64_t h, int64_t i) const { return b * batch + h * head + i * row; }
+  static HeadStrides contiguous(int64_t heads, int64_t len, int64_t dim) { return {heads * len * dim, len * dim, dim}; }
+};
+
+// The layouts of one CPU call. o is the forward's output and the backward's dout.
+struct AttentionStrides {
+  HeadStrides q, k, v, o, dq, dk, dv;
+  static AttentionStrides contiguous(const AttentionShape& s) {
+    const HeadStrides qs = HeadStrides::contiguous(s.q_heads, s.q_len, s.head_dim);
+    const HeadStrides ks = HeadStrides::contiguous(s.kv_heads, s.kv_len, s.head_dim);
+    return {qs, ks, ks, qs, qs, ks, ks};
+  }
+};
+
 // The largest head_dim the CUDA kernels take (q and the accumulators live in registers).
 constexpr int64_t kAttentionMaxHeadDimCuda = 128;
 
 namespace cpu {
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
-                       bool causal, double scale, const AttentionShape& s);
-// dq/dk/dv are fully overwritten; delta is scratch of B*Hq*T elements.
+                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st);
+// dq/dk/dv are fully overwritten; delta is scratch of B*Hq*T elements (contiguous, as lse).
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q, const T* k, const T* v,
                         const T* lse, const int64_t* key_mask, bool causal, double scale,
-                        const AttentionShape& s);
+                        const AttentionShape& s, const AttentionStrides& st);
 }  // namespace cpu
 
 namespace cuda {

@@ -143,7 +143,7 @@ Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, cons
   auto heads = [&](const Tensor& t, int64_t h) { return t.view({b, l, h, head_dim_}).transpose(1, 2); };
   const Tensor q = apply_rotary(heads(q_proj->forward(x), num_heads_), rotary);
   const Tensor k = apply_rotary(heads(k_proj->forward(x), num_kv_heads_), rotary);
-  const Tensor v = heads(v_proj->forward(x), num_kv_heads_).contiguous();
+  const Tensor v = heads(v_proj->forward(x), num_kv_heads_);  // read in place on the CPU
   // The op maps query head h to KV head h / (H/Hkv), as HF's repeat_kv.
   const Tensor attn = scaled_dot_product_attention(q, k, v, key_padding_mask, /*causal=*/true);
   // [B, H, L, Dh] -> [B, L, H*Dh]
@@ -163,8 +163,9 @@ Tensor LlamaAttention::forward_cached(const Tensor& x, const RotaryTables& rotar
   if (t == 1) {
     // A decode step: the one query sees every key up to its own, so the
     // whole buffers [B, Hkv, capacity, Dh] go in as they are, the positions
-    // beyond S hidden by the key mask: the op makes K and V contiguous, and
-    // the views would be copied (O(S) per layer per step).
+    // beyond S hidden by the key mask: CUDA's kernels take contiguous K and
+    // V, and the views would be copied (O(S) per layer per step; the CPU's
+    // read views in place, and the mask costs them little).
     attn = scaled_dot_product_attention(q, cache.keys(layer), cache.values(layer), cache.key_mask(k.size(2)),
                                         /*causal=*/false);
   } else {

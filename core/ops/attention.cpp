@@ -11,6 +11,7 @@
 
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/ops/heads.h"
 #include "kernels/attention.h"
 
 namespace vlmc {
@@ -136,39 +137,54 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     mask = key_padding_mask.to(DType::i64).contiguous();  // u8 -> i64 keeps nonzero values nonzero
   }
   if (use_products(q, s)) return attention_by_products(q, k, v, key_padding_mask, causal, sc, s);
-  const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  // The CPU kernels take any rows whose head dim is contiguous (kernels/attention.h,
+  // HeadStrides); their output is laid out as [B, T, H, Dh], which the caller's
+  // transpose(1, 2).reshape turns back into its [B, T, H·Dh] without a copy. CUDA's
+  // kernels take contiguous operands.
+  const bool cpu = q.device().is_cpu();
+  auto operand = [cpu](const Tensor& t) { return cpu && t.strides()[3] == 1 ? t : t.contiguous(); };
+  const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
+  Tensor out = cpu ? empty_projection_heads(q.shape(), q.dtype()) : Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.batch, s.q_heads, s.q_len}, q.dtype(), q.device());
   const int64_t* mp = mask.defined() ? mask.data<int64_t>() : nullptr;
   dispatch_float(kOp, q.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    if (q.device().is_cuda()) {
+    if (!cpu) {
       VLMC_CUDA_DISPATCH(kernels::cuda::attention_forward<T>(out.data<T>(), lse.data<T>(), qc.data<T>(),
                                                              kc.data<T>(), vc.data<T>(), mp, causal, sc, s,
                                                              stream_of(q)));
     } else {
+      const kernels::AttentionStrides st{head_strides(qc), head_strides(kc), head_strides(vc), head_strides(out),
+                                         {}, {}, {}};
       kernels::cpu::attention_forward<T>(out.data<T>(), lse.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                                         mp, causal, sc, s);
+                                         mp, causal, sc, s, st);
     }
   });
   record(out, kOp, {q, k, v},
-         [qc, kc, vc, mask, lse, causal, sc, s](const Tensor& grad, const GradMask& needs) {
-           const Tensor g = grad.contiguous();
-           Tensor dq = Tensor::empty(qc.shape(), qc.dtype(), qc.device());
-           Tensor dk = Tensor::empty(kc.shape(), kc.dtype(), kc.device());
-           Tensor dv = Tensor::empty(vc.shape(), vc.dtype(), vc.device());
+         [qc, kc, vc, mask, lse, causal, sc, s, cpu, operand](const Tensor& grad, const GradMask& needs) {
+           const Tensor g = operand(grad);
+           // Each gradient in its input's layout, so that it flows back through the
+           // input's head view uncopied (core/ops/heads.h).
+           auto empty_grad = [cpu](const Tensor& x) {
+             return cpu ? empty_like_heads(x.shape(), x.strides(), x.dtype())
+                        : Tensor::empty(x.shape(), x.dtype(), x.device());
+           };
+           Tensor dq = empty_grad(qc), dk = empty_grad(kc), dv = empty_grad(vc);
            Tensor delta = Tensor::empty(lse.shape(), lse.dtype(), lse.device());
            const int64_t* m = mask.defined() ? mask.data<int64_t>() : nullptr;
            dispatch_float(kOp, qc.dtype(), [&](auto zero) {
              using T = decltype(zero);
-             if (qc.device().is_cuda()) {
+             if (!cpu) {
                VLMC_CUDA_DISPATCH(kernels::cuda::attention_backward<T>(
                    dq.data<T>(), dk.data<T>(), dv.data<T>(), delta.data<T>(), g.data<T>(), qc.data<T>(),
                    kc.data<T>(), vc.data<T>(), lse.data<T>(), m, causal, sc, s, stream_of(qc)));
              } else {
+               const kernels::AttentionStrides st{head_strides(qc), head_strides(kc), head_strides(vc),
+                                                  head_strides(g),  head_strides(dq), head_strides(dk),
+                                                  head_strides(dv)};
                kernels::cpu::attention_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), delta.data<T>(),
                                                    g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                                                   lse.data<T>(), m, causal, sc, s);
+                                                   lse.data<T>(), m, causal, sc, s, st);
              }
            });
            return std::vector<Tensor>{needs[0] ? dq : Tensor(), needs[1] ? dk : Tensor(),

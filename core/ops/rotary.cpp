@@ -3,6 +3,7 @@
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/ops/heads.h"
 #include "kernels/rotary.h"
 
 namespace vlmc {
@@ -30,16 +31,6 @@ kernels::RotaryShape shape_of(const Tensor& t) {
   return {t.size(0), t.size(1), t.size(2), t.size(3), t.strides()[0], t.strides()[1], t.strides()[2]};
 }
 
-// An uninitialised [B, H, L, D] tensor laid out as x was when x was the
-// [B, H, L, D] view of a dense [B, L, H, D] tensor (LlamaAttention's heads),
-// so that the gradient flows back through that view without a copy; else contiguous.
-Tensor empty_like_layout(const Shape& shape, const Shape& strides, DType dtype) {
-  const int64_t B = shape[0], H = shape[1], L = shape[2], D = shape[3];
-  if (strides[3] == 1 && strides[1] == D && strides[2] == H * D && strides[0] == L * H * D)
-    return Tensor::empty({B, L, H, D}, dtype, Device::cpu()).transpose(1, 2);
-  return Tensor::empty(shape, dtype, Device::cpu());
-}
-
 }  // namespace
 
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
@@ -56,7 +47,7 @@ Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   });
   record(y, kOp, {x}, [shape = x.shape(), strides = x.strides(), cos, sin](const Tensor& grad, const GradMask&) {
     const Tensor g = grad.contiguous();
-    Tensor dx = empty_like_layout(shape, strides, g.dtype());
+    Tensor dx = empty_like_heads(shape, strides, g.dtype());  // flows back through x's view uncopied
     dispatch_float(kOp, g.dtype(), [&](auto zero) {
       using T = decltype(zero);
       kernels::cpu::rotary_backward<T>(dx.data<T>(), g.data<T>(), cos.data<T>(), sin.data<T>(), shape_of(dx));

@@ -2,7 +2,8 @@
 // Forward: per (b, h, query row) the scores go to a row buffer, then a two-pass softmax
 // with the row maximum subtracted. Backward: per (b, KV head) one worker walks the query
 // heads of its group and recomputes P from q, k and the saved logsumexp, so dk/dv rows
-// have a single owner and the sums run in a fixed order.
+// have a single owner and the sums run in a fixed order. Every operand is addressed by its
+// HeadStrides, so the heads of a [B, L, H·Dh] projection are read and written in place.
 //
 // Accumulation: f64 tensors accumulate in double, one term after another (the gradient
 // check's oracle). f32 tensors accumulate in float, the dot products as vector lanes
@@ -66,7 +67,7 @@ inline void exp_shifted(double* x, double shift, int64_t n) {
 
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
-                       bool causal, double scale, const AttentionShape& s) {
+                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st) {
   const int64_t B = s.batch, H = s.q_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / s.kv_heads;
   const int64_t rows = B * H * Tq;
@@ -83,8 +84,9 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
     for (int64_t r = 0; r < rows; ++r) {
       if (!ready) continue;
       const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
-      const T* qi = q + r * D;
-      const int64_t kv = (b * s.kv_heads + h / group) * S * D;
+      const T* qi = q + st.q.at(b, h, i);
+      const T* kh = k + st.k.at(b, h / group, 0);
+      const T* vh = v + st.v.at(b, h / group, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
       const int64_t lim = key_limit(i, causal, s);
       A m = -std::numeric_limits<A>::infinity();
@@ -93,10 +95,10 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
           score[j] = -std::numeric_limits<A>::infinity();
           continue;
         }
-        score[j] = dot(qi, k + kv + j * D, D) * static_cast<A>(scale);
+        score[j] = dot(qi, kh + j * st.k.row, D) * static_cast<A>(scale);
         if (score[j] > m) m = score[j];
       }
-      T* oi = out + r * D;
+      T* oi = out + st.o.at(b, h, i);
       if (m == -std::numeric_limits<A>::infinity()) {  // no visible key: zeros
         for (int64_t d = 0; d < D; ++d) oi[d] = T(0);
         lse[r] = static_cast<T>(m);
@@ -109,7 +111,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         if (!visible(mrow, j)) continue;
         const A p = score[j];
         l += p;
-        const T* vj = v + kv + j * D;
+        const T* vj = vh + j * st.v.row;
         for (int64_t d = 0; d < D; ++d) acc[d] += p * vj[d];
       }
       for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[d] / l);
@@ -122,7 +124,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q, const T* k, const T* v,
                         const T* lse, const int64_t* key_mask, bool causal, double scale,
-                        const AttentionShape& s) {
+                        const AttentionShape& s, const AttentionStrides& st) {
   const int64_t B = s.batch, H = s.q_heads, Hk = s.kv_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / Hk;
   const int64_t heads = B * Hk;
@@ -142,16 +144,17 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
     for (int64_t bh = 0; bh < heads; ++bh) {
       if (!ready) continue;
       const int64_t b = bh / Hk, hk = bh % Hk;
-      const int64_t kv = bh * S * D;
+      const T* kh = k + st.k.at(b, hk, 0);
+      const T* vh = v + st.v.at(b, hk, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
       std::fill(dk_acc.begin(), dk_acc.end(), A(0));
       std::fill(dv_acc.begin(), dv_acc.end(), A(0));
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t i = 0; i < Tq; ++i) {
           const int64_t r = (b * H + h) * Tq + i;
-          const T* qi = q + r * D;
-          const T* gi = dout + r * D;
-          T* dqo = dq + r * D;
+          const T* qi = q + st.q.at(b, h, i);
+          const T* gi = dout + st.o.at(b, h, i);
+          T* dqo = dq + st.dq.at(b, h, i);
           const A L = static_cast<A>(lse[r]);
           if (std::isinf(L) && L < 0) {  // fully masked row: P = 0
             for (int64_t d = 0; d < D; ++d) dqo[d] = T(0);
@@ -165,8 +168,8 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
               p[j] = -std::numeric_limits<A>::infinity();
               continue;
             }
-            p[j] = dot(qi, k + kv + j * D, D) * static_cast<A>(scale);
-            dp[j] = dot(gi, v + kv + j * D, D);
+            p[j] = dot(qi, kh + j * st.k.row, D) * static_cast<A>(scale);
+            dp[j] = dot(gi, vh + j * st.v.row, D);
           }
           exp_shifted(p.data(), L, lim);
           A dl = 0;
@@ -177,7 +180,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           for (int64_t j = 0; j < lim; ++j) {
             if (!visible(mrow, j)) continue;
             const A ds = p[j] * (dp[j] - dl) * static_cast<A>(scale);  // dS_ij·scale
-            const T* kj = k + kv + j * D;
+            const T* kj = kh + j * st.k.row;
             A* dkj = dk_acc.data() + j * D;
             A* dvj = dv_acc.data() + j * D;
             for (int64_t d = 0; d < D; ++d) {
@@ -189,9 +192,13 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqi[d]);
         }
       }
-      for (int64_t e = 0; e < S * D; ++e) {
-        dk[kv + e] = static_cast<T>(dk_acc[e]);
-        dv[kv + e] = static_cast<T>(dv_acc[e]);
+      for (int64_t j = 0; j < S; ++j) {
+        T* dkj = dk + st.dk.at(b, hk, j);
+        T* dvj = dv + st.dv.at(b, hk, j);
+        for (int64_t d = 0; d < D; ++d) {
+          dkj[d] = static_cast<T>(dk_acc[j * D + d]);
+          dvj[d] = static_cast<T>(dv_acc[j * D + d]);
+        }
       }
     }
   }
@@ -200,9 +207,10 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
 
 #define VLMC_INSTANTIATE(T)                                                                             \
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const int64_t*, bool, double, \
-                                     const AttentionShape&);                                            \
+                                     const AttentionShape&, const AttentionStrides&);                   \
   template void attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*,  \
-                                      const int64_t*, bool, double, const AttentionShape&);
+                                      const int64_t*, bool, double, const AttentionShape&,               \
+                                      const AttentionStrides&);
 VLMC_INSTANTIATE(float)
 VLMC_INSTANTIATE(double)
 #undef VLMC_INSTANTIATE

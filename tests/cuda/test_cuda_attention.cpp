@@ -67,10 +67,12 @@ TEST_CASE("cuda attention v1 kernels write every output and match the CPU", "[cu
     Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
     const int64_t* mp = mask.defined() ? mask.data<int64_t>() : nullptr;
     kernels::cpu::attention_forward<float>(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
-                                           v.data<float>(), mp, c.causal, scale, s);
+                                           v.data<float>(), mp, c.causal, scale, s,
+                                           kernels::AttentionStrides::contiguous(s));
     kernels::cpu::attention_backward<float>(dq.data<float>(), dk.data<float>(), dv.data<float>(),
                                             delta.data<float>(), g.data<float>(), q.data<float>(), k.data<float>(),
-                                            v.data<float>(), lse.data<float>(), mp, c.causal, scale, s);
+                                            v.data<float>(), lse.data<float>(), mp, c.causal, scale, s,
+                                            kernels::AttentionStrides::contiguous(s));
     // GPU, outputs poisoned.
     const Tensor qg = q.to(kGpu), kg = k.to(kGpu), vg = v.to(kGpu), gg = g.to(kGpu);
     const Tensor maskg = mask.defined() ? mask.to(kGpu) : Tensor();

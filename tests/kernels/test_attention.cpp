@@ -156,6 +156,40 @@ TEST_CASE("scaled_dot_product_attention f32 agrees with f64", "[attention]") {
             scaled_dot_product_attention(q, k, v, Tensor(), true), 1e-6);
 }
 
+TEST_CASE("scaled_dot_product_attention reads and writes a projection's heads in place, with the bits of contiguous operands",
+          "[attention]") {
+  // A module's heads: the [B, H, L, Dh] views of [B, L, H·Dh] projections (rows
+  // H·Dh apart), 4 query heads on 2 KV heads, a key mask, causal.
+  const int64_t B = 2, L = 6, H = 4, Hkv = 2, D = 8;
+  Generator gen(41);
+  auto projection = [&](int64_t heads) {
+    return Tensor::randn({B, L, heads * D}, gen).set_requires_grad(true);
+  };
+  Tensor xq = projection(H), xk = projection(Hkv), xv = projection(Hkv);
+  auto heads = [&](const Tensor& x, int64_t h) { return x.view({B, L, h, D}).transpose(1, 2); };
+  const Tensor mask = Tensor::from_vector(std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1}, {B, L});
+  const Tensor y = scaled_dot_product_attention(heads(xq, H), heads(xk, Hkv), heads(xv, Hkv), mask, true);
+  // The same values as contiguous leaves.
+  Tensor q = heads(xq, H).contiguous().detach().set_requires_grad(true);
+  Tensor k = heads(xk, Hkv).contiguous().detach().set_requires_grad(true);
+  Tensor v = heads(xv, Hkv).contiguous().detach().set_requires_grad(true);
+  const Tensor yc = scaled_dot_product_attention(q, k, v, mask, true);
+  CHECK(y.to_vector<float>() == yc.to_vector<float>());
+  // The output lies as [B, L, H, Dh]: the caller's transpose back is contiguous.
+  CHECK(y.transpose(1, 2).is_contiguous());
+  const Tensor w = Tensor::randn(y.shape(), gen);
+  sum(y * w).backward();
+  sum(yc * w).backward();
+  CHECK(xq.grad().to_vector<float>() == q.grad().transpose(1, 2).contiguous().to_vector<float>());
+  CHECK(xk.grad().to_vector<float>() == k.grad().transpose(1, 2).contiguous().to_vector<float>());
+  CHECK(xv.grad().to_vector<float>() == v.grad().transpose(1, 2).contiguous().to_vector<float>());
+  // A gradient arriving strided (the output's own layout, transposed back) is read in place too.
+  Tensor q2 = q.detach().set_requires_grad(true);
+  const Tensor y2 = scaled_dot_product_attention(q2, k.detach(), v.detach(), mask, true);
+  sum(y2.transpose(1, 2).contiguous() * w.transpose(1, 2)).backward();
+  CHECK(q2.grad().to_vector<float>() == q.grad().to_vector<float>());
+}
+
 TEST_CASE("scaled_dot_product_attention rejects bad arguments by name", "[attention]") {
   const Tensor q = Tensor::zeros({2, 4, 5, 8}), k = Tensor::zeros({2, 2, 7, 8});
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(q, k, Tensor::zeros({2, 2, 6, 8})),
