@@ -53,6 +53,35 @@ inline double dot(const double* a, const double* b, int64_t n) {
   return sum;
 }
 
+// Head-dim elements whose sums one pass of weighted_rows keeps in registers.
+constexpr int64_t kDimBlock = 32;
+
+// out[d] = Σ_j w[j]·rows[j·stride + d] over the visible j < n, in j order. The sums of a
+// block of kDimBlock elements stay in registers across j (through memory, each add would
+// wait for the previous one's store).
+template <typename T, typename A>
+void weighted_rows(A* out, const A* w, const T* rows, int64_t stride, int64_t n, int64_t D,
+                   const int64_t* mrow) {
+  int64_t d0 = 0;
+  for (; d0 + kDimBlock <= D; d0 += kDimBlock) {
+    A acc[kDimBlock] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      if (!visible(mrow, j)) continue;
+      const A wj = w[j];
+      const T* r = rows + j * stride + d0;
+      for (int64_t dd = 0; dd < kDimBlock; ++dd) acc[dd] += wj * r[dd];
+    }
+    for (int64_t dd = 0; dd < kDimBlock; ++dd) out[d0 + dd] = acc[dd];
+  }
+  if (d0 == D) return;
+  for (int64_t d = d0; d < D; ++d) out[d] = A(0);
+  for (int64_t j = 0; j < n; ++j) {
+    if (!visible(mrow, j)) continue;
+    const T* r = rows + j * stride;
+    for (int64_t d = d0; d < D; ++d) out[d] += w[j] * r[d];
+  }
+}
+
 // x[j] = exp(x[j] - shift) for j < n, in place. -inf (a masked score) gives 0.
 inline void exp_shifted(float* x, float shift, int64_t n) {
 #pragma omp simd
@@ -106,14 +135,8 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
       }
       exp_shifted(score.data(), m, lim);  // score[j] = P_ij·l, 0 where masked
       A l = 0;
-      for (int64_t d = 0; d < D; ++d) acc[d] = 0;
-      for (int64_t j = 0; j < lim; ++j) {
-        if (!visible(mrow, j)) continue;
-        const A p = score[j];
-        l += p;
-        const T* vj = vh + j * st.v.row;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * vj[d];
-      }
+      for (int64_t j = 0; j < lim; ++j) l += score[j];
+      weighted_rows(acc.data(), score.data(), vh, st.v.row, lim, D, mrow);
       for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[d] / l);
       lse[r] = static_cast<T>(m + std::log(l));
     }
@@ -176,20 +199,19 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           for (int64_t j = 0; j < lim; ++j)
             if (visible(mrow, j)) dl += p[j] * dp[j];
           delta[r] = static_cast<T>(dl);
-          std::fill(dqi.begin(), dqi.end(), A(0));
+          A* ds = dp.data();  // dS_ij·scale, in place of dP
+          for (int64_t j = 0; j < lim; ++j) ds[j] = p[j] * (dp[j] - dl) * static_cast<A>(scale);
+          weighted_rows(dqi.data(), ds, kh, st.k.row, lim, D, mrow);
+          for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqi[d]);
           for (int64_t j = 0; j < lim; ++j) {
             if (!visible(mrow, j)) continue;
-            const A ds = p[j] * (dp[j] - dl) * static_cast<A>(scale);  // dS_ij·scale
-            const T* kj = kh + j * st.k.row;
             A* dkj = dk_acc.data() + j * D;
             A* dvj = dv_acc.data() + j * D;
             for (int64_t d = 0; d < D; ++d) {
-              dqi[d] += ds * kj[d];
-              dkj[d] += ds * qi[d];
+              dkj[d] += ds[j] * qi[d];
               dvj[d] += p[j] * gi[d];
             }
           }
-          for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqi[d]);
         }
       }
       for (int64_t j = 0; j < S; ++j) {
