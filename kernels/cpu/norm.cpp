@@ -26,7 +26,9 @@ void norm_forward(T* y, T* mean, T* rstd, const T* x, const T* weight, const T* 
     const T* xr = x + r * d;
     T* yr = y + r * d;
     double mu = 0;
-    if (kCenter) mu = sum_in_lanes(0, d, [xr](int64_t j) { return static_cast<double>(xr[j]); }) / static_cast<double>(d);
+    if (kCenter) {
+      mu = sum_in_lanes(0, d, [xr](int64_t j) { return static_cast<double>(xr[j]); }) / static_cast<double>(d);
+    }
     // Biased: divides by d; about mu (two passes, no cancellation).
     const double var = sum_in_lanes(0, d, [xr, mu](int64_t j) {
                          const double c = xr[j] - mu;
@@ -62,7 +64,8 @@ void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T
       const T m = kCenter ? mean[r] : T(0);
       const T rs = rstd[r];
       auto wdy_at = [gr, weight](int64_t j) { return weight ? gr[j] * weight[j] : gr[j]; };
-      const double sum_wdy = kCenter ? sum_in_lanes(0, d, [&](int64_t j) { return static_cast<double>(wdy_at(j)); }) : 0.0;
+      const double sum_wdy =
+          kCenter ? sum_in_lanes(0, d, [&](int64_t j) { return static_cast<double>(wdy_at(j)); }) : 0.0;
       const double sum_wdy_xhat =
           sum_in_lanes(0, d, [&](int64_t j) { return static_cast<double>(wdy_at(j)) * ((xr[j] - m) * rs); });
       const T a = kCenter ? static_cast<T>(sum_wdy / static_cast<double>(d)) : T(0);
