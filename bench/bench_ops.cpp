@@ -22,16 +22,6 @@ using namespace vlmc;
 
 namespace {
 
-double rel_error(const Tensor& actual, const Tensor& expected) {
-  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff += (a[i] - e[i]) * (a[i] - e[i]);
-    norm += e[i] * e[i];
-  }
-  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
 std::string shapes_of(const bench::OpCase& c) {
   std::string out;
   for (const bench::InputSpec& in : c.inputs) {
@@ -92,7 +82,7 @@ int main(int argc, char** argv) {
         NoGradGuard no_grad;
         out = c.fn(inputs);
       }
-      row.max_rel_error = device.is_cuda() ? rel_error(out.to(Device::cpu()), cpu_out) : rel_error(out, want64);
+      row.max_rel_error = device.is_cuda() ? bench::rel_error(out.to(Device::cpu()), cpu_out) : bench::rel_error(out, want64);
       row.valid = row.max_rel_error <= (device.is_cuda() ? c.cuda_tol : 1e-4);
       if (row.valid) {
         const Tensor grad_out = Tensor::ones(out.shape(), DType::f32, device);

@@ -59,16 +59,6 @@ Tensor adaptive_avg_pool2d_reference_backward(const Tensor& gy, const kernels::P
   return Tensor::from_vector(gx, {s.batch, s.in_h, s.in_w, s.channels});
 }
 
-double test_rel_error(const Tensor& got, const Tensor& want) {
-  const std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    diff += (g[i] - w[i]) * (g[i] - w[i]);
-    norm += w[i] * w[i];
-  }
-  return std::isnan(diff) ? INFINITY : std::sqrt(diff / std::max(norm, 1e-300));
-}
-
 double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
   double diff = 0, norm = 0;
   for (size_t i = 0; i < want.size(); ++i) {
@@ -142,7 +132,7 @@ int main(int argc, char** argv) {
           // The backward of an average pool over disjoint 2x2 windows spreads g/4.
           backward();
           const Tensor expected = adaptive_avg_pool2d_reference_backward(gy.to(Device::cpu()), s);
-          row.max_rel_error = test_rel_error(gx.to(Device::cpu()), expected);
+          row.max_rel_error = bench::rel_error(gx.to(Device::cpu()), expected);
         } else {
           row.max_rel_error = rel_error(y.to_vector<float>(), want);
         }

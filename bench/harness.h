@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/tensor.h"
 #include "kernels/cuda_stream.h"
 
 namespace vlmc::bench {
@@ -29,6 +30,10 @@ Timing time_host(const std::function<void()>& fn, int warmup = 1, int repeats = 
 // buffer is overwritten so that no operand is served from L2.
 Timing time_device(const std::function<void()>& fn, cudaStream_t stream, int warmup = 2,
                    int repeats = 10);
+
+// ‖actual - expected‖ / ‖expected‖ over all elements (in double; the plain norm of
+// the difference where expected is zero; infinite when any difference is NaN).
+double rel_error(const Tensor& actual, const Tensor& expected);
 
 // Ceilings measured now, on this machine, for ratios in the same run.
 double host_sgemm_gflops(int64_t m, int64_t n, int64_t k);  // kernels::cpu::gemm (OpenBLAS)

@@ -1,17 +1,24 @@
 // CPU fused attention (see kernels/attention.h): the oracle for the CUDA kernels.
-// Forward: per (b, h, query row) the scores go to a row buffer, then a two-pass softmax
-// with the row maximum subtracted. Backward: per (b, KV head) one worker walks the query
-// heads of its group and recomputes P from q, k and the saved logsumexp, so dk/dv rows
-// have a single owner and the sums run in a fixed order. Every operand is addressed by its
-// HeadStrides, so the heads of a [B, L, H·Dh] projection are read and written in place.
+// Forward: per (b, h, block of up to kRowBlock query rows) the block's scores go to a
+// [rows, keys] buffer, each row gets a two-pass softmax with its maximum subtracted, and
+// P·V runs for the block at once. Backward: per (b, KV head) one worker walks the query
+// heads of its group in the same row blocks and recomputes P from q, k and the saved
+// logsumexp, so dk/dv rows have a single owner and the sums run in a fixed order. Every
+// operand is addressed by its HeadStrides, so the heads of a [B, L, H·Dh] projection are
+// read and written in place.
+//
+// The products inside a head (QKᵀ, dO·Vᵀ, P·V, dS·K, dSᵀ·Q, Pᵀ·dO) are register tiles
+// (kernels/cpu/head_products.h): the keys and values of a head are transposed once per
+// work item so that scores run across keys in vector lanes. A block of fewer than
+// kMinRowsToTranspose rows (decoding: one query row) takes dot products instead, which
+// read the keys where they lie.
 //
 // Accumulation: f64 tensors accumulate in double, one term after another (the gradient
-// check's oracle). f32 tensors accumulate in float, the dot products as vector lanes
-// (`omp simd` reductions), exp in float: the main job's stage-2 step (heads of 32) took
-// 30.5 ms instead of 35.3 ms on one thread of an AMD EPYC (docs/perf.md), and the golden
-// tests' 1e-5 holds. The exps of a row run as one vectorised pass of fast::exp_f32
-// (9e-8 relative; a libm call per score was 3 % of the stage-0 language model's step).
-// Both orders are fixed for a given build, so results stay bitwise reproducible.
+// check's oracle). f32 tensors accumulate in float, also one term after another per sum
+// (the few-row dot products as vector lanes, `omp simd`), exp in float; the golden tests'
+// 1e-5 holds. The exps of a row run as one vectorised pass of fast::exp_f32 (9e-8
+// relative; a libm call per score was 3 % of the stage-0 language model's step). Every
+// order is fixed for a given build, so results stay bitwise reproducible.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,6 +27,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/head_products.h"
 #include "kernels/cpu/parallel_errors.h"
 
 namespace vlmc::kernels::cpu {
@@ -53,35 +61,6 @@ inline double dot(const double* a, const double* b, int64_t n) {
   return sum;
 }
 
-// Head-dim elements whose sums one pass of weighted_rows keeps in registers.
-constexpr int64_t kDimBlock = 32;
-
-// out[d] = Σ_j w[j]·rows[j·stride + d] over the visible j < n, in j order. The sums of a
-// block of kDimBlock elements stay in registers across j (through memory, each add would
-// wait for the previous one's store).
-template <typename T, typename A>
-void weighted_rows(A* out, const A* w, const T* rows, int64_t stride, int64_t n, int64_t D,
-                   const int64_t* mrow) {
-  int64_t d0 = 0;
-  for (; d0 + kDimBlock <= D; d0 += kDimBlock) {
-    A acc[kDimBlock] = {};
-    for (int64_t j = 0; j < n; ++j) {
-      if (!visible(mrow, j)) continue;
-      const A wj = w[j];
-      const T* r = rows + j * stride + d0;
-      for (int64_t dd = 0; dd < kDimBlock; ++dd) acc[dd] += wj * r[dd];
-    }
-    for (int64_t dd = 0; dd < kDimBlock; ++dd) out[d0 + dd] = acc[dd];
-  }
-  if (d0 == D) return;
-  for (int64_t d = d0; d < D; ++d) out[d] = A(0);
-  for (int64_t j = 0; j < n; ++j) {
-    if (!visible(mrow, j)) continue;
-    const T* r = rows + j * stride;
-    for (int64_t d = d0; d < D; ++d) out[d] += w[j] * r[d];
-  }
-}
-
 // x[j] = exp(x[j] - shift) for j < n, in place. -inf (a masked score) gives 0.
 inline void exp_shifted(float* x, float shift, int64_t n) {
 #pragma omp simd
@@ -94,51 +73,83 @@ inline void exp_shifted(double* x, double shift, int64_t n) {
 
 }  // namespace
 
+// Query rows of one head in a work item: they share its transposed keys, and P·V
+// (or the backward's products) runs for the block at once.
+constexpr int64_t kRowBlock = 32;
+// Blocks with fewer rows keep dot products (transposing the keys would cost as much
+// as the scores themselves).
+constexpr int64_t kMinRowsToTranspose = 4;
+
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
                        bool causal, double scale, const AttentionShape& s, const AttentionStrides& st) {
   const int64_t B = s.batch, H = s.q_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / s.kv_heads;
-  const int64_t rows = B * H * Tq;
+  const int64_t row_blocks = (Tq + kRowBlock - 1) / kRowBlock;
+  const int64_t items = B * H * row_blocks;  // (b, h, block of query rows)
+  const int64_t ld_max = heads::padded_keys(S);
   using A = Acc<T>;
+  constexpr A kNegInf = -std::numeric_limits<A>::infinity();
   ParallelErrors errors;
-#pragma omp parallel if (rows * S * D > kGrain)
+#pragma omp parallel if (B * H * Tq * S * D > kGrain)
   {
-    std::vector<A> score, acc;
+    std::vector<A> p, o, l;  // P of a block [rows, ld], P·V [rows, D], each row's Σ exp
+    std::vector<T> kt;       // the head's keys by columns [D, ld]
+    std::vector<int64_t> keys;
     const bool ready = errors.run([&] {
-      score.resize(static_cast<size_t>(S));
-      acc.resize(static_cast<size_t>(D));
+      const int64_t rows = std::min(Tq, kRowBlock);
+      p.resize(static_cast<size_t>(rows * ld_max));
+      o.resize(static_cast<size_t>(rows * D));
+      l.resize(static_cast<size_t>(rows));
+      keys.resize(static_cast<size_t>(rows));
+      if (rows >= kMinRowsToTranspose) kt.resize(static_cast<size_t>(D * ld_max));
     });
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t item = 0; item < items; ++item) {
       if (!ready) continue;
-      const int64_t i = r % Tq, h = (r / Tq) % H, b = r / (Tq * H);
-      const T* qi = q + st.q.at(b, h, i);
+      const int64_t blk = item % row_blocks, h = (item / row_blocks) % H, b = item / (row_blocks * H);
+      const int64_t i0 = blk * kRowBlock, rows = std::min(Tq - i0, kRowBlock);
+      const T* qb = q + st.q.at(b, h, i0);
       const T* kh = k + st.k.at(b, h / group, 0);
       const T* vh = v + st.v.at(b, h / group, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
-      const int64_t lim = key_limit(i, causal, s);
-      A m = -std::numeric_limits<A>::infinity();
-      for (int64_t j = 0; j < lim; ++j) {
-        if (!visible(mrow, j)) {
-          score[j] = -std::numeric_limits<A>::infinity();
+      for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);
+      const int64_t n = keys[rows - 1];  // the limit grows with the row
+      const int64_t ld = heads::padded_keys(n);
+      if (rows >= kMinRowsToTranspose) {
+        heads::transpose_keys(kt.data(), kh, st.k.row, n, D, ld);
+        heads::scores_by_columns(p.data(), ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
+      } else {
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < keys[r]; ++j) p[r * ld + j] = dot(qb + r * st.q.row, kh + j * st.k.row, D);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        A* pr = p.data() + r * ld;
+        const int64_t lim = keys[r];
+        A m = kNegInf;
+        for (int64_t j = 0; j < lim; ++j) {
+          pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
+          m = std::max(m, pr[j]);
+        }
+        if (m == kNegInf) {  // no visible key: P = 0, the output zeros
+          std::fill(pr, pr + n, A(0));
+          l[r] = 0;
+          lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m);
           continue;
         }
-        score[j] = dot(qi, kh + j * st.k.row, D) * static_cast<A>(scale);
-        if (score[j] > m) m = score[j];
+        exp_shifted(pr, m, lim);  // pr[j] = P_ij·l, 0 where masked
+        A sum = 0;
+        for (int64_t j = 0; j < lim; ++j) sum += pr[j];
+        std::fill(pr + lim, pr + n, A(0));  // keys after the causal limit
+        l[r] = sum;
+        lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m + std::log(sum));
       }
-      T* oi = out + st.o.at(b, h, i);
-      if (m == -std::numeric_limits<A>::infinity()) {  // no visible key: zeros
-        for (int64_t d = 0; d < D; ++d) oi[d] = T(0);
-        lse[r] = static_cast<T>(m);
-        continue;
+      heads::weighted_sums(o.data(), D, p.data(), ld, 1, vh, st.v.row, rows, n, D, mrow, nullptr, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* oi = out + st.o.at(b, h, i0 + r);
+        const A* orow = o.data() + r * D;
+        for (int64_t d = 0; d < D; ++d) oi[d] = l[r] == 0 ? T(0) : static_cast<T>(orow[d] / l[r]);
       }
-      exp_shifted(score.data(), m, lim);  // score[j] = P_ij·l, 0 where masked
-      A l = 0;
-      for (int64_t j = 0; j < lim; ++j) l += score[j];
-      weighted_rows(acc.data(), score.data(), vh, st.v.row, lim, D, mrow);
-      for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[d] / l);
-      lse[r] = static_cast<T>(m + std::log(l));
     }
   }
   errors.rethrow();
@@ -151,17 +162,25 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
   const int64_t B = s.batch, H = s.q_heads, Hk = s.kv_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / Hk;
   const int64_t heads = B * Hk;
+  const int64_t ld_max = heads::padded_keys(S);
+  const int64_t block = std::min(Tq, kRowBlock);
   using A = Acc<T>;
+  constexpr A kNegInf = -std::numeric_limits<A>::infinity();
   ParallelErrors errors;
 #pragma omp parallel if (B * H * Tq * S * D > kGrain)
   {
-    std::vector<A> p, dp, dqi, dk_acc, dv_acc;
+    std::vector<A> p, ds, dqb, dk_acc, dv_acc;  // P and dP (then dS) of a block [rows, ld]
+    std::vector<T> kt, vt;                      // the head's keys and values by columns [D, ld]
+    std::vector<int64_t> keys;
     const bool ready = errors.run([&] {
-      p.resize(static_cast<size_t>(S));
-      dp.resize(static_cast<size_t>(S));
-      dqi.resize(static_cast<size_t>(D));
+      p.resize(static_cast<size_t>(block * ld_max));
+      ds.resize(static_cast<size_t>(block * ld_max));
+      dqb.resize(static_cast<size_t>(block * D));
       dk_acc.resize(static_cast<size_t>(S * D));
       dv_acc.resize(static_cast<size_t>(S * D));
+      kt.resize(static_cast<size_t>(D * ld_max));
+      vt.resize(static_cast<size_t>(D * ld_max));
+      keys.resize(static_cast<size_t>(block));
     });
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < heads; ++bh) {
@@ -170,48 +189,47 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       const T* kh = k + st.k.at(b, hk, 0);
       const T* vh = v + st.v.at(b, hk, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      const int64_t n_all = Tq > 0 ? key_limit(Tq - 1, causal, s) : 0;  // keys any row sees
+      const int64_t ld = heads::padded_keys(n_all);
+      heads::transpose_keys(kt.data(), kh, st.k.row, n_all, D, ld);
+      heads::transpose_keys(vt.data(), vh, st.v.row, n_all, D, ld);
       std::fill(dk_acc.begin(), dk_acc.end(), A(0));
       std::fill(dv_acc.begin(), dv_acc.end(), A(0));
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-        for (int64_t i = 0; i < Tq; ++i) {
-          const int64_t r = (b * H + h) * Tq + i;
-          const T* qi = q + st.q.at(b, h, i);
-          const T* gi = dout + st.o.at(b, h, i);
-          T* dqo = dq + st.dq.at(b, h, i);
-          const A L = static_cast<A>(lse[r]);
-          if (std::isinf(L) && L < 0) {  // fully masked row: P = 0
-            for (int64_t d = 0; d < D; ++d) dqo[d] = T(0);
-            delta[r] = T(0);
-            continue;
+        for (int64_t i0 = 0; i0 < Tq; i0 += kRowBlock) {
+          const int64_t rows = std::min(Tq - i0, kRowBlock);
+          const T* qb = q + st.q.at(b, h, i0);
+          const T* gb = dout + st.o.at(b, h, i0);
+          for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);
+          const int64_t n = keys[rows - 1];
+          // P_ij = exp(s_ij - lse_i), dP_ij = dO_i·v_j, delta_i = Σ_j P_ij dP_ij = dO_i·O_i,
+          // dS_ij·scale = P_ij (dP_ij - delta_i)·scale.
+          heads::scores_by_columns(p.data(), ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
+          heads::scores_by_columns(ds.data(), ld, gb, st.o.row, rows, keys.data(), vt.data(), D);
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t row = (b * H + h) * Tq + i0 + r;
+            A* pr = p.data() + r * ld;
+            A* dsr = ds.data() + r * ld;
+            const A L = static_cast<A>(lse[row]);
+            const int64_t lim = std::isinf(L) && L < 0 ? 0 : keys[r];  // fully masked row: P = 0
+            for (int64_t j = 0; j < lim; ++j) pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
+            exp_shifted(pr, L, lim);
+            A dl = 0;
+            for (int64_t j = 0; j < lim; ++j)  // fma spelled out, as in head_products.h's tail
+              if (visible(mrow, j)) dl = std::fma(pr[j], dsr[j], dl);
+            delta[row] = static_cast<T>(dl);
+            for (int64_t j = 0; j < lim; ++j) dsr[j] = pr[j] * (dsr[j] - dl) * static_cast<A>(scale);
+            std::fill(pr + lim, pr + n, A(0));
+            std::fill(dsr + lim, dsr + n, A(0));
           }
-          const int64_t lim = key_limit(i, causal, s);
-          // P_ij = exp(s_ij - lse_i), dP_ij = dO_i·v_j, and delta_i = Σ_j P_ij dP_ij = dO_i·O_i.
-          for (int64_t j = 0; j < lim; ++j) {
-            if (!visible(mrow, j)) {
-              p[j] = -std::numeric_limits<A>::infinity();
-              continue;
-            }
-            p[j] = dot(qi, kh + j * st.k.row, D) * static_cast<A>(scale);
-            dp[j] = dot(gi, vh + j * st.v.row, D);
+          // dQ = dS·K (rows x keys), dK += dSᵀ·Q and dV += Pᵀ·dO (keys x rows).
+          heads::weighted_sums(dqb.data(), D, ds.data(), ld, 1, kh, st.k.row, rows, n, D, mrow, nullptr, false);
+          for (int64_t r = 0; r < rows; ++r) {
+            T* dqo = dq + st.dq.at(b, h, i0 + r);
+            for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqb[r * D + d]);
           }
-          exp_shifted(p.data(), L, lim);
-          A dl = 0;
-          for (int64_t j = 0; j < lim; ++j)
-            if (visible(mrow, j)) dl += p[j] * dp[j];
-          delta[r] = static_cast<T>(dl);
-          A* ds = dp.data();  // dS_ij·scale, in place of dP
-          for (int64_t j = 0; j < lim; ++j) ds[j] = p[j] * (dp[j] - dl) * static_cast<A>(scale);
-          weighted_rows(dqi.data(), ds, kh, st.k.row, lim, D, mrow);
-          for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<T>(dqi[d]);
-          for (int64_t j = 0; j < lim; ++j) {
-            if (!visible(mrow, j)) continue;
-            A* dkj = dk_acc.data() + j * D;
-            A* dvj = dv_acc.data() + j * D;
-            for (int64_t d = 0; d < D; ++d) {
-              dkj[d] += ds[j] * qi[d];
-              dvj[d] += p[j] * gi[d];
-            }
-          }
+          heads::weighted_sums(dk_acc.data(), D, ds.data(), 1, ld, qb, st.q.row, n, rows, D, nullptr, mrow, true);
+          heads::weighted_sums(dv_acc.data(), D, p.data(), 1, ld, gb, st.o.row, n, rows, D, nullptr, mrow, true);
         }
       }
       for (int64_t j = 0; j < S; ++j) {

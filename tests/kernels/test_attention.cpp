@@ -156,6 +156,59 @@ TEST_CASE("scaled_dot_product_attention f32 agrees with f64", "[attention]") {
             scaled_dot_product_attention(q, k, v, Tensor(), true), 1e-6);
 }
 
+TEST_CASE("scaled_dot_product_attention f32 gradients agree with f64, on and off the CPU kernel's tiles",
+          "[attention]") {
+  // Head dims 32 and 64 fill the register tiles (kernels/cpu/head_products.h); 36 adds a
+  // tail, 4 has only the tail. 2 query rows take dot products, 6 a transposed head, 40
+  // two blocks of rows. Grouped KV heads, a key mask, causal with S > T.
+  for (const auto& [T, S, D] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {2, 9, 32}, {6, 6, 4}, {6, 11, 36}, {40, 40, 32}, {40, 45, 64}}) {
+    INFO("T " << T << " S " << S << " D " << D);
+    Generator gen(static_cast<uint64_t>(T * 100 + D));
+    const Tensor q64 = Tensor::randn({2, 4, T, D}, gen, DType::f64), k64 = Tensor::randn({2, 2, S, D}, gen, DType::f64),
+                 v64 = Tensor::randn({2, 2, S, D}, gen, DType::f64), w64 = Tensor::randn({2, 4, T, D}, gen, DType::f64);
+    std::vector<uint8_t> keep(static_cast<size_t>(2 * S), 1);
+    keep[1] = 0;
+    keep[static_cast<size_t>(S + S - 1)] = 0;
+    const Tensor mask = Tensor::from_vector(keep, {2, S});
+    auto run = [&](DType t) {
+      Tensor q = q64.to(t).set_requires_grad(true), k = k64.to(t).set_requires_grad(true),
+             v = v64.to(t).set_requires_grad(true);
+      const Tensor y = scaled_dot_product_attention(q, k, v, mask, true);
+      sum(y * w64.to(t)).backward();
+      return std::vector<Tensor>{y, q.grad(), k.grad(), v.grad()};
+    };
+    const std::vector<Tensor> f32 = run(DType::f32), f64 = run(DType::f64);
+    for (size_t i = 0; i < f32.size(); ++i) {
+      INFO("output " << i << " (y, dq, dk, dv)");
+      CHECK_REL(f32[i].to(DType::f64), f64[i], 1e-5);
+    }
+  }
+}
+
+TEST_CASE("scaled_dot_product_attention: a key mask of ones gives the bits of no mask", "[attention]") {
+  // LLaMA's default mask is no mask (tests/modules/test_llama.cpp relies on this).
+  for (const auto& [T, D] : std::vector<std::pair<int64_t, int64_t>>{{2, 4}, {6, 4}, {6, 36}, {40, 32}}) {
+    INFO("T " << T << " D " << D);
+    Generator gen(static_cast<uint64_t>(T + D));
+    const Tensor q0 = Tensor::randn({2, 2, T, D}, gen), k0 = Tensor::randn({2, 2, T, D}, gen),
+                 v0 = Tensor::randn({2, 2, T, D}, gen), w = Tensor::randn({2, 2, T, D}, gen);
+    auto run = [&](const Tensor& mask) {
+      Tensor q = q0.clone().set_requires_grad(true), k = k0.clone().set_requires_grad(true),
+             v = v0.clone().set_requires_grad(true);
+      const Tensor y = scaled_dot_product_attention(q, k, v, mask, true);
+      sum(y * w).backward();
+      return std::vector<std::vector<float>>{y.to_vector<float>(), q.grad().to_vector<float>(),
+                                             k.grad().to_vector<float>(), v.grad().to_vector<float>()};
+    };
+    const auto none = run(Tensor()), ones = run(Tensor::ones({2, T}, DType::u8));
+    for (size_t i = 0; i < none.size(); ++i) {
+      INFO("output " << i << " (y, dq, dk, dv)");
+      CHECK(none[i] == ones[i]);
+    }
+  }
+}
+
 TEST_CASE("scaled_dot_product_attention reads and writes a projection's heads in place, with the bits of contiguous operands",
           "[attention]") {
   // A module's heads: the [B, H, L, Dh] views of [B, L, H·Dh] projections (rows

@@ -1,0 +1,223 @@
+// The small products inside one attention head on the CPU (kernels/cpu/attention.cpp):
+// scores against keys laid out by columns, and weighted sums of rows. At the main
+// job's sizes (26 query rows, 32 head dims) these are matrices of a few hundred
+// elements, too small for a GEMM call, and the loops that computed them one
+// output at a time waited on a single chain of FMAs (4 cycles each) or ended
+// every dot product in a horizontal sum of its lanes.
+//
+// Both kernels keep a tile of independent sums in registers: 4 rows x 16 keys for
+// the scores, 2 outputs x 32 head dims for the weighted sums, eight 8-lane vectors
+// of f32 either way, enough to cover the FMA latency. Each sum still runs over its
+// terms in order (d for a score, the term index for a weighted sum), one term
+// after another, so results are bitwise reproducible and independent of the
+// thread count; f64 (the gradient check's oracle) sums in the same order.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace vlmc::kernels::cpu::heads {
+
+// Keys of a score tile, and the stride (ld) of a transposed head: a multiple of it.
+constexpr int64_t kKeyBlock = 16;
+// Query rows of a score tile.
+constexpr int64_t kRowTile = 4;
+// Outputs and head dims of a weighted-sum tile.
+constexpr int64_t kOutTile = 2;
+constexpr int64_t kDimBlock = 32;
+
+inline int64_t padded_keys(int64_t n) { return (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock; }
+
+namespace detail {
+
+// 32 bytes of T (8 floats or 4 doubles): a tile's accumulators are arrays of these,
+// which GCC keeps in registers (with plain arrays it shuffled the sums across lanes).
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  using type [[gnu::vector_size(32)]] = float;
+};
+template <>
+struct VecOf<double> {
+  using type [[gnu::vector_size(32)]] = double;
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kLanes = 32 / sizeof(T);
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// dst[c·lds + r] = src[r·srcs + c] for an 8 x 8 block of floats: eight loads, the
+// unpack / shuffle / 128-bit-swap sequence, eight stores (one scalar store per
+// element to rows ld apart cost a fifth of the forward kernel's time).
+inline void transpose8x8(float* dst, int64_t lds, const float* src, int64_t srcs) {
+  using V = Vec<float>;
+  V r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = load(src + i * srcs);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int c = 0; c < 4; ++c) {  // u[c]: columns c | c + 4 of rows 0-3; u[c + 4]: of rows 4-7
+    store(dst + c * lds, __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+    store(dst + (c + 4) * lds, __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+  }
+}
+
+}  // namespace detail
+
+// kt[d·ld + j] = k[j·stride + d] for j < n, d < D; columns n..ld-1 are zero.
+template <typename T>
+void transpose_keys(T* kt, const T* k, int64_t stride, int64_t n, int64_t D, int64_t ld) {
+  int64_t j0 = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j0 + 8 <= n; j0 += 8) {
+      int64_t d0 = 0;
+      for (; d0 + 8 <= D; d0 += 8) detail::transpose8x8(kt + d0 * ld + j0, ld, k + j0 * stride + d0, stride);
+      for (int64_t d = d0; d < D; ++d)
+        for (int64_t j = j0; j < j0 + 8; ++j) kt[d * ld + j] = k[j * stride + d];
+    }
+  }
+  for (int64_t j = j0; j < n; ++j)
+    for (int64_t d = 0; d < D; ++d) kt[d * ld + j] = k[j * stride + d];
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t j = n; j < ld; ++j) kt[d * ld + j] = T(0);
+}
+
+namespace detail {
+
+// R rows of s (stride ld), key block j0: s[r·ld + j0 + jj] = Σ_d x_r[d]·kt[d·ld + j0 + jj].
+template <int64_t R, typename T>
+inline void score_tile(T* s, int64_t ld, const T* x, int64_t xs, const T* kt, int64_t j0, int64_t D) {
+  constexpr int64_t V = kKeyBlock / kLanes<T>;
+  Vec<T> acc[R][V];  // zeroed element by element: `= {}` became a rep stos through the stack
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < V; ++c) acc[r][c] = Vec<T>{};
+  for (int64_t d = 0; d < D; ++d) {
+    Vec<T> col[V];
+    for (int64_t c = 0; c < V; ++c) col[c] = load(kt + d * ld + j0 + c * kLanes<T>);
+    for (int64_t r = 0; r < R; ++r) {
+      const T xd = x[r * xs + d];
+      for (int64_t c = 0; c < V; ++c) acc[r][c] += xd * col[c];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < V; ++c) store(s + r * ld + j0 + c * kLanes<T>, acc[r][c]);
+}
+
+}  // namespace detail
+
+// Scores of `rows` query rows x_r = x + r·xs against a transposed head kt (D x ld):
+// s[r·ld + j] = Σ_d x_r[d]·kt[d·ld + j], for j below the padded count of keys[r]
+// (whole key blocks: s has ld columns). keys[] gives each row's visible prefix;
+// a tile of rows computes up to its largest.
+template <typename T>
+void scores_by_columns(T* s, int64_t ld, const T* x, int64_t xs, int64_t rows, const int64_t* keys, const T* kt,
+                       int64_t D) {
+  int64_t r = 0;
+  for (; r + kRowTile <= rows; r += kRowTile) {
+    const int64_t n = *std::max_element(keys + r, keys + r + kRowTile);
+    for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock)
+      detail::score_tile<kRowTile>(s + r * ld, ld, x + r * xs, xs, kt, j0, D);
+  }
+  for (; r < rows; ++r)
+    for (int64_t j0 = 0; j0 < keys[r]; j0 += kKeyBlock) detail::score_tile<1>(s + r * ld, ld, x + r * xs, xs, kt, j0, D);
+}
+
+namespace detail {
+
+// Outputs o0..o0+R-1, head dims d0..d0+kDimBlock-1 of weighted_sums.
+template <int64_t R, typename A, typename T>
+inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t terms,
+                     int64_t d0, const int64_t* term_mask, bool accumulate) {
+  static_assert(std::is_same_v<A, T>, "the tiles load x in the accumulator's type");
+  constexpr int64_t V = kDimBlock / kLanes<T>;
+  Vec<A> acc[R][V];
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < V; ++c) acc[r][c] = accumulate ? load(out + r * ldo + d0 + c * kLanes<T>) : Vec<A>{};
+  for (int64_t t = 0; t < terms; ++t) {
+    if (term_mask != nullptr && term_mask[t] == 0) continue;
+    Vec<T> xr[V];
+    for (int64_t c = 0; c < V; ++c) xr[c] = load(x + t * xs + d0 + c * kLanes<T>);
+    for (int64_t r = 0; r < R; ++r) {
+      const A wr = w[r * wo + t * wt];
+      for (int64_t c = 0; c < V; ++c) acc[r][c] += wr * xr[c];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < V; ++c) store(out + r * ldo + d0 + c * kLanes<T>, acc[r][c]);
+}
+
+// The same sums for one head dim d (the tail of D beyond whole blocks), one output.
+template <typename A, typename T>
+inline void sum_scalar(A* out, const A* w, int64_t wt, const T* x, int64_t xs, int64_t terms, int64_t d,
+                       const int64_t* term_mask, bool accumulate) {
+  A acc = accumulate ? out[d] : A(0);
+  for (int64_t t = 0; t < terms; ++t) {
+    if (term_mask != nullptr && term_mask[t] == 0) continue;
+    // fma spelled out: GCC contracted a*b + c only where no mask test sat between
+    // them, and a mask of ones gave other bits than no mask.
+    acc = std::fma(w[t * wt], static_cast<A>(x[t * xs + d]), acc);
+  }
+  out[d] = acc;
+}
+
+template <int64_t R, typename A, typename T>
+inline void sum_rows(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t terms,
+                     int64_t D, const int64_t* term_mask, bool accumulate) {
+  int64_t d0 = 0;
+  for (; d0 + kDimBlock <= D; d0 += kDimBlock)
+    sum_tile<R>(out, ldo, w, wo, wt, x, xs, terms, d0, term_mask, accumulate);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t d = d0; d < D; ++d) sum_scalar(out + r * ldo, w + r * wo, wt, x, xs, terms, d, term_mask, accumulate);
+}
+
+}  // namespace detail
+
+// out_o[d] (+)= Σ_t w[o·wo + t·wt]·x[t·xs + d] for outputs o < outs (rows of out,
+// stride ldo), terms t < terms in order, d < D. Terms whose term_mask[t] is 0 and
+// outputs whose out_mask[o] is 0 are left out (a masked key's value is never
+// read, even where it is not finite). With accumulate, the sums start from out.
+// P·V and dS·K are outputs = query rows, terms = keys (wo = ld, wt = 1); dSᵀ·Q
+// and Pᵀ·dO are outputs = keys, terms = query rows (wo = 1, wt = ld).
+template <typename A, typename T>
+void weighted_sums(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t outs,
+                   int64_t terms, int64_t D, const int64_t* term_mask, const int64_t* out_mask, bool accumulate) {
+  int64_t o = 0;
+  while (o < outs) {
+    if (out_mask != nullptr && out_mask[o] == 0) {
+      ++o;
+      continue;
+    }
+    const bool pair = o + 1 < outs && (out_mask == nullptr || out_mask[o + 1] != 0);
+    if (pair) {
+      detail::sum_rows<kOutTile>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, terms, D, term_mask, accumulate);
+      o += kOutTile;
+    } else {
+      detail::sum_rows<1>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, terms, D, term_mask, accumulate);
+      ++o;
+    }
+  }
+}
+
+}  // namespace vlmc::kernels::cpu::heads
