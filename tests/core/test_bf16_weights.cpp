@@ -7,6 +7,7 @@
 // rounded to bf16 first; a 16-bit weight that requires grad is refused.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,34 @@ TEST_CASE("the low-precision-weight kernels honour leading dimensions and beta",
   CHECK(test::element_error(dx16.narrow(1, 0, k), matmul(gr, wf) + x, matmul(abs(gr), abs(wf)) + abs(x)).error <=
         kTolerance);
   CHECK(test::max_abs_error(dx16.narrow(1, k, ldx - k), xs.narrow(1, k, ldx - k)) == 0.0);
+}
+
+TEST_CASE("the low-precision-weight kernels over several widened tiles", "[bf16_weights]") {
+  // k = 2^15: a widened tile holds 2^20 / k = 32 weight rows, so n = 70 is three tiles
+  // (32, 32, 6), each product going through a dense buffer into y's columns (ldy > n),
+  // beta applied once; dx sums the tiles. m = 11 is past the streaming kernel.
+  const int64_t m = 11, n = 70, k = int64_t(1) << 15, ldy = 75;
+  Generator gen(5);
+  const Tensor x = Tensor::randn({m, k}, gen);
+  const Tensor w = Tensor::randn({n, k}, gen).to(DType::bf16), wf = w.to(DType::f32);
+  const Tensor y0 = Tensor::randn({m, ldy}, gen);
+  Tensor y = y0.clone();
+  kernels::cpu::gemm_lowp_weight_nt(m, n, k, x.data<float>(), k, static_cast<const uint16_t*>(w.data_ptr()), k,
+                                    DType::bf16, 0.5f, y.data<float>(), ldy);
+  const Tensor want = matmul(x, wf.transpose(0, 1)) + y0.narrow(1, 0, n) * 0.5;
+  CHECK(test::element_error(y.narrow(1, 0, n), want, magnitude(x, wf, Tensor()) + abs(y0.narrow(1, 0, n))).error <=
+        kTolerance);
+  CHECK(test::max_abs_error(y.narrow(1, n, ldy - n), y0.narrow(1, n, ldy - n)) == 0.0);
+  // beta 0 never reads y: NaNs there do not survive.
+  Tensor y_nan = Tensor::full({m, n}, NAN);
+  kernels::cpu::gemm_lowp_weight_nt(m, n, k, x.data<float>(), k, static_cast<const uint16_t*>(w.data_ptr()), k,
+                                    DType::bf16, 0.0f, y_nan.data<float>(), n);
+  CHECK(test::element_error(y_nan, matmul(x, wf.transpose(0, 1)), magnitude(x, wf, Tensor())).error <= kTolerance);
+  const Tensor g = Tensor::randn({m, n}, gen);
+  Tensor dx = x.clone();
+  kernels::cpu::gemm_lowp_weight_nn(m, n, k, g.data<float>(), n, static_cast<const uint16_t*>(w.data_ptr()), k,
+                                    DType::bf16, 1.0f, dx.data<float>(), k);
+  CHECK(test::element_error(dx, matmul(g, wf) + x, matmul(abs(g), abs(wf)) + abs(x)).error <= kTolerance);
 }
 
 TEST_CASE("a 16-bit weight that requires grad is refused, naming the op", "[bf16_weights]") {
