@@ -115,6 +115,13 @@ void unmap_block(void* ptr, size_t size) {
   munmap(ptr, size);
 }
 
+// Unmaps every cached block. Called with the lock held.
+void unmap_cached(Large& l) {
+  for (auto& [size, ptr] : l.cached) unmap_block(ptr, size);
+  l.cached.clear();
+  l.cached_bytes = 0;
+}
+
 // Unmaps cached blocks, the smallest first (the tails splits leave, the least
 // likely to serve a request), until `budget` bytes fit beside live + cached
 // under the high-water mark and the slack. Called with the lock held.
@@ -151,7 +158,14 @@ void* allocate_large(size_t size, size_t nbytes) {
     }
   } else {
     evict_for(l, size);
-    ptr = checked(map_block(size), nbytes);
+    ptr = map_block(size);
+    if (ptr == nullptr && !l.cached.empty()) {
+      // The cached blocks may be what stands in the way (an address-space or
+      // overcommit limit): all of them go back, and the request is tried once more.
+      unmap_cached(l);
+      ptr = map_block(size);
+    }
+    checked(ptr, nbytes);
   }
   l.live.emplace(ptr, got);
   l.live_bytes += got;
@@ -202,9 +216,7 @@ void release(void* ptr, size_t nbytes) {
 void empty_cache() {
   Large& l = large();
   std::lock_guard<std::mutex> lock(l.mutex);
-  for (auto& [size, ptr] : l.cached) unmap_block(ptr, size);
-  l.cached.clear();
-  l.cached_bytes = 0;
+  unmap_cached(l);
   l.high_water = l.live_bytes;
 }
 

@@ -5,7 +5,9 @@
 // caching allocator does on the device. The cache keeps a freed block only
 // while live tensors and cached blocks together stay within the tensors'
 // high-water mark plus 64 MiB, so it adds at most that to a run's peak
-// (host_allocator.cpp).
+// (host_allocator.cpp). When the system refuses a new mapping (an address
+// space or overcommit limit), every cached block is given back and the
+// mapping is tried once more before the out-of-memory error.
 #pragma once
 
 #include <cstddef>
