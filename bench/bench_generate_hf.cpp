@@ -4,7 +4,11 @@
 // decode token reads against memcpy. bench/generate_hf.py runs this and
 // transformers' generate on the same folder and threads and prints the ratio.
 //
-//   bench_generate_hf --model DIR [--weights file,f32] [--prompt 32] [--new 64] [--threads N] [--repeats N]
+//   bench_generate_hf --model DIR [--weights file,f32,file+bf16-prefill] [--prompt 32] [--new 64]
+//                     [--threads N] [--repeats N]
+//
+// A weights entry "W+bf16-prefill" runs the prompt's products in bf16, as
+// `vlmc generate --prefill-precision bf16` does; its logits are validated at 5e-2.
 //
 // The prompt is `prompt` token ids drawn from a fixed sequence (i * 7919 + 13
 // mod vocab, the first one BOS); no EOS stops the run, so every run makes
@@ -45,7 +49,12 @@ struct Model {
   std::string name;  // "file (bf16)", "f32", ...
   std::shared_ptr<nn::LlamaForCausalLM> lm;
   double load_seconds = 0;
+  bool prefill_bf16 = false;  // the prompt's products in bf16 (vlmc generate --prefill-precision bf16)
 };
+
+// Prompt logits with the products in bf16 against f32 ones: every product's
+// operands rounded to bf16, through all the layers.
+constexpr double kBf16Tolerance = 5e-2;
 
 // Bytes of weights one decode token reads: every parameter but the
 // embedding table (one row of it), unless the head is the table.
@@ -55,18 +64,6 @@ double decode_bytes(const nn::LlamaForCausalLM& lm) {
     if (name != "model.embed_tokens.weight" || lm.config().tie_word_embeddings)
       bytes += static_cast<double>(p.nbytes());
   return bytes;
-}
-
-// ||a - b|| / ||b|| in double.
-double rel_error(const Tensor& a, const Tensor& b) {
-  const std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  if (x.size() != y.size()) return 1e30;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    den += double(y[i]) * y[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
 }
 
 std::string dtypes_of(const nn::LlamaForCausalLM& lm) {
@@ -85,7 +82,7 @@ int main(int argc, char** argv) {
   std::string model_dir, weights_list = "file,f32";
   try {
     if (!bench::parse_common_flags(argc, argv,
-                                   "usage: bench_generate_hf --model DIR [--weights file,f32] [--prompt T] [--new N] "
+                                   "usage: bench_generate_hf --model DIR [--weights file,f32,file+bf16-prefill] [--prompt T] [--new N] "
                                    "[--threads N] [--repeats N] [--json PATH] [--quick]",
                                    flags))
       return 0;
@@ -139,16 +136,23 @@ int main(int argc, char** argv) {
       }
       models.push_back({"f32 (bf16 values)", rounded, 0});
       models.push_back({"bf16", low, 0});
+      models.push_back({"bf16, bf16 prefill", low, 0, true});
       same_values_tolerance = 1e-5;
     } else {
       std::stringstream list(weights_list);
       for (std::string w; std::getline(list, w, ',');) {
+        // "file+bf16-prefill": the file's weights, the prompt's products in bf16.
+        const size_t plus = w.find('+');
+        const bool prefill_bf16 = plus != std::string::npos;
+        if (prefill_bf16 && w.substr(plus) != "+bf16-prefill")
+          throw std::runtime_error("--weights: '" + w + "': the only mode after '+' is bf16-prefill");
         nn::PretrainedOptions options;
-        options.weights = nn::parse_weights_dtype(w);
+        options.weights = nn::parse_weights_dtype(w.substr(0, plus));
         nn::PretrainedModel m = nn::load_pretrained(model_dir, options);
         if (!m.llama) throw std::runtime_error(model_dir + " has no language model");
         std::printf("%s\n", m.report.summary().c_str());
-        models.push_back({w + " (" + dtypes_of(*m.llama) + ")", m.llama, m.report.seconds});
+        models.push_back({w.substr(0, plus) + " (" + dtypes_of(*m.llama) + ")" + (prefill_bf16 ? ", bf16 prefill" : ""),
+                          m.llama, m.report.seconds, prefill_bf16});
       }
     }
   } catch (const std::exception& e) {
@@ -184,18 +188,20 @@ int main(int argc, char** argv) {
     std::vector<double> decode_tps, prefill_s;
     const int runs = flags.warmup(1) + flags.repeats;
     bool ids_equal = true;
+    nn::GenerationConfig timed = config, first = validate;
+    timed.prefill_bf16 = first.prefill_bf16 = m.prefill_bf16;
     for (int r = 0; r < runs; ++r) {
-      const nn::GenerationResult out = nn::generate_from_ids(*m.lm, prompt_ids, r == 0 ? validate : config);
+      const nn::GenerationResult out = nn::generate_from_ids(*m.lm, prompt_ids, r == 0 ? first : timed);
       if (r == 0) {
         if (!reference_logits.defined()) {
           reference_logits = out.prompt_logits;
           reference_ids = out.ids;
           row.valid = true;
         } else {
-          row.max_rel_error = rel_error(out.prompt_logits, reference_logits);
-          row.valid = row.max_rel_error < same_values_tolerance;
+          row.max_rel_error = bench::rel_error(out.prompt_logits, reference_logits);
+          row.valid = row.max_rel_error < (m.prefill_bf16 ? kBf16Tolerance : same_values_tolerance);
           ids_equal = out.ids == reference_ids;
-          if (flags.quick) row.valid = row.valid && ids_equal;
+          if (flags.quick && !m.prefill_bf16) row.valid = row.valid && ids_equal;
         }
         row.valid = row.valid && static_cast<int64_t>(out.ids.size()) == new_tokens;
         if (!row.valid) break;

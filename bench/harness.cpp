@@ -39,6 +39,7 @@ Timing summarize(std::vector<double> ms) {
 
 double rel_error(const Tensor& actual, const Tensor& expected) {
   const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  if (a.size() != e.size()) return INFINITY;
   double diff = 0, norm = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     diff += (a[i] - e[i]) * (a[i] - e[i]);

@@ -32,7 +32,8 @@ Timing time_device(const std::function<void()>& fn, cudaStream_t stream, int war
                    int repeats = 10);
 
 // ‖actual - expected‖ / ‖expected‖ over all elements (in double; the plain norm of
-// the difference where expected is zero; infinite when any difference is NaN).
+// the difference where expected is zero; infinite when any difference is NaN
+// or the element counts differ).
 double rel_error(const Tensor& actual, const Tensor& expected);
 
 // Ceilings measured now, on this machine, for ratios in the same run.

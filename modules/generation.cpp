@@ -5,7 +5,9 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
@@ -173,7 +175,12 @@ GenerationResult generate(LlamaForCausalLM& model, const Tensor& inputs_embeds, 
   // Prefill: the whole prompt in one forward; the head over the last position
   // only, unless the prompt's logits are wanted.
   const auto start = std::chrono::steady_clock::now();
-  Tensor logits = model.forward_cached(inputs_embeds, cache, /*last_only=*/!config.keep_prompt_logits);
+  Tensor logits;
+  {
+    std::optional<AutocastGuard> bf16;  // only when asked: a caller's own autocast is left as it is
+    if (config.prefill_bf16) bf16.emplace(true);
+    logits = model.forward_cached(inputs_embeds, cache, /*last_only=*/!config.keep_prompt_logits);
+  }
   if (config.keep_prompt_logits) {
     result.prompt_logits = logits;
     logits = logits.narrow(1, t - 1, 1);

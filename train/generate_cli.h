@@ -25,6 +25,7 @@ struct GenerateOptions {
   std::string logits_out;  // safetensors: the prompt's logits and the pixel values
   std::string device = "cpu";
   std::string weights_dtype = "file";  // file, f32 or bf16 (nn::WeightsDType)
+  std::string prefill_precision = "f32";  // bf16: the prompt's forward under autocast (GenerationConfig)
 };
 
 int run_generate(const GenerateOptions& options);

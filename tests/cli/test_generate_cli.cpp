@@ -80,6 +80,24 @@ TEST_CASE("vlmc generate streams the text and takes the processor's expanded <im
   CHECK_THAT(streamed.err, Catch::Contains("tokens/s"));
 }
 
+TEST_CASE("vlmc generate --prefill-precision bf16 runs the prompt's products in bf16, near transformers' f32 logits",
+          "[cli][generation]") {
+  TempDir tmp("generate_cli_bf16");
+  const std::string logits = tmp.file("logits.safetensors");
+  const Result r = run_cli({"generate", "--model", kModel, "--image", kImage, "--prompt", kPrompt,
+                            "--max-new-tokens", "12", "--json", "--logits-out", logits, "--prefill-precision", "bf16"},
+                           tmp.path);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(nlohmann::json::parse(r.out).at("output_ids").get<std::vector<int64_t>>().size() == 12);
+  // Every product's operands rounded to bf16 (8 bits of mantissa), through the
+  // tiny tower and the prompt's forward: near the f32 logits, and not equal to them.
+  const auto written = vlmc::io::load_safetensors(logits);
+  const double error = vlmc::test::rel_error(written.at("logits"), expected().at("llava_chat.prompt_logits"));
+  CHECK(error < 5e-2);
+  CHECK(error > 1e-5);
+}
+
 TEST_CASE("vlmc generate: bad input is one clear error and nothing is written", "[cli][generation]") {
   TempDir tmp("generate_cli_bad");
   const std::string logits = tmp.file("logits.safetensors");
@@ -97,6 +115,12 @@ TEST_CASE("vlmc generate: bad input is one clear error and nothing is written", 
                              tmp.path);
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Contains("notes.jpg"));
+  }
+  SECTION("a precision it does not have") {
+    const Result r =
+        run_cli({"generate", "--model", kModel, "--prompt", "hi", "--prefill-precision", "f16"}, tmp.path);
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Catch::Contains("--prefill-precision"));
   }
   SECTION("a model folder without weights") {
     const Result r = run_cli({"generate", "--model", tmp.path.string(), "--prompt", "hi"}, tmp.path);

@@ -10,6 +10,8 @@
 #include <limits>
 #include <vector>
 
+#include "core/autocast.h"
+#include "core/autograd.h"
 #include "modules/generation.h"
 #include "modules/kv_cache.h"
 #include "modules/llama.h"
@@ -204,6 +206,28 @@ TEST_CASE("generate keeps the prompt's logits when asked", "[generation][modules
   const nn::GenerationResult only = nn::generate_from_ids(lm, prompt, config);
   CHECK(only.ids.empty());
   CHECK_REL(only.prompt_logits, lm.forward_ids(prompt), kTolerance);
+}
+
+TEST_CASE("generate with a bf16 prefill: the prompt's logits as autocast gives them, the caller's mode kept",
+          "[generation][modules]") {
+  Generator gen(16);
+  nn::LlamaForCausalLM lm(small_config(), gen);
+  const Tensor prompt = random_ids(1, 7, 17);
+  nn::GenerationConfig config;
+  config.max_new_tokens = 4;
+  config.keep_prompt_logits = true;
+  config.prefill_bf16 = true;
+  const nn::GenerationResult r = nn::generate_from_ids(lm, prompt, config);
+  CHECK_FALSE(autocast_bf16());  // the prefill's guard is gone with it
+  Tensor want;
+  {
+    AutocastGuard bf16(true);
+    NoGradGuard no_grad;
+    want = lm.forward_ids(prompt);
+  }
+  CHECK_REL(r.prompt_logits, want, kTolerance);  // the full forward under autocast
+  CHECK(test::rel_error(r.prompt_logits, lm.forward_ids(prompt)) > 1e-5);  // not the f32 logits
+  CHECK(r.ids.size() == 4);
 }
 
 TEST_CASE("generate stops at an EOS id and keeps it", "[generation][modules]") {
