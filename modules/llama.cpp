@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -136,18 +137,23 @@ LlamaAttention::LlamaAttention(const LlamaConfig& config, Generator& gen)
   o_proj = register_module("o_proj", projection(num_heads_ * head_dim_, d, init_std, gen));
 }
 
-Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask) {
-  // x [B, L, D]
-  const int64_t b = x.size(0), l = x.size(1);
-  // [B, L, H*Dh] -> [B, H, L, Dh]
-  auto heads = [&](const Tensor& t, int64_t h) { return t.view({b, l, h, head_dim_}).transpose(1, 2); };
+Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask,
+                               const PackedRows* packed) {
+  // x [B, L, D], or [N, D] packed
+  const int64_t b = packed ? packed->batch : x.size(0), l = packed ? packed->length : x.size(1);
+  // [B, L, H*Dh] (or its N real rows, put back in place) -> [B, H, L, Dh]
+  auto heads = [&](const Tensor& t, int64_t h) {
+    const Tensor padded = packed ? index_select(t, 0, packed->padded) : t;
+    return padded.view({b, l, h, head_dim_}).transpose(1, 2);
+  };
   const Tensor q = apply_rotary(heads(q_proj->forward(x), num_heads_), rotary);
   const Tensor k = apply_rotary(heads(k_proj->forward(x), num_kv_heads_), rotary);
   const Tensor v = heads(v_proj->forward(x), num_kv_heads_);  // read in place on the CPU
   // The op maps query head h to KV head h / (H/Hkv), as HF's repeat_kv.
   const Tensor attn = scaled_dot_product_attention(q, k, v, key_padding_mask, /*causal=*/true);
-  // [B, H, L, Dh] -> [B, L, H*Dh]
-  return o_proj->forward(attn.transpose(1, 2).reshape({b, l, num_heads_ * head_dim_}));
+  // [B, H, L, Dh] -> [B, L, H*Dh] (or its real rows [N, H*Dh])
+  const Tensor out = attn.transpose(1, 2).reshape({b, l, num_heads_ * head_dim_});
+  return o_proj->forward(packed ? index_select(out.view({b * l, num_heads_ * head_dim_}), 0, packed->rows) : out);
 }
 
 Tensor LlamaAttention::forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache, int64_t layer) {
@@ -201,8 +207,9 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config, Generator& gen) 
       "post_attention_layernorm", std::make_shared<LlamaRMSNorm>(config.hidden_size, config.rms_norm_eps));
 }
 
-Tensor LlamaDecoderLayer::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask) {
-  const Tensor h = x + self_attn->forward(input_layernorm->forward(x), rotary, key_padding_mask);
+Tensor LlamaDecoderLayer::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask,
+                                  const PackedRows* packed) {
+  const Tensor h = x + self_attn->forward(input_layernorm->forward(x), rotary, key_padding_mask, packed);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -247,17 +254,54 @@ Tensor LlamaModel::forward(const Tensor& inputs_embeds, const Tensor& attention_
   const RotaryTables rotary = rotary_tables(positions, config_.head_dim(), config_.rope_theta,
                                             config_.max_position_embeddings, inputs_embeds.dtype(),
                                             inputs_embeds.device());
+  if (pack_padding && attention_mask.defined()) return forward_packed(inputs_embeds, attention_mask, rotary);
+  return decoder(inputs_embeds, rotary, attention_mask, nullptr);
+}
+
+Tensor LlamaModel::decoder(const Tensor& inputs_embeds, const RotaryTables& rotary, const Tensor& attention_mask,
+                           const PackedRows* packed) {
   Tensor h = inputs_embeds;
   for (const auto& layer : layers->items) {
     if (gradient_checkpointing) {
-      // Captured by value: the backward recomputes after this frame is gone.
-      h = checkpoint([layer, rotary, attention_mask](const Tensor& x) { return layer->forward(x, rotary, attention_mask); },
-                     h);
+      // Captured by value (the rows too): the backward recomputes after this frame is gone.
+      const std::optional<PackedRows> rows = packed ? std::optional<PackedRows>(*packed) : std::nullopt;
+      h = checkpoint(
+          [layer, rotary, attention_mask, rows](const Tensor& x) {
+            return layer->forward(x, rotary, attention_mask, rows ? &*rows : nullptr);
+          },
+          h);
     } else {
-      h = layer->forward(h, rotary, attention_mask);
+      h = layer->forward(h, rotary, attention_mask, packed);
     }
   }
   return norm->forward(h);
+}
+
+Tensor LlamaModel::forward_packed(const Tensor& inputs_embeds, const Tensor& attention_mask,
+                                  const RotaryTables& rotary) {
+  const int64_t b = inputs_embeds.size(0), l = inputs_embeds.size(1), d = inputs_embeds.size(2);
+  // The mask is read on the host (a synchronisation on CUDA): the row lists are its shape.
+  const std::vector<int64_t> keep = attention_mask.to(Device::cpu()).to(DType::i64).to_vector<int64_t>();
+  std::vector<int64_t> rows, padded(static_cast<size_t>(b * l), 0);
+  for (int64_t p = 0; p < b * l; ++p) {
+    if (keep[static_cast<size_t>(p)] == 0) continue;
+    padded[static_cast<size_t>(p)] = static_cast<int64_t>(rows.size());
+    rows.push_back(p);
+  }
+  const int64_t n = static_cast<int64_t>(rows.size());
+  // Nothing to leave out (or nothing left): the padded forward.
+  if (n == 0 || n == b * l) return decoder(inputs_embeds, rotary, attention_mask, nullptr);
+  const Device device = inputs_embeds.device();
+  const PackedRows packed{Tensor::from_vector(rows, {n}).to(device), Tensor::from_vector(padded, {b * l}).to(device),
+                          b, l};
+  const Tensor h = decoder(index_select(inputs_embeds.reshape({b * l, d}), 0, packed.rows), rotary, attention_mask,
+                           &packed);  // [N, D]
+  // Back to [B, L, D], zeros at the padding: row N of [h; 0] for each of them.
+  std::vector<int64_t> place(padded);
+  for (int64_t p = 0; p < b * l; ++p)
+    if (keep[static_cast<size_t>(p)] == 0) place[static_cast<size_t>(p)] = n;
+  const Tensor with_zero = cat({h, Tensor::zeros({1, d}, h.dtype(), device)}, 0);  // [N + 1, D]
+  return index_select(with_zero, 0, Tensor::from_vector(place, {b * l}).to(device)).view({b, l, d});
 }
 
 Tensor LlamaModel::forward_cached(const Tensor& inputs_embeds, KVCache& cache) {

@@ -78,13 +78,26 @@ RotaryTables rotary_tables(const Tensor& position_ids, int64_t head_dim, double 
 // gradient reaches x.
 Tensor apply_rotary(const Tensor& x, const RotaryTables& tables);
 
+// The real tokens of a padded batch [B, L], for running the decoder's per-row
+// work (projections, norms, MLP) on them alone (LlamaModel::pack_padding).
+struct PackedRows {
+  Tensor rows;    // i64 [N]: b·L + t of each real token, in order
+  Tensor padded;  // i64 [B·L]: each position's row of the packed tensor; a padding
+                  // position takes row 0, whose copy only masked keys and unread
+                  // query rows see
+  int64_t batch = 0, length = 0;
+};
+
 // LlamaAttention: q/k/v/o projections without bias, rotary positions on q and
 // k, then one fused causal attention over the padding mask.
 class LlamaAttention : public Module {
  public:
   LlamaAttention(const LlamaConfig& config, Generator& gen);
-  // x [B, L, D], key_padding_mask [B, L] or undefined -> [B, L, D].
-  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+  // x [B, L, D], key_padding_mask [B, L] or undefined -> [B, L, D]. With
+  // `packed`, x is [N, D], the real tokens' rows: the projections run on them,
+  // and only the attention sees the [B, L] layout -> [N, D].
+  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask,
+                 const PackedRows* packed = nullptr);
   // Generation: x [B, T, D] at positions cache.length().. (rotary holds their
   // rows); the new rotated keys and values go into layer `layer` of the cache,
   // and the T queries attend over all cached and new keys, causally within
@@ -110,7 +123,8 @@ class LlamaMLP : public UnaryModule {
 class LlamaDecoderLayer : public Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& config, Generator& gen);
-  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask);
+  Tensor forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask,
+                 const PackedRows* packed = nullptr);
   // The same with the attention's keys and values from / into the cache.
   Tensor forward_cached(const Tensor& x, const RotaryTables& rotary, KVCache& cache, int64_t layer);
 
@@ -155,8 +169,20 @@ class LlamaModel : public Module {
   // (core/checkpoint.h). The gradients are the same; a step costs one more
   // forward of the decoder.
   bool gradient_checkpointing = false;
+  // Training with padded batches: where attention_mask has padding, every
+  // decoder layer runs its projections, norms and MLP on the real tokens alone
+  // ([N, D] rather than [B, L, D]); only the attention takes the [B, L] layout.
+  // The real positions' outputs and every gradient are those of the padded
+  // forward (up to the order of the products' sums); padding positions come
+  // out as zeros, where Hugging Face computes values nothing reads. The main
+  // job's stage-0 language model pads a third of its rows (docs/perf.md).
+  bool pack_padding = false;
 
  private:
+  Tensor forward_packed(const Tensor& inputs_embeds, const Tensor& attention_mask, const RotaryTables& rotary);
+  // The layers (checkpointed when asked) and the final norm, on [B, L, D] or packed rows.
+  Tensor decoder(const Tensor& inputs_embeds, const RotaryTables& rotary, const Tensor& attention_mask,
+                 const PackedRows* packed);
   LlamaConfig config_;
 };
 

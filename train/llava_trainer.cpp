@@ -183,6 +183,7 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
                          "stage 1's (LLaVA passes pretrain_mm_mlp_adapter)\n");
   }
   lm.llama->model->gradient_checkpointing = c.model_gradient_checkpointing;
+  lm.llama->model->pack_padding = true;  // conversations of every length: the padding is left out of the per-row work
   llava->set_stage(stage);
   llava->train();
   const Device device = dist::rank_device(c.device, dist::launch_info());

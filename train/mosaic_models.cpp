@@ -87,6 +87,9 @@ MosaicModels build_models(const TrainConfig& c, const Tokenizer& tokenizer) {
   m.vision = std::make_shared<nn::CLIPVisionModel>(c.vision_config(), gen);
   m.quadrant_head = std::make_shared<nn::Linear>(c.vision_hidden_size, kFashionMnistClasses, true, gen);
   m.language = std::make_shared<nn::LlamaForCausalLM>(c.language_config(tokenizer.vocab_size()), gen);
+  // Stage 0's text batches mix captions and questions of different lengths:
+  // the decoder's per-row work skips the padding (a third of the rows).
+  m.language->model->pack_padding = true;
   nn::LlavaConfig lc;
   lc.projector_type = c.connector;
   lc.connector = c.connector_config();

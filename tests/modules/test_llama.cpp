@@ -295,3 +295,47 @@ TEST_CASE("llama serves as LlavaModel's language model", "[llama][modules]") {
   }
   for (const Tensor& p : llava.connector->parameters()) CHECK(p.grad().defined());
 }
+
+TEST_CASE("llama with pack_padding: the padded forward's real positions and gradients, zeros at the padding",
+          "[llama][modules]") {
+  Generator gen(9);
+  nn::LlamaForCausalLM lm(small_config(), gen);
+  const int64_t B = 3, L = 7, D = 16;
+  const Tensor embeds = Tensor::randn({B, L, D}, gen);
+  // Sample 0 full, sample 1 right-padded by 3, sample 2 left-padded by 2 (positions from 0 at its first token).
+  const Tensor mask = Tensor::from_vector(
+      std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1}, {B, L});
+  const Tensor pos = Tensor::from_vector(
+      std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, {B, L});
+  const Tensor weights = Tensor::randn({B, L, 23}, gen) * mask.to(DType::f32).unsqueeze(2);  // real positions only
+  for (const bool checkpointing : {false, true}) {
+    INFO("gradient checkpointing " << checkpointing);
+    lm.model->gradient_checkpointing = checkpointing;
+    auto run = [&](bool pack) {
+      lm.model->pack_padding = pack;
+      lm.zero_grad();
+      Tensor x = embeds.clone().set_requires_grad(true);
+      const Tensor logits = lm.forward(x, mask, pos);
+      sum(logits * weights).backward();
+      std::vector<Tensor> out{logits, x.grad()};
+      for (const auto& [name, p] : lm.named_parameters())
+        if (p.grad().defined()) out.push_back(p.grad().clone());  // the table is not read: inputs_embeds are given
+      return out;
+    };
+    const std::vector<Tensor> padded = run(false), packed = run(true);
+    const Tensor real = mask.to(DType::f32).unsqueeze(2);
+    CHECK_REL(packed[0] * real, padded[0] * real, 1e-5);         // the real positions' logits
+    CHECK(test::max_abs_error(packed[0] * (1.0 - real), Tensor::zeros({B, L, 23})) == 0.0);  // zeros at the padding
+    for (size_t i = 1; i < padded.size(); ++i) {
+      INFO("gradient " << i << " (1: inputs_embeds, then the parameters in order)");
+      CHECK_REL(packed[i], padded[i], 1e-5);
+    }
+  }
+  // No padding in the mask: the plain forward, bit for bit.
+  lm.model->gradient_checkpointing = false;
+  const Tensor ones = Tensor::ones({B, L}, DType::i64);
+  lm.model->pack_padding = true;
+  const Tensor a = lm.forward(embeds, ones, pos);
+  lm.model->pack_padding = false;
+  CHECK(a.to_vector<float>() == lm.forward(embeds, ones, pos).to_vector<float>());
+}
