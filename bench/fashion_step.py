@@ -3,7 +3,7 @@
 replica, on 1 and 2 threads, in one run:
 
     V/bin/python bench/fashion_step.py build/vlmc [--stage 2|1|0-vision|0-language] [--steps 100]
-        [--threads 1,2] [--json PATH]
+        [--threads 1,2] [--rounds 3] [--json PATH]
 
 vlmc     `vlmc --threads T train --config configs/fashion-mosaic.toml` as a user runs it, the other
          stage cut to one step and this one to 10 + --steps steps (stage 0 comes from, or goes to, a
@@ -25,8 +25,8 @@ PyTorch  transformers' LlamaForCausalLM of the config's sizes (2 layers, width 1
          text alone, as many positions as vlmc's records show, clipping at 1.0, AdamW (lr 1e-3, weight
          decay 0.01), batch 32. For these vlmc trains stage 0 in each timed run (a fresh cache).
 
-Both are f32. Prints each side's ms per step and the ratio, per thread count, and the speed-up of 2
-threads over 1.
+Both are f32. For each thread count the two alternate --rounds times; prints each side's median ms per
+step over the rounds and their ratio (and every round's figure), and the speed-up of 2 threads over 1.
 """
 
 import argparse
@@ -142,9 +142,9 @@ def pytorch_step_ms(stage, positions, threads, steps):
     return 1e3 * timed_steps(step, steps)
 
 
-def vlmc_step_ms(vlmc, stage, root, cache, threads, steps):
+def vlmc_step_ms(vlmc, stage, root, cache, threads, steps, round_index=0):
     """The median step time in ms and the positions a sample, from the stage's metrics."""
-    name = f"s{stage}t{threads}"
+    name = f"s{stage}t{threads}r{round_index}"
     timed = str(WARMUP + steps)
     lengths = {"1": ["--stage1.steps", timed, "--stage2.steps", "1"],
                "2": ["--stage1.steps", "1", "--stage2.steps", timed],
@@ -171,6 +171,9 @@ def main():
     ap.add_argument("--stage", choices=STAGES, default="2")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="vlmc and PyTorch alternate this many times per thread count; their medians are compared "
+                         "(other tenants of a shared machine move either by up to 30 %% between minutes)")
     ap.add_argument("--json")
     args = ap.parse_args()
     vlmc = os.path.abspath(args.vlmc)
@@ -187,14 +190,22 @@ def main():
                             "--stage2.steps", "1", "--eval.mosaics", "1"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for t in threads:
-            vlmc_ms, positions = vlmc_step_ms(vlmc, args.stage, root, cache, t, args.steps)
-            rows[t] = {"vlmc_ms": vlmc_ms, "pytorch_ms": pytorch_step_ms(args.stage, positions, t, args.steps)}
+            v, p = [], []
+            for r in range(args.rounds):
+                vlmc_ms, positions = vlmc_step_ms(vlmc, args.stage, root, cache, t, args.steps, r)
+                v.append(vlmc_ms)
+                p.append(pytorch_step_ms(args.stage, positions, t, args.steps))
+            rows[t] = {"vlmc_ms": statistics.median(v), "pytorch_ms": statistics.median(p), "vlmc_rounds_ms": v,
+                       "pytorch_rounds_ms": p}
     batch = BATCH_OF[args.stage]
     print(f"{RECORD[args.stage]} step of configs/fashion-mosaic.toml (batch {batch}, {batch * positions} positions, "
-          f"f32), median of {args.steps} steps; PyTorch {torch.__version__}")
+          f"f32), median of {args.steps} steps; PyTorch {torch.__version__}; the median of {args.rounds} "
+          f"alternating rounds")
     for t, r in rows.items():
         print(f"  {t} thread(s): vlmc {r['vlmc_ms']:7.2f} ms  PyTorch {r['pytorch_ms']:7.2f} ms  "
-              f"PyTorch / vlmc {r['pytorch_ms'] / r['vlmc_ms']:.2f}x")
+              f"PyTorch / vlmc {r['pytorch_ms'] / r['vlmc_ms']:.2f}x   rounds: vlmc "
+              + " ".join(f"{x:.2f}" for x in r["vlmc_rounds_ms"]) + ", PyTorch "
+              + " ".join(f"{x:.2f}" for x in r["pytorch_rounds_ms"]))
     if 1 in rows and 2 in rows:
         print(f"  2 threads over 1: vlmc {rows[1]['vlmc_ms'] / rows[2]['vlmc_ms']:.2f}x, "
               f"PyTorch {rows[1]['pytorch_ms'] / rows[2]['pytorch_ms']:.2f}x")
