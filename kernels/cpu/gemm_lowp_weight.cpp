@@ -13,8 +13,8 @@
 //
 // Everything else widens the weight tile by tile into an f32 scratch and
 // hands the tile to the f32 GEMM (kernels/cpu/gemm.cpp: oneDNN, else
-// OpenBLAS), its product into a dense buffer: compute-bound shapes run at
-// sgemm speed, and the scratch stays a few MB whatever the weight's size.
+// OpenBLAS): compute-bound shapes run at sgemm speed, and the scratch stays a
+// few MB whatever the weight's size.
 #include "kernels/gemm_lowp_weight.h"
 
 #include <algorithm>
@@ -151,21 +151,6 @@ void widen_rows(float* dst, const uint16_t* w, int64_t ldw, DType w_dtype, int64
   }
 }
 
-// y[r, :cols] = t[r, :] + beta·y[r, :cols] for r < rows (t dense [rows, cols]); y is
-// not read at beta 0 (it may hold NaNs from an uninitialised buffer).
-void add_columns(float* y, int64_t ldy, const float* t, int64_t rows, int64_t cols, float beta) {
-#pragma omp parallel for schedule(static) if (rows * cols >= (int64_t(1) << 15))
-  for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * ldy;
-    const float* tr = t + r * cols;
-    if (beta == 0.0f) {
-      std::copy(tr, tr + cols, yr);
-    } else {
-      for (int64_t c = 0; c < cols; ++c) yr[c] = tr[c] + beta * yr[c];
-    }
-  }
-}
-
 // Weight rows per widened tile: about 4 MB of f32.
 int64_t tile_rows(int64_t n, int64_t k) {
   return std::clamp<int64_t>((int64_t(1) << 20) / std::max<int64_t>(k, 1), 1, std::max<int64_t>(n, 1));
@@ -230,22 +215,10 @@ void gemm_lowp_weight_nt(int64_t m, int64_t n, int64_t k, const float* x, int64_
   // y[:, j0:j0+nb] = x · tileᵀ, tile = w[j0:j0+nb, :] widened.
   const int64_t nb = tile_rows(n, k);
   std::unique_ptr<float[]> scratch(new float[static_cast<size_t>(nb * k)]);
-  if (nb >= n) {  // one tile: straight into y
-    widen_rows(scratch.get(), w, ldw, w_dtype, 0, n, k);
-    gemm<float>(false, true, m, n, k, 1.0f, x, ldx, scratch.get(), k, beta, y, ldy);
-    return;
-  }
-  // Several tiles: each product goes to a dense [m, nb] buffer, then into y's
-  // columns. oneDNN's fast f32 kernel (brgemm) takes no output whose rows are
-  // longer than its columns; given y's columns directly it fell back to its
-  // generic sgemm, and a 32-token prefill's [32, 2048] x [2048, 5632] took
-  // 19.6 ms against 5.4 ms with f32 weights (AMD EPYC, 2 threads).
-  std::unique_ptr<float[]> product(new float[static_cast<size_t>(m * nb)]);
   for (int64_t j0 = 0; j0 < n; j0 += nb) {
     const int64_t count = std::min(nb, n - j0);
     widen_rows(scratch.get(), w, ldw, w_dtype, j0, count, k);
-    gemm<float>(false, true, m, count, k, 1.0f, x, ldx, scratch.get(), k, 0.0f, product.get(), count);
-    add_columns(y + j0, ldy, product.get(), m, count, beta);
+    gemm<float>(false, true, m, count, k, 1.0f, x, ldx, scratch.get(), k, beta, y + j0, ldy);
   }
 }
 

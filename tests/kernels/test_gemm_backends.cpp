@@ -52,7 +52,7 @@ std::vector<float> values(size_t n, uint32_t seed) {
 // (gemm_bf16), checked element by element against a double loop over the
 // stored values: |c - want| <= 1e-6 * (|alpha| * sum |a*b| + |beta * c0|).
 template <bool kBf16>
-void check_product(bool ta, bool tb, int broadcast, float alpha, float beta) {
+void check_product(bool ta, bool tb, int broadcast, float alpha, float beta, int64_t batch) {
   using Stored = std::conditional_t<kBf16, uint16_t, float>;
   const auto stored = [](size_t count, uint32_t seed) {
     const std::vector<float> v = values(count, seed);
@@ -73,7 +73,7 @@ void check_product(bool ta, bool tb, int broadcast, float alpha, float beta) {
       return x;
     }
   };
-  const int64_t m = 13, n = 11, k = 37, batch = 3, pad = 3;
+  const int64_t m = 13, n = 11, k = 37, pad = 3;
   const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, lda = a_cols + pad;
   const int64_t b_rows = tb ? n : k, b_cols = tb ? k : n, ldb = b_cols + pad;
   const int64_t ldc = n + pad;
@@ -126,12 +126,15 @@ void check_products_on_both_backends() {
     if (!use_onednn) CHECK(backend.rfind("OpenBLAS", 0) == 0);
     for (bool ta : {false, true})
       for (bool tb : {false, true})
-        for (int broadcast = 0; broadcast < 3; ++broadcast)  // none, a shared, b shared
+        // Three matrices (none, a or b shared), and one alone (oneDNN takes its strided
+        // rows of C through a dense buffer).
+        for (int broadcast = 0; broadcast < 4; ++broadcast)
           for (float beta : {0.0f, 0.5f, 1.0f})
             for (float alpha : {1.0f, -1.25f}) {
-              INFO(backend << ": trans_a " << ta << " trans_b " << tb << " broadcast " << broadcast << " alpha "
-                           << alpha << " beta " << beta);
-              check_product<kBf16>(ta, tb, broadcast, alpha, beta);
+              const int64_t batch = broadcast == 3 ? 1 : 3;
+              INFO(backend << ": trans_a " << ta << " trans_b " << tb << " broadcast " << broadcast << " batch "
+                           << batch << " alpha " << alpha << " beta " << beta);
+              check_product<kBf16>(ta, tb, broadcast == 3 ? 0 : broadcast, alpha, beta, batch);
             }
   }
 }
