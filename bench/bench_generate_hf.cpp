@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
   std::string model_dir, weights_list = "file,f32";
   try {
     if (!bench::parse_common_flags(argc, argv,
-                                   "usage: bench_generate_hf --model DIR [--weights file,f32,file+bf16-prefill] [--prompt T] [--new N] "
-                                   "[--threads N] [--repeats N] [--json PATH] [--quick]",
+                                   "usage: bench_generate_hf --model DIR [--weights file,f32,file+bf16-prefill] "
+                                   "[--prompt T] [--new N] [--threads N] [--repeats N] [--json PATH] [--quick]",
                                    flags))
       return 0;
     for (size_t i = 0; i < flags.rest.size(); ++i) {
@@ -151,8 +151,8 @@ int main(int argc, char** argv) {
         nn::PretrainedModel m = nn::load_pretrained(model_dir, options);
         if (!m.llama) throw std::runtime_error(model_dir + " has no language model");
         std::printf("%s\n", m.report.summary().c_str());
-        models.push_back({w.substr(0, plus) + " (" + dtypes_of(*m.llama) + ")" + (prefill_bf16 ? ", bf16 prefill" : ""),
-                          m.llama, m.report.seconds, prefill_bf16});
+        const std::string name = w.substr(0, plus) + " (" + dtypes_of(*m.llama) + ")";
+        models.push_back({prefill_bf16 ? name + ", bf16 prefill" : name, m.llama, m.report.seconds, prefill_bf16});
       }
     }
   } catch (const std::exception& e) {

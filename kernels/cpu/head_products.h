@@ -203,6 +203,7 @@ inline void sum_rows(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, co
 template <typename A, typename T>
 void weighted_sums(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t outs,
                    int64_t terms, int64_t D, const int64_t* term_mask, const int64_t* out_mask, bool accumulate) {
+  static_assert(kOutTile == 2, "the loop below takes outputs in pairs");
   int64_t o = 0;
   while (o < outs) {
     if (out_mask != nullptr && out_mask[o] == 0) {
