@@ -38,6 +38,10 @@ import sys
 import tempfile
 import time
 
+from fast_openblas import openblas_core_note, use_fast_openblas
+
+use_fast_openblas()  # before torch loads OpenBLAS
+
 import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
@@ -199,7 +203,7 @@ def main():
                        "pytorch_rounds_ms": p}
     batch = BATCH_OF[args.stage]
     print(f"{RECORD[args.stage]} step of configs/fashion-mosaic.toml (batch {batch}, {batch * positions} positions, "
-          f"f32), median of {args.steps} steps; PyTorch {torch.__version__}; the median of {args.rounds} "
+          f"f32), median of {args.steps} steps; PyTorch {torch.__version__} ({openblas_core_note()}); the median of {args.rounds} "
           f"alternating rounds")
     for t, r in rows.items():
         print(f"  {t} thread(s): vlmc {r['vlmc_ms']:7.2f} ms  PyTorch {r['pytorch_ms']:7.2f} ms  "

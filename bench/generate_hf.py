@@ -24,6 +24,10 @@ import sys
 import tempfile
 import time
 
+from fast_openblas import openblas_core_note, use_fast_openblas
+
+use_fast_openblas()  # before torch loads OpenBLAS
+
 import torch
 import transformers
 from transformers import LlamaForCausalLM
@@ -84,7 +88,7 @@ def main():
     hf_decode, hf_first = transformers_rates(args)
 
     print(f"\ncpu threads {args.threads}, prompt {args.prompt} tokens, {args.new} new tokens, greedy")
-    print(f"transformers {transformers.__version__} (torch {torch.__version__}, {args.torch_dtype}): decode "
+    print(f"transformers {transformers.__version__} (torch {torch.__version__}, {openblas_core_note()}, {args.torch_dtype}): decode "
           f"{hf_decode:.2f} tokens/s, prefill + first token {hf_first:.3f} s")
     for r in rows:
         rate = 1000.0 / r["median_ms"]

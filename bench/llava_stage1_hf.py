@@ -38,6 +38,10 @@ import sys
 import tempfile
 import time
 
+from fast_openblas import openblas_core_note, use_fast_openblas
+
+use_fast_openblas()  # before torch loads OpenBLAS
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -157,7 +161,7 @@ def main():
         data_json, images, data = write_data(root, args.samples or args.steps * args.batch)
         print("vlmc", flush=True)
         vlmc_rate, vlmc_step, vlmc_peak, first_loss = run_vlmc(args, root, data_json, images)
-        print("PyTorch eager + transformers", torch.__version__, flush=True)
+        print("PyTorch eager + transformers", torch.__version__, f"({openblas_core_note()})", flush=True)
         torch_rate, torch_step, torch_peak, ln_v = run_pytorch(args, data, images)
     # Validation: a fresh projector over a random LM predicts about uniformly.
     if not (math.isfinite(first_loss) and abs(first_loss - ln_v) < 0.2 * ln_v):

@@ -31,6 +31,10 @@ import os
 import statistics
 import time
 
+from fast_openblas import openblas_core_note, use_fast_openblas
+
+use_fast_openblas()  # before torch loads OpenBLAS
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -245,7 +249,7 @@ def main():
     parameters = sum(p.numel() for p in llm.parameters()) + sum(p.numel() for p in connector.parameters())
     trainable = sum(p.numel() for p in connector.parameters())
 
-    print(f"LLaVA stage-1 step (torch {torch.__version__}) on {device}, {a.precision}, {torch.get_num_threads()} threads\n"
+    print(f"LLaVA stage-1 step (torch {torch.__version__}, {openblas_core_note()}) on {device}, {a.precision}, {torch.get_num_threads()} threads\n"
           f"  model:        hidden {a.hidden}, intermediate {a.intermediate}, {a.layers} layers, {a.heads} heads "
           f"({a.kv_heads} KV), vocab {a.vocab}\n"
           f"  parameters:   {parameters} ({trainable} trainable: the connector)\n"

@@ -27,6 +27,10 @@ import re
 import statistics
 import time
 
+from fast_openblas import openblas_core_note, use_fast_openblas
+
+use_fast_openblas()  # before torch loads OpenBLAS
+
 import torch
 
 TYPES = ["linear", "mlp", "downsample", "c-abstractor", "dynamic", "ocr"]
@@ -161,7 +165,8 @@ def bench_one(seed, kind, a, device):
     median = statistics.median(times)
     fwd, bwd = connector_flops(kind, a, a.batch, a.tokens)
     flops = fwd + (bwd if a.backward else 0.0)
-    row = {"impl": "torch", "torch": torch.__version__, "type": kind, "batch": a.batch, "tokens": a.tokens,
+    row = {"impl": "torch", "torch": torch.__version__, "openblas": os.environ.get("OPENBLAS_CORETYPE", "detected"),
+           "type": kind, "batch": a.batch, "tokens": a.tokens,
            "dim_vision": a.dim_vision, "dim_llm": a.dim_llm, "threads": torch.get_num_threads(),
            "device": str(device), "backward": a.backward, "repeats": a.repeats,
            "median_ms": round(median, 4), "min_ms": round(min(times), 4), "max_ms": round(max(times), 4),
@@ -172,7 +177,7 @@ def bench_one(seed, kind, a, device):
         print(json.dumps(row), flush=True)
     else:
         mode = "forward+backward" if a.backward else "forward"
-        print(f"connector {kind} (torch {torch.__version__}) on {device}, {a.precision}, "
+        print(f"connector {kind} (torch {torch.__version__}, {openblas_core_note()}) on {device}, {a.precision}, "
               f"{row['threads']} threads\n"
               f"  parameters:    {row['parameters']}\n  input shape:   {list(x.shape)}\n"
               f"  output shape:  {row['output_shape']}\n"
