@@ -45,6 +45,9 @@ std::vector<OpCase> build() {
   add("silu", {normal({4, 5})}, [](const Inputs& x) { return silu(x[0]); });
   add("gelu/erf", {normal({4, 5})}, [](const Inputs& x) { return gelu(x[0]); });
   add("gelu/tanh", {normal({4, 5})}, [](const Inputs& x) { return gelu(x[0], GeluApprox::tanh); });
+  add("swiglu", {normal({4, 6}), normal({4, 6})}, [](const Inputs& x) { return swiglu(x[0], x[1]); });
+  add("swiglu/views", {normal({6, 4}), normal({4, 6})},
+      [](const Inputs& x) { return swiglu(x[0].transpose(0, 1), x[1]); });  // the composed form
 
   // ---- reductions ------------------------------------------------------------------
   add("sum/all", {normal({3, 4, 5})}, [](const Inputs& x) { return sum(x[0]); });

@@ -193,6 +193,12 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = T
 // the composed ops otherwise. Returns [B, H, L, D]; the gradient reaches x.
 Tensor rotary_embedding(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
+// ---- SwiGLU (core/ops/swiglu.cpp, kernels/swiglu.h) -------------------------------------
+// LLaMA's MLP activation silu(gate) * up. gate and up of one shape [..., I]. One fused
+// kernel forward and one backward on the CPU (f32, f64, contiguous operands), keeping
+// gate and up for the backward; the composed ops otherwise. Returns [..., I].
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+
 // ---- attention (core/ops/attention.cpp, kernels/attention.h) ----------------------------
 // One fused op: softmax(q·kᵀ·scale + masks)·v. q [B, Hq, T, Dh]; k, v [B, Hkv, S, Dh]
 // with Hq a multiple of Hkv (grouped KV heads: query head h reads KV head h / (Hq/Hkv));

@@ -152,7 +152,7 @@ SwiGLU::SwiGLU(int64_t in, int64_t hidden, int64_t out, Generator& gen) {
 }
 
 Tensor SwiGLU::forward(const Tensor& x) {
-  return down_proj->forward(silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));  // silu(gate) * up, fused
 }
 
 PerceiverAttention::PerceiverAttention(int64_t dim, int64_t heads, int64_t head_dim, int64_t kv_heads,

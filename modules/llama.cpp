@@ -192,7 +192,7 @@ LlamaMLP::LlamaMLP(const LlamaConfig& config, Generator& gen) {
 }
 
 Tensor LlamaMLP::forward(const Tensor& x) {
-  return down_proj->forward(silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));  // silu(gate) * up, fused
 }
 
 // ---- decoder --------------------------------------------------------------------------------

@@ -122,7 +122,12 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
     } else {
       add(t, a, "decoder: q, k after rotary and v (the fused attention keeps them)", per * (d + 2 * kv) * kF32);
     }
-    add(t, a, "decoder: gate (SiLU input), SiLU output and up (mul operands)", per * 3 * i * kF32);
+    // swiglu: one op on the CPU that keeps gate and up; on CUDA silu(gate) * up
+    // from recorded ops, and mul keeps the SiLU output besides.
+    if (mode.cuda)
+      add(t, a, "decoder: gate (SiLU input), SiLU output and up (mul operands)", per * 3 * i * kF32);
+    else
+      add(t, a, "decoder: gate and up (swiglu's operands)", per * 2 * i * kF32);
   }
   // Shared by the layers: rotary's cos and sin gathered per position
   // [B, 1, L, Dh] (mul keeps them), the key mask, positions and labels (i64).
