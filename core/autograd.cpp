@@ -35,6 +35,23 @@ bool owns_its_memory(const Tensor& g) {
          !impl->grad_fn && g.is_contiguous() && g.nbytes() == impl->storage->nbytes();
 }
 
+// Sums a second gradient into the one pending for a node (a tensor used by
+// several ops: a residual stream, the input of q, k and v). In place when the
+// pending gradient owns its memory and both are f32 or f64 of one device:
+// nothing else can see the change, and the sum has the same bits as add's
+// (one rounding of a + b either way); this saves a fresh [tokens, width]
+// buffer per extra use. Otherwise a new tensor, which leaves a gradient that
+// another edge or a closure shares untouched.
+void accumulate_pending(Tensor& pending, const Tensor& g) {
+  const DType dt = pending.dtype();
+  if ((dt == DType::f32 || dt == DType::f64) && g.dtype() == dt && g.device() == pending.device() &&
+      owns_its_memory(pending)) {
+    add_(pending, g);  // run_backward holds a NoGradGuard
+  } else {
+    pending = add(pending, g);
+  }
+}
+
 // The sink for a leaf: adds the gradient into leaf.grad.
 struct AccumulateGrad final : Node {
   std::weak_ptr<TensorImpl> leaf;
@@ -170,7 +187,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       if (it == pending.end()) {
         pending.emplace(next.get(), gi);
       } else {
-        it->second = add(it->second, gi);
+        accumulate_pending(it->second, gi);
       }
       if (--dependencies[next.get()] == 0) ready.push_back(next);
     }

@@ -138,3 +138,37 @@ TEST_CASE("a leaf's first gradient is its own memory: taken when unshared, copie
   sum(linear(in, w)).backward();
   CHECK(w.grad().to_vector<double>() == std::vector<double>{2, -2, 4, 2, -2, 4});
 }
+
+TEST_CASE("a node's gradients from several consumers are summed in place only when nothing else holds them", "[autograd]") {
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2, 3}, {3});
+  x.set_requires_grad(true);
+  // add's backward hands one tensor to a and to b: a's second gradient (from
+  // a * a) must not be added into the tensor b's node is still to read.
+  Tensor a = mul(x, 2.0), b = mul(x, 3.0);
+  sum(add(add(a, b), mul(a, a))).backward();  // d/dx (2x + 3x + 4x²) = 5 + 8x
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{13, 21, 29});
+
+  // The caller's gradient reaches one node twice: it is summed into a new tensor.
+  Tensor y = Tensor::from_vector(std::vector<double>{1, -1}, {2});
+  y.set_requires_grad(true);
+  const Tensor c = mul(y, 2.0);
+  const Tensor g = Tensor::from_vector(std::vector<double>{0.5, 4}, {2});
+  add(c, c).backward(g);
+  CHECK(y.grad().to_vector<double>() == std::vector<double>{2, 16});
+  CHECK(g.to_vector<double>() == std::vector<double>{0.5, 4});
+
+  // A residual stream, f32: the fresh gradients of three uses are summed in
+  // place, and the result equals adding them by hand.
+  Tensor w = Tensor::from_vector(std::vector<float>{0.5f, -1.25f, 2.0f, 0.75f}, {2, 2});
+  Tensor z = Tensor::from_vector(std::vector<float>{1.0f, 3.0f, -2.0f, 0.25f}, {2, 2});
+  z.set_requires_grad(true);
+  const Tensor h = mul(z, 1.5);
+  sum(add(add(linear(h, w), h), mul(h, h))).backward();
+  // dh = 1·W summed over outputs (column sums of W) + 1 + 2h; dz = 1.5 dh
+  const std::vector<float> zv = z.detach().to_vector<float>();
+  const float col[2] = {0.5f + 2.0f, -1.25f + 0.75f};
+  std::vector<float> expected;
+  for (int i = 0; i < 4; ++i) expected.push_back(1.5f * (col[i % 2] + 1.0f + 2.0f * (1.5f * zv[i])));
+  const std::vector<float> got = z.grad().to_vector<float>();
+  for (int i = 0; i < 4; ++i) CHECK(got[i] == Approx(expected[i]).epsilon(1e-6));
+}
