@@ -1,5 +1,6 @@
 #include "modules/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -289,18 +290,21 @@ Tensor LlamaModel::forward_packed(const Tensor& inputs_embeds, const Tensor& att
     rows.push_back(p);
   }
   const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t n_rows = (n + kPackedRowMultiple - 1) / kPackedRowMultiple * kPackedRowMultiple;
   // Nothing to leave out (or nothing left): the padded forward.
-  if (n == 0 || n == b * l) return decoder(inputs_embeds, rotary, attention_mask, nullptr);
+  if (n == 0 || n_rows >= b * l) return decoder(inputs_embeds, rotary, attention_mask, nullptr);
+  const int64_t filler = static_cast<int64_t>(std::find(keep.begin(), keep.end(), 0) - keep.begin());
+  rows.resize(static_cast<size_t>(n_rows), filler);  // a padding position's copies: computed, never read
   const Device device = inputs_embeds.device();
-  const PackedRows packed{Tensor::from_vector(rows, {n}).to(device), Tensor::from_vector(padded, {b * l}).to(device),
-                          b, l};
+  const PackedRows packed{Tensor::from_vector(rows, {n_rows}).to(device),
+                          Tensor::from_vector(padded, {b * l}).to(device), b, l};
   const Tensor h = decoder(index_select(inputs_embeds.reshape({b * l, d}), 0, packed.rows), rotary, attention_mask,
-                           &packed);  // [N, D]
-  // Back to [B, L, D], zeros at the padding: row N of [h; 0] for each of them.
+                           &packed);  // [N', D], N' = n_rows
+  // Back to [B, L, D], zeros at the padding: row N' of [h; 0] for each of them.
   std::vector<int64_t> place(padded);
   for (int64_t p = 0; p < b * l; ++p)
-    if (keep[static_cast<size_t>(p)] == 0) place[static_cast<size_t>(p)] = n;
-  const Tensor with_zero = cat({h, Tensor::zeros({1, d}, h.dtype(), device)}, 0);  // [N + 1, D]
+    if (keep[static_cast<size_t>(p)] == 0) place[static_cast<size_t>(p)] = n_rows;
+  const Tensor with_zero = cat({h, Tensor::zeros({1, d}, h.dtype(), device)}, 0);  // [N' + 1, D]
   return index_select(with_zero, 0, Tensor::from_vector(place, {b * l}).to(device)).view({b, l, d});
 }
 

@@ -80,8 +80,16 @@ Tensor apply_rotary(const Tensor& x, const RotaryTables& tables);
 
 // The real tokens of a padded batch [B, L], for running the decoder's per-row
 // work (projections, norms, MLP) on them alone (LlamaModel::pack_padding).
+//
+// The row count is rounded up to a multiple of kPackedRowMultiple: the products'
+// shapes then take a few values over a run instead of one per real-token count,
+// and oneDNN compiles a kernel for each new shape (about 0.3 ms, a dozen shapes
+// a step; docs/perf.md). The extra rows copy a padding position: nothing reads
+// their outputs, so their gradients are zero and add nothing to the weights'.
+inline constexpr int64_t kPackedRowMultiple = 16;
 struct PackedRows {
-  Tensor rows;    // i64 [N]: b·L + t of each real token, in order
+  Tensor rows;    // i64 [N]: b·L + t of each real token, in order, then copies of one
+                  // padding position up to a multiple of kPackedRowMultiple rows
   Tensor padded;  // i64 [B·L]: each position's row of the packed tensor; a padding
                   // position takes row 0, whose copy only masked keys and unread
                   // query rows see
@@ -175,7 +183,8 @@ class LlamaModel : public Module {
   // The real positions' outputs and every gradient are those of the padded
   // forward (up to the order of the products' sums); padding positions come
   // out as zeros, where Hugging Face computes values nothing reads. The main
-  // job's stage-0 language model pads a third of its rows (docs/perf.md).
+  // job's stage-0 language model pads a third of its rows (docs/perf.md). The
+  // packed rows are rounded up to a multiple of kPackedRowMultiple (PackedRows).
   bool pack_padding = false;
 
  private:

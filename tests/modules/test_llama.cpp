@@ -296,17 +296,13 @@ TEST_CASE("llama serves as LlavaModel's language model", "[llama][modules]") {
   for (const Tensor& p : llava.connector->parameters()) CHECK(p.grad().defined());
 }
 
-TEST_CASE("llama with pack_padding: the padded forward's real positions and gradients, zeros at the padding",
-          "[llama][modules]") {
-  Generator gen(9);
-  nn::LlamaForCausalLM lm(small_config(), gen);
-  const int64_t B = 3, L = 7, D = 16;
-  const Tensor embeds = Tensor::randn({B, L, D}, gen);
-  // Sample 0 full, sample 1 right-padded by 3, sample 2 left-padded by 2 (positions from 0 at its first token).
-  const Tensor mask = Tensor::from_vector(
-      std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1}, {B, L});
-  const Tensor pos = Tensor::from_vector(
-      std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, {B, L});
+namespace {
+
+// Logits and every gradient of pack_padding against the padded forward: the
+// real positions' agree, the padding's come out as zeros.
+void check_packing(nn::LlamaForCausalLM& lm, const Tensor& embeds, const Tensor& mask, const Tensor& pos,
+                   Generator& gen) {
+  const int64_t B = embeds.size(0), L = embeds.size(1);
   const Tensor weights = Tensor::randn({B, L, 23}, gen) * mask.to(DType::f32).unsqueeze(2);  // real positions only
   for (const bool checkpointing : {false, true}) {
     INFO("gradient checkpointing " << checkpointing);
@@ -331,6 +327,24 @@ TEST_CASE("llama with pack_padding: the padded forward's real positions and grad
       CHECK_REL(packed[i], padded[i], 1e-5);
     }
   }
+  lm.model->gradient_checkpointing = false;
+}
+
+}  // namespace
+
+TEST_CASE("llama with pack_padding: the padded forward's real positions and gradients, zeros at the padding",
+          "[llama][modules]") {
+  Generator gen(9);
+  nn::LlamaForCausalLM lm(small_config(), gen);
+  const int64_t B = 3, L = 7, D = 16;
+  const Tensor embeds = Tensor::randn({B, L, D}, gen);
+  // Sample 0 full, sample 1 right-padded by 3, sample 2 left-padded by 2 (positions from 0 at its first token).
+  // 16 real tokens: a whole multiple of kPackedRowMultiple, no extra rows.
+  const Tensor mask = Tensor::from_vector(
+      std::vector<int64_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1}, {B, L});
+  const Tensor pos = Tensor::from_vector(
+      std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, {B, L});
+  check_packing(lm, embeds, mask, pos, gen);
   // No padding in the mask: the plain forward, bit for bit.
   lm.model->gradient_checkpointing = false;
   const Tensor ones = Tensor::ones({B, L}, DType::i64);
@@ -338,4 +352,22 @@ TEST_CASE("llama with pack_padding: the padded forward's real positions and grad
   const Tensor a = lm.forward(embeds, ones, pos);
   lm.model->pack_padding = false;
   CHECK(a.to_vector<float>() == lm.forward(embeds, ones, pos).to_vector<float>());
+}
+
+TEST_CASE("llama with pack_padding: rows rounded up with a padding position's copies change nothing real",
+          "[llama][modules]") {
+  Generator gen(10);
+  nn::LlamaForCausalLM lm(small_config(), gen);
+  const int64_t B = 4, L = 8, D = 16;
+  static_assert(nn::kPackedRowMultiple == 16, "13 real tokens must leave 3 extra rows below B * L = 32");
+  const Tensor embeds = Tensor::randn({B, L, D}, gen);
+  // 13 real tokens (5 + 3 + 1 + 4, right-padded): 16 packed rows, three of them copies of position 5.
+  const Tensor mask = Tensor::from_vector(std::vector<int64_t>{1, 1, 1, 1, 1, 0, 0, 0,  //
+                                                               1, 1, 1, 0, 0, 0, 0, 0,  //
+                                                               1, 0, 0, 0, 0, 0, 0, 0,  //
+                                                               1, 1, 1, 1, 0, 0, 0, 0},
+                                          {B, L});
+  std::vector<int64_t> positions;
+  for (int64_t i = 0; i < B * L; ++i) positions.push_back(i % L);
+  check_packing(lm, embeds, mask, Tensor::from_vector(positions, {B, L}), gen);
 }
