@@ -206,8 +206,12 @@ Tensor swiglu(const Tensor& gate, const Tensor& up);
 // (aligned at the end when S > T: key j is visible to query i when j <= i + S - T); scale
 // defaults to 1/sqrt(Dh). Softmax statistics in f32 or wider. A query row whose keys are all
 // masked yields zeros. Returns [B, Hq, T, Dh]; gradients to q, k and v.
+// trailing_queries_unread: the caller reads no output row after a batch's last unmasked key
+// (query i aligned with key i + S - T) and its gradient there is zero (a packed language
+// model's right padding); the CPU kernels then skip those rows, whose values are unspecified
+// (zeros on the CPU).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& key_padding_mask = Tensor(), bool causal = false,
-                                    std::optional<double> scale = std::nullopt);
+                                    std::optional<double> scale = std::nullopt, bool trailing_queries_unread = false);
 
 }  // namespace vlmc

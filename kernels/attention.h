@@ -23,6 +23,12 @@ namespace vlmc::kernels {
 
 struct AttentionShape {
   int64_t batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+  // The caller reads no output row after a batch's last visible key (query i
+  // aligned with key i + S - T, as the causal mask) and passes zero gradients
+  // there: a packed language model's right padding. The CPU kernels then skip
+  // those rows (zeros out, lse -inf, zero dq: the rows of a fully masked
+  // query); CUDA's compute them as usual.
+  bool trailing_queries_unread = false;
 };
 
 // Where row i of head h of batch b of a [B, H, L, Dh] operand starts, in elements

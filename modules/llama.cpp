@@ -151,7 +151,10 @@ Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, cons
   const Tensor k = apply_rotary(heads(k_proj->forward(x), num_kv_heads_), rotary);
   const Tensor v = heads(v_proj->forward(x), num_kv_heads_);  // read in place on the CPU
   // The op maps query head h to KV head h / (H/Hkv), as HF's repeat_kv.
-  const Tensor attn = scaled_dot_product_attention(q, k, v, key_padding_mask, /*causal=*/true);
+  // Packed, the rows after a sample's last token are never taken back (right
+  // padding): the op may skip them.
+  const Tensor attn = scaled_dot_product_attention(q, k, v, key_padding_mask, /*causal=*/true, std::nullopt,
+                                                   /*trailing_queries_unread=*/packed != nullptr);
   // [B, H, L, Dh] -> [B, L, H*Dh] (or its real rows [N, H*Dh])
   const Tensor out = attn.transpose(1, 2).reshape({b, l, num_heads_ * head_dim_});
   return o_proj->forward(packed ? index_select(out.view({b * l, num_heads_ * head_dim_}), 0, packed->rows) : out);

@@ -104,7 +104,8 @@ bool use_products(const Tensor& q, const kernels::AttentionShape& s) {
 }  // namespace
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& key_padding_mask, bool causal, std::optional<double> scale) {
+                                    const Tensor& key_padding_mask, bool causal, std::optional<double> scale,
+                                    bool trailing_queries_unread) {
   check_float(kOp, "q", q);
   check_float(kOp, "k", k);
   check_float(kOp, "v", v);
@@ -119,7 +120,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
              k.size(3), " differ");
   VLMC_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, kOp, ": ", shapes_of(q, k, v), ": ", q.size(1),
              " query heads are not a multiple of ", k.size(1), " KV heads");
-  const kernels::AttentionShape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
+  const kernels::AttentionShape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3),
+                                  trailing_queries_unread};
   if (q.device().is_cuda())
     VLMC_CHECK(s.head_dim <= kernels::kAttentionMaxHeadDimCuda, kOp, ": ", shapes_of(q, k, v), ": head dim ",
                s.head_dim, " exceeds the CUDA kernels' maximum of ", kernels::kAttentionMaxHeadDimCuda);

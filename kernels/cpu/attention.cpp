@@ -44,6 +44,17 @@ inline int64_t key_limit(int64_t i, bool causal, const AttentionShape& s) {
 
 inline bool visible(const int64_t* mask_row, int64_t j) { return mask_row == nullptr || mask_row[j] != 0; }
 
+// Query rows of batch b that are computed: all of them, or, when the caller reads
+// none after the last visible key (AttentionShape::trailing_queries_unread), those
+// up to the query aligned with it.
+inline int64_t computed_rows(const int64_t* mask_row, const AttentionShape& s) {
+  if (!s.trailing_queries_unread || mask_row == nullptr) return s.q_len;
+  int64_t last = s.kv_len - 1;
+  while (last >= 0 && mask_row[last] == 0) --last;
+  const int64_t rows = last + 1 - (s.kv_len - s.q_len);  // query i sees key i + S - T
+  return rows < 0 ? 0 : (rows > s.q_len ? s.q_len : rows);
+}
+
 // The accumulator type: float for f32 tensors, double for f64 ones.
 template <typename T>
 using Acc = std::conditional_t<std::is_same_v<T, float>, float, double>;
@@ -108,11 +119,17 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
     for (int64_t item = 0; item < items; ++item) {
       if (!ready) continue;
       const int64_t blk = item % row_blocks, h = (item / row_blocks) % H, b = item / (row_blocks * H);
-      const int64_t i0 = blk * kRowBlock, rows = std::min(Tq - i0, kRowBlock);
+      const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      const int64_t i0 = blk * kRowBlock, block_rows = std::min(Tq - i0, kRowBlock);
+      const int64_t rows = std::clamp<int64_t>(computed_rows(mrow, s) - i0, 0, block_rows);
+      for (int64_t r = rows; r < block_rows; ++r) {  // unread rows: those of a fully masked query
+        std::fill_n(out + st.o.at(b, h, i0 + r), D, T(0));
+        lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(kNegInf);
+      }
+      if (rows == 0) continue;
       const T* qb = q + st.q.at(b, h, i0);
       const T* kh = k + st.k.at(b, h / group, 0);
       const T* vh = v + st.v.at(b, h / group, 0);
-      const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
       for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);
       const int64_t n = keys[rows - 1];  // the limit grows with the row
       const int64_t ld = heads::padded_keys(n);
@@ -189,6 +206,12 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       const T* kh = k + st.k.at(b, hk, 0);
       const T* vh = v + st.v.at(b, hk, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      const int64_t tq = computed_rows(mrow, s);  // rows after it: zero dq, no part in dk, dv
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
+        for (int64_t i = tq; i < Tq; ++i) {
+          std::fill_n(dq + st.dq.at(b, h, i), D, T(0));
+          delta[(b * H + h) * Tq + i] = T(0);
+        }
       const int64_t n_all = Tq > 0 ? key_limit(Tq - 1, causal, s) : 0;  // keys any row sees
       const int64_t ld = heads::padded_keys(n_all);
       heads::transpose_keys(kt.data(), kh, st.k.row, n_all, D, ld);
@@ -196,8 +219,8 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       std::fill(dk_acc.begin(), dk_acc.end(), A(0));
       std::fill(dv_acc.begin(), dv_acc.end(), A(0));
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-        for (int64_t i0 = 0; i0 < Tq; i0 += kRowBlock) {
-          const int64_t rows = std::min(Tq - i0, kRowBlock);
+        for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
+          const int64_t rows = std::min(tq - i0, kRowBlock);
           const T* qb = q + st.q.at(b, h, i0);
           const T* gb = dout + st.o.at(b, h, i0);
           for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);

@@ -209,6 +209,45 @@ TEST_CASE("scaled_dot_product_attention: a key mask of ones gives the bits of no
   }
 }
 
+TEST_CASE("scaled_dot_product_attention with trailing queries unread: the read rows and all gradients to rounding",
+          "[attention]") {
+  // Right padding of 0, 3, 37 and all 40 positions (T = S = 40: two row blocks, the
+  // cut inside the first, at its end and before the start), then a cut inside the
+  // second block with S > T (queries aligned at the end).
+  for (const auto& [T, S] : std::vector<std::pair<int64_t, int64_t>>{{40, 40}, {37, 45}}) {
+    INFO("T " << T << " S " << S);
+    const int64_t B = 4, D = 16;
+    const std::vector<int64_t> real{S, S - 3, S - 37 > 0 ? S - 37 : 1, 0};
+    std::vector<uint8_t> m;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < S; ++j) m.push_back(j < real[static_cast<size_t>(b)] ? 1 : 0);
+    const Tensor mask = Tensor::from_vector(m, {B, S});
+    // Rows read: queries aligned with a key at or before the sample's last real one.
+    std::vector<float> rows;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < T; ++i) rows.push_back(i + S - T < real[static_cast<size_t>(b)] ? 1.0f : 0.0f);
+    const Tensor read = Tensor::from_vector(rows, {B, 1, T, 1});
+    Generator gen(static_cast<uint64_t>(T + S));
+    const Tensor q0 = Tensor::randn({B, 2, T, D}, gen), k0 = Tensor::randn({B, 1, S, D}, gen),
+                 v0 = Tensor::randn({B, 1, S, D}, gen), w = Tensor::randn({B, 2, T, D}, gen) * read;
+    auto run = [&](bool unread) {
+      Tensor q = q0.clone().set_requires_grad(true), k = k0.clone().set_requires_grad(true),
+             v = v0.clone().set_requires_grad(true);
+      const Tensor y = scaled_dot_product_attention(q, k, v, mask, true, std::nullopt, unread);
+      sum(y * w).backward();  // zero gradient at the unread rows
+      return std::vector<Tensor>{y * read, y * (1.0 - read), q.grad(), k.grad(), v.grad()};
+    };
+    const auto all = run(false), skipped = run(true);
+    // The rows read, to rounding: a block cut short may take other tiles (or dot products).
+    CHECK(test::max_abs_error(skipped[0], all[0]) <= 1e-5 * test::rms(all[0]));
+    CHECK(test::max_abs_error(skipped[1], Tensor::zeros(skipped[1].shape())) == 0.0);  // zeros on the CPU
+    for (size_t i = 2; i < all.size(); ++i) {
+      INFO("gradient " << i - 2 << " (dq, dk, dv)");
+      CHECK(test::max_abs_error(skipped[i], all[i]) <= 1e-5 * test::rms(all[i]));
+    }
+  }
+}
+
 TEST_CASE("scaled_dot_product_attention reads and writes a projection's heads in place, with the bits of contiguous operands",
           "[attention]") {
   // A module's heads: the [B, H, L, Dh] views of [B, L, H·Dh] projections (rows
