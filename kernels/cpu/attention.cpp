@@ -212,7 +212,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           std::fill_n(dq + st.dq.at(b, h, i), D, T(0));
           delta[(b * H + h) * Tq + i] = T(0);
         }
-      const int64_t n_all = Tq > 0 ? key_limit(Tq - 1, causal, s) : 0;  // keys any row sees
+      const int64_t n_all = tq > 0 ? key_limit(tq - 1, causal, s) : 0;  // keys any computed row sees
       const int64_t ld = heads::padded_keys(n_all);
       heads::transpose_keys(kt.data(), kh, st.k.row, n_all, D, ld);
       heads::transpose_keys(vt.data(), vh, st.v.row, n_all, D, ld);
