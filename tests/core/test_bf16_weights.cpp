@@ -38,6 +38,21 @@ struct Case {
   int64_t m, k, n;
 };
 
+// gemm_lowp_weight_nt into a copy of y0 [m, ldy] with beta 0.5: x the first k
+// columns of xs [m, ldx], the bf16 weight the first k columns of ws [n, ldw].
+// The first n columns must be x · wᵀ + 0.5 y0, the padding after them untouched.
+void check_lowp_nt(const Tensor& xs, int64_t k, const Tensor& ws, const Tensor& y0) {
+  const int64_t m = xs.size(0), ldx = xs.size(1), n = ws.size(0), ldw = ws.size(1), ldy = y0.size(1);
+  const Tensor x = xs.narrow(1, 0, k), wf = ws.narrow(1, 0, k).to(DType::f32);
+  Tensor y = y0.clone();
+  kernels::cpu::gemm_lowp_weight_nt(m, n, k, xs.data<float>(), ldx, static_cast<const uint16_t*>(ws.data_ptr()), ldw,
+                                    DType::bf16, 0.5f, y.data<float>(), ldy);
+  const Tensor want = matmul(x, wf.transpose(0, 1)) + y0.narrow(1, 0, n) * 0.5;
+  CHECK(test::element_error(y.narrow(1, 0, n), want, magnitude(x, wf, Tensor()) + abs(y0.narrow(1, 0, n))).error <=
+        kTolerance);
+  CHECK(test::max_abs_error(y.narrow(1, n, ldy - n), y0.narrow(1, n, ldy - n)) == 0.0);
+}
+
 }  // namespace
 
 TEST_CASE("linear with a bf16 or f16 weight equals linear with the weight widened to f32", "[bf16_weights]") {
@@ -140,14 +155,7 @@ TEST_CASE("the low-precision-weight kernels honour leading dimensions and beta",
   const Tensor y0 = Tensor::randn({m, ldy}, gen);
   const Tensor x = xs.narrow(1, 0, k), wf = ws.narrow(1, 0, k).to(DType::f32);
   INFO("M " << m);
-  // y = x · wᵀ + 0.5 y0 in the first n columns; the padding is untouched.
-  Tensor y = y0.clone();
-  kernels::cpu::gemm_lowp_weight_nt(m, n, k, xs.data<float>(), ldx, static_cast<const uint16_t*>(ws.data_ptr()), ldw,
-                                    DType::bf16, 0.5f, y.data<float>(), ldy);
-  const Tensor want = matmul(x, wf.transpose(0, 1)) + y0.narrow(1, 0, n) * 0.5;
-  CHECK(test::element_error(y.narrow(1, 0, n), want, magnitude(x, wf, Tensor()) + abs(y0.narrow(1, 0, n))).error <=
-        kTolerance);
-  CHECK(test::max_abs_error(y.narrow(1, n, ldy - n), y0.narrow(1, n, ldy - n)) == 0.0);
+  check_lowp_nt(xs, k, ws, y0);  // y = x · wᵀ + 0.5 y0 in the first n columns; the padding is untouched
   // dx = g · w + 1.0 dx0, g [m, n] inside rows of ldy, dx [m, k] inside rows of ldx.
   const Tensor gs = Tensor::randn({m, ldy}, gen);
   Tensor dx = xs.clone();
@@ -190,13 +198,7 @@ TEST_CASE("the low-precision-weight kernels over several widened tiles", "[bf16_
   const Tensor x = Tensor::randn({m, k}, gen);
   const Tensor w = Tensor::randn({n, k}, gen).to(DType::bf16), wf = w.to(DType::f32);
   const Tensor y0 = Tensor::randn({m, ldy}, gen);
-  Tensor y = y0.clone();
-  kernels::cpu::gemm_lowp_weight_nt(m, n, k, x.data<float>(), k, static_cast<const uint16_t*>(w.data_ptr()), k,
-                                    DType::bf16, 0.5f, y.data<float>(), ldy);
-  const Tensor want = matmul(x, wf.transpose(0, 1)) + y0.narrow(1, 0, n) * 0.5;
-  CHECK(test::element_error(y.narrow(1, 0, n), want, magnitude(x, wf, Tensor()) + abs(y0.narrow(1, 0, n))).error <=
-        kTolerance);
-  CHECK(test::max_abs_error(y.narrow(1, n, ldy - n), y0.narrow(1, n, ldy - n)) == 0.0);
+  check_lowp_nt(x, k, w, y0);
   // beta 0 never reads y: NaNs there do not survive.
   Tensor y_nan = Tensor::full({m, n}, NAN);
   kernels::cpu::gemm_lowp_weight_nt(m, n, k, x.data<float>(), k, static_cast<const uint16_t*>(w.data_ptr()), k,
