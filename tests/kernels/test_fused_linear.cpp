@@ -181,23 +181,36 @@ TEST_CASE("linear_gelu_bf16 across several row blocks equals the f32 kernel on t
   }
 }
 
-TEST_CASE("linear_gelu backward kernel does not depend on the thread count", "[fused_linear]") {
-  Generator gen(41);
-  const int64_t m = 333, n = 777;
-  const std::vector<float> dy = Tensor::randn({m, n}, gen).to_vector<float>();
-  const std::vector<float> z = (Tensor::randn({m, n}, gen) * 3.0).to_vector<float>();
-  const int saved = num_threads();
-  for (auto kind : {kernels::GeluKind::erf, kernels::GeluKind::tanh}) {
-    std::vector<std::vector<float>> dz(2, std::vector<float>(static_cast<size_t>(m * n)));
-    std::vector<std::vector<float>> db(2, std::vector<float>(static_cast<size_t>(n)));
-    for (int t = 0; t < 2; ++t) {
-      set_num_threads(t + 1);
-      kernels::cpu::linear_gelu_backward<float>(dz[t].data(), db[t].data(), dy.data(), z.data(), m, n, kind);
+TEST_CASE("linear_gelu backward kernel does not depend on the thread count", "[fused_linear][threads]") {
+  // Widths of several column chunks, of one (CLIP's fc1: 256), and below the narrowest chunk.
+  for (const int64_t n : {777, 256, 45}) {
+    Generator gen(41);
+    const int64_t m = 333;
+    const std::vector<float> dy = Tensor::randn({m, n}, gen).to_vector<float>();
+    const std::vector<float> z = (Tensor::randn({m, n}, gen) * 3.0).to_vector<float>();
+    const int saved = num_threads();
+    for (auto kind : {kernels::GeluKind::erf, kernels::GeluKind::tanh}) {
+      std::vector<std::vector<float>> dz(3, std::vector<float>(static_cast<size_t>(m * n)));
+      std::vector<std::vector<float>> db(3, std::vector<float>(static_cast<size_t>(n)));
+      for (int t = 0; t < 3; ++t) {
+        set_num_threads(t + 1);
+        kernels::cpu::linear_gelu_backward<float>(dz[t].data(), db[t].data(), dy.data(), z.data(), m, n, kind);
+      }
+      CHECK(dz[0] == dz[1]);
+      CHECK(dz[0] == dz[2]);
+      CHECK(db[0] == db[1]);
+      CHECK(db[0] == db[2]);
+      // db is each column of dz summed in row order in double, whatever the chunks.
+      std::vector<float> sums(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t i = 0; i < m; ++i) acc += static_cast<double>(dz[0][static_cast<size_t>(i * n + j)]);
+        sums[static_cast<size_t>(j)] = static_cast<float>(acc);
+      }
+      CHECK(db[0] == sums);
     }
-    CHECK(dz[0] == dz[1]);
-    CHECK(db[0] == db[1]);
+    set_num_threads(saved);
   }
-  set_num_threads(saved);
 }
 
 TEST_CASE("linear_gelu empty sizes", "[fused_linear]") {
