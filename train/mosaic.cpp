@@ -105,6 +105,9 @@ MosaicSet make_mosaics(const FashionMnist& data, int64_t count, Generator& gen, 
   const int64_t s = kFashionMnistSide, side = mosaic_side(grid);
   std::vector<float> pixels(static_cast<size_t>(count * side * side));
   std::vector<int64_t> classes(static_cast<size_t>(count * cells)), sources(classes.size());
+  // Each mosaic draws from Philox calls of its own and writes its own pixels, so
+  // the threads split the mosaics without changing a bit (stage 0 makes 64 a step).
+#pragma omp parallel for schedule(static) if (count * side * side > (int64_t(1) << 15))
   for (int64_t m = 0; m < count; ++m) {
     // Philox calls of their own per mosaic: lane q % 4 of call q / 4 picks cell q's item.
     kernels::Philox4 r{};

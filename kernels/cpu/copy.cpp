@@ -136,6 +136,24 @@ void convert_contiguous(Out* out, const In* in, int64_t n, Convert convert) {
   for (int64_t i = 0; i < n; ++i) out[i] = convert(in[i]);
 }
 
+// memcpy in one share per thread above kParallelBytes: one core's memcpy of a
+// contiguous clone left the other thread waiting.
+constexpr size_t kParallelBytes = size_t(1) << 18;
+
+void copy_bytes(void* dst, const void* src, size_t bytes) {
+  if (bytes <= kParallelBytes) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#pragma omp parallel
+  {
+    const size_t threads = static_cast<size_t>(omp_get_num_threads()), t = static_cast<size_t>(omp_get_thread_num());
+    const size_t share = (bytes / threads + 63) / 64 * 64;  // whole cache lines
+    const size_t begin = std::min(bytes, t * share), end = t + 1 == threads ? bytes : std::min(bytes, begin + share);
+    std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+  }
+}
+
 }  // namespace
 
 void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src, DType src_dtype,
@@ -146,7 +164,7 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
   if (dst_dtype == src_dtype) {
     const size_t elem = dtype_size(dst_dtype);
     if (contiguous) {
-      std::memcpy(dst, src, static_cast<size_t>(n) * elem);
+      copy_bytes(dst, src, static_cast<size_t>(n) * elem);
     } else {
       copy_same_dtype(dst, dst_layout, src, src_layout, elem);
     }

@@ -86,6 +86,8 @@ TEST_CASE("copy: permutations, small and split across threads", "[copy][threads]
   // Every dim merges: the same order on both sides, with size-1 dims between.
   check_copy(contiguous({2, 1, 3, 1, 4}), contiguous({2, 1, 3, 1, 4}));
   check_copy(contiguous({50, 1, 700}), permuted({700, 1, 50}, {2, 1, 0}));
+  // Contiguous on both sides: one memcpy, in a share per thread above 256 KiB.
+  check_copy(contiguous({301, 307}), contiguous({301, 307}));
 }
 
 TEST_CASE("copy: broadcasts, strided destinations, one element and none", "[copy][threads]") {

@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "core/threads.h"
 #include "train/evaluate.h"
 #include "train/mosaic.h"
 
@@ -72,6 +73,25 @@ TEST_CASE("mosaic: deterministic per seed, prefix-stable, seed-dependent", "[dat
     CHECK(q1[i].prompt == q2[i].prompt);
     CHECK(q1[i].answer == q2[i].answer);
   }
+}
+
+TEST_CASE("mosaic: the threads that draw the mosaics change no bit", "[data][mosaic][threads]") {
+  const FashionMnist data = fake_split(100);
+  const int saved = num_threads();
+  std::vector<std::vector<float>> images;
+  std::vector<std::vector<int64_t>> sources;
+  for (const int threads : {1, 2, 3}) {  // 64 mosaics of 56 x 56: above the parallel grain
+    set_num_threads(threads);
+    Generator gen(5);
+    const MosaicSet set = make_mosaics(data, 64, gen);
+    images.push_back(set.images.to_vector<float>());
+    sources.push_back(set.sources.to_vector<int64_t>());
+  }
+  set_num_threads(saved);
+  CHECK(images[0] == images[1]);
+  CHECK(images[0] == images[2]);
+  CHECK(sources[0] == sources[1]);
+  CHECK(sources[0] == sources[2]);
 }
 
 TEST_CASE("mosaic: captions", "[data][mosaic]") {
