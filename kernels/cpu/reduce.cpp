@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include <omp.h>
+
 #include "kernels/cpu/lanes.h"
 
 namespace vlmc::kernels::cpu {
@@ -39,12 +41,40 @@ double sum_chunk(const T* x, int64_t k0, int64_t k1) {
   return sum_in_lanes(k0, k1, [x](int64_t k) { return static_cast<double>(x[k]); });
 }
 
-// The inner > 1 sums: x [outer, r, inner]. Each task owns a tile of inner
-// columns of one outer row and walks down r, so reads are contiguous along
-// the tile. visit(index, value) sees every element as it is read, for work
-// fused into the same pass (round_bf16_with_column_sums).
+// The inner > 1 sums: x [outer, r, inner]. visit(index, value) sees every
+// element as it is read, for work fused into the same pass
+// (round_bf16_with_column_sums). Each column is summed down r in row order,
+// in double, whichever task owns it, so no split changes a result.
+//
+// outer == 1 (a bias gradient: sum over the rows of [r, inner]): each thread
+// owns a contiguous share of the columns and walks every row through it, the
+// longest contiguous reads a column split allows. Tiles of at most 512 columns
+// handed out by `omp for` took 1.3-1.9x longer (AMD EPYC, [2304, 4096], best
+// of 60: 4.7-5.0 against 3.1-3.2 ms on 1 thread, 2.7 against 1.9-2.2 ms on
+// 2; with the bf16 rounding fused, 5.2-5.4 against 3.7-4.1 ms on 2).
+// Otherwise each task owns a tile of inner columns of one outer row and walks
+// down r, so reads are contiguous along the tile.
 template <typename T, typename Visit>
 void sum_columns(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale, const Visit& visit) {
+  if (outer == 1) {
+#pragma omp parallel if (r * inner > kParallelGrain)
+    {
+      const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t share = ceil_div(inner, threads);
+      const int64_t c0 = std::min(inner, t * share), c1 = std::min(inner, c0 + share);
+      std::vector<double> acc(static_cast<size_t>(c1 - c0));
+      double* a = acc.data();
+      for (int64_t k = 0; k < r; ++k) {
+        const T* row = x + k * inner;
+        for (int64_t j = c0; j < c1; ++j) {
+          a[j - c0] += static_cast<double>(row[j]);
+          visit(k * inner + j, row[j]);
+        }
+      }
+      for (int64_t j = c0; j < c1; ++j) out[j] = static_cast<T>(a[j - c0] * scale);
+    }
+    return;
+  }
   const int64_t tile = tile_width(inner);
   const int64_t tiles = ceil_div(inner, tile);
 #pragma omp parallel for if (outer * r * inner > kParallelGrain)

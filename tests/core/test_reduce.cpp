@@ -107,18 +107,28 @@ TEST_CASE("reductions do not depend on the thread count", "[reduce]") {
   const Tensor y = Tensor::randn({40, 300, 33}, gen);
   const Tensor z = Tensor::randn({301, 4100}, gen);  // a bias gradient's shape: 512-wide tiles, a ragged last one
   CHECK_REL(sum(z, {0}).to(DType::f64), sum(z.to(DType::f64), {0}), 1e-6);
+  // Each column of z summed down its rows in order, in double: what every split must give.
+  const std::vector<float> zv = z.to_vector<float>();
+  std::vector<float> column_sums(4100);
+  for (int64_t j = 0; j < 4100; ++j) {
+    double acc = 0;
+    for (int64_t i = 0; i < 301; ++i) acc += static_cast<double>(zv[static_cast<size_t>(i * 4100 + j)]);
+    column_sums[static_cast<size_t>(j)] = static_cast<float>(acc);
+  }
   const int saved = num_threads();
-  std::vector<Tensor> results[2];
-  for (int t : {1, 2}) {
+  std::vector<Tensor> results[3];
+  for (int t : {1, 2, 3}) {  // 3: shares of 4100 columns that are not whole tiles
     set_num_threads(t);
     auto& r = results[t - 1];
     r = {sum(x), sum(x, {1}), sum(y, {1}), mean(y, {0, 2}), max(x), max(y, 1).values,
          max(y, 1).indices.to(DType::f64), max(x, 1).indices.to(DType::f64), sum(z, {0})};
+    CHECK(r.back().to_vector<float>() == column_sums);
   }
   set_num_threads(saved);
   for (size_t i = 0; i < results[0].size(); ++i) {
     INFO("result " << i);
     CHECK(test::max_abs_error(results[0][i], results[1][i]) == 0.0);
+    CHECK(test::max_abs_error(results[0][i], results[2][i]) == 0.0);
   }
 }
 
