@@ -185,8 +185,8 @@ int main(int argc, char** argv) {
   onednn::set_enabled(true);
   onednn::set_bf16_path(onednn::Bf16Path::automatic);
   std::printf("(GFLOP/s, best of %d. bf16 wide: the operands widened to f32, then oneDNN's f32 kernel; bf16 "
-              "oDNN: oneDNN's bf16 kernel; nat/wide: their ratio, which autocast's default path follows only "
-              "on AMX)\n",
+              "oDNN: oneDNN's bf16 kernel; nat/wide: their ratio. Autocast multiplies natively where oneDNN's "
+              "kernel is AMX's, or avx512_core_bf16 on an AMD CPU: kernels/cpu/onednn_matmul.h)\n",
               repeats);
   return 0;
 }
