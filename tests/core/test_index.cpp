@@ -209,6 +209,30 @@ TEST_CASE("index_select backward does not depend on the thread count", "[index]"
   CHECK(one == two);
 }
 
+TEST_CASE("index_select backward over rows narrower than a chunk: each row sums its picks in order, on any thread count", "[index][threads]") {
+  // An embedding's gradient: outer 1, rows of 128 (narrower than a chunk), 600 picks of 50 rows.
+  Generator gen(8);
+  const Tensor x0 = Tensor::randn({50, 128}, gen);
+  std::vector<int64_t> picks;
+  for (int64_t i = 0; i < 600; ++i) picks.push_back((i * 37) % 50);
+  const Tensor index = i64(picks, {600});
+  const Tensor g = Tensor::randn({600, 128}, gen);
+  // Each row's gradient: the picks' rows of g added in pick order, from zero.
+  const std::vector<float> gv = g.to_vector<float>();
+  std::vector<float> expected(50 * 128, 0.0f);
+  for (size_t i = 0; i < picks.size(); ++i)
+    for (size_t k = 0; k < 128; ++k) expected[static_cast<size_t>(picks[i]) * 128 + k] += gv[i * 128 + k];
+  const int saved = num_threads();
+  for (const int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Tensor x = x0.detach().clone();
+    x.set_requires_grad(true);
+    index_select(x, 0, index).backward(g);
+    CHECK(x.grad().to_vector<float>() == expected);
+  }
+  set_num_threads(saved);
+}
+
 TEST_CASE("index_select errors", "[index]") {
   const Tensor x = Tensor::zeros({2, 5});
   REQUIRE_THROWS_WITH(index_select(x, 1, i64({0, 7}, {2})),
