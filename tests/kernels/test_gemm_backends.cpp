@@ -52,7 +52,8 @@ std::vector<float> values(size_t n, uint32_t seed) {
 // (gemm_bf16), checked element by element against a double loop over the
 // stored values: |c - want| <= 1e-6 * (|alpha| * sum |a*b| + |beta * c0|).
 template <bool kBf16>
-void check_product(bool ta, bool tb, int broadcast, float alpha, float beta, int64_t batch) {
+void check_product(bool ta, bool tb, int broadcast, float alpha, float beta, int64_t batch, int64_t m = 13,
+                   int64_t pad_c = 3) {
   using Stored = std::conditional_t<kBf16, uint16_t, float>;
   const auto stored = [](size_t count, uint32_t seed) {
     const std::vector<float> v = values(count, seed);
@@ -73,10 +74,10 @@ void check_product(bool ta, bool tb, int broadcast, float alpha, float beta, int
       return x;
     }
   };
-  const int64_t m = 13, n = 11, k = 37, pad = 3;
+  const int64_t n = 11, k = 37, pad = 3;
   const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, lda = a_cols + pad;
   const int64_t b_rows = tb ? n : k, b_cols = tb ? k : n, ldb = b_cols + pad;
-  const int64_t ldc = n + pad;
+  const int64_t ldc = n + pad_c;
   const int64_t stride_a = broadcast == 1 ? 0 : a_rows * lda + 5;
   const int64_t stride_b = broadcast == 2 ? 0 : b_rows * ldb + 2;
   const int64_t stride_c = m * ldc + 1;
@@ -139,7 +140,36 @@ void check_products_on_both_backends() {
   }
 }
 
+// Products of one matrix with enough rows to be split into a panel per thread
+// (kernels/cpu/onednn_matmul.cpp), 45 rows so the panels differ in height, on 2
+// and 3 threads: C dense (the panels write it in place, beta's sum included)
+// and with padded rows (through the dense buffer).
+template <bool kBf16>
+void check_row_panels() {
+  const BackendGuard guard(true);
+  const int saved = omp_get_max_threads();
+  for (const int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (const int64_t pad_c : {0, 3})
+          for (float beta : {0.0f, 1.0f})
+            for (float alpha : {1.0f, -1.25f}) {
+              INFO("threads " << threads << " trans_a " << ta << " trans_b " << tb << " ldc n + " << pad_c << " alpha "
+                              << alpha << " beta " << beta);
+              check_product<kBf16>(ta, tb, 0, alpha, beta, 1, 45, pad_c);
+            }
+  }
+  omp_set_num_threads(saved);
+}
+
 }  // namespace
+
+TEST_CASE("cpu gemm f32 and bf16: products split into row panels per thread match a naive loop",
+          "[gemm][onednn][threads]") {
+  check_row_panels<false>();
+  check_row_panels<true>();
+}
 
 TEST_CASE("cpu gemm f32: oneDNN and OpenBLAS both match a naive loop", "[gemm][onednn]") {
   check_products_on_both_backends<false>();
