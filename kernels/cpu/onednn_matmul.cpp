@@ -253,7 +253,10 @@ bool run_panels(const Matmul& call);
 // its samples waiting, mostly while the first finished a product. Every panel
 // reads all of op(B), so B must be small enough to stay in a core's cache
 // (kPanelMaxBBytes): a [32, 2048] x [2048, 2048] product would otherwise read
-// its 16 MiB weight once per thread instead of half of it.
+// its 16 MiB weight once per thread instead of half of it. A panel is a product
+// of its own height, which oneDNN may block differently: dW = dYᵀ·X at 128 x
+// 128 x 1088 gives other last bits on 2 threads than on 1 (the same on every
+// run with one thread count, which is what docs/training.md promises).
 constexpr int64_t kPanelMaxMacs = int64_t(1) << 27;
 constexpr int64_t kPanelMaxBBytes = int64_t(1) << 20;
 constexpr int64_t kMinPanelRows = 16;
