@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/threads.h"
+#include "kernels/adamw.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "tests/support/check.h"
@@ -222,4 +224,61 @@ TEST_CASE("a fused state_dict loads into the unfused optimizer and the next step
   unfused.step();
   fused_again.step();
   check_same(c, fused_again, b, unfused, 1e-6);
+}
+
+TEST_CASE("the CPU multi-tensor AdamW kernel: every element updated once, the same bits on 1-3 threads",
+          "[fused_adamw][threads]") {
+  // The stage-0 language model's tensor sizes (342K elements, pieces crossing tensors).
+  const std::vector<int64_t> sizes = {6656, 16384, 16384, 16384, 16384, 32768, 32768, 32768, 128,
+                                      16384, 16384, 16384, 16384, 32768, 32768, 32768, 128, 128, 6656};
+  const auto run = [&](int threads, std::vector<std::vector<float>>& p, bool reference) {
+    std::vector<std::vector<float>> g, m, v;
+    std::vector<kernels::AdamWTensor<float>> list;
+    p.clear();
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const size_t n = static_cast<size_t>(sizes[i]);
+      p.emplace_back(n);
+      g.emplace_back(n);
+      m.emplace_back(n, 0.01f);
+      v.emplace_back(n, 0.02f);
+      for (size_t k = 0; k < n; ++k) {
+        p[i][k] = std::sin(0.001f * static_cast<float>(k + i));
+        g[i][k] = std::cos(0.003f * static_cast<float>(k) + static_cast<float>(i));
+      }
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      kernels::AdamWTensor<float> t{};
+      t.param = p[i].data();
+      t.grad = g[i].data();
+      t.exp_avg = m[i].data();
+      t.exp_avg_sq = v[i].data();
+      t.numel = sizes[i];
+      t.decay_factor = 0.999f;
+      t.beta1 = 0.9f;
+      t.one_minus_beta1 = 0.1f;
+      t.beta2 = 0.999f;
+      t.one_minus_beta2 = 0.001f;
+      t.neg_step_size = -1e-3f;
+      t.sqrt_bc2 = 0.5f;
+      t.eps = 1e-8f;
+      list.push_back(t);
+    }
+    if (reference) {  // one element at a time, in order
+      for (const auto& t : list)
+        for (int64_t k = 0; k < t.numel; ++k)
+          kernels::adamw_element(t.param[k], t.exp_avg[k], t.exp_avg_sq[k], t.grad[k], t);
+      return;
+    }
+    const int saved = num_threads();
+    set_num_threads(threads);
+    kernels::cpu::adamw<float>(list.data(), static_cast<int64_t>(list.size()), nullptr);
+    set_num_threads(saved);
+  };
+  std::vector<std::vector<float>> expected, got;
+  run(1, expected, true);
+  for (const int threads : {1, 2, 3}) {
+    INFO("threads " << threads);
+    run(threads, got, false);
+    CHECK(got == expected);
+  }
 }
