@@ -35,6 +35,12 @@ namespace cpu {
 template <typename T>
 void sum(T* out, const T* x, int64_t outer, int64_t r, int64_t inner, double scale);
 
+// out[j] = sum_k x[k, j] over x [rows, cols], each column summed down the rows in
+// row order, in double, for any cols (sum's cols == 1 path sums in lanes
+// instead): linear_gelu's bias gradient.
+template <typename T>
+void column_sums(T* out, const T* x, int64_t rows, int64_t cols);
+
 // values[o, j] = max_k x[o, k, j]; indices[o, j] = that k (indices may be null). r >= 1.
 template <typename T>
 void max(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner);

@@ -27,11 +27,11 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
-#include <omp.h>
 
 #include "kernels/cpu/fast_math.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/reduce.h"
 
 namespace vlmc::kernels::cpu {
 namespace {
@@ -122,26 +122,9 @@ void backward_rows(T* dz, const T* dy, const T* z, int64_t m, int64_t n) {
   }
 }
 
-// db [n] = Σ_rows dz [m, n]: each thread sums a contiguous share of the
-// columns down all rows, in row order, in double, so db depends on neither the
-// thread count nor the shares.
-template <typename T>
-void column_sums(T* db, const T* dz, int64_t m, int64_t n) {
-#pragma omp parallel if (m * n > (int64_t(1) << 14))
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t share = (n + threads - 1) / threads;
-    const int64_t c0 = std::min(n, t * share), c1 = std::min(n, c0 + share);
-    std::vector<double> acc(static_cast<size_t>(c1 - c0));
-    for (int64_t i = 0; i < m; ++i) {
-      const T* row = dz + i * n;
-      for (int64_t j = c0; j < c1; ++j) acc[static_cast<size_t>(j - c0)] += static_cast<double>(row[j]);
-    }
-    for (int64_t j = c0; j < c1; ++j) db[j] = static_cast<T>(acc[static_cast<size_t>(j - c0)]);
-  }
-}
-
-// dz row by row (split across threads by rows), then db from dz. One pass that
+// dz row by row (split across threads by rows), then db from dz by
+// column_sums (kernels/reduce.h: each thread sums a contiguous share of the
+// columns down all rows, in row order, in double). One pass that
 // summed as it went, threads owning chunks of 256 columns, was slower (AMD
 // EPYC, m = 1088, erf, best of 200 calls; 1 thread: 382 against 350 µs at n =
 // 256, 10.3 against 6.6 ms at n = 4096; 2 threads: 382 against 253 µs, 5.2-5.4
@@ -151,7 +134,7 @@ void column_sums(T* db, const T* dz, int64_t m, int64_t n) {
 template <typename T, GeluKind K>
 void backward_with_bias(T* dz, T* db, const T* dy, const T* z, int64_t m, int64_t n) {
   backward_rows<T, K>(dz, dy, z, m, n);
-  column_sums(db, dz, m, n);
+  column_sums<T>(db, dz, m, n);
 }
 
 template <typename T, GeluKind K>

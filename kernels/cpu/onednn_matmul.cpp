@@ -242,6 +242,26 @@ std::shared_ptr<const Entry> probe(Operands operands) {
   return lookup({operands, false, false, 64, 64, 64, 1.0f, nullptr, 64, 0, nullptr, 64, 0, 0.0f, nullptr, 64, 0, 1});
 }
 
+// Whether this call's path takes the entry's primitive: usable, and for bf16
+// under `automatic` only where it is native by default (Bf16Path).
+bool takes(const Entry& entry, Operands operands) {
+  if (!entry.usable) return false;
+  return operands != Operands::bf16 || bf16_path().load() != Bf16Path::automatic || entry.native_by_default;
+}
+
+// Runs the entry's primitive on a, b and c, with this thread's stream and scratchpad.
+void execute(const Entry& entry, const void* a, const void* b, float* c) {
+  const dnnl::engine& engine = cpu_engine();
+  thread_local dnnl::stream stream(cpu_engine());
+  const memory src(entry.a, engine, const_cast<void*>(a));
+  const memory weights(entry.b, engine, const_cast<void*>(b));
+  const memory dst(entry.c, engine, c);
+  const memory pad(entry.scratchpad, engine, scratchpad(entry.scratchpad.get_size()));
+  entry.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
+                                   {DNNL_ARG_SCRATCHPAD, pad}});
+  stream.wait();
+}
+
 bool run_panels(const Matmul& call);
 
 // Small products (at most kPanelMaxMacs multiply-adds) with enough rows split
@@ -282,27 +302,13 @@ bool run_panels(const Matmul& call) {
     const size_t elem = call.operands == Operands::bf16 ? 2 : 4;
     panel.a = static_cast<const char*>(call.a) + static_cast<size_t>(call.trans_a ? r0 : r0 * call.lda) * elem;
     panel.c = call.c + r0 * call.ldc;
-    std::shared_ptr<const Entry> entry;
-    if (panel.m > 0) {
-      entry = lookup(panel);
-      if (!entry->usable ||
-          (call.operands == Operands::bf16 && bf16_path().load() == Bf16Path::automatic && !entry->native_by_default))
-        refused = true;
-    }
+    // At least kMinPanelRows rows each (split_into_row_panels), so no panel is empty.
+    const std::shared_ptr<const Entry> entry = lookup(panel);
+    if (!takes(*entry, call.operands)) refused = true;
     // Every panel's primitive is known before any writes c: a refused one sends
     // the whole product back to the caller's path with c untouched.
 #pragma omp barrier
-    if (!refused && panel.m > 0) {
-      const dnnl::engine& engine = cpu_engine();
-      thread_local dnnl::stream stream(cpu_engine());
-      const memory src(entry->a, engine, const_cast<void*>(panel.a));
-      const memory weights(entry->b, engine, const_cast<void*>(panel.b));
-      const memory dst(entry->c, engine, panel.c);
-      const memory pad(entry->scratchpad, engine, scratchpad(entry->scratchpad.get_size()));
-      entry->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
-                                        {DNNL_ARG_SCRATCHPAD, pad}});
-      stream.wait();
-    }
+    if (!refused) execute(*entry, panel.a, panel.b, panel.c);
   }
   return !refused;
 }
@@ -333,18 +339,8 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   }
   if (split_into_row_panels(call)) return true;
   const std::shared_ptr<const Entry> entry = lookup(call);
-  if (!entry->usable) return false;
-  if (operands == Operands::bf16 && bf16_path().load() == Bf16Path::automatic && !entry->native_by_default)
-    return false;
-  const dnnl::engine& engine = cpu_engine();
-  thread_local dnnl::stream stream(cpu_engine());
-  const memory src(entry->a, engine, const_cast<void*>(a));
-  const memory weights(entry->b, engine, const_cast<void*>(b));
-  const memory dst(entry->c, engine, c);
-  const memory pad(entry->scratchpad, engine, scratchpad(entry->scratchpad.get_size()));
-  entry->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
-                                    {DNNL_ARG_SCRATCHPAD, pad}});
-  stream.wait();
+  if (!takes(*entry, operands)) return false;
+  execute(*entry, a, b, c);
   return true;
 }
 

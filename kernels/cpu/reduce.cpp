@@ -225,8 +225,15 @@ void round_bf16_with_column_sums(uint16_t* rounded, float* col_sums, const float
               [rounded](int64_t index, float v) { rounded[index] = float_to_bf16_bits(v); });
 }
 
+template <typename T>
+void column_sums(T* out, const T* x, int64_t rows, int64_t cols) {
+  if (cols == 0) return;
+  sum_columns(out, x, 1, rows, cols, 1.0, [](int64_t, T) {});
+}
+
 #define VLMC_INSTANTIATE(T)                                                          \
   template void sum<T>(T*, const T*, int64_t, int64_t, int64_t, double);             \
+  template void column_sums<T>(T*, const T*, int64_t, int64_t);                      \
   template void max<T>(T*, int64_t*, const T*, int64_t, int64_t, int64_t);           \
   template void scatter_reduced<T>(T*, const T*, const int64_t*, int64_t, int64_t, int64_t);
 VLMC_INSTANTIATE(float)
