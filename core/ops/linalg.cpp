@@ -147,6 +147,25 @@ void lay_bias_rows(const Tensor& y, const Tensor& bias) {
   });
 }
 
+// c [m, n] (contiguous, on the CPU) = op(a) [m, k] · op(b) + bias [n] in every row, one
+// product whose kernel adds the bias (kernels/gemm.h's gemm_bias). bf16
+// operands (both or neither) with an f32 bias and c.
+void product_with_bias(const Operand& a, const Operand& b, const Tensor& bias, const Tensor& c, int64_t k) {
+  const int64_t m = c.size(0), n = c.size(1);
+  if (a.data.dtype() == DType::bf16) {
+    kernels::cpu::gemm_bf16_bias(a.trans, b.trans, m, n, k, static_cast<const uint16_t*>(a.data.data_ptr()), a.ld,
+                                 static_cast<const uint16_t*>(b.data.data_ptr()), b.ld, bias.data<float>(),
+                                 c.data<float>(), n);
+    return;
+  }
+  dispatch_float("linear", c.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::gemm_bias<T>(a.trans, b.trans, m, n, k, static_cast<const T*>(a.data.data_ptr()), a.ld,
+                               static_cast<const T*>(b.data.data_ptr()), b.ld, static_cast<const T*>(bias.data_ptr()),
+                               static_cast<T*>(c.data_ptr()), n);
+  });
+}
+
 // The operand a product under autocast (bf16) multiplies: its bf16 copy.
 Tensor cast_if(const Tensor& x, bool bf16) { return bf16 ? autocast_bf16_copy(x) : x; }
 
@@ -360,7 +379,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const Tensor x2 = (bf16 ? autocast_bf16_copy(x) : x.detach()).reshape({rows, in});
   const Tensor wd = bf16 ? autocast_bf16_copy(weight) : weight.detach();
   Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
-  if (y2.numel() > 0) {
+  if (y2.numel() > 0 && in > 0 && bias.defined() && !y2.device().is_cuda()) {
+    product_with_bias(operand(x2, {}), transposed(operand(wd, {})), bias.detach().contiguous(), y2, in);
+  } else if (y2.numel() > 0) {
     // The bias is laid into every row first and the GEMM adds onto it (beta = 1).
     double beta = 0.0;
     if (bias.defined()) {

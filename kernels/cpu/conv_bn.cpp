@@ -311,6 +311,22 @@ void product(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, 
   gemm<float>(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
+// z [m, n] = a [m, k] · b [n, k]ᵀ (+ bias in every row), z written, not read.
+template <typename T, typename Operand>
+void product_nt(int64_t m, int64_t n, int64_t k, const Operand* a, const Operand* b, const T* bias, T* z) {
+  if (bias == nullptr) {
+    if constexpr (std::is_same_v<Operand, uint16_t>) {
+      product(false, true, m, n, k, a, k, b, k, 0.0f, z, n);
+    } else {
+      gemm<T>(false, true, m, n, k, T(1), a, k, b, k, T(0), z, n);
+    }
+  } else if constexpr (std::is_same_v<Operand, uint16_t>) {
+    gemm_bf16_bias(false, true, m, n, k, a, k, b, k, bias, z, n);
+  } else {
+    gemm_bias<T>(false, true, m, n, k, a, k, b, k, bias, z, n);
+  }
+}
+
 template <typename R>
 void forward_rounded(float* z, const float* x, const float* w, const float* bias, const ConvShape& s,
                      void* workspace) {
@@ -318,8 +334,7 @@ void forward_rounded(float* z, const float* x, const float* w, const float* bias
   const Rounded<R> r = rounded_operands<R>(workspace, s, ConvPass::forward);
   rounded_patches(r.patches, x, s);
   round_into(r.w, w, N * K);
-  if (bias) broadcast_rows(z, bias, M, N, N);
-  product(false, true, M, N, K, r.patches, K, r.w, K, bias ? 1.0f : 0.0f, z, N);
+  product_nt(M, N, K, r.patches, r.w, bias, z);
 }
 
 template <typename R>
@@ -367,8 +382,7 @@ void conv2d_forward(T* z, const T* x, const T* w, const T* bias, const ConvShape
     im2col(static_cast<T*>(workspace), x, s);
     cols = static_cast<const T*>(workspace);
   }
-  if (bias) broadcast_rows(z, bias, M, N, N);
-  gemm<T>(false, true, M, N, K, T(1), cols, K, w, K, bias ? T(1) : T(0), z, N);
+  product_nt(M, N, K, cols, w, bias, z);
 }
 
 template <typename T>

@@ -101,6 +101,19 @@ void broadcast_rows(T* c, const T* row, int64_t m, int64_t n, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) std::copy(row, row + n, c + i * ldc);
 }
 
+template <typename T>
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (m > 0 && n > 0 && k > 0 &&
+        onednn::matmul(onednn::Operands::f32, trans_a, trans_b, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, 0.0f, c, ldc,
+                       0, 1, bias))
+      return;
+  }
+  broadcast_rows(c, bias, m, n, ldc);
+  gemm(trans_a, trans_b, m, n, k, T(1), a, lda, b, ldb, T(1), c, ldc);
+}
+
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                           const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
@@ -113,5 +126,9 @@ template void gemm_strided_batched<double>(bool, bool, int64_t, int64_t, int64_t
                                            int64_t, double, double*, int64_t, int64_t, int64_t);
 template void broadcast_rows<float>(float*, const float*, int64_t, int64_t, int64_t);
 template void broadcast_rows<double>(double*, const double*, int64_t, int64_t, int64_t);
+template void gemm_bias<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                               int64_t, const float*, float*, int64_t);
+template void gemm_bias<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*,
+                                int64_t, const double*, double*, int64_t);
 
 }  // namespace vlmc::kernels::cpu

@@ -101,4 +101,14 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                               wb.stride, beta, c, ldc, stride_c, batch);
 }
 
+void gemm_bf16_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const uint16_t* a,
+                    int64_t lda, const uint16_t* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
+  if (m > 0 && n > 0 && k > 0 &&
+      onednn::matmul(onednn::Operands::bf16, trans_a, trans_b, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, 0.0f, c, ldc, 0,
+                     1, bias))
+    return;
+  broadcast_rows<float>(c, bias, m, n, ldc);
+  gemm_bf16(trans_a, trans_b, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, 1.0f, c, ldc, 0, 1);
+}
+
 }  // namespace vlmc::kernels::cpu

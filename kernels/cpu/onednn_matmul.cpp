@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
 #endif
 
 namespace vlmc::kernels::cpu::onednn {
@@ -47,6 +48,7 @@ struct Matmul {
   float beta;
   float* c;
   int64_t ldc, stride_c, batch;
+  const float* bias;  // [n] added to every row of C, or null
 };
 
 // The switch, first set from VLMC_GEMM: "onednn" (the default) or "openblas".
@@ -94,7 +96,7 @@ uint32_t bits_of(float x) {
 
 // Everything about a call but its pointers, plus the thread count the
 // primitive partitions its work for.
-using Key = std::array<int64_t, 17>;
+using Key = std::array<int64_t, 18>;
 
 // CPUID's vendor string: bf16's default path depends on it (see Bf16Path).
 bool is_amd_cpu() {
@@ -114,7 +116,7 @@ Key key_of(const Matmul& c) {
   const bool batched = c.batch > 1;
   return {static_cast<int64_t>(c.operands), c.trans_a, c.trans_b, c.m, c.n, c.k, c.lda,
           batched ? c.stride_a : 0, c.ldb, batched ? c.stride_b : 0, c.ldc, batched ? c.stride_c : 0,
-          c.batch, bits_of(c.alpha), bits_of(c.beta), omp_get_max_threads(), omp_in_parallel()};
+          c.batch, bits_of(c.alpha), bits_of(c.beta), omp_get_max_threads(), omp_in_parallel(), c.bias != nullptr};
 }
 
 struct Entry {
@@ -124,7 +126,7 @@ struct Entry {
   // (Bf16Path's comment in onednn_matmul.h).
   bool native_by_default = false;
   dnnl::matmul primitive;
-  memory::desc a, b, c, scratchpad;
+  memory::desc a, b, c, bias, scratchpad;  // bias: zero (empty) when the call has none
   std::string implementation;
 };
 
@@ -150,6 +152,8 @@ Entry create(const Matmul& c) {
   e.a = operand_desc(type, batch_a, c.stride_a, c.m, c.k, c.lda, c.trans_a);
   e.b = operand_desc(type, batch_b, c.stride_b, c.k, c.n, c.ldb, c.trans_b);
   e.c = operand_desc(memory::data_type::f32, batched ? c.batch : 0, c.stride_c, c.m, c.n, c.ldc, false);
+  // An f32 row [1, n] broadcast over the rows (matmul() takes a bias only without a batch).
+  if (c.bias != nullptr) e.bias = memory::desc({1, c.n}, memory::data_type::f32, memory::dims{c.n, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (c.alpha != 1.0f) attr.set_output_scales(0, {c.alpha});
@@ -159,7 +163,9 @@ Entry create(const Matmul& c) {
     attr.set_post_ops(ops);
   }
   try {
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e.a, e.b, e.c), attr, cpu_engine());
+    const dnnl::matmul::desc desc = c.bias != nullptr ? dnnl::matmul::desc(e.a, e.b, e.bias, e.c)
+                                                      : dnnl::matmul::desc(e.a, e.b, e.c);
+    const dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
     e.implementation = pd.impl_info_str();
     if (e.implementation.find("ref") != std::string::npos) return e;  // scalar loops: OpenBLAS is faster
     e.amx = e.implementation.find("amx") != std::string::npos;
@@ -239,7 +245,7 @@ std::string version() {
 
 // A plain 64 x 64 x 64 product: what this CPU gets for typical calls.
 std::shared_ptr<const Entry> probe(Operands operands) {
-  return lookup({operands, false, false, 64, 64, 64, 1.0f, nullptr, 64, 0, nullptr, 64, 0, 0.0f, nullptr, 64, 0, 1});
+  return lookup({operands, false, false, 64, 64, 64, 1.0f, nullptr, 64, 0, nullptr, 64, 0, 0.0f, nullptr, 64, 0, 1, nullptr});
 }
 
 // Whether this call's path takes the entry's primitive: usable, and for bf16
@@ -249,16 +255,19 @@ bool takes(const Entry& entry, Operands operands) {
   return operands != Operands::bf16 || bf16_path().load() != Bf16Path::automatic || entry.native_by_default;
 }
 
-// Runs the entry's primitive on a, b and c, with this thread's stream and scratchpad.
-void execute(const Entry& entry, const void* a, const void* b, float* c) {
+// Runs the entry's primitive on a, b, c and the bias (null when the entry has
+// none), with this thread's stream and scratchpad.
+void execute(const Entry& entry, const void* a, const void* b, float* c, const float* bias) {
   const dnnl::engine& engine = cpu_engine();
   thread_local dnnl::stream stream(cpu_engine());
   const memory src(entry.a, engine, const_cast<void*>(a));
   const memory weights(entry.b, engine, const_cast<void*>(b));
   const memory dst(entry.c, engine, c);
   const memory pad(entry.scratchpad, engine, scratchpad(entry.scratchpad.get_size()));
-  entry.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
-                                   {DNNL_ARG_SCRATCHPAD, pad}});
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, pad}};
+  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, memory(entry.bias, engine, const_cast<float*>(bias)));
+  entry.primitive.execute(stream, args);
   stream.wait();
 }
 
@@ -308,7 +317,7 @@ bool run_panels(const Matmul& call) {
     // Every panel's primitive is known before any writes c: a refused one sends
     // the whole product back to the caller's path with c untouched.
 #pragma omp barrier
-    if (!refused) execute(*entry, panel.a, panel.b, panel.c);
+    if (!refused) execute(*entry, panel.a, panel.b, panel.c, panel.bias);
   }
   return !refused;
 }
@@ -317,9 +326,11 @@ bool run_panels(const Matmul& call) {
 
 bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
             const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, float beta,
-            float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+            float* c, int64_t ldc, int64_t stride_c, int64_t batch, const float* bias) {
   const Matmul call{operands, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta,
-                    c, ldc, stride_c, batch};
+                    c, ldc, stride_c, batch, bias};
+  // A bias goes with one product at alpha 1 (where oneDNN adds it is then moot).
+  if (bias != nullptr && (batch != 1 || alpha != 1.0f)) return false;
   if (openblas_requested()) return false;
   if (call.m < 1 || call.n < 1 || call.k < 1 || call.batch < 1) return false;
   // Both operands shared by the whole batch: oneDNN's dst batch would be 1.
@@ -332,7 +343,7 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
     // rows of 5632 (1.96 against 0.46 ms, AMD EPYC, 2 threads) and never faster.
     // The product goes to a dense buffer, then into c.
     float* dense = dense_output(static_cast<size_t>(m * n));
-    if (!matmul(operands, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, 0.0f, dense, n, 0, 1))
+    if (!matmul(operands, trans_a, trans_b, m, n, k, alpha, a, lda, 0, b, ldb, 0, 0.0f, dense, n, 0, 1, bias))
       return false;
     add_rows(c, ldc, dense, m, n, beta);
     return true;
@@ -340,7 +351,7 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   if (split_into_row_panels(call)) return true;
   const std::shared_ptr<const Entry> entry = lookup(call);
   if (!takes(*entry, operands)) return false;
-  execute(*entry, a, b, c);
+  execute(*entry, a, b, c, bias);
   return true;
 }
 
@@ -377,7 +388,7 @@ std::string describe(Operands operands) {
 #else  // built without oneDNN
 
 bool matmul(Operands, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, int64_t, const void*,
-            int64_t, int64_t, float, float*, int64_t, int64_t, int64_t) {
+            int64_t, int64_t, float, float*, int64_t, int64_t, int64_t, const float*) {
   return false;
 }
 bool enabled(Operands) { return false; }

@@ -32,13 +32,15 @@ namespace vlmc::kernels::cpu::onednn {
 enum class Operands { f32, bf16 };  // C and the accumulation are always f32
 
 // The strided-batched GEMM of kernels/gemm.h, row-major: for i < batch,
-//   C_i [m, n] = alpha * op(A_i) [m, k] * op(B_i) [k, n] + beta * C_i,
+//   C_i [m, n] = alpha * op(A_i) [m, k] * op(B_i) [k, n] + beta * C_i (+ bias),
 // A_i at a + i * stride_a elements (stride 0: one matrix for the batch).
-// bf16 operands are their 16-bit patterns (uint16_t). Runs the product and
-// returns true, or returns false without touching C.
+// bf16 operands are their 16-bit patterns (uint16_t). A bias (f32 [n], added
+// to every row in the kernel's epilogue, as linear's) is taken with batch 1
+// and alpha 1 only. Runs the product and returns true, or returns false
+// without touching C.
 bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
             const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, float beta,
-            float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+            float* c, int64_t ldc, int64_t stride_c, int64_t batch, const float* bias = nullptr);
 
 // Whether this build and CPU would send typical products of these operands
 // to oneDNN (the build has it, it is not switched off, oneDNN's

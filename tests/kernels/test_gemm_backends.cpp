@@ -163,7 +163,70 @@ void check_row_panels() {
   omp_set_num_threads(saved);
 }
 
+// linear's product, C = op(A)·op(B) + bias in every row (gemm_bias, gemm_bf16_bias),
+// against a double loop: C NaN-poisoned (never read), its padding untouched.
+template <bool kBf16>
+void check_bias_product(bool ta, bool tb, int64_t m, int64_t pad_c) {
+  const int64_t n = 11, k = 37, pad = 2, ldc = n + pad_c;
+  const int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad;
+  const std::vector<float> av = values(static_cast<size_t>((ta ? k : m) * lda), 7);
+  const std::vector<float> bv = values(static_cast<size_t>((tb ? n : k) * ldb), 8);
+  const std::vector<float> bias = values(static_cast<size_t>(n), 9);
+  std::vector<uint16_t> ah(av.size()), bh(bv.size());
+  for (size_t i = 0; i < av.size(); ++i) ah[i] = float_to_bf16_bits(av[i]);
+  for (size_t i = 0; i < bv.size(); ++i) bh[i] = float_to_bf16_bits(bv[i]);
+  std::vector<float> c(static_cast<size_t>(m * ldc), std::numeric_limits<float>::quiet_NaN());
+  if constexpr (kBf16) {
+    kernels::cpu::gemm_bf16_bias(ta, tb, m, n, k, ah.data(), lda, bh.data(), ldb, bias.data(), c.data(), ldc);
+  } else {
+    kernels::cpu::gemm_bias<float>(ta, tb, m, n, k, av.data(), lda, bv.data(), ldb, bias.data(), c.data(), ldc);
+  }
+  const auto a_at = [&](int64_t i, int64_t l) {
+    const size_t at = static_cast<size_t>(ta ? l * lda + i : i * lda + l);
+    return kBf16 ? double(bf16_bits_to_float(ah[at])) : double(av[at]);
+  };
+  const auto b_at = [&](int64_t l, int64_t j) {
+    const size_t at = static_cast<size_t>(tb ? j * ldb + l : l * ldb + j);
+    return kBf16 ? double(bf16_bits_to_float(bh[at])) : double(bv[at]);
+  };
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = bias[static_cast<size_t>(j)], mag = std::abs(s);
+      for (int64_t l = 0; l < k; ++l) {
+        s += a_at(i, l) * b_at(l, j);
+        mag += std::abs(a_at(i, l) * b_at(l, j));
+      }
+      INFO("row " << i << " column " << j);
+      CHECK(std::abs(c[static_cast<size_t>(i * ldc + j)] - s) <= 1e-6 * mag);
+    }
+    for (int64_t j = n; j < ldc; ++j) CHECK(std::isnan(c[static_cast<size_t>(i * ldc + j)]));
+  }
+}
+
 }  // namespace
+
+TEST_CASE("cpu gemm_bias and gemm_bf16_bias add the bias to every row on both backends, 1-3 threads",
+          "[gemm][gemm_bf16][onednn][threads]") {
+  const int saved = omp_get_max_threads();
+  for (bool use_onednn : {true, false}) {
+    const BackendGuard guard(use_onednn);
+    for (const int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          // 13 rows: one product; 45: a panel per thread on 2 and 3 (kMinPanelRows).
+          for (const int64_t m : {13, 45})
+            for (const int64_t pad_c : {0, 3}) {
+              INFO((use_onednn ? onednn::describe(onednn::Operands::f32) : std::string("OpenBLAS"))
+                   << ", threads " << threads << " trans_a " << ta << " trans_b " << tb << " m " << m << " ldc n + "
+                   << pad_c);
+              check_bias_product<false>(ta, tb, m, pad_c);
+              check_bias_product<true>(ta, tb, m, pad_c);
+            }
+    }
+  }
+  omp_set_num_threads(saved);
+}
 
 TEST_CASE("cpu gemm f32 and bf16: products split into row panels per thread match a naive loop",
           "[gemm][onednn][threads]") {
