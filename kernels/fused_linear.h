@@ -15,8 +15,8 @@
 // GeluKind::erf is the exact 0.5·z·(1 + erf(z/√2)) (PyTorch's default),
 // GeluKind::tanh is PyTorch's approximate='tanh'.
 //
-// CPU (the oracle): OpenBLAS sgemm/dgemm through kernels::cpu::gemm on row
-// blocks sized for the cache, each block's bias + GELU applied right after its
+// CPU (the oracle): kernels::cpu::gemm (oneDNN's matmul for f32 where it has
+// a kernel for this CPU, else OpenBLAS's sgemm/dgemm) on row blocks sized for the cache, each block's bias + GELU applied right after its
 // GEMM while it is still cached. f32 uses erf_fast / exp_fast below (branch-free,
 // auto-vectorized); f64 uses std::erf / std::exp so gradient checks are exact.
 // CUDA: our own kernels, versions v1..v3 documented in kernels/cuda/fused_linear.cu.

@@ -1,8 +1,9 @@
 // CPU fused linear + bias + GELU (see kernels/fused_linear.h).
 //
 // Forward: the rows of x are taken in blocks whose output [rows, n] fits in
-// the L3 cache (see block_rows for why not L2). Each block is one sgemm
-// (OpenBLAS, through kernels::cpu::gemm, threaded by OpenBLAS) followed at
+// the L3 cache (see block_rows for why not L2). Each block is one product
+// (kernels::cpu::gemm: oneDNN's matmul where it has a kernel for this CPU,
+// else OpenBLAS; gemm_bf16 under autocast) followed at
 // once by the bias + GELU epilogue on the block it just wrote, while the block
 // is still cached. So the epilogue costs its arithmetic, not another trip
 // through memory, and the op runs close to the GEMM's speed
