@@ -14,13 +14,16 @@
 // read the keys where they lie.
 //
 // Accumulation: f64 tensors accumulate in double, one term after another (the gradient
-// check's oracle). f32 tensors accumulate in float, also one term after another per sum
-// (the few-row dot products as vector lanes, `omp simd`), exp in float; the golden tests'
-// 1e-5 holds. The exps of a row run as one vectorised pass of fast::exp_f32 (9e-8
+// check's oracle). f32 tensors accumulate in float: the products' sums one term after
+// another (the few-row dot products as vector lanes, `omp simd`), a row's softmax sum
+// and the backward's Σ P·dP in 8 lanes (sum_in_lanes below), exp in float; the golden
+// tests' 1e-5 holds. The exps of a row run as one vectorised pass of fast::exp_f32 (9e-8
 // relative; a libm call per score was 3 % of the stage-0 language model's step). Every
 // order is fixed for a given build, so results stay bitwise reproducible.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -82,6 +85,85 @@ inline void exp_shifted(double* x, double shift, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] = std::exp(x[j] - shift);
 }
 
+// ---- a row's softmax pieces in f32 lanes ---------------------------------------------------
+// At the main job's sizes (17-40 keys, 32 head dims) the score tiles and weighted sums
+// are register tiles, and what was left was the loops over a row's keys, one key after
+// another: scaling and masking with the running maximum, the softmax's sum and the
+// backward's dO·O took about half of the forward's own time (perf annotate, the
+// encoder's [64, 4, 17, 32]). These run 8 keys at a time. The maximum is exact in any
+// order; the sums take 8 lanes (key j in lane j % 8), then the lanes in order, then the
+// tail in order, a fixed order for a given row length. f64 (the gradient check's
+// oracle) keeps one term after another.
+using Lanes = heads::detail::Vec<float>;
+using MaskLanes [[gnu::vector_size(32)]] = int32_t;
+constexpr int64_t kLanes = heads::detail::kLanes<float>;
+
+// The visible keys of a batch's mask row as lane masks: keep[j] is 1 or 0.
+inline void lane_masks(int32_t* keep, const int64_t* mask_row, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) keep[j] = mask_row[j] != 0 ? 1 : 0;
+}
+
+// x where keys j..j+7 are visible (keep null: all are), `otherwise` elsewhere.
+inline Lanes visible_or(const int32_t* keep, int64_t j, Lanes x, Lanes otherwise) {
+  if (keep == nullptr) return x;
+  MaskLanes on;
+  std::memcpy(&on, keep + j, sizeof on);
+  return on != 0 ? x : otherwise;
+}
+
+inline bool visible(const int32_t* keep, int64_t j) { return keep == nullptr || keep[j] != 0; }
+
+// p[j] = p[j]·scale where key j is visible (keep null: every key), -inf elsewhere, for
+// j < n; returns the largest (-inf when none is visible; a NaN is passed over, as
+// std::max(m, x) passes it).
+inline float scale_mask_max(float* p, const int32_t* keep, float scale, int64_t n) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const Lanes neg_inf = Lanes{} + kNegInf;
+  Lanes top = neg_inf;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const Lanes x = visible_or(keep, j, heads::detail::load(p + j) * scale, neg_inf);
+    heads::detail::store(p + j, x);
+    top = x > top ? x : top;
+  }
+  float m = kNegInf;
+  for (int64_t l = 0; l < kLanes; ++l) m = std::max(m, top[l]);
+  for (; j < n; ++j) {
+    p[j] = visible(keep, j) ? p[j] * scale : kNegInf;
+    m = std::max(m, p[j]);
+  }
+  return m;
+}
+
+// Σ_j x[j] for j < n: 8 lanes, the lanes in order, the tail in order.
+inline float sum_in_lanes(const float* x, int64_t n) {
+  Lanes acc{};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) acc += heads::detail::load(x + j);
+  float sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+  for (; j < n; ++j) sum += x[j];
+  return sum;
+}
+
+// Σ_j p[j]·d[j] over the visible keys j < n (a masked key's d is left out: its value
+// row may not be finite), in 8 lanes as sum_in_lanes.
+inline float masked_dot(const float* p, const float* d, const int32_t* keep, int64_t n) {
+  Lanes acc{};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    // One expression in both cases, so a mask of ones gives the bits of no mask (the
+    // compiler fuses the multiply-add alike).
+    const Lanes sum = acc + heads::detail::load(p + j) * heads::detail::load(d + j);
+    acc = visible_or(keep, j, sum, acc);
+  }
+  float sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+  for (; j < n; ++j)
+    if (visible(keep, j)) sum = std::fma(p[j], d[j], sum);
+  return sum;
+}
+
 }  // namespace
 
 // Query rows of one head in a work item: they share its transposed keys, and P·V
@@ -107,8 +189,11 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
     std::vector<A> p, o, l;  // P of a block [rows, ld], P·V [rows, D], each row's Σ exp
     std::vector<T> kt;       // the head's keys by columns [D, ld]
     std::vector<int64_t> keys;
+    std::vector<int32_t> keep;  // f32: the key mask of batch keep_b as lane masks
+    int64_t keep_b = -1;
     const bool ready = errors.run([&] {
       const int64_t rows = std::min(Tq, kRowBlock);
+      if (key_mask != nullptr) keep.resize(static_cast<size_t>(S));
       p.resize(static_cast<size_t>(rows * ld_max));
       o.resize(static_cast<size_t>(rows * D));
       l.resize(static_cast<size_t>(rows));
@@ -140,13 +225,21 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < keys[r]; ++j) p[r * ld + j] = dot(qb + r * st.q.row, kh + j * st.k.row, D);
       }
+      if (mrow != nullptr && keep_b != b) {
+        lane_masks(keep.data(), mrow, S);
+        keep_b = b;
+      }
       for (int64_t r = 0; r < rows; ++r) {
         A* pr = p.data() + r * ld;
         const int64_t lim = keys[r];
         A m = kNegInf;
-        for (int64_t j = 0; j < lim; ++j) {
-          pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
-          m = std::max(m, pr[j]);
+        if constexpr (std::is_same_v<A, float>) {
+          m = scale_mask_max(pr, mrow != nullptr ? keep.data() : nullptr, static_cast<A>(scale), lim);
+        } else {
+          for (int64_t j = 0; j < lim; ++j) {
+            pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
+            m = std::max(m, pr[j]);
+          }
         }
         if (m == kNegInf) {  // no visible key: P = 0, the output zeros
           std::fill(pr, pr + n, A(0));
@@ -156,7 +249,11 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         }
         exp_shifted(pr, m, lim);  // pr[j] = P_ij·l, 0 where masked
         A sum = 0;
-        for (int64_t j = 0; j < lim; ++j) sum += pr[j];
+        if constexpr (std::is_same_v<A, float>) {
+          sum = sum_in_lanes(pr, lim);
+        } else {
+          for (int64_t j = 0; j < lim; ++j) sum += pr[j];
+        }
         std::fill(pr + lim, pr + n, A(0));  // keys after the causal limit
         l[r] = sum;
         lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m + std::log(sum));
@@ -189,7 +286,9 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
     std::vector<A> p, ds, dqb, dk_acc, dv_acc;  // P and dP (then dS) of a block [rows, ld]
     std::vector<T> kt, vt;                      // the head's keys and values by columns [D, ld]
     std::vector<int64_t> keys;
+    std::vector<int32_t> keep;  // f32: the key mask of the item's batch as lane masks
     const bool ready = errors.run([&] {
+      if (key_mask != nullptr) keep.resize(static_cast<size_t>(S));
       p.resize(static_cast<size_t>(block * ld_max));
       ds.resize(static_cast<size_t>(block * ld_max));
       dqb.resize(static_cast<size_t>(block * D));
@@ -206,6 +305,8 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       const T* kh = k + st.k.at(b, hk, 0);
       const T* vh = v + st.v.at(b, hk, 0);
       const int64_t* mrow = key_mask ? key_mask + b * S : nullptr;
+      if (mrow != nullptr) lane_masks(keep.data(), mrow, S);
+      const int32_t* keep_row = mrow != nullptr ? keep.data() : nullptr;
       const int64_t tq = computed_rows(mrow, s);  // rows after it: zero dq, no part in dk, dv
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
         for (int64_t i = tq; i < Tq; ++i) {
@@ -235,11 +336,17 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
             A* dsr = ds.data() + r * ld;
             const A L = static_cast<A>(lse[row]);
             const int64_t lim = std::isinf(L) && L < 0 ? 0 : keys[r];  // fully masked row: P = 0
-            for (int64_t j = 0; j < lim; ++j) pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
-            exp_shifted(pr, L, lim);
             A dl = 0;
-            for (int64_t j = 0; j < lim; ++j)  // fma spelled out, as in head_products.h's tail
-              if (visible(mrow, j)) dl = std::fma(pr[j], dsr[j], dl);
+            if constexpr (std::is_same_v<A, float>) {
+              scale_mask_max(pr, keep_row, static_cast<A>(scale), lim);  // the maximum is not needed
+              exp_shifted(pr, L, lim);
+              dl = masked_dot(pr, dsr, keep_row, lim);
+            } else {
+              for (int64_t j = 0; j < lim; ++j) pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
+              exp_shifted(pr, L, lim);
+              for (int64_t j = 0; j < lim; ++j)  // fma spelled out, as in head_products.h's tail
+                if (visible(mrow, j)) dl = std::fma(pr[j], dsr[j], dl);
+            }
             delta[row] = static_cast<T>(dl);
             for (int64_t j = 0; j < lim; ++j) dsr[j] = pr[j] * (dsr[j] - dl) * static_cast<A>(scale);
             std::fill(pr + lim, pr + n, A(0));
