@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "kernels/copy.h"
 #include "kernels/cpu/onednn_matmul.h"
 
 namespace vlmc {
@@ -16,10 +17,13 @@ struct CacheEntry {
   Tensor copy;
 };
 
+// The two forms of a rounded copy (autocast_bf16_copy's bits, or f32 values).
+enum Form { kBits = 0, kValues = 1 };
+
 struct AutocastState {
   bool bf16 = false;
-  int depth = 0;  // active guards; the cache lives while it is > 0
-  std::unordered_map<const TensorImpl*, CacheEntry> cache;
+  int depth = 0;  // active guards; the caches live while it is > 0
+  std::unordered_map<const TensorImpl*, CacheEntry> cache[2];  // by Form
 };
 
 AutocastState& state() {
@@ -27,7 +31,40 @@ AutocastState& state() {
   return s;
 }
 
-Tensor rounded(const Tensor& x) { return x.detach().to(DType::bf16).contiguous(); }
+Tensor rounded_bits(const Tensor& x) { return x.detach().to(DType::bf16).contiguous(); }
+
+// x's values rounded to bf16's precision, as a contiguous f32 tensor (the
+// CPU's form; CUDA's products take bits).
+Tensor rounded_values(const Tensor& x) {
+  VLMC_CHECK(!x.device().is_cuda(), "autocast: ", describe(x), ": f32-held bf16 operands are the CPU's form");
+  const Tensor src = x.detach();
+  if (src.is_contiguous()) {
+    Tensor out = Tensor::empty(src.shape(), DType::f32, src.device());
+    kernels::cpu::round_to_bf16_precision(out.data<float>(), src.data<float>(), out.numel());
+    return out;
+  }
+  Tensor out = src.contiguous();  // a fresh copy, rounded where it lies
+  kernels::cpu::round_to_bf16_precision(out.data<float>(), out.data<float>(), out.numel());
+  return out;
+}
+
+Tensor rounded(const Tensor& x, Form form) { return form == kBits ? rounded_bits(x) : rounded_values(x); }
+
+// x rounded in `form`, from (or into) the weight cache where x is a parameter.
+Tensor cached_rounding(const Tensor& x, Form form) {
+  VLMC_CHECK(x.defined(), "autocast: undefined operand");
+  if (x.dtype() == DType::bf16) return form == kBits ? x.detach() : x.detach().to(DType::f32);  // exact
+  VLMC_CHECK(x.dtype() == DType::f32, "autocast: operand dtype ", dtype_name(x.dtype()),
+             " cannot be rounded to bf16 (only f32 is)");
+  AutocastState& s = state();
+  if (s.depth == 0 || !x.is_leaf() || !x.requires_grad()) return rounded(x, form);
+  auto& cache = s.cache[form];
+  const auto found = cache.find(x.impl_ptr().get());
+  if (found != cache.end()) return found->second.copy;
+  Tensor copy = rounded(x, form);
+  cache.emplace(x.impl_ptr().get(), CacheEntry{x.impl_ptr(), copy});
+  return copy;
+}
 
 }  // namespace
 
@@ -40,7 +77,8 @@ AutocastGuard::AutocastGuard(bool bf16_enabled) : previous_(state().bf16) {
 AutocastGuard::~AutocastGuard() {
   AutocastState& s = state();
   s.bf16 = previous_;
-  if (--s.depth == 0) s.cache.clear();
+  if (--s.depth == 0)
+    for (auto& cache : s.cache) cache.clear();
 }
 
 bool autocast_bf16() { return state().bf16; }
@@ -49,20 +87,17 @@ bool cpu_bf16_products_native() {
   return kernels::cpu::onednn::enabled(kernels::cpu::onednn::Operands::bf16);
 }
 
-Tensor autocast_bf16_copy(const Tensor& x) {
-  VLMC_CHECK(x.defined(), "autocast: undefined operand");
-  if (x.dtype() == DType::bf16) return x.detach();
-  VLMC_CHECK(x.dtype() == DType::f32, "autocast: operand dtype ", dtype_name(x.dtype()),
-             " cannot be rounded to bf16 (only f32 is)");
-  AutocastState& s = state();
-  if (s.depth == 0 || !x.is_leaf() || !x.requires_grad()) return rounded(x);
-  const auto found = s.cache.find(x.impl_ptr().get());
-  if (found != s.cache.end()) return found->second.copy;
-  Tensor copy = rounded(x);
-  s.cache.emplace(x.impl_ptr().get(), CacheEntry{x.impl_ptr(), copy});
-  return copy;
+Tensor autocast_bf16_copy(const Tensor& x) { return cached_rounding(x, kBits); }
+
+DType autocast_operand_dtype(const Device& device) {
+  return device.is_cuda() || cpu_bf16_products_native() ? DType::bf16 : DType::f32;
 }
 
-size_t autocast_cache_size() { return state().cache.size(); }
+Tensor autocast_operand(const Tensor& x) {
+  VLMC_CHECK(x.defined(), "autocast: undefined operand");
+  return cached_rounding(x, autocast_operand_dtype(x.device()) == DType::bf16 ? kBits : kValues);
+}
+
+size_t autocast_cache_size() { return state().cache[kBits].size() + state().cache[kValues].size(); }
 
 }  // namespace vlmc

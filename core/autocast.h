@@ -14,7 +14,11 @@
 // The mode is thread-local, and an op captures it when it runs its forward:
 // its backward rounds the same way even if backward() runs outside the guard.
 //
-// Weight cache: the bf16 copy of a leaf that requires grad (a parameter) is
+// Where the CPU has no bf16 kernel the rounded operands are kept as f32 values
+// (autocast_operand below): the same numbers and the same f32 GEMM that
+// widened bf16 bits would reach, one pass sooner.
+//
+// Weight cache: the rounded copy of a leaf that requires grad (a parameter) is
 // made once and kept until the outermost guard exits, so repeated uses of a
 // weight inside one step (a shared weight, several micro-batches) cast it once.
 // The trainer steps the optimizer outside the guard, and the cache is empty
@@ -54,6 +58,20 @@ bool cpu_bf16_products_native();
 // a leaf that requires grad and a guard is active; a bf16 x is returned
 // detached as it is.
 Tensor autocast_bf16_copy(const Tensor& x);
+
+// The form in which autocast hands a product on `device` its rounded
+// operands: bf16 bits where the product runs a bf16 kernel (CUDA's cuBLAS; a
+// CPU where cpu_bf16_products_native()), and elsewhere f32 values rounded to
+// bf16's precision: the same numbers, which the f32 GEMM multiplies as they
+// are, where bf16 bits would be widened back to f32 by every product that
+// reads them (a third pass over each operand: with oneDNN held to AVX2 the
+// linear connector ran 3-12 % slower in bf16 than in f32 so; docs/perf.md).
+DType autocast_operand_dtype(const Device& device);
+
+// x (f32) rounded to bf16 as a product's operand, in autocast_operand_dtype's
+// form for x's device: contiguous, x's shape, no autograd history; cached as
+// autocast_bf16_copy caches. A bf16 x is returned detached as it is.
+Tensor autocast_operand(const Tensor& x);
 
 // Entries in this thread's weight cache (for tests).
 size_t autocast_cache_size();

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define VLMC_HOST_DEVICE __host__ __device__
@@ -67,6 +68,18 @@ VLMC_HOST_DEVICE inline uint16_t float_to_bf16_bits(float f) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
   return static_cast<uint16_t>(u >> 16);
+}
+
+// f rounded to bf16 (nearest even) in the form a product multiplies it: R =
+// uint16_t gives the bf16 bits (for a bf16 kernel), R = float the f32 holding
+// the same value (for the f32 GEMM, with no widening afterwards).
+template <typename R>
+VLMC_HOST_DEVICE inline R rounded_to_bf16(float f) {
+  if constexpr (std::is_same_v<R, uint16_t>) {
+    return float_to_bf16_bits(f);
+  } else {
+    return bf16_bits_to_float(float_to_bf16_bits(f));
+  }
 }
 
 // ---- f16: IEEE binary16 (1 sign, 5 exponent, 10 mantissa bits). ----

@@ -46,11 +46,13 @@ template <typename T>
 void max(T* values, int64_t* indices, const T* x, int64_t outer, int64_t r, int64_t inner);
 
 // autocast's biased-linear backward in one pass over g [rows, cols] (f32):
-// rounded [rows, cols] = g rounded to bf16 bits (nearest even), the GEMMs'
-// operand, and col_sums [cols] = Σ_rows g, the bias gradient, summed as
-// sum(g, rows, cols) sums them (down the rows in order, in double): the same
-// bits, one read of g instead of two.
-void round_bf16_with_column_sums(uint16_t* rounded, float* col_sums, const float* g, int64_t rows, int64_t cols);
+// rounded [rows, cols] = g rounded to bf16 (nearest even), the GEMMs'
+// operand, as bits (R = uint16_t) or as f32 values (R = float, for the f32
+// GEMM; kernels/dtype.h rounded_to_bf16), and col_sums [cols] = Σ_rows g, the
+// bias gradient, summed as sum(g, rows, cols) sums them (down the rows in
+// order, in double): the same bits, one read of g instead of two.
+template <typename R>
+void round_bf16_with_column_sums(R* rounded, float* col_sums, const float* g, int64_t rows, int64_t cols);
 
 // The backward of max over the middle dim: grad_x = 0 except
 // grad_x[o, indices[o, j], j] = grad[o, j].

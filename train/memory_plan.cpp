@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "modules/hf_config.h"
@@ -40,6 +41,10 @@ void add(std::vector<MemoryTerm>& terms, const std::string& category, const std:
 bool uses_products(const StepMode& mode, int64_t length) {
   return mode.bf16 || (mode.cuda && static_cast<double>(length) * length >= 64.0 * 64.0);
 }
+
+// Bytes of one element of an autocast copy (core/autocast.h autocast_operand):
+// bf16 bits, or f32 values of bf16's precision on a CPU with no bf16 kernel.
+double copy_bytes(const StepMode& mode) { return mode.copies_f32 ? kF32 : kBf16; }
 
 }  // namespace
 
@@ -77,6 +82,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
   const double i = static_cast<double>(s.intermediate), h = static_cast<double>(s.heads);
   const bool train = mode.trains_weights, bf16 = mode.bf16;
   const bool products = uses_products(mode, length);
+  const double copy = copy_bytes(mode);
   // With grouped heads the product form repeats each KV head for its queries.
   const double kv_in_products = s.kv_heads < s.heads ? d : kv;
   const std::string a = "activations";
@@ -99,11 +105,11 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
     add(t, a, "decoder: layer input and residual h (input_layernorm, post_attention_layernorm)", per * 2 * d * kF32);
     add(t, a, "decoder: norm statistics and attention log-sum-exp", per * (2 + (products ? 0 : h)) * kF32);
     // Linears keep their input only when their weight trains (core/ops/linalg.cpp):
-    // f32 as it is, or under autocast one bf16 copy per linear.
+    // f32 as it is, or under autocast one rounded copy per linear.
     if (train) {
-      add(t, a, "decoder: normed inputs of q/k/v and gate/up projections", per * d * (bf16 ? 5 * kBf16 : 2 * kF32));
-      add(t, a, "decoder: attention output (o_proj input, the transposed copy)", per * d * (bf16 ? kBf16 : kF32));
-      add(t, a, "decoder: SiLU(gate) * up (down_proj input)", per * i * (bf16 ? kBf16 : kF32));
+      add(t, a, "decoder: normed inputs of q/k/v and gate/up projections", per * d * (bf16 ? 5 * copy : 2 * kF32));
+      add(t, a, "decoder: attention output (o_proj input, the transposed copy)", per * d * (bf16 ? copy : kF32));
+      add(t, a, "decoder: SiLU(gate) * up (down_proj input)", per * i * (bf16 ? copy : kF32));
     }
     // Rotary: one op on the CPU that keeps nothing but the shared tables; on
     // CUDA x * cos + cat(-x2, x1) * sin from recorded ops, and mul keeps both operands.
@@ -114,9 +120,9 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
       // softmax its f32 output, which the second product reads (as a bf16
       // copy under autocast); masked_fill its u8 mask [B, 1, T, S]; the final
       // mul by "row sees a key" the attention output.
-      add(t, a, "decoder: q, k, v as the products read them", per * (d + 2 * kv_in_products) * (bf16 ? kBf16 : kF32));
+      add(t, a, "decoder: q, k, v as the products read them", per * (d + 2 * kv_in_products) * (bf16 ? copy : kF32));
       add(t, a, "decoder: attention probabilities [B, H, T, S]",
-          per * h * static_cast<double>(length) * (bf16 ? kF32 + kBf16 : kF32));
+          per * h * static_cast<double>(length) * (bf16 ? kF32 + copy : kF32));
       add(t, a, "decoder: padding mask of the scores (u8 [B, 1, T, S]) and attention output",
           per * (static_cast<double>(length) + d * kF32));
     } else {
@@ -135,7 +141,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
       tokens * (2 * static_cast<double>(s.heads > 0 ? s.hidden / s.heads : 0) * kF32 + 3 * 8));
   // The head: the final norm keeps its input; lm_head its input when it trains.
   add(t, a, "final norm input" + std::string(train ? " and output (lm_head input)" : ""),
-      tokens * d * (kF32 + (train ? (bf16 ? kBf16 : kF32) : 0)));
+      tokens * d * (kF32 + (train ? (bf16 ? copy : kF32) : 0)));
   // causal_lm_loss: logits[:, :-1] reshaped (a copy for B > 1), kept by cross_entropy.
   const double logits = static_cast<double>(batch) * static_cast<double>(std::max<int64_t>(length - 1, 1)) *
                         static_cast<double>(s.vocab) * kF32;
@@ -148,10 +154,10 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
   // of it the input gradients of one layer's ops, pending residual sums and
   // the blocks the host allocator keeps for reuse. One layer's gradients are
   // about 8 D + 4 Dkv + 4 I floats a position (+25 % of bf16 copies under
-  // autocast); the peak holds kBackwardLayers of them, a factor measured on
+  // autocast, +50 % of f32-held ones); the peak holds kBackwardLayers of them, a factor measured on
   // the CPU (tests/train/test_memory_plan.cpp), not derived.
   add(t, "backward", kInFlight,
-      kBackwardLayers * tokens * (8 * d + 4 * kv + 4 * i) * kF32 * (bf16 ? 1.25 : 1.0));
+      kBackwardLayers * tokens * (8 * d + 4 * kv + 4 * i) * kF32 * (bf16 ? 1.0 + copy / 8 : 1.0));
   // Autocast's bf16 copies of the decoder's matrices: cached for a trained
   // leaf, kept by each linear whose input needs a gradient otherwise. A
   // frozen bf16 weight on the CPU is read as it is; on CUDA (f32 products)
@@ -159,7 +165,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
   const double matrices = decoder_parameters(s) - static_cast<double>(s.layers * 2 + 1) * d -
                           (s.tied ? 0 : static_cast<double>(s.vocab) * d);  // the embedding is gathered, not multiplied
   if (bf16 && !(mode.frozen_lowp && !train && !mode.cuda))
-    add(t, a, "decoder: bf16 copies of the weight matrices (autocast)", matrices * kBf16);
+    add(t, a, "decoder: bf16 copies of the weight matrices (autocast)", matrices * copy);
   if (!bf16 && mode.frozen_lowp && !train && mode.cuda)
     add(t, a, "decoder: frozen bf16 weights widened to f32 for the products (kept by the graph)", matrices * kF32);
   return t;
@@ -172,7 +178,8 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
   const double d = static_cast<double>(s.hidden), i = static_cast<double>(s.intermediate);
   const bool bf16 = mode.bf16, products = uses_products(mode, s.tokens());
   const std::string a = "activations";
-  const double lin = bf16 ? kBf16 : kF32;  // what a trained linear keeps of its input
+  const double copy = copy_bytes(mode);
+  const double lin = bf16 ? copy : kF32;  // what a trained linear keeps of its input
   // The step holds the pixels; the patch embedding, a matmul over the
   // flattened patches, keeps that copy as its input when its weight trains.
   const double side = static_cast<double>(s.image / s.patch * s.patch);  // the pixels the patches cover
@@ -182,11 +189,11 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
           (static_cast<double>(s.channels * s.image * s.image) + (mode.trains_weights ? grid_pixels : 0)) * kF32);
   add(t, a, "encoder: embeddings (pre_layrnorm input)", tokens * d * kF32);
   add(t, a, "encoder: layer input and residual h (layer_norm1, layer_norm2)", per * (2 * d + 4) * kF32);
-  add(t, a, "encoder: normed inputs of q/k/v and fc1", per * d * (bf16 ? 4 * kBf16 : 2 * kF32));
+  add(t, a, "encoder: normed inputs of q/k/v and fc1", per * d * (bf16 ? 4 * copy : 2 * kF32));
   if (products) {
     add(t, a, "encoder: q, k, v as the products read them", per * 3 * d * lin);
     add(t, a, "encoder: attention probabilities [B, H, T, T]",
-        per * static_cast<double>(s.heads) * static_cast<double>(s.tokens()) * (kF32 + (bf16 ? kBf16 : kF32)));
+        per * static_cast<double>(s.heads) * static_cast<double>(s.tokens()) * (kF32 + (bf16 ? copy : kF32)));
   } else {
     add(t, a, "encoder: q, k, v (contiguous copies the fused attention keeps) and log-sum-exp",
         per * (3 * d + static_cast<double>(s.heads)) * kF32);
@@ -196,7 +203,7 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
   add(t, a, "encoder: fc1 pre-activation and GELU output (fc2 input)", per * i * (kF32 + lin));
   if (mode.trains_weights)
     add(t, "backward", kInFlight,
-        kBackwardLayers * tokens * (8 * d + 2 * i) * kF32 * (bf16 ? 1.25 : 1.0));
+        kBackwardLayers * tokens * (8 * d + 2 * i) * kF32 * (bf16 ? 1.0 + copy / 8 : 1.0));
   return t;
 }
 
@@ -264,6 +271,7 @@ StepMode mode_of(const TrainConfig& c, bool trains) {
   m.trains_weights = trains;
   m.bf16 = c.precision == "bf16";
   m.cuda = c.device.rfind("cuda", 0) == 0;
+  m.copies_f32 = m.bf16 && !m.cuda && autocast_operand_dtype(Device::cpu()) == DType::f32;
   return m;
 }
 
@@ -494,13 +502,14 @@ StagePlan plan_llava(const LlavaDescription& m, const LlavaPlanSettings& s) {
   mode.trains_weights = s.stage == 2;
   mode.bf16 = s.bf16_autocast;
   mode.cuda = s.cuda;
+  mode.copies_f32 = mode.bf16 && !mode.cuda && autocast_operand_dtype(Device::cpu()) == DType::f32;
   mode.checkpointing = s.checkpointing;
   mode.frozen_lowp = s.frozen_bf16;
   const double B = static_cast<double>(s.batch), N = static_cast<double>(m.visual_tokens);
   const double dv = static_cast<double>(m.vision.hidden), d = static_cast<double>(m.language.hidden);
-  const double lin = s.bf16_autocast ? kBf16 : kF32;
+  const double lin = s.bf16_autocast ? copy_bytes(mode) : kF32;
   add(p.terms, "activations", "projector: input features, pre-activation, GELU output",
-      B * N * (dv * lin + d * (kF32 + lin)) + (s.bf16_autocast ? projector * kBf16 : 0));
+      B * N * (dv * lin + d * (kF32 + lin)) + (s.bf16_autocast ? projector * copy_bytes(mode) : 0));
   for (MemoryTerm& t : decoder_activation_terms(m.language, s.batch, s.length, mode)) p.terms.push_back(t);
   // The frozen tower runs each step without a graph: every hidden state is
   // returned (vision_features picks one), plus one layer's working set.
@@ -509,7 +518,7 @@ StagePlan plan_llava(const LlavaDescription& m, const LlavaPlanSettings& s) {
       tokens * dv * kF32 * static_cast<double>(m.vision.layers + 1) +
           tokens * (6 * dv + 2 * static_cast<double>(m.vision.intermediate)) * kF32 +
           (uses_products(mode, m.vision.tokens())
-               ? tokens * static_cast<double>(m.vision.heads * m.vision.tokens()) * (2 * kF32 + kBf16)
+               ? tokens * static_cast<double>(m.vision.heads * m.vision.tokens()) * (2 * kF32 + copy_bytes(mode))
                : 0));
   return p;
 }

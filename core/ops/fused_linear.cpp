@@ -17,13 +17,13 @@
 // as cuBLAS's bf16 GEMM (f32 accumulation and output) onto the bias rows and a
 // GELU pass (forward_bf16 says why not v3); the CPU runs each row block as a
 // bf16 GEMM (oneDNN's bf16 kernel) where bf16 products are native, else the f32
-// kernel on the rounded values widened back to f32. What is exact is the rounding of the
+// kernel on the rounded values, held as f32 (autocast_operand). What is exact is the rounding of the
 // operands to bf16 (the same values on both devices); the f32 accumulation
 // runs in another order. The bias is rounded too (unlike linear's, which stays
 // f32), as v3 (kernels/fused_linear.h) reads it, so that every path computes
 // the same thing.
-// The backward's dx and dW GEMMs take dz and the saved bf16 copies through
-// gemm_bf16.
+// The backward's dx and dW GEMMs take dz and the saved rounded copies: through
+// gemm_bf16 as bits, through the f32 GEMM as f32 values.
 //
 // A frozen bf16 / f16 weight with an f32 input (a pretrained CLIP tower kept
 // in its file's dtype) runs unfused: linear's low-precision-weight path
@@ -69,7 +69,8 @@ void forward(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w,
       });
 }
 
-// The autocast forward: y, z (f32) = GELU(x·Wᵀ + b) with x, w, b bf16 copies.
+// The autocast forward: y, z (f32) = GELU(x·Wᵀ + b) with x, w, b rounded to bf16
+// (autocast_operand: bits, or f32 values where the CPU has no bf16 kernel).
 void forward_bf16(const Tensor& y, const Tensor& z, const Tensor& x, const Tensor& w,
                   const Tensor& b, kernels::GeluKind kind) {
   if (x.device().is_cuda()) {
@@ -95,7 +96,7 @@ void forward_bf16(const Tensor& y, const Tensor& z, const Tensor& x, const Tenso
     });
     return;
   }
-  if (cpu_bf16_products_native()) {
+  if (x.dtype() == DType::bf16) {  // bits: this CPU multiplies bf16 (autocast_operand_dtype)
     const auto bits = [](const Tensor& t) {
       return t.defined() ? static_cast<const uint16_t*>(t.data_ptr()) : nullptr;
     };
@@ -103,9 +104,8 @@ void forward_bf16(const Tensor& y, const Tensor& z, const Tensor& x, const Tenso
                                    bits(b), x.size(0), w.size(0), x.size(1), kind);
     return;
   }
-  // No bf16 kernel: widen x and w once (exact) for the f32 kernel's blocks.
-  const auto widened = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
-  forward(y, z, widened(x), widened(w), widened(b), kind);
+  // No bf16 kernel: the operands are f32 values of bf16's precision (autocast_operand).
+  forward(y, z, x, w, b, kind);
 }
 
 // c [m, n] = op(a)·op(b) over contiguous row-major operands (kernels/gemm.h);
@@ -206,11 +206,11 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
   for (int64_t i = 0; i + 1 < x.dim(); ++i) rows *= x.size(i);
   Shape out_shape = x.shape();
   out_shape.back() = out_features;
-  // Under autocast the leaves themselves go to autocast_bf16_copy (the weight cache).
+  // Under autocast the leaves themselves go to autocast_operand (the weight cache).
   const bool bf16 = autocast_bf16() && x.dtype() == DType::f32;
   const auto prepared = [bf16](const Tensor& t) {
     if (!t.defined()) return Tensor();
-    return bf16 ? autocast_bf16_copy(t) : t.detach().contiguous();
+    return bf16 ? autocast_operand(t) : t.detach().contiguous();
   };
   const Tensor x2 = prepared(x).reshape({rows, in}).contiguous();
   const Tensor wd = prepared(weight);
@@ -239,7 +239,7 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
            Tensor db = needs[2] ? Tensor::empty({out_features}, g2.dtype(), g2.device()) : Tensor();
            backward_elementwise(dz, db, g2, z2, kind);
            // The GEMMs' operand: dz rounded to bf16 under autocast (db used dz in f32).
-           if (bf16 && (needs[0] || needs[1])) dz = autocast_bf16_copy(dz);
+           if (bf16 && (needs[0] || needs[1])) dz = autocast_operand(dz);
            std::vector<Tensor> grads(3);
            if (needs[0]) {  // dx [rows, in] = dz [rows, out] · W [out, in]
              Tensor dx = Tensor::empty({rows, in}, g2.dtype(), g2.device());

@@ -7,10 +7,13 @@
 // collapse to one stride (0 for a broadcast operand). Only other layouts are
 // copied first.
 //
-// Under autocast (core/autocast.h) an f32 product takes bf16 copies of its
-// operands and runs gemm_bf16 (f32 accumulation, f32 result). The mode is
-// read once, in the forward, and handed to the backward's products; the
-// backward saves the bf16 copies (half the bytes of the f32 operands).
+// Under autocast (core/autocast.h) an f32 product takes its operands rounded
+// to bf16 (autocast_operand) and accumulates in f32 into an f32 result: as
+// bf16 bits through gemm_bf16 where the device has a bf16 kernel, and as f32
+// values of bf16's precision through the f32 GEMM where the CPU has none. The
+// mode is read once, in the forward, and handed to the backward's products;
+// the backward saves the rounded copies (as bits, half the bytes of the f32
+// operands).
 //
 // linear also takes a frozen bf16 or f16 weight with an f32 input (a
 // pretrained model kept in its file's dtype, docs/numerics.md): the weight's
@@ -166,14 +169,14 @@ void product_with_bias(const Operand& a, const Operand& b, const Tensor& bias, c
   });
 }
 
-// The operand a product under autocast (bf16) multiplies: its bf16 copy.
-Tensor cast_if(const Tensor& x, bool bf16) { return bf16 ? autocast_bf16_copy(x) : x; }
+// The operand a product under autocast (bf16) multiplies: its rounded copy.
+Tensor cast_if(const Tensor& x, bool bf16) { return bf16 ? autocast_operand(x) : x; }
 
 // out [batch..., m, n] = a [batch_a..., m, k] · b [batch_b..., k, n] with the
-// batch dims broadcast. No autograd: callers pass detached tensors. With bf16,
-// f32 operands are rounded to bf16 (bf16 ones are used as they are) and out is f32.
-Tensor product(const Tensor& a_in, const Tensor& b_in, bool bf16) {
-  const Tensor a = cast_if(a_in, bf16), b = cast_if(b_in, bf16);
+// batch dims broadcast. No autograd: callers pass detached tensors. With bf16
+// (autocast) the operands come rounded already (cast_if: rounding an f32-held
+// operand again would cost a pass, and a copy of a transposed view) and out is f32.
+Tensor product(const Tensor& a, const Tensor& b, bool bf16) {
   const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
   const Shape batch = broadcast_shapes(batch_of(a), batch_of(b), "matmul");
   const int64_t nb = shape_numel(batch);
@@ -204,8 +207,8 @@ Operand stacked(const Tensor& x, const Shape& batch) {
 
 // sum over the batch of aᵀ·g, for a [batch..., m, k] and g [batch..., m, n]:
 // one GEMM whose inner dimension runs over all nb*m rows -> [k, n].
-Tensor summed_product_tn(const Tensor& a_in, const Tensor& g_in, const Shape& batch, bool bf16) {
-  const Tensor a = cast_if(a_in, bf16), g = cast_if(g_in, bf16);
+// Under autocast (bf16) a and g come rounded, as product's operands do.
+Tensor summed_product_tn(const Tensor& a, const Tensor& g, const Shape& batch, bool bf16) {
   const int64_t rows = shape_numel(batch) * a.size(-2), k = a.size(-1), n = g.size(-1);
   Tensor out = Tensor::empty({k, n}, bf16 ? DType::f32 : g.dtype(), g.device());
   if (out.numel() == 0) return out;
@@ -220,10 +223,10 @@ Tensor reduce_to(const Tensor& x, const Shape& shape) {
 
 // The recorded op on operands of >= 2 dims.
 Tensor matmul_nd(const Tensor& a, const Tensor& b) {
-  // The leaves themselves go to autocast_bf16_copy, so a weight hits the cache.
+  // The leaves themselves go to autocast_operand, so a weight hits the cache.
   const bool bf16 = autocast_bf16() && a.dtype() == DType::f32;
-  const Tensor ad = bf16 ? autocast_bf16_copy(a) : a.detach();
-  const Tensor bd = bf16 ? autocast_bf16_copy(b) : b.detach();
+  const Tensor ad = bf16 ? autocast_operand(a) : a.detach();
+  const Tensor bd = bf16 ? autocast_operand(b) : b.detach();
   Tensor out = product(ad, bd, bf16);
   if (!any_requires_grad({a, b})) return out;
   // Each input's gradient needs only the other input.
@@ -376,8 +379,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   // Under autocast x and W are rounded to bf16; the bias stays f32 (it is
   // laid into y, not multiplied).
   const bool bf16 = autocast_bf16() && x.dtype() == DType::f32;
-  const Tensor x2 = (bf16 ? autocast_bf16_copy(x) : x.detach()).reshape({rows, in});
-  const Tensor wd = bf16 ? autocast_bf16_copy(weight) : weight.detach();
+  const Tensor x2 = (bf16 ? autocast_operand(x) : x.detach()).reshape({rows, in});
+  const Tensor wd = bf16 ? autocast_operand(weight) : weight.detach();
   Tensor y2 = Tensor::empty({rows, out_features}, x.dtype(), x.device());
   if (y2.numel() > 0 && in > 0 && bias.defined() && !y2.device().is_cuda()) {
     product_with_bias(operand(x2, {}), transposed(operand(wd, {})), bias.detach().contiguous(), y2, in);
@@ -407,10 +410,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            Tensor gm;
            if (bf16 && needs[2] && (needs[0] || needs[1]) && !g2.device().is_cuda() && g2.is_contiguous()) {
              // The rounding and the bias gradient in one pass over g (the same bits as below).
-             gm = Tensor::empty({rows, out_features}, DType::bf16, g2.device());
+             gm = Tensor::empty({rows, out_features}, autocast_operand_dtype(g2.device()), g2.device());
              grads[2] = Tensor::empty({out_features}, DType::f32, g2.device());
-             kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(gm.data_ptr()),
-                                                       grads[2].data<float>(), g2.data<float>(), rows, out_features);
+             if (gm.dtype() == DType::bf16) {
+               kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(gm.data_ptr()),
+                                                         grads[2].data<float>(), g2.data<float>(), rows, out_features);
+             } else {
+               kernels::cpu::round_bf16_with_column_sums(gm.data<float>(), grads[2].data<float>(), g2.data<float>(),
+                                                         rows, out_features);
+             }
            } else {
              gm = needs[0] || needs[1] ? cast_if(g2, bf16) : g2;  // rounded once
              if (needs[2]) grads[2] = sum(g2, {0});              // f32

@@ -247,15 +247,6 @@ size_t f32_workspace_bytes(const ConvShape& s, size_t elem_size, ConvPass pass) 
 
 bool native_bf16() { return onednn::enabled(onednn::Operands::bf16); }
 
-template <typename R>  // uint16_t: bf16 bits; float: f32 holding a bf16 value
-R rounded_to_bf16(float v) {
-  if constexpr (std::is_same_v<R, uint16_t>) {
-    return float_to_bf16_bits(v);
-  } else {
-    return bf16_bits_to_float(float_to_bf16_bits(v));
-  }
-}
-
 template <typename R>
 void round_into(R* out, const float* in, int64_t n) {
 #pragma omp parallel for simd if (n > kGrain)

@@ -195,6 +195,10 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
   });
 }
 
+void round_to_bf16_precision(float* dst, const float* src, int64_t n) {
+  convert_contiguous(dst, src, n, [](float f) { return rounded_to_bf16<float>(f); });
+}
+
 void fill(void* dst, DType dtype, const Layout& layout, double value) {
   const int64_t n = layout.numel();
   if (layout.is_contiguous() && dtype == DType::f32) {

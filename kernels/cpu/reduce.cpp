@@ -212,18 +212,21 @@ void scatter_reduced(T* grad_x, const T* grad, const int64_t* indices, int64_t o
   scatter_impl(grad_x, grad, indices, outer, r, inner);
 }
 
-void round_bf16_with_column_sums(uint16_t* rounded, float* col_sums, const float* g, int64_t rows, int64_t cols) {
+template <typename R>
+void round_bf16_with_column_sums(R* rounded, float* col_sums, const float* g, int64_t rows, int64_t cols) {
   if (cols == 0) return;
   if (cols == 1) {  // sum's own path for a single column (chunks of lanes)
 #pragma omp parallel for simd if (rows > kParallelGrain)
-    for (int64_t k = 0; k < rows; ++k) rounded[k] = float_to_bf16_bits(g[k]);
+    for (int64_t k = 0; k < rows; ++k) rounded[k] = rounded_to_bf16<R>(g[k]);
     sum_impl(col_sums, g, 1, rows, 1, 1.0);
     return;
   }
   // sum(g, {0})'s own pass, rounding each element as it reads it.
   sum_columns(col_sums, g, 1, rows, cols, 1.0,
-              [rounded](int64_t index, float v) { rounded[index] = float_to_bf16_bits(v); });
+              [rounded](int64_t index, float v) { rounded[index] = rounded_to_bf16<R>(v); });
 }
+template void round_bf16_with_column_sums<uint16_t>(uint16_t*, float*, const float*, int64_t, int64_t);
+template void round_bf16_with_column_sums<float>(float*, float*, const float*, int64_t, int64_t);
 
 template <typename T>
 void column_sums(T* out, const T* x, int64_t rows, int64_t cols) {

@@ -1,6 +1,8 @@
 // bf16 autocast (core/autocast.h) on the CPU: matmul, linear and linear_gelu
 // under the guard equal the f32 ops applied to bf16-rounded operands (forward,
-// and gradients worked out by hand from the rounded tensors), differ from plain
+// and gradients worked out by hand from the rounded tensors; bit for bit where
+// the operands are held as f32 values, the form of a CPU without a bf16
+// kernel, VLMC_GEMM_BF16=widened), differ from plain
 // f32 by a small nonzero amount, capture the mode at forward time, leave f64
 // alone, nest, cache weights only for the guard's life, and train a small MLP
 // along the f32 loss curve.
@@ -53,83 +55,125 @@ GeluByHand linear_gelu_by_hand(const Tensor& rx, const Tensor& rw, const Tensor&
   return out;
 }
 
+using kernels::cpu::onednn::Bf16Path;
+
+// The CPU's two forms of autocast's operands: bf16 bits for oneDNN's bf16
+// kernel (native, where this CPU has one) and f32 values rounded to bf16 for
+// the f32 GEMM (widened, as on every CPU without one).
+constexpr Bf16Path kPaths[] = {Bf16Path::native, Bf16Path::widened};
+
+const char* path_name(Bf16Path path) { return path == Bf16Path::native ? "native" : "widened"; }
+
+// Whether the CPU's operands are f32 values on the path now set: then the
+// products are the f32 op's own calls on the rounded tensors, the same bits,
+// not just close ones.
+bool f32_held() { return autocast_operand_dtype(Device::cpu()) == DType::f32; }
+
+struct PathScope {
+  explicit PathScope(Bf16Path path) { kernels::cpu::onednn::set_bf16_path(path); }
+  ~PathScope() { kernels::cpu::onednn::set_bf16_path(Bf16Path::automatic); }
+  PathScope(const PathScope&) = delete;
+  PathScope& operator=(const PathScope&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("autocast matmul rounds operands to bf16 and accumulates in f32", "[autocast]") {
   // Plain, batched with a broadcast b (one stacked GEMM; dB summed in one GEMM),
-  // and batched on both sides.
+  // and batched on both sides; each in both operand forms.
   const std::vector<std::pair<Shape, Shape>> cases{
       {{17, 33}, {33, 9}}, {{3, 5, 40}, {40, 12}}, {{2, 6, 24}, {2, 24, 7}}};
   uint64_t seed = 100;
-  for (const auto& [sa, sb] : cases) {
-    INFO("a " << shape_str(sa) << " b " << shape_str(sb));
-    const Tensor a = randn_f32(sa, ++seed, true), b = randn_f32(sb, ++seed, true);
-    Tensor out;
-    {
-      AutocastGuard guard(true);
-      out = matmul(a, b);
-    }
-    const Tensor g = randn_f32(out.shape(), ++seed);
-    out.backward(g);  // outside the guard: the forward's mode still applies
-    CHECK(out.dtype() == DType::f32);
-    CHECK(a.grad().dtype() == DType::f32);
+  for (const Bf16Path path : kPaths) {
+    const PathScope scope(path);
+    for (const auto& [sa, sb] : cases) {
+      INFO(path_name(path) << ": a " << shape_str(sa) << " b " << shape_str(sb));
+      const Tensor a = randn_f32(sa, ++seed, true), b = randn_f32(sb, ++seed, true);
+      Tensor out;
+      {
+        AutocastGuard guard(true);
+        out = matmul(a, b);
+      }
+      const Tensor g = randn_f32(out.shape(), ++seed);
+      out.backward(g);  // outside the guard: the forward's mode still applies
+      CHECK(out.dtype() == DType::f32);
+      CHECK(a.grad().dtype() == DType::f32);
 
-    const Tensor ra = rounded(a), rb = rounded(b), rg = rounded(g);
-    CHECK(rel_error(out, matmul(ra, rb)) <= 1e-6);
-    CHECK(rel_error(a.grad(), sum_to(matmul(rg, rb.transpose(-1, -2)), sa)) <= 1e-6);
-    CHECK(rel_error(b.grad(), sum_to(matmul(ra.transpose(-1, -2), rg), sb)) <= 1e-6);
-    // Autocast did something, and not much: bf16 keeps 8 significant bits.
-    const double vs_f32 = rel_error(out, matmul(a.detach(), b.detach()));
-    CHECK(vs_f32 > 1e-5);
-    CHECK(vs_f32 < 1e-2);
+      const Tensor ra = rounded(a), rb = rounded(b), rg = rounded(g);
+      const double tolerance = f32_held() ? 0.0 : 1e-6;
+      CHECK(rel_error(out, matmul(ra, rb)) <= tolerance);
+      CHECK(rel_error(a.grad(), sum_to(matmul(rg, rb.transpose(-1, -2)), sa)) <= tolerance);
+      // A b shared by the batch gets dB as one product over the stacked rows.
+      const Tensor want_db = sb.size() == 2 && sa.size() > 2
+                                 ? matmul(ra.reshape({-1, sa.back()}).transpose(0, 1), rg.reshape({-1, sb.back()}))
+                                 : sum_to(matmul(ra.transpose(-1, -2), rg), sb);
+      CHECK(rel_error(b.grad(), want_db) <= tolerance);
+      // Autocast did something, and not much: bf16 keeps 8 significant bits.
+      const double vs_f32 = rel_error(out, matmul(a.detach(), b.detach()));
+      CHECK(vs_f32 > 1e-5);
+      CHECK(vs_f32 < 1e-2);
+    }
   }
 }
 
 TEST_CASE("autocast linear rounds x and W and keeps the bias and its gradient f32",
           "[autocast]") {
-  const Tensor x = randn_f32({2, 7, 48}, 1, true), w = randn_f32({20, 48}, 2, true);
-  const Tensor b = randn_f32({20}, 3, true);
-  Tensor y;
-  {
-    AutocastGuard guard(true);
-    y = linear(x, w, b);
-  }
-  const Tensor g = randn_f32(y.shape(), 4);
-  y.backward(g);
+  for (const Bf16Path path : kPaths) {
+    const PathScope scope(path);
+    INFO(path_name(path));
+    const Tensor x = randn_f32({2, 7, 48}, 1, true), w = randn_f32({20, 48}, 2, true);
+    const Tensor b = randn_f32({20}, 3, true);
+    Tensor y;
+    {
+      AutocastGuard guard(true);
+      y = linear(x, w, b);
+      // The form the products multiply: bits for a bf16 kernel, else f32 values.
+      CHECK(autocast_operand(w).dtype() == (f32_held() ? DType::f32 : DType::bf16));
+      CHECK(autocast_operand(w).same(autocast_operand(w)));  // the weight cache
+    }
+    const Tensor g = randn_f32(y.shape(), 4);
+    y.backward(g);
 
-  const Tensor rx = rounded(x), rw = rounded(w), rg = rounded(g).reshape({14, 20});
-  CHECK(rel_error(y, linear(rx, rw, b.detach())) <= 1e-6);
-  CHECK(rel_error(x.grad(), matmul(rg, rw).reshape(x.shape())) <= 1e-6);
-  CHECK(rel_error(w.grad(), matmul(rg.transpose(0, 1), rx.reshape({14, 48}))) <= 1e-6);
-  CHECK(rel_error(b.grad(), sum(g.reshape({14, 20}), {0})) <= 1e-6);  // not rounded
-  const double vs_f32 = rel_error(y, linear(x.detach(), w.detach(), b.detach()));
-  CHECK(vs_f32 > 1e-5);
-  CHECK(vs_f32 < 1e-2);
+    const Tensor rx = rounded(x), rw = rounded(w), rg = rounded(g).reshape({14, 20});
+    const double tolerance = f32_held() ? 0.0 : 1e-6;
+    CHECK(rel_error(y, linear(rx, rw, b.detach())) <= tolerance);
+    CHECK(rel_error(x.grad(), matmul(rg, rw).reshape(x.shape())) <= tolerance);
+    CHECK(rel_error(w.grad(), matmul(rg.transpose(0, 1), rx.reshape({14, 48}))) <= tolerance);
+    CHECK(rel_error(b.grad(), sum(g.reshape({14, 20}), {0})) <= tolerance);  // not rounded
+    const double vs_f32 = rel_error(y, linear(x.detach(), w.detach(), b.detach()));
+    CHECK(vs_f32 > 1e-5);
+    CHECK(vs_f32 < 1e-2);
+  }
 }
 
 TEST_CASE("autocast linear_gelu rounds x W and b and its backward GEMMs take bf16 dz",
           "[autocast]") {
   const int64_t m = 37, k = 40, n = 24;
-  const Tensor x = randn_f32({m, k}, 11, true), w = randn_f32({n, k}, 12, true);
-  const Tensor b = randn_f32({n}, 13, true);
-  Tensor y;
-  {
-    AutocastGuard guard(true);
-    y = linear_gelu(x, w, b);
-  }
-  const Tensor g = randn_f32(y.shape(), 14);
-  y.backward(g);
+  for (const Bf16Path path : kPaths) {
+    const PathScope scope(path);
+    INFO(path_name(path));
+    const Tensor x = randn_f32({m, k}, 11, true), w = randn_f32({n, k}, 12, true);
+    const Tensor b = randn_f32({n}, 13, true);
+    Tensor y;
+    {
+      AutocastGuard guard(true);
+      y = linear_gelu(x, w, b);
+    }
+    const Tensor g = randn_f32(y.shape(), 14);
+    y.backward(g);
 
-  const Tensor rx = rounded(x), rw = rounded(w), rb = rounded(b);
-  const GeluByHand want = linear_gelu_by_hand(rx, rw, rb, g);
-  const Tensor rdz = rounded(want.dz);
-  CHECK(rel_error(y, want.y) <= 1e-6);
-  CHECK(rel_error(x.grad(), matmul(rdz, rw)) <= 1e-6);
-  CHECK(rel_error(w.grad(), matmul(rdz.transpose(0, 1), rx)) <= 1e-6);
-  CHECK(rel_error(b.grad(), sum(want.dz, {0})) <= 1e-6);  // db sums dz before its rounding
-  const double vs_f32 = rel_error(y, linear_gelu(x.detach(), w.detach(), b.detach()));
-  CHECK(vs_f32 > 1e-5);
-  CHECK(vs_f32 < 1e-2);
+    const Tensor rx = rounded(x), rw = rounded(w), rb = rounded(b);
+    const GeluByHand want = linear_gelu_by_hand(rx, rw, rb, g);
+    const Tensor rdz = rounded(want.dz);
+    const double tolerance = f32_held() ? 0.0 : 1e-6;
+    CHECK(rel_error(y, want.y) <= tolerance);
+    CHECK(rel_error(x.grad(), matmul(rdz, rw)) <= tolerance);
+    CHECK(rel_error(w.grad(), matmul(rdz.transpose(0, 1), rx)) <= tolerance);
+    CHECK(rel_error(b.grad(), sum(want.dz, {0})) <= tolerance);  // db sums dz before its rounding
+    const double vs_f32 = rel_error(y, linear_gelu(x.detach(), w.detach(), b.detach()));
+    CHECK(vs_f32 > 1e-5);
+    CHECK(vs_f32 < 1e-2);
+  }
 }
 
 TEST_CASE("autocast conv2d rounds x, w and dz to bf16 on the CPU and keeps the bias f32", "[autocast]") {
@@ -140,7 +184,6 @@ TEST_CASE("autocast conv2d rounds x, w and dz to bf16 on the CPU and keeps the b
   struct Case {
     int64_t k, stride, padding;
   };
-  using kernels::cpu::onednn::Bf16Path;
   uint64_t seed = 300;
   for (const Bf16Path path : {Bf16Path::native, Bf16Path::widened}) {
     for (const Case c : {Case{3, 1, 1}, Case{3, 2, 0}, Case{1, 1, 0}}) {
@@ -267,7 +310,7 @@ TEST_CASE("autocast weight cache lives for the outermost guard only", "[autocast
       AutocastGuard inner(true);
       const Tensor again = linear(x, w);  // the same copy: no new entry
       CHECK(autocast_cache_size() == 1);
-      CHECK(autocast_bf16_copy(w).same(autocast_bf16_copy(w)));
+      CHECK(autocast_operand(w).same(autocast_operand(w)));
       linear_gelu(x, w, b);  // adds b
       CHECK(autocast_cache_size() == 2);
     }
@@ -277,7 +320,7 @@ TEST_CASE("autocast weight cache lives for the outermost guard only", "[autocast
   }
   CHECK(autocast_cache_size() == 0);
   CHECK(max_abs_error(y_cached, y_uncached) == 0.0);
-  CHECK_FALSE(autocast_bf16_copy(w).same(autocast_bf16_copy(w)));  // no guard: no cache
+  CHECK_FALSE(autocast_operand(w).same(autocast_operand(w)));  // no guard: no cache
 
   // An update between guards (the optimizer's place) is seen by the next guard.
   {
