@@ -31,8 +31,8 @@ void start_run(const std::string& runs_dir, const std::string& name, const Train
       options.config_json.value("run.device", "cpu") == "cpu" && !cpu_bf16_products_native())
     std::fprintf(stderr,
                  "note: this CPU has no bf16 kernel vlmc uses (AMX, or AVX512-BF16 on an AMD CPU): run.precision bf16 "
-                 "rounds as bf16 does but multiplies widened f32 operands, so it is no faster than f32 here "
-                 "(docs/perf.md)\n");
+                 "rounds as bf16 does but multiplies the rounded values as f32, so it is no faster than f32 here and "
+                 "its saved copies are no smaller (docs/perf.md)\n");
 
   if (options.resume && existing.empty() && options.resume_from.empty() && lead)
     std::fprintf(stderr, "--resume: no checkpoint in %s, starting the run from the beginning\n",

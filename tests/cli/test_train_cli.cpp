@@ -167,7 +167,7 @@ TEST_CASE("cli: vlmc train rejects a misspelled key and a bad value before doing
 TEST_CASE("cli: vlmc train --run.precision bf16 says so where this CPU has no bf16 kernel", "[cli][trainer]") {
   TempDir scratch("cli_train_bf16_note");
   std::ofstream(scratch.path / "toy.toml") << kToyConfig;
-  const std::string note = "run.precision bf16 rounds as bf16 does but multiplies widened f32 operands";
+  const std::string note = "run.precision bf16 rounds as bf16 does but multiplies the rounded values as f32";
   for (const std::string precision : {"f32", "bf16"}) {
     const Result r = run_cli(cat({"--threads", "1", "train"}, cat(toy_args(scratch.path),
                                                                  {"--run.name", "toy-" + precision, "--run.precision",
