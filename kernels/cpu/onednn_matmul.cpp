@@ -261,19 +261,55 @@ bool takes(const Entry& entry, Operands operands) {
   return operands != Operands::bf16 || bf16_path().load() != Bf16Path::automatic || entry.native_by_default;
 }
 
+// One entry's memory objects on one thread, kept between its calls and
+// pointed at each call's buffers: creating them and the argument map for every
+// call (five dnnl::memory objects and a hash map, each allocating) had put
+// oneDNN's execute among the main thread's malloc callers in the stage-0
+// language model's step, where products of a few microseconds are many.
+struct Bound {
+  std::weak_ptr<const Entry> entry;  // expired: the table dropped it, and its address may serve a new one
+  memory src, weights, dst, pad, bias;
+};
+
+Bound& bound(const std::shared_ptr<const Entry>& entry) {
+  thread_local std::unordered_map<const Entry*, Bound> kept;
+  const auto it = kept.find(entry.get());
+  if (it != kept.end() && it->second.entry.lock() == entry) return it->second;
+  if (kept.size() >= 4096) kept.clear();  // the table's own bound: the rest have expired
+  const dnnl::engine& engine = cpu_engine();
+  Bound b;
+  b.entry = entry;
+  b.src = memory(entry->a, engine, DNNL_MEMORY_NONE);
+  b.weights = memory(entry->b, engine, DNNL_MEMORY_NONE);
+  b.dst = memory(entry->c, engine, DNNL_MEMORY_NONE);
+  b.pad = memory(entry->scratchpad, engine, DNNL_MEMORY_NONE);
+  if (!entry->bias.is_zero()) b.bias = memory(entry->bias, engine, DNNL_MEMORY_NONE);
+  return kept.insert_or_assign(entry.get(), std::move(b)).first->second;
+}
+
 // Runs the entry's primitive on a, b, c and the bias (null when the entry has
 // none), with this thread's stream and scratchpad.
-void execute(const Entry& entry, const void* a, const void* b, float* c, const float* bias) {
-  const dnnl::engine& engine = cpu_engine();
+void execute(const std::shared_ptr<const Entry>& entry, const void* a, const void* b, float* c, const float* bias) {
   thread_local dnnl::stream stream(cpu_engine());
-  const memory src(entry.a, engine, const_cast<void*>(a));
-  const memory weights(entry.b, engine, const_cast<void*>(b));
-  const memory dst(entry.c, engine, c);
-  const memory pad(entry.scratchpad, engine, scratchpad(entry.scratchpad.get_size()));
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, pad}};
-  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, memory(entry.bias, engine, const_cast<float*>(bias)));
-  entry.primitive.execute(stream, args);
+  Bound& m = bound(entry);
+  m.src.set_data_handle(const_cast<void*>(a));
+  m.weights.set_data_handle(const_cast<void*>(b));
+  m.dst.set_data_handle(c);
+  m.pad.set_data_handle(scratchpad(entry->scratchpad.get_size()));
+  // The C call with the arguments on the stack: the C++ one copies its map into a vector.
+  std::array<dnnl_exec_arg_t, 5> args{{{DNNL_ARG_SRC, m.src.get()},
+                                       {DNNL_ARG_WEIGHTS, m.weights.get()},
+                                       {DNNL_ARG_DST, m.dst.get()},
+                                       {DNNL_ARG_SCRATCHPAD, m.pad.get()},
+                                       {DNNL_ARG_BIAS, nullptr}}};
+  int count = 4;
+  if (bias != nullptr) {
+    m.bias.set_data_handle(const_cast<float*>(bias));
+    args[4].memory = m.bias.get();
+    count = 5;
+  }
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(entry->primitive.get(), stream.get(), count, args.data()),
+                          "could not execute a matmul primitive");
   stream.wait();
 }
 
@@ -323,7 +359,7 @@ bool run_panels(const Matmul& call) {
     // Every panel's primitive is known before any writes c: a refused one sends
     // the whole product back to the caller's path with c untouched.
 #pragma omp barrier
-    if (!refused) execute(*entry, panel.a, panel.b, panel.c, panel.bias);
+    if (!refused) execute(entry, panel.a, panel.b, panel.c, panel.bias);
   }
   return !refused;
 }
@@ -357,7 +393,7 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
   if (split_into_row_panels(call)) return true;
   const std::shared_ptr<const Entry> entry = lookup(call);
   if (!takes(*entry, operands)) return false;
-  execute(*entry, a, b, c, bias);
+  execute(entry, a, b, c, bias);
   return true;
 }
 

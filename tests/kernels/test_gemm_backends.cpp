@@ -267,6 +267,50 @@ TEST_CASE("cpu gemm f32 repeats bit for bit, and the same from inside a parallel
     for (size_t i = 0; i < c.size(); ++i) CHECK(std::abs(c[i] - first[i]) <= 1e-5 * (std::abs(first[i]) + 1.0));
 }
 
+TEST_CASE("cpu gemm: a shape's kept oneDNN memory objects follow every call's buffers, on every thread",
+          "[gemm][onednn]") {
+  // One shape, two sets of buffers, alternated: each thread keeps the shape's
+  // memory objects and points them at the call's buffers (onednn_matmul.cpp,
+  // bound()); a stale pointer would write into, or read from, the other set.
+  const BackendGuard guard(true);
+  const int64_t m = 40, n = 24, k = 33;
+  const auto naive = [&](const std::vector<float>& a, const std::vector<float>& b) {
+    std::vector<float> c(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < k; ++p) acc += double(a[size_t(i * k + p)]) * double(b[size_t(p * n + j)]);
+        c[size_t(i * n + j)] = static_cast<float>(acc);
+      }
+    return c;
+  };
+  std::vector<std::vector<float>> as, bs, wants;
+  for (uint32_t set = 0; set < 4; ++set) {
+    as.push_back(values(static_cast<size_t>(m * k), 10 + set));
+    bs.push_back(values(static_cast<size_t>(k * n), 20 + set));
+    wants.push_back(naive(as.back(), bs.back()));
+  }
+  const auto close = [&](const std::vector<float>& c, const std::vector<float>& want) {
+    double worst = 0;
+    for (size_t i = 0; i < c.size(); ++i) worst = std::max(worst, double(std::abs(c[i] - want[i])));
+    return worst <= 1e-4;
+  };
+  for (int round = 0; round < 3; ++round)
+    for (size_t set = 0; set < as.size(); ++set) {
+      std::vector<float> c(static_cast<size_t>(m * n), std::nanf(""));
+      kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, as[set].data(), k, bs[set].data(), n, 0.0f, c.data(), n);
+      INFO("round " << round << " set " << set);
+      CHECK(close(c, wants[set]));
+    }
+  // Each thread of a caller's team with its own set, at once.
+  std::vector<std::vector<float>> outs(as.size(), std::vector<float>(static_cast<size_t>(m * n)));
+#pragma omp parallel for num_threads(2) schedule(static)
+  for (int64_t set = 0; set < static_cast<int64_t>(as.size()); ++set)
+    kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, as[size_t(set)].data(), k, bs[size_t(set)].data(), n, 0.0f,
+                              outs[size_t(set)].data(), n);
+  for (size_t set = 0; set < as.size(); ++set) CHECK(close(outs[set], wants[set]));
+}
+
 TEST_CASE("cpu gemm_bf16: oneDNN and the widened OpenBLAS product agree", "[gemm_bf16][onednn]") {
   const int64_t m = 33, n = 65, k = 130;
   std::vector<uint16_t> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(n * k));
