@@ -43,8 +43,11 @@ bool uses_products(const StepMode& mode, int64_t length) {
 }
 
 // Bytes of one element of an autocast copy (core/autocast.h autocast_operand):
-// bf16 bits, or f32 values of bf16's precision on a CPU with no bf16 kernel.
-double copy_bytes(const StepMode& mode) { return mode.copies_f32 ? kF32 : kBf16; }
+// bf16 bits, or f32 values of bf16's precision on a CPU with no bf16 kernel
+// (this machine's, read here: the plan is for a run on it).
+double copy_bytes(const StepMode& mode) {
+  return autocast_operand_dtype(mode.cuda ? Device::cuda() : Device::cpu()) == DType::f32 ? kF32 : kBf16;
+}
 
 }  // namespace
 
@@ -271,7 +274,6 @@ StepMode mode_of(const TrainConfig& c, bool trains) {
   m.trains_weights = trains;
   m.bf16 = c.precision == "bf16";
   m.cuda = c.device.rfind("cuda", 0) == 0;
-  m.copies_f32 = m.bf16 && !m.cuda && autocast_operand_dtype(Device::cpu()) == DType::f32;
   return m;
 }
 
@@ -502,7 +504,6 @@ StagePlan plan_llava(const LlavaDescription& m, const LlavaPlanSettings& s) {
   mode.trains_weights = s.stage == 2;
   mode.bf16 = s.bf16_autocast;
   mode.cuda = s.cuda;
-  mode.copies_f32 = mode.bf16 && !mode.cuda && autocast_operand_dtype(Device::cpu()) == DType::f32;
   mode.checkpointing = s.checkpointing;
   mode.frozen_lowp = s.frozen_bf16;
   const double B = static_cast<double>(s.batch), N = static_cast<double>(m.visual_tokens);

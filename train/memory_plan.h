@@ -61,7 +61,6 @@ double mlp_projector_parameters(int64_t dim_vision, int64_t dim_llm, int64_t dep
 struct StepMode {
   bool trains_weights = true;  // the decoder's / encoder's weights require grad (else only inputs flow)
   bool bf16 = false;           // run.precision bf16: autocast's bf16 operand copies, product-form attention
-  bool copies_f32 = false;     // autocast's copies held as f32 values: a CPU with no bf16 kernel (core/autocast.h)
   bool cuda = false;           // attention in product form for T * S >= 4096 (core/ops/attention.cpp)
   bool checkpointing = false;  // keep layer inputs only, and one layer's activations during its recompute
   bool frozen_lowp = false;    // frozen weights held in bf16 (linear_lowp_weight)

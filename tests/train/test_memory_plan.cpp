@@ -119,7 +119,6 @@ Measured measure_llava_step(const TrainConfig& c, int stage, int64_t batch, bool
   StepMode mode;
   mode.trains_weights = stage == 2;
   mode.bf16 = bf16;
-  mode.copies_f32 = bf16 && autocast_operand_dtype(Device::cpu()) == DType::f32;  // this CPU's form
   const std::vector<MemoryTerm> terms = decoder_activation_terms(dec, batch, out.length, mode);
   out.planned = sum_of(terms, "activations");
   out.planned_step = sum_of(terms, "backward") + out.step_live;  // the gradients, as measured
