@@ -6,8 +6,9 @@
 // every dot product in a horizontal sum of its lanes.
 //
 // Both kernels keep a tile of independent sums in registers: 4 rows x 16 keys for
-// the scores, 2 outputs x 32 head dims for the weighted sums, eight 8-lane vectors
-// of f32 either way, enough to cover the FMA latency. Each sum still runs over its
+// the scores (8 rows x 8 keys for a head's last, half block), 2 outputs x 32 head
+// dims for the weighted sums, eight 8-lane vectors of f32 either way, enough to
+// cover the FMA latency. Each sum still runs over its
 // terms in order (d for a score, the term index for a weighted sum), one term
 // after another, so results are bitwise reproducible and independent of the
 // thread count; f64 (the gradient check's oracle) sums in the same order.
@@ -21,15 +22,22 @@
 
 namespace vlmc::kernels::cpu::heads {
 
-// Keys of a score tile, and the stride (ld) of a transposed head: a multiple of it.
+// Keys of a score tile.
 constexpr int64_t kKeyBlock = 16;
 // Query rows of a score tile.
 constexpr int64_t kRowTile = 4;
+// Keys and rows of the tile that takes a head's last 8 keys when they do not
+// fill a whole block. The stride (ld) of a transposed head is a multiple of
+// kKeyTail: the encoder's 17 keys take 24 columns, not 32 (a third of the
+// scores were padding), and 8 rows keep eight sums in flight as the 4 x 16 tile
+// does (4 rows x 8 keys would wait on the FMA latency).
+constexpr int64_t kKeyTail = 8;
+constexpr int64_t kTailRows = 8;
 // Outputs and head dims of a weighted-sum tile.
 constexpr int64_t kOutTile = 2;
 constexpr int64_t kDimBlock = 32;
 
-inline int64_t padded_keys(int64_t n) { return (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock; }
+inline int64_t padded_keys(int64_t n) { return (n + kKeyTail - 1) / kKeyTail * kKeyTail; }
 
 namespace detail {
 
@@ -89,6 +97,15 @@ inline void transpose8x8(float* dst, int64_t lds, const float* src, int64_t srcs
 // kt[d·ld + j] = k[j·stride + d] for j < n, d < D; columns n..ld-1 are zero.
 template <typename T>
 void transpose_keys(T* kt, const T* k, int64_t stride, int64_t n, int64_t D, int64_t ld) {
+  // The padding first: a row's last kKeyTail columns hold all of it (ld rounds n up
+  // to kKeyTail), zeroed whole in vector stores and then partly overwritten below
+  // (a short zeroing loop per row became a libc memset call per row, 3 % of the
+  // encoder's attention).
+  if (n < ld) {
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t c = 0; c < kKeyTail; c += detail::kLanes<T>)
+        detail::store(kt + d * ld + ld - kKeyTail + c, detail::Vec<T>{});
+  }
   int64_t j0 = 0;
   if constexpr (std::is_same_v<T, float>) {
     for (; j0 + 8 <= n; j0 += 8) {
@@ -100,16 +117,14 @@ void transpose_keys(T* kt, const T* k, int64_t stride, int64_t n, int64_t D, int
   }
   for (int64_t j = j0; j < n; ++j)
     for (int64_t d = 0; d < D; ++d) kt[d * ld + j] = k[j * stride + d];
-  for (int64_t d = 0; d < D; ++d)
-    for (int64_t j = n; j < ld; ++j) kt[d * ld + j] = T(0);
 }
 
 namespace detail {
 
-// R rows of s (stride ld), key block j0: s[r·ld + j0 + jj] = Σ_d x_r[d]·kt[d·ld + j0 + jj].
-template <int64_t R, typename T>
+// R rows of s (stride ld), Keys keys from j0: s[r·ld + j0 + jj] = Σ_d x_r[d]·kt[d·ld + j0 + jj].
+template <int64_t R, int64_t Keys, typename T>
 inline void score_tile(T* s, int64_t ld, const T* x, int64_t xs, const T* kt, int64_t j0, int64_t D) {
-  constexpr int64_t V = kKeyBlock / kLanes<T>;
+  constexpr int64_t V = Keys / kLanes<T>;
   Vec<T> acc[R][V];  // zeroed element by element: `= {}` became a rep stos through the stack
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < V; ++c) acc[r][c] = Vec<T>{};
@@ -125,23 +140,41 @@ inline void score_tile(T* s, int64_t ld, const T* x, int64_t xs, const T* kt, in
     for (int64_t c = 0; c < V; ++c) store(s + r * ld + j0 + c * kLanes<T>, acc[r][c]);
 }
 
+// The key blocks j0 < n of R rows from row r: whole blocks while more than
+// kKeyTail keys are left, then one tail tile if any are (ld, a multiple of
+// kKeyTail, holds a whole block wherever more than kKeyTail keys are left).
+template <int64_t R, typename T>
+inline void row_tile_scores(T* s, int64_t ld, const T* x, int64_t xs, const T* kt, int64_t n, int64_t D) {
+  int64_t j0 = 0;
+  for (; j0 + kKeyTail < n; j0 += kKeyBlock) score_tile<R, kKeyBlock>(s, ld, x, xs, kt, j0, D);
+  if (j0 < n) score_tile<R, kKeyTail>(s, ld, x, xs, kt, j0, D);
+}
+
 }  // namespace detail
 
 // Scores of `rows` query rows x_r = x + r·xs against a transposed head kt (D x ld):
-// s[r·ld + j] = Σ_d x_r[d]·kt[d·ld + j], for j below the padded count of keys[r]
-// (whole key blocks: s has ld columns). keys[] gives each row's visible prefix;
-// a tile of rows computes up to its largest.
+// s[r·ld + j] = Σ_d x_r[d]·kt[d·ld + j], for j below keys[r] rounded up to
+// kKeyTail (s has ld columns). keys[] gives each row's visible prefix; a tile of
+// rows computes up to its largest. Rows go 8 at a time: their whole key blocks
+// as two 4-row tiles, their tail as one 8-row tile. Each score sums over d in
+// order whatever tile computes it, so the tiling never changes a bit.
 template <typename T>
 void scores_by_columns(T* s, int64_t ld, const T* x, int64_t xs, int64_t rows, const int64_t* keys, const T* kt,
                        int64_t D) {
+  static_assert(kTailRows == 2 * kRowTile, "an 8-row group is two 4-row tiles");
   int64_t r = 0;
-  for (; r + kRowTile <= rows; r += kRowTile) {
-    const int64_t n = *std::max_element(keys + r, keys + r + kRowTile);
-    for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock)
-      detail::score_tile<kRowTile>(s + r * ld, ld, x + r * xs, xs, kt, j0, D);
+  for (; r + kTailRows <= rows; r += kTailRows) {
+    const int64_t n = *std::max_element(keys + r, keys + r + kTailRows);
+    int64_t j0 = 0;
+    for (; j0 + kKeyTail < n; j0 += kKeyBlock)
+      for (int64_t half = 0; half < kTailRows; half += kRowTile)
+        detail::score_tile<kRowTile, kKeyBlock>(s + (r + half) * ld, ld, x + (r + half) * xs, xs, kt, j0, D);
+    if (j0 < n) detail::score_tile<kTailRows, kKeyTail>(s + r * ld, ld, x + r * xs, xs, kt, j0, D);
   }
-  for (; r < rows; ++r)
-    for (int64_t j0 = 0; j0 < keys[r]; j0 += kKeyBlock) detail::score_tile<1>(s + r * ld, ld, x + r * xs, xs, kt, j0, D);
+  for (; r + kRowTile <= rows; r += kRowTile)
+    detail::row_tile_scores<kRowTile>(s + r * ld, ld, x + r * xs, xs, kt,
+                                      *std::max_element(keys + r, keys + r + kRowTile), D);
+  for (; r < rows; ++r) detail::row_tile_scores<1>(s + r * ld, ld, x + r * xs, xs, kt, keys[r], D);
 }
 
 namespace detail {

@@ -68,6 +68,40 @@ TEST_CASE("scaled_dot_product_attention matches the unfused composition", "[atte
             unfused(q, k, v, Tensor::from_vector(bias, {5, 7})), 1e-12);
 }
 
+TEST_CASE("scaled_dot_product_attention matches the unfused composition at every key tiling", "[attention]") {
+  // The CPU kernel's score tiles (kernels/cpu/head_products.h): 16-key blocks, an 8-key
+  // tail (8 rows at a time), rows left over in 4s and 1s; keys 8, 9, 16, 17 (the encoder),
+  // 26 (the language model), 33 with more keys than queries. Values and all three
+  // gradients, in f64, causal and not.
+  for (const auto& [T, S] : std::vector<std::pair<int64_t, int64_t>>{{8, 8}, {9, 9}, {16, 16}, {17, 17}, {26, 26},
+                                                                    {13, 33}, {3, 25}}) {
+    for (const bool causal : {false, true}) {
+      INFO("T " << T << " S " << S << (causal ? " causal" : ""));
+      Generator gen(static_cast<uint64_t>(T * 100 + S));
+      const Tensor q0 = Tensor::randn({2, 2, T, 32}, gen, DType::f64);
+      const Tensor k0 = Tensor::randn({2, 2, S, 32}, gen, DType::f64), v0 = Tensor::randn({2, 2, S, 32}, gen, DType::f64);
+      const Tensor w = Tensor::randn({2, 2, T, 32}, gen, DType::f64);
+      std::vector<double> bias(static_cast<size_t>(T * S), 0.0);
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < S; ++j)
+          if (causal && j > i + S - T) bias[static_cast<size_t>(i * S + j)] = -1e30;
+      auto run = [&](bool fused) {
+        Tensor q = q0.detach().set_requires_grad(true), k = k0.detach().set_requires_grad(true),
+               v = v0.detach().set_requires_grad(true);
+        const Tensor y = fused ? scaled_dot_product_attention(q, k, v, Tensor(), causal)
+                               : unfused(q, k, v, Tensor::from_vector(bias, {T, S}));
+        sum(y * w).backward();
+        return std::vector<Tensor>{y, q.grad(), k.grad(), v.grad()};
+      };
+      const std::vector<Tensor> got = run(true), want = run(false);
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("output " << i << " (y, dq, dk, dv)");
+        CHECK_REL(got[i], want[i], 1e-12);
+      }
+    }
+  }
+}
+
 TEST_CASE("scaled_dot_product_attention matches PyTorch's golden values and gradients", "[attention]") {
   const test::GoldenFile golden = test::load_golden("attention");
   const auto& tensors = golden.tensors;
