@@ -204,6 +204,30 @@ TEST_CASE("llama rotary positions: identity at 0, norm-preserving, relative, dif
                   {test::leaf({2, 3, 2, 8}, 15)});
 }
 
+TEST_CASE("llama rotary positions on a projection's heads, split across threads, match the composed rotation",
+          "[llama][modules]") {
+  // [3, 37, 5, 64] viewed as heads [3, 5, 37, 64]: 35,520 elements, over the kernel's one-thread
+  // grain, so each thread starts its share of rows mid-sample, mid-head.
+  Generator gen(16);
+  std::vector<int64_t> positions(3 * 37);
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int64_t>((i * 7) % 40);
+  const Tensor pos = Tensor::from_vector(positions, {3, 37});
+  const auto t = nn::rotary_tables(pos, 64, 10000.0, 40, DType::f64, Device::cpu());
+  const Tensor x0 = Tensor::randn({3, 37, 5, 64}, gen, DType::f64), w = Tensor::randn({3, 5, 37, 64}, gen, DType::f64);
+  auto run = [&](bool fused) {
+    Tensor x = x0.detach().set_requires_grad(true);
+    const Tensor heads = x.transpose(1, 2);
+    // y = x·cos + rotate_half(x)·sin, rotate_half(x) = [-x2, x1]
+    const Tensor y = fused ? nn::apply_rotary(heads, t)
+                           : heads * t.cos + cat({-heads.narrow(3, 32, 32), heads.narrow(3, 0, 32)}, 3) * t.sin;
+    sum(y * w).backward();
+    return std::vector<Tensor>{y, x.grad()};
+  };
+  const std::vector<Tensor> got = run(true), want = run(false);
+  CHECK_REL(got[0], want[0], 1e-14);
+  CHECK_REL(got[1], want[1], 1e-14);
+}
+
 TEST_CASE("llama is causal, ignores padded keys, and defaults mask and positions", "[llama][modules]") {
   Generator gen(3);
   nn::LlamaForCausalLM lm(small_config(), gen);
