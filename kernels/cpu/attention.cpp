@@ -272,7 +272,8 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         l[r] = sum;
         lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m + std::log(sum));
       }
-      heads::weighted_sums(o.data(), D, p.data(), ld, 1, vh, st.v.row, rows, n, D, mrow, nullptr, false);
+      heads::weighted_sums(o.data(), D, p.data(), ld, 1, vh, st.v.row, rows, n, D, mrow, nullptr, false,
+                           {nullptr, keys.data()});  // row r's terms: its keys[r] visible keys
       for (int64_t r = 0; r < rows; ++r) {
         T* oi = out + st.o.at(b, h, i0 + r);
         const A* orow = o.data() + r * D;
@@ -299,10 +300,11 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
   {
     std::vector<A> p, ds;   // P and dP (then dS) of a block [rows, ld]
     std::vector<T> kt, vt;  // the head's keys and values by columns [D, ld]
-    std::vector<int64_t> keys;
-    std::vector<int32_t> keep;  // f32: the key mask of the item's batch as lane masks
+    std::vector<int64_t> keys, first_row;  // a block's rows' key limits; each key's first row seeing it
+    std::vector<int32_t> keep;             // f32: the key mask of the item's batch as lane masks
     const bool ready = errors.run([&] {
       if (key_mask != nullptr) keep.resize(static_cast<size_t>(S));
+      first_row.resize(static_cast<size_t>(S));
       p.resize(static_cast<size_t>(block * ld_max));
       ds.resize(static_cast<size_t>(block * ld_max));
       kt.resize(static_cast<size_t>(D * ld_max));
@@ -374,9 +376,18 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           // Written where they lie: a row copy from a scratch block was a libc memcpy call
           // per row, 7 % of the encoder's backward.
           heads::weighted_sums(dq + st.dq.at(b, h, i0), st.dq.row, ds.data(), ld, 1, kh, st.k.row, rows, n, D, mrow,
-                               nullptr, false);
-          heads::weighted_sums(dkh, st.dk.row, ds.data(), 1, ld, qb, st.q.row, n, rows, D, nullptr, mrow, true);
-          heads::weighted_sums(dvh, st.dv.row, p.data(), 1, ld, gb, st.o.row, n, rows, D, nullptr, mrow, true);
+                               nullptr, false, {nullptr, keys.data()});
+          // Key j's terms start at the block's first row that sees it (keys[] grows with the row).
+          heads::TermRanges by_key;
+          if (causal) {
+            for (int64_t j = 0, r = 0; j < n; ++j) {
+              while (r < rows && keys[r] <= j) ++r;
+              first_row[j] = r;
+            }
+            by_key.begin = first_row.data();
+          }
+          heads::weighted_sums(dkh, st.dk.row, ds.data(), 1, ld, qb, st.q.row, n, rows, D, nullptr, mrow, true, by_key);
+          heads::weighted_sums(dvh, st.dv.row, p.data(), 1, ld, gb, st.o.row, n, rows, D, nullptr, mrow, true, by_key);
         }
       }
     }

@@ -179,16 +179,16 @@ void scores_by_columns(T* s, int64_t ld, const T* x, int64_t xs, int64_t rows, c
 
 namespace detail {
 
-// Outputs o0..o0+R-1, head dims d0..d0+kDimBlock-1 of weighted_sums.
+// Outputs o0..o0+R-1, head dims d0..d0+kDimBlock-1 of weighted_sums, terms t0..t1-1.
 template <int64_t R, typename A, typename T>
-inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t terms,
-                     int64_t d0, const int64_t* term_mask, bool accumulate) {
+inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t t0,
+                     int64_t t1, int64_t d0, const int64_t* term_mask, bool accumulate) {
   static_assert(std::is_same_v<A, T>, "the tiles load x in the accumulator's type");
   constexpr int64_t V = kDimBlock / kLanes<T>;
   Vec<A> acc[R][V];
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < V; ++c) acc[r][c] = accumulate ? load(out + r * ldo + d0 + c * kLanes<T>) : Vec<A>{};
-  for (int64_t t = 0; t < terms; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
     if (term_mask != nullptr && term_mask[t] == 0) continue;
     Vec<T> xr[V];
     for (int64_t c = 0; c < V; ++c) xr[c] = load(x + t * xs + d0 + c * kLanes<T>);
@@ -203,10 +203,10 @@ inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, co
 
 // The same sums for one head dim d (the tail of D beyond whole blocks), one output.
 template <typename A, typename T>
-inline void sum_scalar(A* out, const A* w, int64_t wt, const T* x, int64_t xs, int64_t terms, int64_t d,
+inline void sum_scalar(A* out, const A* w, int64_t wt, const T* x, int64_t xs, int64_t t0, int64_t t1, int64_t d,
                        const int64_t* term_mask, bool accumulate) {
   A acc = accumulate ? out[d] : A(0);
-  for (int64_t t = 0; t < terms; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
     if (term_mask != nullptr && term_mask[t] == 0) continue;
     // fma spelled out: GCC contracted a*b + c only where no mask test sat between
     // them, and a mask of ones gave other bits than no mask.
@@ -216,27 +216,45 @@ inline void sum_scalar(A* out, const A* w, int64_t wt, const T* x, int64_t xs, i
 }
 
 template <int64_t R, typename A, typename T>
-inline void sum_rows(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t terms,
-                     int64_t D, const int64_t* term_mask, bool accumulate) {
+inline void sum_rows(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t t0,
+                     int64_t t1, int64_t D, const int64_t* term_mask, bool accumulate) {
   int64_t d0 = 0;
   for (; d0 + kDimBlock <= D; d0 += kDimBlock)
-    sum_tile<R>(out, ldo, w, wo, wt, x, xs, terms, d0, term_mask, accumulate);
+    sum_tile<R>(out, ldo, w, wo, wt, x, xs, t0, t1, d0, term_mask, accumulate);
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t d = d0; d < D; ++d) sum_scalar(out + r * ldo, w + r * wo, wt, x, xs, terms, d, term_mask, accumulate);
+    for (int64_t d = d0; d < D; ++d)
+      sum_scalar(out + r * ldo, w + r * wo, wt, x, xs, t0, t1, d, term_mask, accumulate);
 }
 
 }  // namespace detail
 
+// Which terms each output of weighted_sums takes: [begin[o], end[o]) where given,
+// else all. The causal mask's zeros: a query row's P and dS are 0 past its last
+// visible key, and a key's column is 0 above the first row that sees it, so
+// P·V and dS·K stop at end = the row's key limit, and dSᵀ·Q and Pᵀ·dO start at
+// begin = the key's first row: half the causal language model's weighted sums
+// were terms w = 0. A pair of outputs takes the union of its two ranges (the
+// terms outside an output's own range are its zeros). Leaving out a term 0·x
+// changes no sum (but the sign of an exact zero), and never reads x there.
+struct TermRanges {
+  const int64_t* begin = nullptr;
+  const int64_t* end = nullptr;
+};
+
 // out_o[d] (+)= Σ_t w[o·wo + t·wt]·x[t·xs + d] for outputs o < outs (rows of out,
-// stride ldo), terms t < terms in order, d < D. Terms whose term_mask[t] is 0 and
-// outputs whose out_mask[o] is 0 are left out (a masked key's value is never
-// read, even where it is not finite). With accumulate, the sums start from out.
-// P·V and dS·K are outputs = query rows, terms = keys (wo = ld, wt = 1); dSᵀ·Q
-// and Pᵀ·dO are outputs = keys, terms = query rows (wo = 1, wt = ld).
+// stride ldo), terms t < terms in order (within ranges), d < D. Terms whose
+// term_mask[t] is 0 and outputs whose out_mask[o] is 0 are left out (a masked
+// key's value is never read, even where it is not finite). With accumulate, the
+// sums start from out. P·V and dS·K are outputs = query rows, terms = keys (wo =
+// ld, wt = 1); dSᵀ·Q and Pᵀ·dO are outputs = keys, terms = query rows (wo = 1, wt
+// = ld).
 template <typename A, typename T>
 void weighted_sums(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, const T* x, int64_t xs, int64_t outs,
-                   int64_t terms, int64_t D, const int64_t* term_mask, const int64_t* out_mask, bool accumulate) {
+                   int64_t terms, int64_t D, const int64_t* term_mask, const int64_t* out_mask, bool accumulate,
+                   TermRanges ranges = {}) {
   static_assert(kOutTile == 2, "the loop below takes outputs in pairs");
+  const auto first = [&](int64_t o) { return ranges.begin != nullptr ? ranges.begin[o] : int64_t(0); };
+  const auto last = [&](int64_t o) { return ranges.end != nullptr ? std::min(ranges.end[o], terms) : terms; };
   int64_t o = 0;
   while (o < outs) {
     if (out_mask != nullptr && out_mask[o] == 0) {
@@ -245,10 +263,12 @@ void weighted_sums(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, cons
     }
     const bool pair = o + 1 < outs && (out_mask == nullptr || out_mask[o + 1] != 0);
     if (pair) {
-      detail::sum_rows<kOutTile>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, terms, D, term_mask, accumulate);
+      const int64_t t0 = std::min(first(o), first(o + 1)), t1 = std::max(last(o), last(o + 1));
+      detail::sum_rows<kOutTile>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, t0, t1, D, term_mask, accumulate);
       o += kOutTile;
     } else {
-      detail::sum_rows<1>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, terms, D, term_mask, accumulate);
+      detail::sum_rows<1>(out + o * ldo, ldo, w + o * wo, wo, wt, x, xs, first(o), last(o), D, term_mask,
+                          accumulate);
       ++o;
     }
   }
