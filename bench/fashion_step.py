@@ -27,7 +27,9 @@ PyTorch  transformers' LlamaForCausalLM of the config's sizes (2 layers, width 1
 
 Both are f32. For each thread count the two alternate --rounds times; prints each side's median ms per
 step over the rounds and their ratio (and every round's figure), and the speed-up of 2 threads over 1;
-then the same ratios from each side's fastest round (other load on a shared machine only slows a round).
+then the same ratios from each side's fastest round (other load on a shared machine only slows a round);
+then each round's own ratio (vlmc and PyTorch run back to back, in the same spell of other load): their
+median and range over the rounds.
 """
 
 import argparse
@@ -224,6 +226,13 @@ def main():
             line += (f"; 2 threads over 1: vlmc {best[1][0] / best[2][0]:.2f}x, "
                      f"PyTorch {best[1][1] / best[2][1]:.2f}x")
         print(line)
+    # Each round runs vlmc and then PyTorch, a minute apart at most: a round's own ratio sees the
+    # same spell of other load on both sides, so their spread is the interval to quote.
+    for t, r in rows.items():
+        ratios = sorted(p / v for v, p in zip(r["vlmc_rounds_ms"], r["pytorch_rounds_ms"]))
+        r["paired_ratios"] = ratios
+        print(f"  paired rounds, {t} thread(s): PyTorch / vlmc median {statistics.median(ratios):.2f}x, "
+              f"range {ratios[0]:.2f}-{ratios[-1]:.2f}x over {len(ratios)} rounds")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(t): r for t, r in rows.items()}, f, indent=2)
