@@ -234,6 +234,27 @@ TEST_CASE("cross_entropy gradients", "[nn]") {
   CHECK(g[1] == Approx(p[1] / 3));
 }
 
+TEST_CASE("cross_entropy in f32 follows f64 over a language model's vocabulary", "[nn]") {
+  // The f32 kernel's exps are fast::exp_f32 summed in double lanes; LLaMA's 32,000 logits a
+  // row, some far below the row's largest (exp_f32 clamps below -87.3), and a lane tail.
+  Generator gen(45);
+  for (const auto& [classes, spread] : std::vector<std::pair<int64_t, double>>{
+           {32000, 3.0}, {32000, 30.0}, {52, 3.0}, {10, 3.0}, {13, 30.0}}) {
+    INFO(classes << " classes, logits of spread " << spread);
+    const Tensor logits64 = Tensor::randn({6, classes}, gen, DType::f64) * spread;
+    const Tensor targets = i64({0, classes - 1, -100, classes / 2, 3, 1}, {6});
+    auto run = [&](DType t) {
+      Tensor logits = logits64.to(t).set_requires_grad(true);
+      const Tensor loss = cross_entropy(logits, targets);
+      loss.backward();
+      return std::vector<Tensor>{loss, logits.grad()};
+    };
+    const std::vector<Tensor> f32 = run(DType::f32), f64 = run(DType::f64);
+    CHECK_REL(f32[0].to(DType::f64), f64[0], 1e-6);
+    CHECK_REL(f32[1].to(DType::f64), f64[1], 1e-5);
+  }
+}
+
 TEST_CASE("cross_entropy errors", "[nn]") {
   const Tensor logits = Tensor::zeros({2, 3});
   REQUIRE_THROWS_WITH(cross_entropy(logits, i64({0, 3}, {2})),
