@@ -13,11 +13,11 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 14;
 
-// A row's largest logit and log Σ exp(x - max), in double. f32 rows take fast::exp_f32
-// (9e-8 relative) in 8 lanes with the sum in sum_in_lanes' double lanes: std::exp, a
-// libm call per logit, summed one after another, was the whole of this kernel (52
-// logits a row: 0.2 ms of the stage-0 language model's 1-thread step). f64 rows keep
-// std::exp.
+// A row's largest logit and log Σ exp(x - max), in double. f32 rows take
+// fast::exp_f32_or_zero (9e-8 relative) in 8 lanes, summed in sum_in_lanes' double
+// lanes: std::exp, a libm call per logit, summed one after another, was the whole of
+// this kernel (52 logits a row: 0.2 ms of the stage-0 language model's 1-thread
+// step). f64 rows keep std::exp.
 template <typename T>
 inline void row_log_sum_exp(const T* xr, int64_t c, T& max, double& log_sum) {
   if constexpr (std::is_same_v<T, float>) {
@@ -30,7 +30,9 @@ inline void row_log_sum_exp(const T* xr, int64_t c, T& max, double& log_sum) {
     for (int64_t l = 0; l < kSumLanes; ++l) max = std::max(max, lanes[l]);
     for (; j < c; ++j) max = std::max(max, xr[j]);
     const float m = max;
-    const auto term = [xr, m](int64_t k) { return static_cast<double>(fast::exp_f32(xr[k] - m)); };
+    const auto term = [xr, m](int64_t k) {
+      return static_cast<double>(fast::exp_f32_or_zero(xr[k] - m));
+    };
     log_sum = std::log(sum_in_lanes(0, c, term));
   } else {
     max = -INFINITY;
@@ -96,7 +98,7 @@ void cross_entropy_backward(T* dlogits, const T* grad, const T* count, const T* 
     const T l = lse[r];
     if constexpr (std::is_same_v<T, float>) {
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) dr[j] = fast::exp_f32(xr[j] - l) * scale;  // as the forward's exps
+      for (int64_t j = 0; j < c; ++j) dr[j] = fast::exp_f32_or_zero(xr[j] - l) * scale;  // the forward's exps
     } else {
       for (int64_t j = 0; j < c; ++j) dr[j] = std::exp(xr[j] - l) * scale;
     }

@@ -95,6 +95,11 @@ inline float exp_f32(float y) {
   return horner(kExpP, r) * scale;
 }
 
+// exp_f32, and 0 where exp(y) is below f32's normal range (y < -87.3, where exp_f32
+// clamps to 1.2e-38): softmax([-1000, 0]) gives the exact 0 that libm's expf, and
+// PyTorch, give. For normalised exps (softmax, cross entropy).
+inline float exp_f32_or_zero(float y) { return select(y < -87.3f, 0.0f, exp_f32(y)); }
+
 // sigmoid by the exp of -|x|, which never overflows: e = exp(-|x|) in [0, 1],
 // 1/(1+e) for x >= 0 and e/(1+e) below. Beyond |x| = 87.3, where exp_f32
 // would clamp, e is 0 (sigmoid(-1000) = 0 exactly, as in f32 libm). NaN in,

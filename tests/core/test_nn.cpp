@@ -54,6 +54,30 @@ TEST_CASE("softmax is stable for large logits", "[nn]") {
   CHECK(l[3] == 0.0f);
 }
 
+TEST_CASE("softmax and log_softmax in f32 follow f64, values and gradients", "[nn]") {
+  // The f32 kernel: exps by fast::exp_f32_or_zero, the maximum and the sums in 8 lanes
+  // (13 columns leave a tail of 5; 517 of 5).
+  Generator gen(6);
+  for (const int64_t n : {13, 517}) {
+    for (const bool log : {false, true}) {
+      INFO(n << " columns, " << (log ? "log_softmax" : "softmax"));
+      const Tensor x64 = Tensor::randn({5, n}, gen, DType::f64) * 4.0, w = Tensor::randn({5, n}, gen, DType::f64);
+      auto run = [&](DType t) {
+        Tensor x = x64.to(t).set_requires_grad(true);
+        const Tensor y = log ? log_softmax(x, -1) : softmax(x, -1);
+        sum(y * w.to(t)).backward();
+        return std::vector<Tensor>{y, x.grad()};
+      };
+      const std::vector<Tensor> f32 = run(DType::f32), f64 = run(DType::f64);
+      CHECK_REL(f32[0].to(DType::f64), f64[0], 1e-6);
+      CHECK_REL(f32[1].to(DType::f64), f64[1], 1e-5);
+      // And f64 against the definition: each row's probabilities sum to 1.
+      const Tensor p = log ? exp(f64[0]) : f64[0];
+      CHECK(test::max_abs_error(sum(p, {-1}), Tensor::ones({5}, DType::f64)) < 1e-12);
+    }
+  }
+}
+
 TEST_CASE("softmax gradients", "[nn]") {
   for (bool log : {false, true}) {
     INFO((log ? "log_softmax" : "softmax"));
