@@ -214,4 +214,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const Tensor& key_padding_mask = Tensor(), bool causal = false,
                                     std::optional<double> scale = std::nullopt, bool trailing_queries_unread = false);
 
+// The same causal attention over right-padded samples whose real rows are packed: q [N, Hq·Dh],
+// k and v [N, Hkv·Dh] hold sample b's lengths[b] rows from row Σ_{c<b} lengths[c], in order, and
+// rows past Σ lengths[b] are filler. Equals scaled_dot_product_attention(causal) over the padded
+// [B, H, length, Dh] heads with the key mask of the lengths and trailing_queries_unread, at the
+// real rows, without moving rows between the layouts. Returns [N, Hq·Dh], zeros at the filler
+// rows (whose gradients are zero too); scale 1/sqrt(Dh). CPU, f32 and f64.
+Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const std::vector<int64_t>& lengths, int64_t length, int64_t q_heads,
+                                           int64_t kv_heads);
+
 }  // namespace vlmc

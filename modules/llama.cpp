@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/checkpoint.h"
@@ -141,6 +142,20 @@ LlamaAttention::LlamaAttention(const LlamaConfig& config, Generator& gen)
 Tensor LlamaAttention::forward(const Tensor& x, const RotaryTables& rotary, const Tensor& key_padding_mask,
                                const PackedRows* packed) {
   // x [B, L, D], or [N, D] packed
+  if (packed != nullptr && !packed->lengths.empty()) {
+    // x [N, D] packed rows; the projections' [N, H·Dh] rows are read in place.
+    const int64_t n = x.size(0);
+    auto rotated = [&](const Tensor& t, int64_t h) {  // each row its own position: [N, h, 1, Dh] heads
+      return apply_rotary(t.view({n, 1, h, head_dim_}).transpose(1, 2), packed->rotary_rows)
+          .transpose(1, 2)
+          .reshape({n, h * head_dim_});
+    };
+    const Tensor q = rotated(q_proj->forward(x), num_heads_);
+    const Tensor k = rotated(k_proj->forward(x), num_kv_heads_);
+    const Tensor attn = scaled_dot_product_attention_packed(q, k, v_proj->forward(x), packed->lengths, packed->length,
+                                                            num_heads_, num_kv_heads_);
+    return o_proj->forward(attn);  // [N, D]
+  }
   const int64_t b = packed ? packed->batch : x.size(0), l = packed ? packed->length : x.size(1);
   // [B, L, H*Dh] (or its N real rows, put back in place) -> [B, H, L, Dh]
   auto heads = [&](const Tensor& t, int64_t h) {
@@ -299,8 +314,28 @@ Tensor LlamaModel::forward_packed(const Tensor& inputs_embeds, const Tensor& att
   const int64_t filler = static_cast<int64_t>(std::find(keep.begin(), keep.end(), 0) - keep.begin());
   rows.resize(static_cast<size_t>(n_rows), filler);  // a padding position's copies: computed, never read
   const Device device = inputs_embeds.device();
-  const PackedRows packed{Tensor::from_vector(rows, {n_rows}).to(device),
-                          Tensor::from_vector(padded, {b * l}).to(device), b, l};
+  PackedRows packed;
+  packed.rows = Tensor::from_vector(rows, {n_rows}).to(device);
+  packed.padded = Tensor::from_vector(padded, {b * l}).to(device);
+  packed.batch = b;
+  packed.length = l;
+  // Attention on the packed rows in place (PackedRows::lengths): the CPU's kernels, outside
+  // autocast (whose attention is the padded product form), with every sample right-padded.
+  std::vector<int64_t> lengths(static_cast<size_t>(b), 0);
+  bool right_padded = true;
+  for (int64_t s = 0; s < b && right_padded; ++s) {
+    int64_t& len = lengths[static_cast<size_t>(s)];
+    while (len < l && keep[static_cast<size_t>(s * l + len)] != 0) ++len;
+    for (int64_t t = len; t < l; ++t) right_padded = right_padded && keep[static_cast<size_t>(s * l + t)] == 0;
+  }
+  if (right_padded && device.is_cpu() && !autocast_bf16()) {
+    const int64_t dh = rotary.cos.size(-1);
+    auto by_row = [&](const Tensor& table) {  // [B, 1, L, Dh] -> the rows' [N', 1, 1, Dh]
+      return index_select(table.reshape({b * l, dh}), 0, packed.rows).view({n_rows, 1, 1, dh});
+    };
+    packed.lengths = std::move(lengths);
+    packed.rotary_rows = {by_row(rotary.cos), by_row(rotary.sin)};
+  }
   const Tensor h = decoder(index_select(inputs_embeds.reshape({b * l, d}), 0, packed.rows), rotary, attention_mask,
                            &packed);  // [N', D], N' = n_rows
   // Back to [B, L, D], zeros at the padding: row N' of [h; 0] for each of them.

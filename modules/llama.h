@@ -94,6 +94,14 @@ struct PackedRows {
                   // position takes row 0, whose copy only masked keys and unread
                   // query rows see
   int64_t batch = 0, length = 0;
+  // On the CPU, when every sample's real tokens come first (right padding) and no
+  // autocast runs: each sample's length, and the rotary tables of the packed rows
+  // ([N, 1, 1, Dh]). Attention then reads and writes the packed rows in place
+  // (scaled_dot_product_attention_packed) instead of moving q, k, v and its output
+  // between the packed and padded layouts: ten gathers and ten scatters a step of the
+  // main job's language model. Empty otherwise.
+  std::vector<int64_t> lengths;
+  RotaryTables rotary_rows;
 };
 
 // LlamaAttention: q/k/v/o projections without bias, rotary positions on q and

@@ -3,8 +3,11 @@
 // under autocast, by products (below).
 #include <cmath>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <numeric>
 #include <tuple>
+#include <vector>
 
 #include "core/autocast.h"
 #include "core/autograd.h"
@@ -21,6 +24,15 @@ constexpr const char* kOp = "scaled_dot_product_attention";
 
 std::string shapes_of(const Tensor& q, const Tensor& k, const Tensor& v) {
   return str("q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+}
+
+// q, k and v: floating point, of one dtype, on one device.
+void check_operands(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_float(op, "q", q);
+  check_float(op, "k", k);
+  check_float(op, "v", v);
+  check_same_dtype(op, {q, k, v});
+  check_same_device(op, {q, k, v});
 }
 
 // Query rows times key rows from which CUDA takes the product form. The fused
@@ -106,11 +118,7 @@ bool use_products(const Tensor& q, const kernels::AttentionShape& s) {
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& key_padding_mask, bool causal, std::optional<double> scale,
                                     bool trailing_queries_unread) {
-  check_float(kOp, "q", q);
-  check_float(kOp, "k", k);
-  check_float(kOp, "v", v);
-  check_same_dtype(kOp, {q, k, v});
-  check_same_device(kOp, {q, k, v});
+  check_operands(kOp, q, k, v);
   VLMC_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kOp, ": ", shapes_of(q, k, v),
              " must be q [B, Hq, T, Dh], k and v [B, Hkv, S, Dh]");
   VLMC_CHECK(k.shape() == v.shape(), kOp, ": ", shapes_of(q, k, v), ": k and v shapes differ");
@@ -188,6 +196,102 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                                    g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
                                                    lse.data<T>(), m, causal, sc, s, st);
              }
+           });
+           return std::vector<Tensor>{needs[0] ? dq : Tensor(), needs[1] ? dk : Tensor(),
+                                      needs[2] ? dv : Tensor()};
+         });
+  return out;
+}
+
+// Packed rows: what the padded path moved between layouts with an index_select per
+// projection and an index_add per gradient (ten of each a step of the main job's
+// language model) the kernels address directly (kernels/attention.h, AttentionShape::packed).
+namespace {
+
+constexpr const char* kPackedOp = "scaled_dot_product_attention_packed";
+
+// What the kernels read of a packed call; shared by the forward and its backward.
+struct PackedLayout {
+  kernels::AttentionShape shape;
+  std::vector<int64_t> row_start;  // [B]: sample b's first row
+  Tensor mask;                     // i64 [B, length]: 1 on each sample's real rows
+  int64_t covered = 0;             // Σ lengths: the rows past it are filler
+};
+
+kernels::HeadStrides packed_strides(const Tensor& t, const PackedLayout& layout, int64_t head_dim) {
+  return {0, head_dim, t.strides()[0], layout.row_start.data()};
+}
+
+// Rows [covered, N) of a [N, width] tensor set to zero.
+void zero_filler_rows(Tensor& t, int64_t covered) {
+  if (covered < t.size(0)) t.narrow(0, covered, t.size(0) - covered).zero_();
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const std::vector<int64_t>& lengths, int64_t length, int64_t q_heads,
+                                           int64_t kv_heads) {
+  check_operands(kPackedOp, q, k, v);
+  VLMC_CHECK(q.device().is_cpu(), kPackedOp, ": packed rows are a CPU path; q is on ", q.device().str());
+  VLMC_CHECK(q.dim() == 2 && k.dim() == 2 && k.shape() == v.shape() && q.size(0) == k.size(0), kPackedOp, ": ",
+             shapes_of(q, k, v), " must be q [N, Hq·Dh], k and v [N, Hkv·Dh]");
+  VLMC_CHECK(q_heads > 0 && kv_heads > 0 && q_heads % kv_heads == 0 && q.size(1) % q_heads == 0, kPackedOp, ": ",
+             q_heads, " query heads and ", kv_heads, " KV heads for ", shapes_of(q, k, v));
+  const int64_t head_dim = q.size(1) / q_heads;
+  VLMC_CHECK(k.size(1) == kv_heads * head_dim, kPackedOp, ": ", shapes_of(q, k, v), ": k's width is not ", kv_heads,
+             " heads of ", head_dim);
+  auto layout = std::make_shared<PackedLayout>();
+  const int64_t batch = static_cast<int64_t>(lengths.size());
+  layout->shape = {batch, q_heads, kv_heads, length, length, head_dim, /*trailing_queries_unread=*/true,
+                   /*packed=*/true};
+  std::vector<int64_t> keep(static_cast<size_t>(batch * length), 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = lengths[static_cast<size_t>(b)];
+    VLMC_CHECK(n >= 0 && n <= length, kPackedOp, ": sample ", b, " has length ", n, ", outside [0, ", length, "]");
+    layout->row_start.push_back(layout->covered);
+    std::fill_n(keep.begin() + b * length, n, int64_t(1));
+    layout->covered += n;
+  }
+  VLMC_CHECK(layout->covered <= q.size(0), kPackedOp, ": the lengths add up to ", layout->covered, " rows, but q has ",
+             q.size(0));
+  layout->mask = Tensor::from_vector(keep, {batch, length});
+  // Rows whose head dims are contiguous, as the padded op's heads.
+  auto operand = [](const Tensor& t) { return t.strides()[1] == 1 ? t : t.contiguous(); };
+  const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  zero_filler_rows(out, layout->covered);
+  Tensor lse = Tensor::empty({batch, q_heads, length}, q.dtype(), q.device());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const auto strides = [layout, head_dim](const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& o_) {
+    return kernels::AttentionStrides{packed_strides(q_, *layout, head_dim), packed_strides(k_, *layout, head_dim),
+                                     packed_strides(v_, *layout, head_dim), packed_strides(o_, *layout, head_dim),
+                                     {}, {}, {}};
+  };
+  dispatch_float(kPackedOp, q.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    kernels::cpu::attention_forward<T>(out.data<T>(), lse.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
+                                       layout->mask.data<int64_t>(), /*causal=*/true, scale, layout->shape,
+                                       strides(qc, kc, vc, out));
+  });
+  record(out, kPackedOp, {q, k, v},
+         [qc, kc, vc, lse, layout, scale, head_dim, strides, operand](const Tensor& grad, const GradMask& needs) {
+           const Tensor g = operand(grad);
+           Tensor dq = Tensor::empty(qc.shape(), qc.dtype(), qc.device());
+           Tensor dk = Tensor::empty(kc.shape(), kc.dtype(), kc.device());
+           Tensor dv = Tensor::empty(vc.shape(), vc.dtype(), vc.device());
+           for (Tensor* t : {&dq, &dk, &dv}) zero_filler_rows(*t, layout->covered);
+           Tensor delta = Tensor::empty(lse.shape(), lse.dtype(), lse.device());
+           kernels::AttentionStrides st = strides(qc, kc, vc, g);
+           st.dq = packed_strides(dq, *layout, head_dim);
+           st.dk = packed_strides(dk, *layout, head_dim);
+           st.dv = packed_strides(dv, *layout, head_dim);
+           dispatch_float(kPackedOp, qc.dtype(), [&](auto zero) {
+             using T = decltype(zero);
+             kernels::cpu::attention_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), delta.data<T>(),
+                                                 g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
+                                                 lse.data<T>(), layout->mask.data<int64_t>(), /*causal=*/true,
+                                                 scale, layout->shape, st);
            });
            return std::vector<Tensor>{needs[0] ? dq : Tensor(), needs[1] ? dk : Tensor(),
                                       needs[2] ? dv : Tensor()};

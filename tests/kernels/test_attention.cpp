@@ -102,6 +102,65 @@ TEST_CASE("scaled_dot_product_attention matches the unfused composition at every
   }
 }
 
+TEST_CASE("scaled_dot_product_attention_packed equals the padded op at the real rows, with zero filler rows",
+          "[attention]") {
+  // Four right-padded samples of length 7 (one empty), packed in order, then 3 filler rows;
+  // grouped KV heads. The padded path gathers the same leaves into [B, H, 7, Dh] heads and
+  // the real rows back out, so both paths' gradients land on the same packed leaves.
+  const std::vector<int64_t> lengths{5, 0, 7, 3};
+  const int64_t B = 4, L = 7, Hq = 4, Hkv = 2, Dh = 8, covered = 15, N = covered + 3;
+  Generator gen(33);
+  for (const DType t : {DType::f64, DType::f32}) {
+    INFO(dtype_name(t));
+    const Tensor q0 = Tensor::randn({N, Hq * Dh}, gen, t), k0 = Tensor::randn({N, Hkv * Dh}, gen, t),
+                 v0 = Tensor::randn({N, Hkv * Dh}, gen, t);
+    const Tensor w = cat({Tensor::randn({covered, Hq * Dh}, gen, t), Tensor::zeros({N - covered, Hq * Dh}, t)}, 0);
+    std::vector<int64_t> to_padded(static_cast<size_t>(B * L), N - 1), real_positions, keep(static_cast<size_t>(B * L), 0);
+    for (int64_t b = 0, row = 0; b < B; ++b)
+      for (int64_t i = 0; i < lengths[static_cast<size_t>(b)]; ++i, ++row) {
+        to_padded[static_cast<size_t>(b * L + i)] = row;
+        real_positions.push_back(b * L + i);
+        keep[static_cast<size_t>(b * L + i)] = 1;
+      }
+    const Tensor gather = Tensor::from_vector(to_padded, {B * L}), real = Tensor::from_vector(real_positions, {covered});
+    const Tensor mask = Tensor::from_vector(keep, {B, L});
+    auto run = [&](bool packed) {
+      Tensor q = q0.detach().set_requires_grad(true), k = k0.detach().set_requires_grad(true),
+             v = v0.detach().set_requires_grad(true);
+      Tensor out;  // [covered or N, Hq·Dh]
+      if (packed) {
+        out = scaled_dot_product_attention_packed(q, k, v, lengths, L, Hq, Hkv);
+      } else {
+        auto heads = [&](const Tensor& x, int64_t h) {
+          return index_select(x, 0, gather).view({B, L, h, Dh}).transpose(1, 2);
+        };
+        const Tensor o = scaled_dot_product_attention(heads(q, Hq), heads(k, Hkv), heads(v, Hkv), mask, true,
+                                                      std::nullopt, true);
+        out = index_select(o.transpose(1, 2).reshape({B * L, Hq * Dh}), 0, real);
+      }
+      sum(out * w.narrow(0, 0, out.size(0))).backward();
+      return std::vector<Tensor>{out, q.grad(), k.grad(), v.grad()};
+    };
+    const std::vector<Tensor> packed = run(true), padded = run(false);
+    const double tol = t == DType::f64 ? 1e-12 : 1e-6;
+    CHECK_REL(packed[0].narrow(0, 0, covered), padded[0], tol);
+    CHECK(test::max_abs_error(packed[0].narrow(0, covered, N - covered), Tensor::zeros({N - covered, Hq * Dh}, t)) ==
+          0.0);
+    for (size_t i = 1; i < 4; ++i) {
+      INFO("gradient " << i << " (dq, dk, dv)");
+      CHECK_REL(packed[i], padded[i], tol);
+      CHECK(test::max_abs_error(packed[i].narrow(0, covered, N - covered),
+                                Tensor::zeros({N - covered, packed[i].size(1)}, t)) == 0.0);
+    }
+  }
+  // Refused by name: a length past the padded length, more rows than q holds, GPU-only shapes.
+  const Tensor q = Tensor::zeros({6, 8}), kv = Tensor::zeros({6, 8});
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention_packed(q, kv, kv, {3, 8}, 7, 1, 1),
+                      Catch::Contains("sample 1 has length 8, outside [0, 7]"));
+  REQUIRE_THROWS_WITH(scaled_dot_product_attention_packed(q, kv, kv, {4, 4}, 7, 1, 1),
+                      Catch::Contains("the lengths add up to 8 rows, but q has 6"));
+}
+
 TEST_CASE("scaled_dot_product_attention matches PyTorch's golden values and gradients", "[attention]") {
   const test::GoldenFile golden = test::load_golden("attention");
   const auto& tensors = golden.tensors;
