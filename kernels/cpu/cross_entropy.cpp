@@ -13,30 +13,21 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 14;
 
-// A row's largest logit and log Σ exp(x - max), in double. f32 rows take
-// fast::exp_f32_or_zero (9e-8 relative) in 8 lanes, summed in sum_in_lanes' double
-// lanes: std::exp, a libm call per logit, summed one after another, was the whole of
-// this kernel (52 logits a row: 0.2 ms of the stage-0 language model's 1-thread
-// step). f64 rows keep std::exp.
+// A row's largest logit (max_in_lanes, as softmax's) and log Σ exp(x - max), in
+// double. f32 rows take fast::exp_f32_or_zero (9e-8 relative) in 8 lanes, summed in
+// sum_in_lanes' double lanes: std::exp, a libm call per logit, summed one after
+// another, was the whole of this kernel (52 logits a row: 0.2 ms of the stage-0
+// language model's 1-thread step). f64 rows keep std::exp.
 template <typename T>
 inline void row_log_sum_exp(const T* xr, int64_t c, T& max, double& log_sum) {
+  max = max_in_lanes(xr, c);
   if constexpr (std::is_same_v<T, float>) {
-    float lanes[kSumLanes];
-    std::fill_n(lanes, kSumLanes, -INFINITY);
-    int64_t j = 0;
-    for (; j + kSumLanes <= c; j += kSumLanes)
-      for (int64_t l = 0; l < kSumLanes; ++l) lanes[l] = std::max(lanes[l], xr[j + l]);
-    max = -INFINITY;
-    for (int64_t l = 0; l < kSumLanes; ++l) max = std::max(max, lanes[l]);
-    for (; j < c; ++j) max = std::max(max, xr[j]);
     const float m = max;
     const auto term = [xr, m](int64_t k) {
       return static_cast<double>(fast::exp_f32_or_zero(xr[k] - m));
     };
     log_sum = std::log(sum_in_lanes(0, c, term));
   } else {
-    max = -INFINITY;
-    for (int64_t j = 0; j < c; ++j) max = std::max(max, xr[j]);
     double sum = 0;
     for (int64_t j = 0; j < c; ++j) sum += std::exp(xr[j] - max);
     log_sum = std::log(sum);

@@ -7,6 +7,8 @@
 // reproducible and independent of the thread count.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace vlmc::kernels::cpu {
@@ -25,6 +27,22 @@ inline double sum_in_lanes(int64_t k0, int64_t k1, const Term& term) {
   for (int64_t l = 0; l < kSumLanes; ++l) acc += lanes[l];
   for (; k < k1; ++k) acc += term(k);
   return acc;
+}
+
+// The largest of x[0..n), in kSumLanes lanes then the tail (a maximum is exact in
+// any order, so this equals one running std::max; NaNs are passed over as std::max
+// passes them). -inf for n = 0.
+template <typename T>
+inline T max_in_lanes(const T* x, int64_t n) {
+  T lanes[kSumLanes];
+  for (int64_t l = 0; l < kSumLanes; ++l) lanes[l] = static_cast<T>(-INFINITY);
+  int64_t k = 0;
+  for (; k + kSumLanes <= n; k += kSumLanes)
+    for (int64_t l = 0; l < kSumLanes; ++l) lanes[l] = std::max(lanes[l], x[k + l]);
+  T max = static_cast<T>(-INFINITY);
+  for (int64_t l = 0; l < kSumLanes; ++l) max = std::max(max, lanes[l]);
+  for (; k < n; ++k) max = std::max(max, x[k]);
+  return max;
 }
 
 }  // namespace vlmc::kernels::cpu

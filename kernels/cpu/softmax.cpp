@@ -21,19 +21,6 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 14;  // elements below which one thread is faster
 
-template <typename T>
-inline T row_max(const T* x, int64_t n) {
-  T lanes[kSumLanes];
-  std::fill_n(lanes, kSumLanes, static_cast<T>(-INFINITY));
-  int64_t j = 0;
-  for (; j + kSumLanes <= n; j += kSumLanes)
-    for (int64_t l = 0; l < kSumLanes; ++l) lanes[l] = std::max(lanes[l], x[j + l]);
-  T max = -INFINITY;
-  for (int64_t l = 0; l < kSumLanes; ++l) max = std::max(max, lanes[l]);
-  for (; j < n; ++j) max = std::max(max, x[j]);
-  return max;
-}
-
 // y[j] = exp(x[j] - shift) for j < n.
 inline void exp_shifted(float* __restrict y, const float* __restrict x, float shift, int64_t n) {
 #pragma omp simd
@@ -65,7 +52,7 @@ void softmax_forward(T* y, const T* x, int64_t rows, int64_t n, bool log) {
     T* yr = y + r * n;
     // Subtracting the row maximum keeps exp() finite for any input (a row of
     // all -inf gives NaN, as in PyTorch).
-    const T max = row_max(xr, n);
+    const T max = max_in_lanes(xr, n);
     exp_shifted(yr, xr, max, n);  // y holds exp(x - max) until the last pass
     const double sum = row_sum<T>(n, [yr](int64_t j) { return static_cast<double>(yr[j]); });
     if (log) {
