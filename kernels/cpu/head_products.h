@@ -190,8 +190,15 @@ inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, co
     for (int64_t c = 0; c < V; ++c) acc[r][c] = accumulate ? load(out + r * ldo + d0 + c * kLanes<T>) : Vec<A>{};
   for (int64_t t = t0; t < t1; ++t) {
     if (term_mask != nullptr && term_mask[t] == 0) continue;
+    // The term's row is loaded once into registers for all R outputs. Without
+    // the empty asm GCC folded the loads into the FMAs as memory operands, one
+    // load per output: ten loads a term for the pair's eight FMAs, and the
+    // attention kernels 4-12 % slower (AMD EPYC, the stage-0 shapes; docs/perf.md).
     Vec<T> xr[V];
-    for (int64_t c = 0; c < V; ++c) xr[c] = load(x + t * xs + d0 + c * kLanes<T>);
+    for (int64_t c = 0; c < V; ++c) {
+      xr[c] = load(x + t * xs + d0 + c * kLanes<T>);
+      asm("" : "+x"(xr[c]));
+    }
     for (int64_t r = 0; r < R; ++r) {
       const A wr = w[r * wo + t * wt];
       for (int64_t c = 0; c < V; ++c) acc[r][c] += wr * xr[c];
