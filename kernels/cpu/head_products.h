@@ -197,7 +197,9 @@ inline void sum_tile(A* out, int64_t ldo, const A* w, int64_t wo, int64_t wt, co
     Vec<T> xr[V];
     for (int64_t c = 0; c < V; ++c) {
       xr[c] = load(x + t * xs + d0 + c * kLanes<T>);
-      asm("" : "+x"(xr[c]));
+#if defined(__x86_64__)
+      asm("" : "+x"(xr[c]));  // "x": an SSE/AVX register (x86 only)
+#endif
     }
     for (int64_t r = 0; r < R; ++r) {
       const A wr = w[r * wo + t * wt];
