@@ -14,24 +14,22 @@ namespace {
 constexpr int64_t kParallelGrain = 1 << 14;
 
 // A row's largest logit (max_in_lanes, as softmax's) and log Σ exp(x - max), in
-// double. f32 rows take fast::exp_f32_or_zero (9e-8 relative) in 8 lanes, summed in
-// sum_in_lanes' double lanes: std::exp, a libm call per logit, summed one after
-// another, was the whole of this kernel (52 logits a row: 0.2 ms of the stage-0
-// language model's 1-thread step). f64 rows keep std::exp.
+// double, summed by row_sum (as softmax's rows). f32 rows take fast::exp_f32_or_zero
+// (9e-8 relative) in 8 lanes, summed in sum_in_lanes' double lanes: std::exp, a libm
+// call per logit, summed one after another, was the whole of this kernel (52 logits a
+// row: 0.2 ms of the stage-0 language model's 1-thread step). f64 rows keep std::exp,
+// summed in order.
 template <typename T>
 inline void row_log_sum_exp(const T* xr, int64_t c, T& max, double& log_sum) {
   max = max_in_lanes(xr, c);
-  if constexpr (std::is_same_v<T, float>) {
-    const float m = max;
-    const auto term = [xr, m](int64_t k) {
+  const T m = max;
+  log_sum = std::log(row_sum<T>(c, [xr, m](int64_t k) {
+    if constexpr (std::is_same_v<T, float>) {
       return static_cast<double>(fast::exp_f32_or_zero(xr[k] - m));
-    };
-    log_sum = std::log(sum_in_lanes(0, c, term));
-  } else {
-    double sum = 0;
-    for (int64_t j = 0; j < c; ++j) sum += std::exp(xr[j] - max);
-    log_sum = std::log(sum);
-  }
+    } else {
+      return std::exp(xr[k] - m);
+    }
+  }));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace vlmc::kernels::cpu {
 
@@ -27,6 +28,20 @@ inline double sum_in_lanes(int64_t k0, int64_t k1, const Term& term) {
   for (int64_t l = 0; l < kSumLanes; ++l) acc += lanes[l];
   for (; k < k1; ++k) acc += term(k);
   return acc;
+}
+
+// Σ term(k) for k < n in double, as a row's sums over a float / double buffer take
+// it: f32 rows in sum_in_lanes' lanes, f64 rows (the gradient checks' oracle) one
+// term after another in index order.
+template <typename T, typename Term>
+inline double row_sum(int64_t n, const Term& term) {
+  if constexpr (std::is_same_v<T, float>) {
+    return sum_in_lanes(0, n, term);
+  } else {
+    double sum = 0;
+    for (int64_t k = 0; k < n; ++k) sum += term(k);
+    return sum;
+  }
 }
 
 // The largest of x[0..n), in kSumLanes lanes then the tail (a maximum is exact in

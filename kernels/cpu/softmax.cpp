@@ -9,7 +9,6 @@
 // rows keep std::exp and sums in order.
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 #include "kernels/nn.h"
 
@@ -28,18 +27,6 @@ inline void exp_shifted(float* __restrict y, const float* __restrict x, float sh
 }
 inline void exp_shifted(double* __restrict y, const double* __restrict x, double shift, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] = std::exp(x[j] - shift);
-}
-
-// Σ_j term(j) for j < n in double: 8 lanes for f32 rows, in order for f64 ones.
-template <typename T, typename Term>
-inline double row_sum(int64_t n, const Term& term) {
-  if constexpr (std::is_same_v<T, float>) {
-    return sum_in_lanes(0, n, term);
-  } else {
-    double sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += term(j);
-    return sum;
-  }
 }
 
 }  // namespace
