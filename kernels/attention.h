@@ -1,6 +1,7 @@
 // Fused scaled dot-product attention: softmax(q·kᵀ·scale + masks)·v, forward and a
 // flash-attention style backward that recomputes the probabilities from q, k and the
-// per-row logsumexp saved by the forward (no [T, S] matrix is ever stored).
+// per-row logsumexp saved by the forward (no [T, S] matrix is stored), except on the
+// CPU for short rows, where the forward keeps them (cpu::attention_forward's probs).
 //
 // Layouts (row major; on the CPU any HeadStrides, on CUDA contiguous):
 //   q, out, dq     [B, Hq, T, Dh]
@@ -67,14 +68,22 @@ struct AttentionStrides {
 constexpr int64_t kAttentionMaxHeadDimCuda = 128;
 
 namespace cpu {
+// probs (optional, [B, Hq, T, S] contiguous): the forward also writes P_ij = exp(s_ij -
+// lse_i), bit for bit what the backward would recompute (0 at hidden keys and in
+// fully masked rows), and the backward given it reads P there instead of recomputing
+// q·kᵀ and the exps. Rows nobody reads, and the rows of a block the forward scores by
+// dot products (fewer than 4 rows: other bits), are not written; the backward
+// recomputes those. That costs B·Hq·T·S elements, so the op keeps it for short rows
+// only (core/ops/attention.cpp).
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
-                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st);
+                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st,
+                       T* probs = nullptr);
 // dq/dk/dv are fully overwritten; delta is scratch of B*Hq*T elements (contiguous, as lse).
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q, const T* k, const T* v,
                         const T* lse, const int64_t* key_mask, bool causal, double scale,
-                        const AttentionShape& s, const AttentionStrides& st);
+                        const AttentionShape& s, const AttentionStrides& st, const T* probs = nullptr);
 }  // namespace cpu
 
 namespace cuda {

@@ -42,6 +42,10 @@ bool uses_products(const StepMode& mode, int64_t length) {
   return mode.bf16 || (mode.cuda && static_cast<double>(length) * length >= 64.0 * 64.0);
 }
 
+// Whether the CPU's fused attention keeps P for the backward: rows of at most
+// head-dim keys (core/ops/attention.cpp, saves_probs).
+bool keeps_probs(const StepMode& mode, int64_t length, int64_t head_dim) { return !mode.cuda && length <= head_dim; }
+
 // Bytes of one element of an autocast copy (core/autocast.h autocast_operand):
 // bf16 bits, or f32 values of bf16's precision on a CPU with no bf16 kernel
 // (this machine's, read here: the plan is for a run on it).
@@ -130,6 +134,9 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
           per * (static_cast<double>(length) + d * kF32));
     } else {
       add(t, a, "decoder: q, k after rotary and v (the fused attention keeps them)", per * (d + 2 * kv) * kF32);
+      if (keeps_probs(mode, length, s.heads > 0 ? s.hidden / s.heads : 0))
+        add(t, a, "decoder: attention probabilities [B, H, T, S] (the CPU kernel keeps them for rows of at most Dh keys)",
+            per * h * static_cast<double>(length) * kF32);
     }
     // swiglu: one op on the CPU that keeps gate and up; on CUDA silu(gate) * up
     // from recorded ops, and mul keeps the SiLU output besides.
@@ -200,6 +207,9 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
   } else {
     add(t, a, "encoder: q, k, v (contiguous copies the fused attention keeps) and log-sum-exp",
         per * (3 * d + static_cast<double>(s.heads)) * kF32);
+    if (keeps_probs(mode, s.tokens(), s.heads > 0 ? s.hidden / s.heads : 0))
+      add(t, a, "encoder: attention probabilities [B, H, T, T] (the CPU kernel keeps them for rows of at most Dh keys)",
+          per * static_cast<double>(s.heads) * static_cast<double>(s.tokens()) * kF32);
   }
   add(t, a, "encoder: attention output (out_proj input)", per * d * lin);
   // linear_gelu keeps z = x·Wᵀ + b; fc2 its input GELU(z).

@@ -104,6 +104,17 @@ Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, 
   return mul(matmul(softmax(scores, -1), values), row_sees_a_key);  // [B, Hq, T, Dh]
 }
 
+// Whether the CPU forward keeps P [B, Hq, T, S] for the backward (kernels/attention.h):
+// when a gradient will be taken and a row of P is no longer than a row of q (S <= Dh:
+// the main job's rows of 17-32 keys at head dim 32), so that P costs no more memory
+// than q. The backward then skips its q·kᵀ and exps; at such lengths the
+// recomputation had made the fused kernel slower than attention from products, which
+// keep P (bench_attention, docs/perf.md). Longer rows keep the flash-style
+// recomputation. train/memory_plan.cpp counts P where it is kept.
+bool saves_probs(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v) {
+  return grad_enabled() && any_requires_grad({q, k, v}) && s.kv_len <= s.head_dim;
+}
+
 // The product form where it pays: long sequences on CUDA, and under autocast
 // on any device (so that the CPU's bf16 emulation computes what CUDA computes).
 bool use_products(const Tensor& q, const kernels::AttentionShape& s) {
@@ -155,6 +166,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   Tensor out = cpu ? empty_projection_heads(q.shape(), q.dtype()) : Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.batch, s.q_heads, s.q_len}, q.dtype(), q.device());
+  const Tensor probs = cpu && saves_probs(s, q, k, v)
+                           ? Tensor::empty({s.batch, s.q_heads, s.q_len, s.kv_len}, q.dtype(), q.device())
+                           : Tensor();
   const int64_t* mp = mask.defined() ? mask.data<int64_t>() : nullptr;
   dispatch_float(kOp, q.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -166,11 +180,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       const kernels::AttentionStrides st{head_strides(qc), head_strides(kc), head_strides(vc), head_strides(out),
                                          {}, {}, {}};
       kernels::cpu::attention_forward<T>(out.data<T>(), lse.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                                         mp, causal, sc, s, st);
+                                         mp, causal, sc, s, st, data_or_null<T>(probs));
     }
   });
   record(out, kOp, {q, k, v},
-         [qc, kc, vc, mask, lse, causal, sc, s, cpu, operand](const Tensor& grad, const GradMask& needs) {
+         [qc, kc, vc, mask, lse, probs, causal, sc, s, cpu, operand](const Tensor& grad, const GradMask& needs) {
            const Tensor g = operand(grad);
            // Each gradient in its input's layout, so that it flows back through the
            // input's head view uncopied (core/ops/heads.h).
@@ -193,7 +207,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                                   head_strides(dv)};
                kernels::cpu::attention_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), delta.data<T>(),
                                                    g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                                                   lse.data<T>(), m, causal, sc, s, st);
+                                                   lse.data<T>(), m, causal, sc, s, st, data_or_null<T>(probs));
              }
            });
            return std::vector<Tensor>{needs[0] ? dq : Tensor(), needs[1] ? dk : Tensor(),
@@ -261,6 +275,9 @@ Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, con
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   zero_filler_rows(out, layout->covered);
   Tensor lse = Tensor::empty({batch, q_heads, length}, q.dtype(), q.device());
+  const Tensor probs = saves_probs(layout->shape, q, k, v)
+                           ? Tensor::empty({batch, q_heads, length, length}, q.dtype(), q.device())
+                           : Tensor();
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   const auto strides = [layout, head_dim](const Tensor& q_, const Tensor& k_, const Tensor& v_, const Tensor& o_) {
     return kernels::AttentionStrides{packed_strides(q_, *layout, head_dim), packed_strides(k_, *layout, head_dim),
@@ -271,10 +288,11 @@ Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, con
     using T = decltype(zero);
     kernels::cpu::attention_forward<T>(out.data<T>(), lse.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
                                        layout->mask.data<int64_t>(), /*causal=*/true, scale, layout->shape,
-                                       strides(qc, kc, vc, out));
+                                       strides(qc, kc, vc, out), data_or_null<T>(probs));
   });
   record(out, kPackedOp, {q, k, v},
-         [qc, kc, vc, lse, layout, scale, head_dim, strides, operand](const Tensor& grad, const GradMask& needs) {
+         [qc, kc, vc, lse, probs, layout, scale, head_dim, strides, operand](const Tensor& grad,
+                                                                              const GradMask& needs) {
            const Tensor g = operand(grad);
            Tensor dq = Tensor::empty(qc.shape(), qc.dtype(), qc.device());
            Tensor dk = Tensor::empty(kc.shape(), kc.dtype(), kc.device());
@@ -290,7 +308,7 @@ Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, con
              kernels::cpu::attention_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), delta.data<T>(),
                                                  g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
                                                  lse.data<T>(), layout->mask.data<int64_t>(), /*causal=*/true,
-                                                 scale, layout->shape, st);
+                                                 scale, layout->shape, st, data_or_null<T>(probs));
            });
            return std::vector<Tensor>{needs[0] ? dq : Tensor(), needs[1] ? dk : Tensor(),
                                       needs[2] ? dv : Tensor()};

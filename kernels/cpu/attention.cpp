@@ -3,7 +3,8 @@
 // [rows, keys] buffer, each row gets a two-pass softmax with its maximum subtracted, and
 // P·V runs for the block at once. Backward: per (b, KV head) one worker walks the query
 // heads of its group in the same row blocks and recomputes P from q, k and the saved
-// logsumexp, so dk/dv rows have a single owner and the sums run in a fixed order. Every
+// logsumexp (or, for short rows, reads the P the forward saved with those very bits),
+// so dk/dv rows have a single owner and the sums run in a fixed order. Every
 // operand is addressed by its HeadStrides, so the heads of a [B, L, H·Dh] projection are
 // read and written in place.
 //
@@ -75,14 +76,14 @@ inline double dot(const double* a, const double* b, int64_t n) {
   return sum;
 }
 
-// x[j] = exp(x[j] - shift) for j < n, in place. -inf (a masked score) gives 0.
-inline void exp_shifted(float* x, float shift, int64_t n) {
+// y[j] = exp(x[j] - shift) for j < n (y may be x). -inf (a masked score) gives 0.
+inline void exp_shifted(float* y, const float* x, float shift, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j)
-    x[j] = fast::select(x[j] == -std::numeric_limits<float>::infinity(), 0.0f, fast::exp_f32(x[j] - shift));
+    y[j] = fast::select(x[j] == -std::numeric_limits<float>::infinity(), 0.0f, fast::exp_f32(x[j] - shift));
 }
-inline void exp_shifted(double* x, double shift, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) x[j] = std::exp(x[j] - shift);
+inline void exp_shifted(double* y, const double* x, double shift, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] = std::exp(x[j] - shift);
 }
 
 // ---- a row's softmax pieces in f32 lanes ---------------------------------------------------
@@ -187,9 +188,15 @@ constexpr int64_t kRowBlock = 32;
 // as the scores themselves).
 constexpr int64_t kMinRowsToTranspose = 4;
 
+// Whether the forward saves P for a block of `rows` computed rows (probs given): the
+// backward's scores come from the transposed keys, so a block whose forward takes
+// dot products (other bits) is left to the backward to recompute.
+inline bool saves_block(const void* probs, int64_t rows) { return probs != nullptr && rows >= kMinRowsToTranspose; }
+
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const int64_t* key_mask,
-                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st) {
+                       bool causal, double scale, const AttentionShape& s, const AttentionStrides& st,
+                       T* probs) {
   const int64_t B = s.batch, H = s.q_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / s.kv_heads;
   const int64_t row_blocks = (Tq + kRowBlock - 1) / kRowBlock;
@@ -201,6 +208,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 #pragma omp parallel if (B * H * Tq * S * D > kGrain)
   {
     std::vector<A> p, o, l;  // P of a block [rows, ld], P·V [rows, D], each row's Σ exp
+    std::vector<A> scores;   // with probs: the block's scaled scores [rows, ld], kept for the saved P
     std::vector<T> kt;       // the head's keys by columns [D, ld]
     std::vector<int64_t> keys;
     std::vector<int32_t> keep;  // f32: the key mask of batch keep_b as lane masks
@@ -209,6 +217,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
       const int64_t rows = std::min(Tq, kRowBlock);
       if (key_mask != nullptr) keep.resize(static_cast<size_t>(S));
       p.resize(static_cast<size_t>(rows * ld_max));
+      if (probs != nullptr) scores.resize(static_cast<size_t>(rows * ld_max));
       o.resize(static_cast<size_t>(rows * D));
       l.resize(static_cast<size_t>(rows));
       keys.resize(static_cast<size_t>(rows));
@@ -232,36 +241,42 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
       for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);
       const int64_t n = keys[rows - 1];  // the limit grows with the row
       const int64_t ld = heads::padded_keys(n);
+      // With P saved, the scores stay in `scores` and the exps go to p; else p holds both in turn.
+      A* const sp = saves_block(probs, rows) ? scores.data() : p.data();
       if (rows >= kMinRowsToTranspose) {
         heads::transpose_keys(kt.data(), kh, st.k.row, n, D, ld);
-        heads::scores_by_columns(p.data(), ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
+        heads::scores_by_columns(sp, ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
       } else {
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < keys[r]; ++j) p[r * ld + j] = dot(qb + r * st.q.row, kh + j * st.k.row, D);
+          for (int64_t j = 0; j < keys[r]; ++j) sp[r * ld + j] = dot(qb + r * st.q.row, kh + j * st.k.row, D);
       }
       if (mrow != nullptr && keep_b != b) {
         lane_masks(keep.data(), mrow, S);
         keep_b = b;
       }
       for (int64_t r = 0; r < rows; ++r) {
+        A* sr = sp + r * ld;
         A* pr = p.data() + r * ld;
         const int64_t lim = keys[r];
         A m = kNegInf;
         if constexpr (std::is_same_v<A, float>) {
-          m = scale_mask_max(pr, mrow != nullptr ? keep.data() : nullptr, static_cast<A>(scale), lim);
+          m = scale_mask_max(sr, mrow != nullptr ? keep.data() : nullptr, static_cast<A>(scale), lim);
         } else {
           for (int64_t j = 0; j < lim; ++j) {
-            pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
-            m = std::max(m, pr[j]);
+            sr[j] = visible(mrow, j) ? sr[j] * static_cast<A>(scale) : kNegInf;
+            m = std::max(m, sr[j]);
           }
         }
+        // P's row [S], saved where its scores are the backward's bits: by the transposed keys.
+        T* saved = saves_block(probs, rows) ? probs + ((b * H + h) * Tq + i0 + r) * S : nullptr;
         if (m == kNegInf) {  // no visible key: P = 0, the output zeros
           std::fill(pr, pr + n, A(0));
           l[r] = 0;
           lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m);
+          if (saved != nullptr) std::fill_n(saved, S, T(0));
           continue;
         }
-        exp_shifted(pr, m, lim);  // pr[j] = P_ij·l, 0 where masked
+        exp_shifted(pr, sr, m, lim);  // pr[j] = P_ij·l, 0 where masked
         A sum = 0;
         if constexpr (std::is_same_v<A, float>) {
           sum = sum_in_lanes(pr, lim);
@@ -271,6 +286,10 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         if (lim < n) std::fill(pr + lim, pr + n, A(0));  // keys after the causal limit
         l[r] = sum;
         lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m + std::log(sum));
+        if (saved != nullptr) {  // P_ij = exp(s_ij - lse_i), as attention_backward computes it
+          exp_shifted(saved, sr, static_cast<A>(lse[(b * H + h) * Tq + i0 + r]), lim);
+          if (lim < S) std::fill(saved + lim, saved + S, T(0));
+        }
       }
       heads::weighted_sums(o.data(), D, p.data(), ld, 1, vh, st.v.row, rows, n, D, mrow, nullptr, false,
                            {nullptr, keys.data()});  // row r's terms: its keys[r] visible keys
@@ -287,7 +306,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q, const T* k, const T* v,
                         const T* lse, const int64_t* key_mask, bool causal, double scale,
-                        const AttentionShape& s, const AttentionStrides& st) {
+                        const AttentionShape& s, const AttentionStrides& st, const T* probs) {
   const int64_t B = s.batch, H = s.q_heads, Hk = s.kv_heads, Tq = s.q_len, S = s.kv_len, D = s.head_dim;
   const int64_t group = H / Hk;
   const int64_t heads = B * Hk;
@@ -328,7 +347,10 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
         }
       const int64_t n_all = tq > 0 ? key_limit(tq - 1, causal, s) : 0;  // keys any computed row sees
       const int64_t ld = heads::padded_keys(n_all);
-      heads::transpose_keys(kt.data(), kh, st.k.row, n_all, D, ld);
+      // The keys by columns, for the scores of blocks whose P was not saved.
+      const int64_t last_rows = tq - ((tq - 1) / kRowBlock) * kRowBlock;  // the last block's (tq > 0)
+      if (tq > 0 && !(saves_block(probs, kRowBlock) && saves_block(probs, last_rows)))
+        heads::transpose_keys(kt.data(), kh, st.k.row, n_all, D, ld);
       heads::transpose_keys(vt.data(), vh, st.v.row, n_all, D, ld);
       // dk and dv accumulate where they lie, over the group's heads and row blocks.
       T* dkh = dk + st.dk.at(b, hk, 0);
@@ -345,31 +367,41 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
           const T* gb = dout + st.o.at(b, h, i0);
           for (int64_t r = 0; r < rows; ++r) keys[r] = key_limit(i0 + r, causal, s);
           const int64_t n = keys[rows - 1];
-          // P_ij = exp(s_ij - lse_i), dP_ij = dO_i·v_j, delta_i = Σ_j P_ij dP_ij = dO_i·O_i,
-          // dS_ij·scale = P_ij (dP_ij - delta_i)·scale.
-          heads::scores_by_columns(p.data(), ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
+          // P_ij = exp(s_ij - lse_i) (saved by the forward, or recomputed), dP_ij = dO_i·v_j,
+          // delta_i = Σ_j P_ij dP_ij = dO_i·O_i, dS_ij·scale = P_ij (dP_ij - delta_i)·scale.
+          // P [rows, ldp]: the forward's rows where it saved them (zero past each row's
+          // keys), else recomputed into p.
+          const T* saved = saves_block(probs, rows) ? probs + ((b * H + h) * Tq + i0) * S : nullptr;
+          const A* P = saved != nullptr ? saved : p.data();
+          const int64_t ldp = saved != nullptr ? S : ld;
+          if (saved == nullptr) heads::scores_by_columns(p.data(), ld, qb, st.q.row, rows, keys.data(), kt.data(), D);
           heads::scores_by_columns(ds.data(), ld, gb, st.o.row, rows, keys.data(), vt.data(), D);
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t row = (b * H + h) * Tq + i0 + r;
-            A* pr = p.data() + r * ld;
+            A* pw = p.data() + r * ld;  // the recomputed row
+            const A* pr = P + r * ldp;
             A* dsr = ds.data() + r * ld;
             const A L = static_cast<A>(lse[row]);
             const int64_t lim = std::isinf(L) && L < 0 ? 0 : keys[r];  // fully masked row: P = 0
             A dl = 0;
             if constexpr (std::is_same_v<A, float>) {
-              scale_mask_max(pr, keep_row, static_cast<A>(scale), lim);  // the maximum is not needed
-              exp_shifted(pr, L, lim);
+              if (saved == nullptr) {
+                scale_mask_max(pw, keep_row, static_cast<A>(scale), lim);  // the maximum is not needed
+                exp_shifted(pw, pw, L, lim);
+              }
               dl = masked_dot(pr, dsr, keep_row, lim);
             } else {
-              for (int64_t j = 0; j < lim; ++j) pr[j] = visible(mrow, j) ? pr[j] * static_cast<A>(scale) : kNegInf;
-              exp_shifted(pr, L, lim);
+              if (saved == nullptr) {
+                for (int64_t j = 0; j < lim; ++j) pw[j] = visible(mrow, j) ? pw[j] * static_cast<A>(scale) : kNegInf;
+                exp_shifted(pw, pw, L, lim);
+              }
               for (int64_t j = 0; j < lim; ++j)  // fma spelled out, as in head_products.h's tail
                 if (visible(mrow, j)) dl = std::fma(pr[j], dsr[j], dl);
             }
             delta[row] = static_cast<T>(dl);
             for (int64_t j = 0; j < lim; ++j) dsr[j] = pr[j] * (dsr[j] - dl) * static_cast<A>(scale);
             if (lim < n) {  // (an empty std::fill is still a memset call)
-              std::fill(pr + lim, pr + n, A(0));
+              if (saved == nullptr) std::fill(pw + lim, pw + n, A(0));
               std::fill(dsr + lim, dsr + n, A(0));
             }
           }
@@ -388,7 +420,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
             by_key.begin = first_row.data();
           }
           heads::weighted_sums(dkh, st.dk.row, ds.data(), 1, ld, qb, st.q.row, n, rows, D, nullptr, mrow, true, by_key);
-          heads::weighted_sums(dvh, st.dv.row, p.data(), 1, ld, gb, st.o.row, n, rows, D, nullptr, mrow, true, by_key);
+          heads::weighted_sums(dvh, st.dv.row, P, 1, ldp, gb, st.o.row, n, rows, D, nullptr, mrow, true, by_key);
         }
       }
     }
@@ -398,10 +430,10 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
 
 #define VLMC_INSTANTIATE(T)                                                                             \
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const int64_t*, bool, double, \
-                                     const AttentionShape&, const AttentionStrides&);                   \
+                                     const AttentionShape&, const AttentionStrides&, T*);               \
   template void attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*,  \
                                       const int64_t*, bool, double, const AttentionShape&,               \
-                                      const AttentionStrides&);
+                                      const AttentionStrides&, const T*);
 VLMC_INSTANTIATE(float)
 VLMC_INSTANTIATE(double)
 #undef VLMC_INSTANTIATE

@@ -1,6 +1,8 @@
 // scaled_dot_product_attention (core/ops/attention.cpp, kernels/attention.h).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -10,6 +12,7 @@
 #include "core/autocast.h"
 #include "core/io/tensor_io.h"
 #include "core/ops.h"
+#include "kernels/attention.h"
 #include "tests/support/check.h"
 #include "tests/support/golden.h"
 
@@ -299,6 +302,63 @@ TEST_CASE("scaled_dot_product_attention: a key mask of ones gives the bits of no
       INFO("output " << i << " (y, dq, dk, dv)");
       CHECK(none[i] == ones[i]);
     }
+  }
+}
+
+TEMPLATE_TEST_CASE("attention's saved probabilities give the bits of the recomputed ones", "[attention]", float,
+                   double) {
+  // The CPU kernels called directly, with and without probs: the forward's outputs and
+  // the backward's gradients must not differ in a bit. Shapes: one block of 17 rows
+  // (the encoder's), causal over two blocks with more keys than queries, grouped KV
+  // heads, a block of fewer rows than the transposed path's minimum (3), a key mask
+  // with a fully masked batch, and trailing queries unread.
+  struct Case {
+    int64_t B, Hq, Hkv, T, S, D;
+    bool causal, masked, unread;
+  };
+  for (const Case c : {Case{3, 4, 4, 17, 17, 32, false, false, false}, Case{2, 4, 2, 37, 45, 16, true, false, false},
+                       Case{2, 2, 1, 3, 5, 8, true, false, false}, Case{3, 2, 2, 20, 20, 12, true, true, true},
+                       Case{2, 2, 2, 9, 9, 4, false, true, false}}) {
+    INFO("B " << c.B << " Hq " << c.Hq << " Hkv " << c.Hkv << " T " << c.T << " S " << c.S << " D " << c.D
+              << " causal " << c.causal << " masked " << c.masked << " unread " << c.unread);
+    const kernels::AttentionShape s{c.B, c.Hq, c.Hkv, c.T, c.S, c.D, c.unread};
+    const kernels::AttentionStrides st = kernels::AttentionStrides::contiguous(s);
+    const DType dt = std::is_same_v<TestType, float> ? DType::f32 : DType::f64;
+    Generator gen(static_cast<uint64_t>(c.T * 100 + c.S));
+    const Tensor q = Tensor::randn({c.B, c.Hq, c.T, c.D}, gen, dt), k = Tensor::randn({c.B, c.Hkv, c.S, c.D}, gen, dt),
+                 v = Tensor::randn({c.B, c.Hkv, c.S, c.D}, gen, dt), g = Tensor::randn({c.B, c.Hq, c.T, c.D}, gen, dt);
+    std::vector<int64_t> keep(static_cast<size_t>(c.B * c.S), 1);
+    if (c.masked) {
+      for (int64_t j = 0; j < c.S; ++j) keep[static_cast<size_t>(j)] = 0;                        // batch 0: none
+      for (int64_t j = c.S - 4; j < c.S; ++j) keep[static_cast<size_t>(c.S + j)] = 0;             // batch 1: the last 4
+    }
+    const int64_t* mask = c.masked ? keep.data() : nullptr;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+    auto run = [&](bool save) {
+      Tensor out = Tensor::zeros(q.shape(), dt), lse = Tensor::zeros({c.B, c.Hq, c.T}, dt);
+      Tensor probs = Tensor::zeros({c.B, c.Hq, c.T, c.S}, dt), delta = Tensor::zeros({c.B, c.Hq, c.T}, dt);
+      Tensor dq = Tensor::zeros(q.shape(), dt), dk = Tensor::zeros(k.shape(), dt), dv = Tensor::zeros(v.shape(), dt);
+      TestType* p = save ? probs.data<TestType>() : nullptr;
+      kernels::cpu::attention_forward<TestType>(out.data<TestType>(), lse.data<TestType>(), q.data<TestType>(),
+                                                k.data<TestType>(), v.data<TestType>(), mask, c.causal, scale, s, st,
+                                                p);
+      kernels::cpu::attention_backward<TestType>(dq.data<TestType>(), dk.data<TestType>(), dv.data<TestType>(),
+                                                 delta.data<TestType>(), g.data<TestType>(), q.data<TestType>(),
+                                                 k.data<TestType>(), v.data<TestType>(), lse.data<TestType>(), mask,
+                                                 c.causal, scale, s, st, p);
+      return std::vector<Tensor>{out, lse, dq, dk, dv, probs};
+    };
+    const auto recomputed = run(false), saved = run(true);
+    for (size_t i = 0; i < 5; ++i) {
+      INFO("output " << i << " (out, lse, dq, dk, dv)");
+      CHECK(recomputed[i].template to_vector<double>() == saved[i].template to_vector<double>());  // exact for f32
+    }
+    // The saved rows are probabilities: each read row sums to 1 (0 for a fully masked one).
+    // (Rows nobody reads stay as the caller left them: zeros here.)
+    double worst = 0;
+    for (const double row_sum : sum(saved[5], {-1}).template to_vector<double>())
+      worst = std::max(worst, std::min(std::abs(row_sum - 1.0), std::abs(row_sum)));
+    CHECK(worst <= 1e-5);
   }
 }
 
