@@ -316,7 +316,6 @@ Tensor LlamaModel::forward_packed(const Tensor& inputs_embeds, const Tensor& att
   const Device device = inputs_embeds.device();
   PackedRows packed;
   packed.rows = Tensor::from_vector(rows, {n_rows}).to(device);
-  packed.padded = Tensor::from_vector(padded, {b * l}).to(device);
   packed.batch = b;
   packed.length = l;
   // Attention on the packed rows in place (PackedRows::lengths): the CPU's kernels, outside
@@ -335,6 +334,8 @@ Tensor LlamaModel::forward_packed(const Tensor& inputs_embeds, const Tensor& att
     };
     packed.lengths = std::move(lengths);
     packed.rotary_rows = {by_row(rotary.cos), by_row(rotary.sin)};
+  } else {
+    packed.padded = Tensor::from_vector(padded, {b * l}).to(device);  // only the padded attention reads it
   }
   const Tensor h = decoder(index_select(inputs_embeds.reshape({b * l, d}), 0, packed.rows), rotary, attention_mask,
                            &packed);  // [N', D], N' = n_rows

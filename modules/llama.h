@@ -92,7 +92,7 @@ struct PackedRows {
                   // padding position up to a multiple of kPackedRowMultiple rows
   Tensor padded;  // i64 [B·L]: each position's row of the packed tensor; a padding
                   // position takes row 0, whose copy only masked keys and unread
-                  // query rows see
+                  // query rows see. Undefined when `lengths` is set (not read there)
   int64_t batch = 0, length = 0;
   // On the CPU, when every sample's real tokens come first (right padding) and no
   // autocast runs: each sample's length, and the rotary tables of the packed rows
