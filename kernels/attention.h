@@ -30,12 +30,6 @@ struct AttentionShape {
   // those rows (zeros out, lse -inf, zero dq: the rows of a fully masked
   // query); CUDA's compute them as usual.
   bool trailing_queries_unread = false;
-  // Packed rows (CPU only): each batch's rows past its computed ones (above) do
-  // not exist in memory; row i of batch b lies at HeadStrides::row_start[b] + i
-  // of a [N, H·Dh] tensor. The kernels then never write there (no zero rows for
-  // unread queries or masked keys). Needs trailing_queries_unread, a key mask
-  // that is a prefix of ones per batch, and q_len == kv_len.
-  bool packed = false;
 };
 
 // Where row i of head h of batch b of a [B, H, L, Dh] operand starts, in elements
@@ -44,12 +38,19 @@ struct AttentionShape {
 // used where they lie (head stride Dh, row stride H·Dh) rather than copied to
 // [B, H, L, Dh] and back: eight copies per CLIP layer a training step, four per
 // LLaMA layer.
+//
+// Packed rows (CPU only): row_start[b] is batch b's first row (batch unused), row i
+// of batch b lies at row_start[b] + i of a [N, H·Dh] tensor, and the rows past a
+// batch's computed ones (AttentionShape::trailing_queries_unread) do not exist in
+// memory: the kernels never write there (no zero rows for unread queries or masked
+// keys). Needs trailing_queries_unread, a key mask that is a prefix of ones per
+// batch, and q_len == kv_len.
 struct HeadStrides {
   int64_t batch = 0, head = 0, row = 0;
-  // Packed rows (AttentionShape::packed): batch b's first row, in rows (batch unused).
-  const int64_t* row_start = nullptr;
+  const int64_t* row_start = nullptr;  // packed rows: batch b's first row
+  bool packed() const { return row_start != nullptr; }
   int64_t at(int64_t b, int64_t h, int64_t i) const {
-    return (row_start != nullptr ? row_start[b] * row : b * batch) + h * head + i * row;
+    return (packed() ? row_start[b] * row : b * batch) + h * head + i * row;
   }
   static HeadStrides contiguous(int64_t heads, int64_t len, int64_t dim) { return {heads * len * dim, len * dim, dim}; }
 };

@@ -218,7 +218,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
 // Packed rows: what the padded path moved between layouts with an index_select per
 // projection and an index_add per gradient (ten of each a step of the main job's
-// language model) the kernels address directly (kernels/attention.h, AttentionShape::packed).
+// language model) the kernels address directly (kernels/attention.h, HeadStrides::row_start).
 namespace {
 
 constexpr const char* kPackedOp = "scaled_dot_product_attention_packed";
@@ -256,8 +256,7 @@ Tensor scaled_dot_product_attention_packed(const Tensor& q, const Tensor& k, con
              " heads of ", head_dim);
   auto layout = std::make_shared<PackedLayout>();
   const int64_t batch = static_cast<int64_t>(lengths.size());
-  layout->shape = {batch, q_heads, kv_heads, length, length, head_dim, /*trailing_queries_unread=*/true,
-                   /*packed=*/true};
+  layout->shape = {batch, q_heads, kv_heads, length, length, head_dim, /*trailing_queries_unread=*/true};
   std::vector<int64_t> keep(static_cast<size_t>(batch * length), 0);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t n = lengths[static_cast<size_t>(b)];

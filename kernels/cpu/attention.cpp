@@ -231,7 +231,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
       const int64_t i0 = blk * kRowBlock, block_rows = std::min(Tq - i0, kRowBlock);
       const int64_t rows = std::clamp<int64_t>(computed_rows(mrow, s) - i0, 0, block_rows);
       for (int64_t r = rows; r < block_rows; ++r) {  // unread rows: those of a fully masked query
-        if (!s.packed) std::fill_n(out + st.o.at(b, h, i0 + r), D, T(0));  // (packed: not in memory)
+        if (!st.o.packed()) std::fill_n(out + st.o.at(b, h, i0 + r), D, T(0));  // (packed: not in memory)
         lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(kNegInf);
       }
       if (rows == 0) continue;
@@ -342,7 +342,7 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       const int64_t tq = computed_rows(mrow, s);  // rows after it: zero dq, no part in dk, dv
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
         for (int64_t i = tq; i < Tq; ++i) {
-          if (!s.packed) std::fill_n(dq + st.dq.at(b, h, i), D, T(0));  // (packed: not in memory)
+          if (!st.dq.packed()) std::fill_n(dq + st.dq.at(b, h, i), D, T(0));  // (packed: not in memory)
           delta[(b * H + h) * Tq + i] = T(0);
         }
       const int64_t n_all = tq > 0 ? key_limit(tq - 1, causal, s) : 0;  // keys any computed row sees
@@ -356,10 +356,8 @@ void attention_backward(T* dq, T* dk, T* dv, T* delta, const T* dout, const T* q
       T* dkh = dk + st.dk.at(b, hk, 0);
       T* dvh = dv + st.dv.at(b, hk, 0);
       // Packed: keys past the computed rows are masked and not in memory.
-      for (int64_t j = 0, keys_held = s.packed ? tq : S; j < keys_held; ++j) {
-        zero_row(dkh + j * st.dk.row, D);
-        zero_row(dvh + j * st.dv.row, D);
-      }
+      for (int64_t j = 0, keys_held = st.dk.packed() ? tq : S; j < keys_held; ++j) zero_row(dkh + j * st.dk.row, D);
+      for (int64_t j = 0, keys_held = st.dv.packed() ? tq : S; j < keys_held; ++j) zero_row(dvh + j * st.dv.row, D);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t i0 = 0; i0 < tq; i0 += kRowBlock) {
           const int64_t rows = std::min(tq - i0, kRowBlock);
