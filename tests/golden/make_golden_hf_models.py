@@ -4,6 +4,7 @@ transformers itself, and what transformers computes from them. Checked by
 tests/modules/test_hf_checkpoint.cpp (tag [hf_checkpoint]).
 
 Usage (transformers 4.45.2 over Debian's torch 1.13, see tests/golden/README.md):
+    apt-get install -y python3-torch        # first: else pip puts NumPy 2 in the venv
     /usr/bin/python3 -m venv --system-site-packages V
     V/bin/pip install transformers==4.45.2 sentencepiece
     V/bin/python tests/golden/make_golden_hf_models.py [--out DIR]
