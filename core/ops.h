@@ -214,6 +214,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const Tensor& key_padding_mask = Tensor(), bool causal = false,
                                     std::optional<double> scale = std::nullopt, bool trailing_queries_unread = false);
 
+// Whether the CPU's fused attention keeps P [B, Hq, T, S] for the backward when a
+// gradient is coming (kernels/attention.h, probs): for rows of at most Dh keys, where
+// P costs no more memory than q. train/memory_plan.cpp counts P by it.
+constexpr bool attention_keeps_probs(int64_t kv_len, int64_t head_dim) { return kv_len <= head_dim; }
+
 // The same causal attention over right-padded samples whose real rows are packed: q [N, Hq·Dh],
 // k and v [N, Hkv·Dh] hold sample b's lengths[b] rows from row Σ_{c<b} lengths[c], in order, and
 // rows past Σ lengths[b] are filler. Equals scaled_dot_product_attention(causal) over the padded

@@ -42,9 +42,10 @@ bool uses_products(const StepMode& mode, int64_t length) {
   return mode.bf16 || (mode.cuda && static_cast<double>(length) * length >= 64.0 * 64.0);
 }
 
-// Whether the CPU's fused attention keeps P for the backward: rows of at most
-// head-dim keys (core/ops/attention.cpp, saves_probs).
-bool keeps_probs(const StepMode& mode, int64_t length, int64_t head_dim) { return !mode.cuda && length <= head_dim; }
+// Whether the CPU's fused attention keeps P for the backward (core/ops.h).
+bool keeps_probs(const StepMode& mode, int64_t length, int64_t head_dim) {
+  return !mode.cuda && attention_keeps_probs(length, head_dim);
+}
 
 // Bytes of one element of an autocast copy (core/autocast.h autocast_operand):
 // bf16 bits, or f32 values of bf16's precision on a CPU with no bf16 kernel

@@ -104,15 +104,14 @@ Tensor attention_by_products(const Tensor& q, const Tensor& k, const Tensor& v, 
   return mul(matmul(softmax(scores, -1), values), row_sees_a_key);  // [B, Hq, T, Dh]
 }
 
-// Whether the CPU forward keeps P [B, Hq, T, S] for the backward (kernels/attention.h):
-// when a gradient will be taken and a row of P is no longer than a row of q (S <= Dh:
-// the main job's rows of 17-32 keys at head dim 32), so that P costs no more memory
-// than q. The backward then skips its q·kᵀ and exps; at such lengths the
-// recomputation had made the fused kernel slower than attention from products, which
-// keep P (bench_attention, docs/perf.md). Longer rows keep the flash-style
-// recomputation. train/memory_plan.cpp counts P where it is kept.
+// Whether the CPU forward keeps P [B, Hq, T, S] for the backward: when a gradient will
+// be taken and a row of P is no longer than a row of q (attention_keeps_probs;
+// the main job's rows of 17-32 keys at head dim 32). The backward then skips its q·kᵀ
+// and exps; at such lengths the recomputation had made the fused kernel slower than
+// attention from products, which keep P (bench_attention, docs/perf.md). Longer rows
+// keep the flash-style recomputation.
 bool saves_probs(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v) {
-  return grad_enabled() && any_requires_grad({q, k, v}) && s.kv_len <= s.head_dim;
+  return grad_enabled() && any_requires_grad({q, k, v}) && attention_keeps_probs(s.kv_len, s.head_dim);
 }
 
 // The product form where it pays: long sequences on CUDA, and under autocast
