@@ -135,7 +135,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
           per * (static_cast<double>(length) + d * kF32));
     } else {
       add(t, a, "decoder: q, k after rotary and v (the fused attention keeps them)", per * (d + 2 * kv) * kF32);
-      if (keeps_probs(mode, length, s.heads > 0 ? s.hidden / s.heads : 0))
+      if (keeps_probs(mode, length, s.head_dim()))
         add(t, a, "decoder: attention probabilities [B, H, T, S] (the CPU kernel keeps them for rows of at most Dh keys)",
             per * h * static_cast<double>(length) * kF32);
     }
@@ -149,7 +149,7 @@ std::vector<MemoryTerm> decoder_activation_terms(const DecoderShape& s, int64_t 
   // Shared by the layers: rotary's cos and sin gathered per position
   // [B, 1, L, Dh] (mul keeps them), the key mask, positions and labels (i64).
   add(t, a, "decoder: rotary cos and sin [B, 1, L, Dh], masks, position ids and labels",
-      tokens * (2 * static_cast<double>(s.heads > 0 ? s.hidden / s.heads : 0) * kF32 + 3 * 8));
+      tokens * (2 * static_cast<double>(s.head_dim()) * kF32 + 3 * 8));
   // The head: the final norm keeps its input; lm_head its input when it trains.
   add(t, a, "final norm input" + std::string(train ? " and output (lm_head input)" : ""),
       tokens * d * (kF32 + (train ? (bf16 ? copy : kF32) : 0)));
@@ -208,7 +208,7 @@ std::vector<MemoryTerm> encoder_activation_terms(const EncoderShape& s, int64_t 
   } else {
     add(t, a, "encoder: q, k, v (contiguous copies the fused attention keeps) and log-sum-exp",
         per * (3 * d + static_cast<double>(s.heads)) * kF32);
-    if (keeps_probs(mode, s.tokens(), s.heads > 0 ? s.hidden / s.heads : 0))
+    if (keeps_probs(mode, s.tokens(), s.head_dim()))
       add(t, a, "encoder: attention probabilities [B, H, T, T] (the CPU kernel keeps them for rows of at most Dh keys)",
           per * static_cast<double>(s.heads) * static_cast<double>(s.tokens()) * kF32);
   }

@@ -41,7 +41,8 @@ namespace vlmc::train {
 struct DecoderShape {
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0;
   bool tied = false;  // lm_head reads the embedding table
-  int64_t kv_hidden() const { return heads > 0 ? hidden / heads * kv_heads : 0; }
+  int64_t head_dim() const { return heads > 0 ? hidden / heads : 0; }
+  int64_t kv_hidden() const { return head_dim() * kv_heads; }
 };
 
 // A CLIP vision tower (modules/clip_vision.h): tokens = 1 + patches.
@@ -49,6 +50,7 @@ struct EncoderShape {
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, channels = 1, patch = 14, image = 56;
   int64_t patches() const { return (image / patch) * (image / patch); }
   int64_t tokens() const { return patches() + 1; }
+  int64_t head_dim() const { return heads > 0 ? hidden / heads : 0; }
 };
 
 // Parameter counts, as Module::num_parameters() counts them.
