@@ -255,6 +255,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         keep_b = b;
       }
       for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = (b * H + h) * Tq + i0 + r;  // in lse, and in probs by S
         A* sr = sp + r * ld;
         A* pr = p.data() + r * ld;
         const int64_t lim = keys[r];
@@ -268,11 +269,11 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
           }
         }
         // P's row [S], saved where its scores are the backward's bits: by the transposed keys.
-        T* saved = saves_block(probs, rows) ? probs + ((b * H + h) * Tq + i0 + r) * S : nullptr;
+        T* saved = saves_block(probs, rows) ? probs + row * S : nullptr;
         if (m == kNegInf) {  // no visible key: P = 0, the output zeros
           std::fill(pr, pr + n, A(0));
           l[r] = 0;
-          lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m);
+          lse[row] = static_cast<T>(m);
           if (saved != nullptr) std::fill_n(saved, S, T(0));
           continue;
         }
@@ -285,9 +286,9 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         }
         if (lim < n) std::fill(pr + lim, pr + n, A(0));  // keys after the causal limit
         l[r] = sum;
-        lse[(b * H + h) * Tq + i0 + r] = static_cast<T>(m + std::log(sum));
+        lse[row] = static_cast<T>(m + std::log(sum));
         if (saved != nullptr) {  // P_ij = exp(s_ij - lse_i), as attention_backward computes it
-          exp_shifted(saved, sr, static_cast<A>(lse[(b * H + h) * Tq + i0 + r]), lim);
+          exp_shifted(saved, sr, static_cast<A>(lse[row]), lim);
           if (lim < S) std::fill(saved + lim, saved + S, T(0));
         }
       }
