@@ -1,12 +1,16 @@
 // The vlmc command line. Every subcommand lists its flags and defaults with --help.
 #include <CLI/CLI.hpp>
 
+#include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <new>
+#include <vector>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -22,6 +26,28 @@
 #include "train/train_cli.h"
 
 namespace {
+
+// With OMP_PROC_BIND or OMP_PLACES set, libgomp binds the initial thread to
+// the first place as it loads, and exec keeps that mask: the re-executed
+// libgomp then saw one place's CPUs and put every thread there. Both threads
+// of `OMP_PROC_BIND=true OMP_PLACES=cores vlmc --threads 2` ran on CPU 0, and
+// the language model's stage-0 step took 26-31 ms against 13-19 unbound (AMD
+// EPYC, 2 cores; docs/perf.md). Before exec the thread gets back every CPU of
+// the places, so the new process finds the same places. Without binding there
+// are no places and nothing to do; a refused mask leaves it bound, as before.
+void unbind_before_exec() {
+  const int places = omp_get_num_places();
+  if (places <= 0) return;
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  for (int p = 0; p < places; ++p) {
+    std::vector<int> ids(static_cast<size_t>(std::max(omp_get_place_num_procs(p), 0)));
+    omp_get_place_proc_ids(p, ids.data());
+    for (const int id : ids)
+      if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &cpus);
+  }
+  if (CPU_COUNT(&cpus) > 0) sched_setaffinity(0, sizeof(cpus), &cpus);
+}
 
 // How long an idle OpenMP thread spins before it sleeps. A training step is
 // hundreds of small parallel regions with serial work between them (autograd
@@ -39,6 +65,7 @@ namespace {
 void bound_openmp_spinning(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
   if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+  unbind_before_exec();
   execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's defaults
 }
 
