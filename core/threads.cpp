@@ -1,7 +1,9 @@
 #include "core/threads.h"
 
 #include <omp.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -22,6 +24,10 @@ int initial_threads() {
                "VLMC_NUM_THREADS: expected a positive integer, got '", env, "'");
     return static_cast<int>(n);
   }
+  // Not hardware_concurrency(): it counts every online CPU, so under
+  // `taskset -c 0` two threads shared one CPU.
+  const size_t usable = usable_cpus().size();
+  if (usable > 0) return static_cast<int>(std::min<size_t>(usable, 4096));
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
@@ -42,6 +48,27 @@ const int g_initialized = current();
 }  // namespace
 
 int num_threads() { return current(); }
+
+std::vector<int> usable_cpus() {
+  std::vector<int> cpus;
+  if (const int places = omp_get_num_places(); places > 0) {
+    for (int p = 0; p < places; ++p) {
+      std::vector<int> ids(static_cast<size_t>(std::max(omp_get_place_num_procs(p), 0)));
+      omp_get_place_proc_ids(p, ids.data());
+      cpus.insert(cpus.end(), ids.begin(), ids.end());
+    }
+  } else {
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    if (sched_getaffinity(0, sizeof(mask), &mask) == 0)
+      for (int id = 0; id < CPU_SETSIZE; ++id)
+        if (CPU_ISSET(id, &mask)) cpus.push_back(id);
+  }
+  std::sort(cpus.begin(), cpus.end());
+  cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+  cpus.erase(std::remove_if(cpus.begin(), cpus.end(), [](int id) { return id < 0 || id >= CPU_SETSIZE; }), cpus.end());
+  return cpus;
+}
 
 void set_num_threads(int n) {
   VLMC_CHECK(n >= 1, "set_num_threads: expected n >= 1, got ", n);

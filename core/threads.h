@@ -1,14 +1,22 @@
 // The one thread-count policy for OpenMP and OpenBLAS: both use the same
 // OpenMP pool (Debian's libopenblas0-openmp), sized once from --threads or
-// VLMC_NUM_THREADS, default all cores. Never more threads than that, so the
-// two never oversubscribe the machine.
+// VLMC_NUM_THREADS, default the CPUs the process may use (usable_cpus()).
+// Never more threads than that, so the two never oversubscribe the machine.
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace vlmc {
 
 int num_threads();
+
+// The CPUs this process may use: with OpenMP binding asked for (OMP_PROC_BIND,
+// OMP_PLACES), every CPU of libgomp's places (it binds the calling thread to
+// the first place as it loads, so the thread's own mask then says one place);
+// else the thread's affinity mask (taskset, a container's or a scheduler's
+// cpuset). The default thread count is their number.
+std::vector<int> usable_cpus();
 void set_num_threads(int n);  // n >= 1
 
 // /proc/cpuinfo's "model name" (what `lscpu` prints), or "unknown CPU": results

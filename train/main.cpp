@@ -5,7 +5,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -36,17 +35,12 @@ namespace {
 // the places, so the new process finds the same places. Without binding there
 // are no places and nothing to do; a refused mask leaves it bound, as before.
 void unbind_before_exec() {
-  const int places = omp_get_num_places();
-  if (places <= 0) return;
+  const std::vector<int> usable = vlmc::usable_cpus();
+  if (usable.empty() || omp_get_num_places() <= 0) return;
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
-  for (int p = 0; p < places; ++p) {
-    std::vector<int> ids(static_cast<size_t>(std::max(omp_get_place_num_procs(p), 0)));
-    omp_get_place_proc_ids(p, ids.data());
-    for (const int id : ids)
-      if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &cpus);
-  }
-  if (CPU_COUNT(&cpus) > 0) sched_setaffinity(0, sizeof(cpus), &cpus);
+  for (const int id : usable) CPU_SET(id, &cpus);
+  sched_setaffinity(0, sizeof(cpus), &cpus);
 }
 
 // How long an idle OpenMP thread spins before it sleeps. A training step is
@@ -77,7 +71,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads,
-                 "CPU threads for OpenMP and OpenBLAS (default: VLMC_NUM_THREADS or all cores)")
+                 "CPU threads for OpenMP and OpenBLAS (default: VLMC_NUM_THREADS or the CPUs this process may use)")
       ->check(vlmc::cli::kPositive);
 
   vlmc::cli::DemoOptions demo;

@@ -2,14 +2,19 @@
 // With OMP_PROC_BIND / OMP_PLACES set, libgomp has bound the first process's
 // thread to one place by then, and exec kept that mask: every thread of the
 // re-executed process ran on that place's CPUs. This spawns the real binary
-// with binding asked for and reads libgomp's own affinity report.
+// with binding asked for and reads libgomp's own affinity report; and the
+// default thread count under a CPU mask (core/threads.h, usable_cpus()).
 #include <catch2/catch.hpp>
 
 #include <sched.h>
 
+#include <cstdlib>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "core/threads.h"
 
 #include "tests/cli/cli_runner.h"
 #include "tests/support/temp_dir.h"
@@ -47,4 +52,37 @@ TEST_CASE("vlmc under OMP_PROC_BIND=true OMP_PLACES=cores puts its two threads o
   }
   CHECK(threads.size() == 2);
   CHECK(places.size() == 2);  // before the fix: "0" for both
+}
+
+// The default thread count is the CPUs the process may use, not every online
+// one: under `taskset -c <one CPU>` two threads had shared that CPU.
+TEST_CASE("vlmc under taskset with one CPU defaults to one thread", "[cli][threads]") {
+  cpu_set_t own;
+  CPU_ZERO(&own);
+  REQUIRE(sched_getaffinity(0, sizeof(own), &own) == 0);
+  int first = -1;
+  for (int id = 0; id < CPU_SETSIZE && first < 0; ++id)
+    if (CPU_ISSET(id, &own)) first = id;
+  REQUIRE(first >= 0);
+  TempDir scratch("vlmc_taskset");
+  const std::string cmd = "env -u VLMC_NUM_THREADS taskset -c " + std::to_string(first) + " " + quote(VLMC_CLI_PATH) +
+                          " connector bench --type linear --batch 1 --tokens 4 --repeats 1 --json >" +
+                          quote((scratch.path / "out.txt").string()) + " 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const std::string out = read_text(scratch.path / "out.txt");
+  INFO(out);
+  CHECK(out.find("\"threads\": 1,") != std::string::npos);
+}
+
+TEST_CASE("usable_cpus is the process's affinity mask when no OpenMP places are set", "[threads]") {
+  if (std::getenv("OMP_PLACES") != nullptr || std::getenv("OMP_PROC_BIND") != nullptr) {
+    WARN("not checked: OpenMP binding is set in this environment");
+    return;
+  }
+  cpu_set_t own;
+  CPU_ZERO(&own);
+  REQUIRE(sched_getaffinity(0, sizeof(own), &own) == 0);
+  const std::vector<int> cpus = vlmc::usable_cpus();
+  CHECK(static_cast<int>(cpus.size()) == CPU_COUNT(&own));
+  for (const int id : cpus) CHECK(CPU_ISSET(id, &own));
 }
