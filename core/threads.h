@@ -10,6 +10,7 @@
 namespace vlmc {
 
 int num_threads();
+void set_num_threads(int n);  // n >= 1
 
 // The CPUs this process may use: with OpenMP binding asked for (OMP_PROC_BIND,
 // OMP_PLACES), every CPU of libgomp's places (it binds the calling thread to
@@ -17,7 +18,6 @@ int num_threads();
 // else the thread's affinity mask (taskset, a container's or a scheduler's
 // cpuset). The default thread count is their number.
 std::vector<int> usable_cpus();
-void set_num_threads(int n);  // n >= 1
 
 // /proc/cpuinfo's "model name" (what `lscpu` prints), or "unknown CPU": results
 // are bitwise reproducible only on one kind of CPU, so every report names it.
