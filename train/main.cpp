@@ -35,8 +35,9 @@ namespace {
 // the places, so the new process finds the same places. Without binding there
 // are no places and nothing to do; a refused mask leaves it bound, as before.
 void unbind_before_exec() {
+  if (omp_get_num_places() <= 0) return;
   const std::vector<int> usable = vlmc::usable_cpus();
-  if (usable.empty() || omp_get_num_places() <= 0) return;
+  if (usable.empty()) return;
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
   for (const int id : usable) CPU_SET(id, &cpus);

@@ -31,9 +31,12 @@ struct Result {
   std::string out, err;
 };
 
-// Runs `vlmc <args>` and collects its exit code, stdout and stderr.
-inline Result run_cli(const std::vector<std::string>& args, const std::filesystem::path& scratch) {
-  std::string cmd = quote(VLMC_CLI_PATH);
+// Runs `vlmc <args>` and collects its exit code, stdout and stderr. `launcher`,
+// when given, is a shell prefix the binary runs under (`env -u X Y=1`,
+// `taskset -c 0`), written as it stands.
+inline Result run_cli(const std::vector<std::string>& args, const std::filesystem::path& scratch,
+                      const std::string& launcher = "") {
+  std::string cmd = (launcher.empty() ? "" : launcher + " ") + quote(VLMC_CLI_PATH);
   for (const auto& a : args) cmd += " " + quote(a);
   const std::filesystem::path out = scratch / "stdout.txt", err = scratch / "stderr.txt";
   cmd += " >" + quote(out.string()) + " 2>" + quote(err.string());

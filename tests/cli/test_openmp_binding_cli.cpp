@@ -22,23 +22,39 @@
 using namespace vlmc::cli_test;
 using vlmc::test::TempDir;
 
+namespace {
+
+// The CPUs of this process's affinity mask, in order.
+std::vector<int> own_cpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  REQUIRE(sched_getaffinity(0, sizeof(mask), &mask) == 0);
+  std::vector<int> cpus;
+  for (int id = 0; id < CPU_SETSIZE; ++id)
+    if (CPU_ISSET(id, &mask)) cpus.push_back(id);
+  return cpus;
+}
+
+const std::vector<std::string> kSmallBench = {"connector", "bench", "--type", "linear", "--batch", "1",
+                                              "--tokens", "4", "--repeats", "1"};
+
+}  // namespace
+
 TEST_CASE("vlmc under OMP_PROC_BIND=true OMP_PLACES=cores puts its two threads on two places", "[cli][threads]") {
-  cpu_set_t own;
-  CPU_ZERO(&own);
-  REQUIRE(sched_getaffinity(0, sizeof(own), &own) == 0);
-  if (CPU_COUNT(&own) < 2) {
-    WARN("not checked: this process may run on " << CPU_COUNT(&own) << " CPU, two are needed");
+  const std::vector<int> own = own_cpus();
+  if (own.size() < 2) {
+    WARN("not checked: this process may run on " << own.size() << " CPU, two are needed");
     return;
   }
   TempDir scratch("vlmc_binding");
   // The test's environment (ctest sets OMP_WAIT_POLICY) would skip the re-exec.
-  const std::string cmd =
-      "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_PROC_BIND=true OMP_PLACES=cores OMP_DISPLAY_AFFINITY=true "
-      "'OMP_AFFINITY_FORMAT=vlmc-affinity %n %A' " +
-      quote(VLMC_CLI_PATH) + " --threads 2 connector bench --type linear --batch 1 --tokens 4 --repeats 1 >" +
-      quote((scratch.path / "out.txt").string()) + " 2>&1";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  const std::string out = read_text(scratch.path / "out.txt");
+  std::vector<std::string> args = {"--threads", "2"};
+  args.insert(args.end(), kSmallBench.begin(), kSmallBench.end());
+  const Result r = run_cli(args, scratch.path,
+                           "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_PROC_BIND=true OMP_PLACES=cores "
+                           "OMP_DISPLAY_AFFINITY=true 'OMP_AFFINITY_FORMAT=vlmc-affinity %n %A'");
+  REQUIRE(r.status == 0);
+  const std::string out = r.out + r.err;
   INFO(out);
   std::set<std::string> threads, places;
   std::istringstream lines(out);
@@ -57,19 +73,14 @@ TEST_CASE("vlmc under OMP_PROC_BIND=true OMP_PLACES=cores puts its two threads o
 // The default thread count is the CPUs the process may use, not every online
 // one: under `taskset -c <one CPU>` two threads had shared that CPU.
 TEST_CASE("vlmc under taskset with one CPU defaults to one thread", "[cli][threads]") {
-  cpu_set_t own;
-  CPU_ZERO(&own);
-  REQUIRE(sched_getaffinity(0, sizeof(own), &own) == 0);
-  int first = -1;
-  for (int id = 0; id < CPU_SETSIZE && first < 0; ++id)
-    if (CPU_ISSET(id, &own)) first = id;
-  REQUIRE(first >= 0);
+  const std::vector<int> own = own_cpus();
+  REQUIRE(!own.empty());
   TempDir scratch("vlmc_taskset");
-  const std::string cmd = "env -u VLMC_NUM_THREADS taskset -c " + std::to_string(first) + " " + quote(VLMC_CLI_PATH) +
-                          " connector bench --type linear --batch 1 --tokens 4 --repeats 1 --json >" +
-                          quote((scratch.path / "out.txt").string()) + " 2>&1";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  const std::string out = read_text(scratch.path / "out.txt");
+  std::vector<std::string> args = kSmallBench;
+  args.push_back("--json");
+  const Result r = run_cli(args, scratch.path, "env -u VLMC_NUM_THREADS taskset -c " + std::to_string(own.front()));
+  REQUIRE(r.status == 0);
+  const std::string out = r.out + r.err;
   INFO(out);
   CHECK(out.find("\"threads\": 1,") != std::string::npos);
 }
@@ -79,10 +90,5 @@ TEST_CASE("usable_cpus is the process's affinity mask when no OpenMP places are 
     WARN("not checked: OpenMP binding is set in this environment");
     return;
   }
-  cpu_set_t own;
-  CPU_ZERO(&own);
-  REQUIRE(sched_getaffinity(0, sizeof(own), &own) == 0);
-  const std::vector<int> cpus = vlmc::usable_cpus();
-  CHECK(static_cast<int>(cpus.size()) == CPU_COUNT(&own));
-  for (const int id : cpus) CHECK(CPU_ISSET(id, &own));
+  CHECK(vlmc::usable_cpus() == own_cpus());
 }
