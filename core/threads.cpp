@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "core/cpu_quota.h"
 #include "core/error.h"
 
 extern "C" void openblas_set_num_threads(int);  // from OpenBLAS; declared here to avoid cblas.h
@@ -27,9 +29,11 @@ int initial_threads() {
   // Not hardware_concurrency(): it counts every online CPU, so under
   // `taskset -c 0` two threads shared one CPU.
   const size_t usable = usable_cpus().size();
-  if (usable > 0) return static_cast<int>(std::min<size_t>(usable, 4096));
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  int n = usable > 0 ? static_cast<int>(std::min<size_t>(usable, 4096)) : (hw == 0 ? 1 : static_cast<int>(hw));
+  // A CPU quota (docker --cpus) leaves the mask whole; see core/cpu_quota.h.
+  if (const std::optional<int> quota = cgroup_cpu_limit()) n = std::min(n, *quota);
+  return n;
 }
 
 int& current() {

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads,
-                 "CPU threads for OpenMP and OpenBLAS (default: VLMC_NUM_THREADS or the CPUs this process may use)")
+                 "CPU threads for OpenMP and OpenBLAS (default: VLMC_NUM_THREADS or the CPUs this process may use, at most its cgroup CPU quota)")
       ->check(vlmc::cli::kPositive);
 
   vlmc::cli::DemoOptions demo;
