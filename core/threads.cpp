@@ -10,7 +10,7 @@
 #include <string>
 #include <thread>
 
-#include "core/cpu_quota.h"
+#include "core/cgroup.h"
 #include "core/error.h"
 
 extern "C" void openblas_set_num_threads(int);  // from OpenBLAS; declared here to avoid cblas.h
@@ -31,7 +31,7 @@ int initial_threads() {
   const size_t usable = usable_cpus().size();
   const unsigned hw = std::thread::hardware_concurrency();
   int n = usable > 0 ? static_cast<int>(std::min<size_t>(usable, 4096)) : (hw == 0 ? 1 : static_cast<int>(hw));
-  // A CPU quota (docker --cpus) leaves the mask whole; see core/cpu_quota.h.
+  // A CPU quota (docker --cpus) leaves the mask whole; see core/cgroup.h.
   if (const std::optional<int> quota = cgroup_cpu_limit()) n = std::min(n, *quota);
   return n;
 }

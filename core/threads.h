@@ -1,7 +1,7 @@
 // The one thread-count policy for OpenMP and OpenBLAS: both use the same
 // OpenMP pool (Debian's libopenblas0-openmp), sized once from --threads or
 // VLMC_NUM_THREADS, default the CPUs the process may use (usable_cpus()), no
-// more than its cgroup's CPU quota (core/cpu_quota.h).
+// more than its cgroup's CPU quota (core/cgroup.h).
 // Never more threads than that, so the two never oversubscribe the machine.
 #pragma once
 

@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/autocast.h"
+#include "core/cgroup.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "modules/hf_config.h"
@@ -567,16 +569,9 @@ double parse_bytes(const std::string& text, const std::string& what) {
   throw Error(str(what, ": '", text, "' has an unknown unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"));
 }
 
-std::string available_memory_source() {
-  const char* env = std::getenv("VLMC_MEMORY_LIMIT");
-  return env && *env ? "VLMC_MEMORY_LIMIT" : "MemAvailable in /proc/meminfo";
-}
+namespace {
 
-double available_memory_bytes() {
-  if (const char* env = std::getenv("VLMC_MEMORY_LIMIT"); env && *env) {
-    if (std::string(env) == "off") return 0;
-    return parse_bytes(env, "VLMC_MEMORY_LIMIT");
-  }
+double meminfo_available_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
   double kb = 0;
@@ -584,6 +579,34 @@ double available_memory_bytes() {
   while (in >> key >> kb >> unit)
     if (key == "MemAvailable:") return kb * 1024;
   return 0;
+}
+
+// The cgroup's headroom when it is below the machine's MemAvailable (or that
+// is unknown): a container's limit leaves /proc/meminfo showing the host.
+std::optional<CgroupMemory> binding_cgroup_memory() {
+  const std::optional<CgroupMemory> cgroup = cgroup_memory_available();
+  const double machine = meminfo_available_bytes();
+  if (cgroup && (machine <= 0 || cgroup->available_bytes < machine)) return cgroup;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string available_memory_source() {
+  const char* env = std::getenv("VLMC_MEMORY_LIMIT");
+  if (env && *env) return "VLMC_MEMORY_LIMIT";
+  if (const std::optional<CgroupMemory> cgroup = binding_cgroup_memory())
+    return "the cgroup's limit less its usage (" + cgroup->limit_file + ")";
+  return "MemAvailable in /proc/meminfo";
+}
+
+double available_memory_bytes() {
+  if (const char* env = std::getenv("VLMC_MEMORY_LIMIT"); env && *env) {
+    if (std::string(env) == "off") return 0;
+    return parse_bytes(env, "VLMC_MEMORY_LIMIT");
+  }
+  if (const std::optional<CgroupMemory> cgroup = binding_cgroup_memory()) return cgroup->available_bytes;
+  return meminfo_available_bytes();
 }
 
 void check_plan_fits(const std::vector<StagePlan>& plans, double available, const std::string& where) {

@@ -1,15 +1,17 @@
-// The cgroup CPU quota that bounds the default thread count (core/cpu_quota.h),
-// read from trees built here the way docker, Kubernetes and systemd lay them
-// out: /proc/self/cgroup, /proc/self/mountinfo and the controller files.
+// The cgroup CPU quota that bounds the default thread count and the memory
+// limit that bounds the check before training (core/cgroup.h), read from
+// trees built here the way docker, Kubernetes and systemd lay them out:
+// /proc/self/cgroup, /proc/self/mountinfo and the controller files.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <string>
 
-#include "core/cpu_quota.h"
+#include "core/cgroup.h"
 #include "tests/support/temp_dir.h"
 
 using vlmc::cgroup_cpu_limit;
+using vlmc::cgroup_memory_available;
 using vlmc::test::TempDir;
 using vlmc::test::write_file_bytes;
 
@@ -17,7 +19,7 @@ namespace {
 
 // A fake root: `put("a/b/file", "text")` writes <root>/a/b/file.
 struct FakeRoot {
-  TempDir dir{"cpu_quota"};
+  TempDir dir{"cgroup"};
   std::string root() const { return dir.path.string(); }
   void put(const std::string& relative, const std::string& text) const {
     const std::filesystem::path file = dir.path / relative;
@@ -135,4 +137,59 @@ TEST_CASE("cgroup mounts with escaped blanks, groups outside the mount, and both
     CHECK(cgroup_cpu_limit(fake.root()) == 2);
   }
   SECTION("no /proc files at all") { CHECK(cgroup_cpu_limit(fake.root()) == std::nullopt); }
+}
+
+TEST_CASE("cgroup v2 memory: docker -m is memory.max; the inactive page cache counts as free", "[cgroup]") {
+  FakeRoot fake;
+  fake.put("proc/self/cgroup", "0::/\n");
+  fake.put("proc/self/mountinfo", kV2Mount);
+  fake.put("sys/fs/cgroup/memory.max", "max\n");
+  fake.put("sys/fs/cgroup/memory.current", "1000000\n");
+  CHECK_FALSE(cgroup_memory_available(fake.root()).has_value());
+
+  fake.put("sys/fs/cgroup/memory.max", "16000000000\n");
+  fake.put("sys/fs/cgroup/memory.current", "6000000000\n");
+  fake.put("sys/fs/cgroup/memory.stat", "anon 3000000000\nfile 3000000000\nactive_file 1000000000\n"
+                                        "inactive_file 2000000000\n");
+  const auto memory = cgroup_memory_available(fake.root());
+  REQUIRE(memory.has_value());
+  CHECK(memory->available_bytes == 12e9);  // 16 GB - (6 GB in use - 2 GB reclaimable)
+  CHECK(memory->limit_file == fake.root() + "/sys/fs/cgroup/memory.max");
+
+  SECTION("usage past the limit leaves nothing, not a negative size") {
+    fake.put("sys/fs/cgroup/memory.current", "17000000000\n");
+    fake.put("sys/fs/cgroup/memory.stat", "inactive_file 0\n");
+    CHECK(cgroup_memory_available(fake.root())->available_bytes == 0);
+  }
+  SECTION("a limit without a usage file is not read as a limit") {
+    std::filesystem::remove(fake.dir.path / "sys/fs/cgroup/memory.current");
+    CHECK_FALSE(cgroup_memory_available(fake.root()).has_value());
+  }
+}
+
+TEST_CASE("cgroup v1 memory: the tightest headroom over the path, unlimited near 2^63", "[cgroup]") {
+  FakeRoot fake;
+  fake.put("proc/self/cgroup", "4:cpu:/\n3:memory:/slurm/job_7/step_0\n");
+  fake.put("proc/self/mountinfo", kV1CpuMount + "31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+  const std::string base = "sys/fs/cgroup/memory";
+  for (const std::string dir : {"", "/slurm", "/slurm/job_7", "/slurm/job_7/step_0"}) {
+    fake.put(base + dir + "/memory.limit_in_bytes", "9223372036854771712\n");  // no limit
+    fake.put(base + dir + "/memory.usage_in_bytes", "500000000\n");
+    fake.put(base + dir + "/memory.stat", "cache 100\ninactive_file 7\ntotal_inactive_file 100000000\n");
+  }
+  CHECK_FALSE(cgroup_memory_available(fake.root()).has_value());
+  // The job's 8 GB with 0.4 GB used (0.5 GB less the reclaimable 0.1 GB).
+  fake.put(base + "/slurm/job_7/memory.limit_in_bytes", "8000000000\n");
+  REQUIRE(cgroup_memory_available(fake.root()).has_value());
+  CHECK(cgroup_memory_available(fake.root())->available_bytes == 7.6e9);
+  CHECK(cgroup_memory_available(fake.root())->limit_file ==
+        fake.root() + "/" + base + "/slurm/job_7/memory.limit_in_bytes");
+  // The step's own, looser limit does not loosen the job's.
+  fake.put(base + "/slurm/job_7/step_0/memory.limit_in_bytes", "9000000000\n");
+  CHECK(cgroup_memory_available(fake.root())->available_bytes == 7.6e9);
+  // A tighter one binds.
+  fake.put(base + "/slurm/job_7/step_0/memory.limit_in_bytes", "2000000000\n");
+  CHECK(cgroup_memory_available(fake.root())->available_bytes == 1.6e9);
+  // The cpu hierarchy's files are not memory's.
+  CHECK(cgroup_cpu_limit(fake.root()) == std::nullopt);
 }
