@@ -89,7 +89,7 @@ PlanCommand::PlanCommand(CLI::App& app) {
       ->check(CLI::IsMember({"cuda", "cpu"}));
   plan_->add_option("--memory", memory_,
                     "memory per process to compare with, e.g. 141GB (an H200); default: this machine's "
-                    "MemAvailable for --config on the CPU, none otherwise");
+                    "MemAvailable (or its cgroup's headroom, where less) for --config on the CPU, none otherwise");
 }
 
 int PlanCommand::execute() {

@@ -139,7 +139,7 @@ TEST_CASE("cgroup mounts with escaped blanks, groups outside the mount, and both
   SECTION("no /proc files at all") { CHECK(cgroup_cpu_limit(fake.root()) == std::nullopt); }
 }
 
-TEST_CASE("cgroup v2 memory: docker -m is memory.max; the inactive page cache counts as free", "[cgroup]") {
+TEST_CASE("cgroup v2 memory: docker -m is memory.max, and the inactive page cache counts as free", "[cgroup]") {
   FakeRoot fake;
   fake.put("proc/self/cgroup", "0::/\n");
   fake.put("proc/self/mountinfo", kV2Mount);
