@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/threads.h"
 #include "data/clip_image_processor.h"
 #include "data/conversation.h"
 #include "data/llava_dataset.h"
@@ -366,6 +367,9 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   record["device"] = c.device;
   record["precision"] = c.precision;
   record["processes"] = world;
+  // Results reproduce bit for bit for one kind of CPU and one thread count only.
+  record["cpu_model"] = cpu_model_name();
+  record["threads"] = num_threads();
   record["connector_parameters"] = result.connector_parameters;
   record["visual_tokens"] = result.visual_tokens;
   for (const auto& [name, t] : result.stages)

@@ -447,7 +447,9 @@ TrainResult MosaicRun::evaluate_and_write() {
   record["device"] = c_.device;
   record["precision"] = c_.precision;
   record["processes"] = world_;
-  record["cpu_model"] = cpu_model_name();  // results reproduce bit for bit on one kind of CPU only
+  // Results reproduce bit for bit for one kind of CPU and one thread count only.
+  record["cpu_model"] = cpu_model_name();
+  record["threads"] = num_threads();
   for (const auto& [stage, t] : result_.stages)
     record["stages"][stage] = {{"seconds", t.seconds}, {"tokens_per_s", t.tokens_per_s},
                                {"final_loss", t.final_loss}, {"peak_device_bytes", t.peak_device_bytes}};

@@ -17,6 +17,7 @@
 #include "modules/hf_checkpoint.h"
 #include "modules/generation.h"
 #include "modules/hf_export.h"
+#include "core/threads.h"
 #include "core/autograd.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "modules/projector_io.h"
@@ -120,6 +121,9 @@ TEST_CASE("llava trainer: stage 1 and 2 on Hugging Face folders and LLaVA JSON, 
   nlohmann::json results;
   std::ifstream(run1 / "results.json") >> results;
   CHECK(results["data"]["bad_in_file"] == 1);  // "untagged"
+  // What the bits depend on: the kind of CPU and the thread count.
+  CHECK(results["cpu_model"] == vlmc::cpu_model_name());
+  CHECK(results["threads"] == vlmc::num_threads());
   // "missing", once per epoch; the 13th batch reaches into a third epoch's first samples.
   CHECK(results["data"]["skipped"] >= 2);
   CHECK(results["data"]["first_skipped"][0]["id"] == "missing");

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/threads.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 #include "train/mosaic_models.h"
@@ -119,6 +120,7 @@ TEST_CASE("trainer: a toy run goes through every stage and writes its outputs", 
     CHECK(results.at("train_seed") == c.seed);
     CHECK(results.at("mosaic_grid") == 2);
     CHECK(!results.at("cpu_model").get<std::string>().empty());
+    CHECK(results.at("threads") == vlmc::num_threads());
   }
   const auto seq = losses(run);
   REQUIRE(seq.size() == 16);  // 4 steps x 4 stages
