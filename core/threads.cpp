@@ -26,14 +26,7 @@ int initial_threads() {
                "VLMC_NUM_THREADS: expected a positive integer, got '", env, "'");
     return static_cast<int>(n);
   }
-  // Not hardware_concurrency(): it counts every online CPU, so under
-  // `taskset -c 0` two threads shared one CPU.
-  const size_t usable = usable_cpus().size();
-  const unsigned hw = std::thread::hardware_concurrency();
-  int n = usable > 0 ? static_cast<int>(std::min<size_t>(usable, 4096)) : (hw == 0 ? 1 : static_cast<int>(hw));
-  // A CPU quota (docker --cpus) leaves the mask whole; see core/cgroup.h.
-  if (const std::optional<int> quota = cgroup_cpu_limit()) n = std::min(n, *quota);
-  return n;
+  return available_cpus();
 }
 
 int& current() {
@@ -72,6 +65,17 @@ std::vector<int> usable_cpus() {
   cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
   cpus.erase(std::remove_if(cpus.begin(), cpus.end(), [](int id) { return id < 0 || id >= CPU_SETSIZE; }), cpus.end());
   return cpus;
+}
+
+int available_cpus() {
+  // Not hardware_concurrency(): it counts every online CPU, so under
+  // `taskset -c 0` two threads shared one CPU.
+  const size_t usable = usable_cpus().size();
+  const unsigned hw = std::thread::hardware_concurrency();
+  int n = usable > 0 ? static_cast<int>(std::min<size_t>(usable, 4096)) : (hw == 0 ? 1 : static_cast<int>(hw));
+  // A CPU quota (docker --cpus) leaves the mask whole; see core/cgroup.h.
+  if (const std::optional<int> quota = cgroup_cpu_limit()) n = std::min(n, *quota);
+  return std::max(n, 1);
 }
 
 void set_num_threads(int n) {

@@ -20,6 +20,11 @@ void set_num_threads(int n);  // n >= 1
 // cpuset). The default thread count is their number.
 std::vector<int> usable_cpus();
 
+// How many CPUs' time this process may have: usable_cpus()' count, no more
+// than the cgroup's CPU quota (core/cgroup.h), at least 1. The default
+// thread count; more threads than this take turns on the CPUs.
+int available_cpus();
+
 // /proc/cpuinfo's "model name" (what `lscpu` prints), or "unknown CPU": results
 // are bitwise reproducible only on one kind of CPU, so every report names it.
 std::string cpu_model_name();

@@ -64,6 +64,21 @@ void bound_openmp_spinning(char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's defaults
 }
 
+// A thread count asked for (--threads, VLMC_NUM_THREADS) above the CPUs the
+// process may use runs as asked, but is said once: the threads take turns on
+// the CPUs, and every parallel region waits for the one descheduled (two
+// threads under a quota of one CPU: the language model's step 32-35 ms
+// against 23-26 on one thread, docs/perf.md).
+void note_more_threads_than_cpus(bool asked) {
+  if (!asked) return;
+  const int threads = vlmc::num_threads(), cpus = vlmc::available_cpus();
+  if (threads <= cpus) return;
+  std::fprintf(stderr,
+               "vlmc: note: %d threads on the %d CPU%s this process may use (its CPU mask, OpenMP places and "
+               "cgroup CPU quota): the threads will take turns; leave out --threads and VLMC_NUM_THREADS for %d\n",
+               threads, cpus, cpus == 1 ? "" : "s", cpus);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +120,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads > 0) vlmc::set_num_threads(threads);
+    note_more_threads_than_cpus(threads > 0 || std::getenv("VLMC_NUM_THREADS") != nullptr);
     if (demo_cmd->parsed()) return vlmc::cli::run_demo(demo);
     if (connector.parsed()) return connector.execute();
     if (training.parsed()) return training.execute();

@@ -71,7 +71,8 @@ TEST_CASE("vlmc under OMP_PROC_BIND=true OMP_PLACES=cores puts its two threads o
 }
 
 // The default thread count is the CPUs the process may use, not every online
-// one: under `taskset -c <one CPU>` two threads had shared that CPU.
+// one: under `taskset -c <one CPU>` two threads had shared that CPU. A count
+// asked for above it is kept, with a note.
 TEST_CASE("vlmc under taskset with one CPU defaults to one thread", "[cli][threads]") {
   const std::vector<int> own = own_cpus();
   REQUIRE(!own.empty());
@@ -83,6 +84,16 @@ TEST_CASE("vlmc under taskset with one CPU defaults to one thread", "[cli][threa
   const std::string out = r.out + r.err;
   INFO(out);
   CHECK(out.find("\"threads\": 1,") != std::string::npos);
+  CHECK(r.err.find("vlmc: note:") == std::string::npos);
+
+  // Asked for more threads than that, it runs them and says so once.
+  std::vector<std::string> two = {"--threads", "2"};
+  two.insert(two.end(), args.begin(), args.end());
+  const Result asked = run_cli(two, scratch.path, "env -u VLMC_NUM_THREADS taskset -c " + std::to_string(own.front()));
+  REQUIRE(asked.status == 0);
+  INFO(asked.err);
+  CHECK(asked.out.find("\"threads\": 2,") != std::string::npos);
+  CHECK(asked.err.find("vlmc: note: 2 threads on the 1 CPU this process may use") != std::string::npos);
 }
 
 TEST_CASE("usable_cpus is the process's affinity mask when no OpenMP places are set", "[threads]") {
