@@ -98,9 +98,10 @@ TrainResult run_llava_training(const TrainConfig& c, const TrainOptions& options
   const LlavaSources sources = resolve_llava_sources(c);
   const nn::HfModelConfig& tower_config = sources.tower;
   const nn::HfModelConfig& lm_config = sources.language;
-  if (c.device.rfind("cuda", 0) != 0)
-    check_plan_fits({plan_llava_run(c, world)}, available_memory_bytes(),
-                    available_memory_source());
+  if (c.device.rfind("cuda", 0) != 0) {
+    const AvailableMemory memory = available_memory();
+    check_plan_fits({plan_llava_run(c, world)}, memory.bytes, memory.source);
+  }
   const data::SentencePieceTokenizer tokenizer = data::SentencePieceTokenizer::from_folder(sources.tokenizer_dir);
   VLMC_CHECK(tokenizer.vocab_size() <= lm_config.text.vocab_size, "the tokenizer in ", sources.tokenizer_dir,
              " has ", tokenizer.vocab_size(), " tokens but the model's vocab_size is ", lm_config.text.vocab_size);

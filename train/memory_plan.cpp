@@ -581,32 +581,18 @@ double meminfo_available_bytes() {
   return 0;
 }
 
-// The cgroup's headroom when it is below the machine's MemAvailable (or that
-// is unknown): a container's limit leaves /proc/meminfo showing the host.
-std::optional<CgroupMemory> binding_cgroup_memory() {
-  const std::optional<CgroupMemory> cgroup = cgroup_memory_available();
-  const double machine = meminfo_available_bytes();
-  if (cgroup && (machine <= 0 || cgroup->available_bytes < machine)) return cgroup;
-  return std::nullopt;
-}
-
 }  // namespace
 
-std::string available_memory_source() {
-  const char* env = std::getenv("VLMC_MEMORY_LIMIT");
-  if (env && *env) return "VLMC_MEMORY_LIMIT";
-  if (const std::optional<CgroupMemory> cgroup = binding_cgroup_memory())
-    return "the cgroup's limit less its usage (" + cgroup->limit_file + ")";
-  return "MemAvailable in /proc/meminfo";
-}
-
-double available_memory_bytes() {
-  if (const char* env = std::getenv("VLMC_MEMORY_LIMIT"); env && *env) {
-    if (std::string(env) == "off") return 0;
-    return parse_bytes(env, "VLMC_MEMORY_LIMIT");
-  }
-  if (const std::optional<CgroupMemory> cgroup = binding_cgroup_memory()) return cgroup->available_bytes;
-  return meminfo_available_bytes();
+AvailableMemory available_memory() {
+  if (const char* env = std::getenv("VLMC_MEMORY_LIMIT"); env && *env)
+    return {std::string(env) == "off" ? 0 : parse_bytes(env, "VLMC_MEMORY_LIMIT"), "VLMC_MEMORY_LIMIT"};
+  // The cgroup's headroom where it is below the machine's MemAvailable (or
+  // that is unknown): a container's limit leaves /proc/meminfo showing the host.
+  const double machine = meminfo_available_bytes();
+  if (const std::optional<CgroupMemory> cgroup = cgroup_memory_available();
+      cgroup && (machine <= 0 || cgroup->available_bytes < machine))
+    return {cgroup->available_bytes, "the cgroup's limit less its usage (" + cgroup->limit_file + ")"};
+  return {machine, "MemAvailable in /proc/meminfo"};
 }
 
 void check_plan_fits(const std::vector<StagePlan>& plans, double available, const std::string& where) {

@@ -147,11 +147,15 @@ double parse_bytes(const std::string& text, const std::string& what);
 // Memory this process may use: the environment's VLMC_MEMORY_LIMIT ("8GB";
 // "off": no check) when set, else MemAvailable of /proc/meminfo, or less where
 // the process's cgroup limit leaves less (core/cgroup.h: a container's limit
-// leaves /proc/meminfo showing the host); 0 = unknown.
-double available_memory_bytes();
-// "VLMC_MEMORY_LIMIT", "MemAvailable in /proc/meminfo", or "the cgroup's limit
-// less its usage (<the limit's file>)".
-std::string available_memory_source();
+// leaves /proc/meminfo showing the host). Read once, so the figure and the
+// source it names come from the same reading.
+struct AvailableMemory {
+  double bytes = 0;  // 0 = unknown, or no check
+  // "VLMC_MEMORY_LIMIT", "MemAvailable in /proc/meminfo", or "the cgroup's
+  // limit less its usage (<the limit's file>)".
+  std::string source;
+};
+AvailableMemory available_memory();
 
 // Throws a vlmc::Error, before anything is allocated, when a stage's peak
 // exceeds `available` bytes: it names the stage, the estimate and its largest

@@ -130,8 +130,9 @@ int PlanCommand::execute() {
     if (zero_stage_ >= 0) config_.zero_stage = zero_stage_;
     config_.validate();
     if (memory_.empty() && config_.device == "cpu") {
-      memory = train::available_memory_bytes();
-      source = train::available_memory_source();
+      const train::AvailableMemory available = train::available_memory();
+      memory = available.bytes;
+      source = available.source;
     }
     if (config_.llava_data()) {
       plans.push_back(train::plan_llava_run(config_, static_cast<int>(processes_)));

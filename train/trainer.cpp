@@ -182,8 +182,10 @@ MosaicRun::MosaicRun(const TrainConfig& c, const TrainOptions& options)
                world_, " processes of this job (each takes batch_size / ", world_, " samples)");
   // A stage whose estimated peak exceeds the memory left is refused here,
   // before anything is allocated (train/memory_plan.h; the CPU only).
-  if (c.device.rfind("cuda", 0) != 0)
-    check_plan_fits(plan_training(c, world_), available_memory_bytes(), available_memory_source());
+  if (c.device.rfind("cuda", 0) != 0) {
+    const AvailableMemory memory = available_memory();
+    check_plan_fits(plan_training(c, world_), memory.bytes, memory.source);
+  }
 
   // Where a previous process stopped (train/run_start.h).
   const std::map<std::string, int> stage_indices = {{"stage0-vision", kStageVision},
