@@ -59,23 +59,29 @@ Rows coalesce(const Layout& dl, const Layout& sl) {
   return rows;
 }
 
-// Calls body(dst offset, dst stride, src offset, src stride, length) for rows
-// [begin, end): the first row's offsets come from divisions, the next ones from
-// stepping an index through the outer dims (a division per dim per row cost
-// more than copying rows of 14 elements).
+// Calls body(dst offset, dst stride, src offset, src stride, length) for the
+// elements [begin, end) of the rows laid end to end: a whole row at a time,
+// but the first and the last may be parts of one. The first row's offsets come
+// from divisions, the next ones from stepping an index through the outer dims
+// (a division per dim per row cost more than copying rows of 14 elements).
 template <typename Body>
 void walk_rows(const Rows& rows, int64_t begin, int64_t end, Body& body) {
+  if (begin >= end) return;
   int64_t index[kMaxDims] = {};
   int64_t d0 = 0, s0 = 0;
-  int64_t r0 = begin;
+  int64_t r0 = begin / rows.inner;
+  int64_t j = begin % rows.inner;  // where the first row starts
   for (int d = rows.outer - 1; d >= 0; --d) {
     index[d] = r0 % rows.shape[d];
     r0 /= rows.shape[d];
     d0 += index[d] * rows.dst_strides[d];
     s0 += index[d] * rows.src_strides[d];
   }
-  for (int64_t r = begin; r < end; ++r) {
-    body(d0, rows.ds, s0, rows.ss, rows.inner);
+  for (int64_t e = begin; e < end;) {
+    const int64_t length = std::min(rows.inner - j, end - e);
+    body(d0 + j * rows.ds, rows.ds, s0 + j * rows.ss, rows.ss, length);
+    e += length;
+    j = 0;
     for (int d = rows.outer - 1; d >= 0; --d) {
       d0 += rows.dst_strides[d];
       s0 += rows.src_strides[d];
@@ -87,21 +93,26 @@ void walk_rows(const Rows& rows, int64_t begin, int64_t end, Body& body) {
   }
 }
 
-// Walks both layouts (of one shape) row by row, in equal shares of rows per
-// thread above kParallelGrain elements; the innermost dim is a strided loop,
-// which keeps broadcast (stride 0) and transposed copies near memcpy speed.
+// Walks both layouts (of one shape) row by row, in equal shares of elements
+// per thread above kParallelGrain elements; the innermost dim is a strided
+// loop, which keeps broadcast (stride 0) and transposed copies near memcpy
+// speed. The shares split rows where they must: a scalar expanded to a whole
+// tensor is one row (coalesce), which shares of whole rows left to one
+// thread (sum's gradient, [4, 576, 4096] of f32: 4.4 ms a copy on 2 threads,
+// Intel Xeon with AMX).
 template <typename Body>
 void for_each_row(const Layout& dl, const Layout& sl, Body body) {
   const Rows rows = coalesce(dl, sl);
   if (rows.inner == 0 || rows.count == 0) return;
-  if (rows.count * rows.inner <= kParallelGrain) {
-    walk_rows(rows, 0, rows.count, body);
+  const int64_t n = rows.count * rows.inner;
+  if (n <= kParallelGrain) {
+    walk_rows(rows, 0, n, body);
     return;
   }
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    walk_rows(rows, rows.count * t / threads, rows.count * (t + 1) / threads, body);
+    walk_rows(rows, n * t / threads, n * (t + 1) / threads, body);
   }
 }
 
@@ -134,6 +145,21 @@ template <typename Out, typename In, typename Convert>
 void convert_contiguous(Out* out, const In* in, int64_t n, Convert convert) {
 #pragma omp parallel for simd if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) out[i] = convert(in[i]);
+}
+
+// A strided copy with a conversion, typed (the generic loop goes through a
+// dtype switch and double for every element).
+template <typename Out, typename In, typename Convert>
+void convert_strided(Out* out, const Layout& dl, const In* in, const Layout& sl, Convert convert) {
+  for_each_row(dl, sl, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {
+    Out* d = out + d0;
+    const In* s = in + s0;
+    if (ds == 1 && ss == 0) {  // a broadcast row
+      std::fill(d, d + inner, convert(s[0]));
+    } else {
+      for (int64_t j = 0; j < inner; ++j) d[j * ds] = convert(s[j * ss]);
+    }
+  });
 }
 
 // memcpy in one share per thread above kParallelBytes: one core's memcpy of a
@@ -187,6 +213,16 @@ void copy(void* dst, DType dst_dtype, const Layout& dst_layout, const void* src,
 #pragma omp parallel for if (n > kParallelGrain)
     for (int64_t i = 0; i < n; ++i)
       store_from_double(dst, dst_dtype, i, load_as_double(src, src_dtype, i));
+    return;
+  }
+  if (src_dtype == DType::f32 && dst_dtype == DType::bf16) {  // autocast's rounding of a view (a transpose, a broadcast)
+    convert_strided(static_cast<uint16_t*>(dst), dst_layout, static_cast<const float*>(src), src_layout,
+                    [](float f) { return float_to_bf16_bits(f); });
+    return;
+  }
+  if (src_dtype == DType::bf16 && dst_dtype == DType::f32) {
+    convert_strided(static_cast<float*>(dst), dst_layout, static_cast<const uint16_t*>(src), src_layout,
+                    [](uint16_t h) { return bf16_bits_to_float(h); });
     return;
   }
   for_each_row(dst_layout, src_layout, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {

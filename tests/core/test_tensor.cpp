@@ -196,10 +196,10 @@ TEST_CASE("shape arithmetic is overflow-checked: counts, strides and bytes", "[t
   CHECK_THROWS_WITH(Tensor::zeros({2, 3}).view({-1, big, 4}), Catch::Contains("does not fit in int64"));
 }
 
-TEST_CASE("f32 <-> bf16 casts: the contiguous loop gives the strided path's bits", "[tensor]") {
+TEST_CASE("f32 <-> bf16 casts: the contiguous and strided loops give the generic path's bits", "[tensor]") {
   // Ties to even in both directions, NaN (quieted), infinities, denormals, signed zeros, and
   // the largest values that round to inf; laid out [2, N] so that a transposed view goes
-  // through the per-element path.
+  // through the strided loop.
   std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 1.00390625f, 1.01171875f, 3.0e38f, 3.4028235e38f,
                           -3.4028235e38f, 1e-40f, -1e-41f, std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
@@ -214,4 +214,7 @@ TEST_CASE("f32 <-> bf16 casts: the contiguous loop gives the strided path's bits
   const Tensor back = contiguous.to(DType::f32);
   const Tensor back_strided = contiguous.transpose(0, 1).to(DType::f32).transpose(0, 1).contiguous();
   CHECK(std::memcmp(back.data_ptr(), back_strided.data_ptr(), static_cast<size_t>(back.numel()) * 4) == 0);
+  // Both loops against the generic per-element path (through double), from f64.
+  const Tensor generic = x.to(DType::f64).to(DType::bf16);
+  CHECK(std::memcmp(contiguous.data_ptr(), generic.data_ptr(), static_cast<size_t>(contiguous.numel()) * 2) == 0);
 }

@@ -1,8 +1,9 @@
 // The CPU's strided copy (kernels/copy.h) against the definition, element by
 // element through Layout::offset_of: permutations that merge dims and ones that
 // cannot, size-1 dims, broadcasts over several dims, a strided destination
-// whose gaps must stay untouched, dtype conversion, one element and none, and
-// 1, 2 and 3 threads over copies big enough to be split.
+// whose gaps must stay untouched, dtype conversion (f32 to f64, and autocast's
+// f32 <-> bf16), one element and none, and 1, 2 and 3 threads over copies big
+// enough to be split, a single row among them.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "core/threads.h"
 #include "kernels/copy.h"
+#include "kernels/dtype.h"
 
 using namespace vlmc;
 using kernels::Layout;
@@ -69,6 +71,22 @@ void check_copy(const Layout& dl, const Layout& sl) {
     std::vector<double> wide(expected.size(), -1.0);
     kernels::cpu::copy(wide.data(), DType::f64, dl, src.data(), DType::f32, sl);
     CHECK(std::vector<float>(wide.begin(), wide.end()) == expected);
+    // autocast's rounding of a view, and its widening back, in typed loops of their own.
+    std::vector<uint16_t> bits(expected.size(), 0xffff), want_bits(expected.size(), 0xffff);
+    for (int64_t i = 0; i < dl.numel(); ++i) {
+      const auto at = static_cast<size_t>(dl.offset_of(i));
+      want_bits[at] = float_to_bf16_bits(expected[at]);
+    }
+    kernels::cpu::copy(bits.data(), DType::bf16, dl, src.data(), DType::f32, sl);
+    CHECK(bits == want_bits);
+    std::vector<float> widened(expected.size(), -1.0f), want_widened(expected.size(), -1.0f);
+    std::vector<uint16_t> src_bits(src.size());
+    for (size_t j = 0; j < src.size(); ++j) src_bits[j] = float_to_bf16_bits(src[j]);
+    for (int64_t i = 0; i < dl.numel(); ++i)
+      want_widened[static_cast<size_t>(dl.offset_of(i))] =
+          bf16_bits_to_float(src_bits[static_cast<size_t>(sl.offset_of(i))]);
+    kernels::cpu::copy(widened.data(), DType::f32, dl, src_bits.data(), DType::bf16, sl);
+    CHECK(widened == want_widened);
   }
   set_num_threads(saved);
 }
@@ -100,4 +118,8 @@ TEST_CASE("copy: broadcasts, strided destinations, one element and none", "[copy
   check_copy(layout({}, {}), layout({}, {}));
   check_copy(layout({1, 1}, {7, 9}), layout({1, 1}, {3, 5}));
   check_copy(contiguous({4, 0, 3}), permuted({3, 0, 4}, {2, 1, 0}));
+  // A scalar expanded to a whole tensor (sum's gradient) coalesces to one row,
+  // which the threads must split between them, at odd places.
+  check_copy(contiguous({3, 7, 1001}), layout({3, 7, 1001}, {0, 0, 0}));
+  check_copy(contiguous({37, 1001}), layout({37, 1001}, {1, 0}));
 }
