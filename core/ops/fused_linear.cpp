@@ -34,6 +34,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/fused_linear.h"
 #include "kernels/gemm.h"
+#include "kernels/reduce.h"
 
 namespace vlmc {
 namespace {
@@ -237,9 +238,26 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
            const Tensor g2 = g.reshape({rows, out_features}).contiguous();
            Tensor dz = Tensor::empty({rows, out_features}, g2.dtype(), g2.device());
            Tensor db = needs[2] ? Tensor::empty({out_features}, g2.dtype(), g2.device()) : Tensor();
-           backward_elementwise(dz, db, g2, z2, kind);
-           // The GEMMs' operand: dz rounded to bf16 under autocast (db used dz in f32).
-           if (bf16 && (needs[0] || needs[1])) dz = autocast_operand(dz);
+           const bool products = needs[0] || needs[1];
+           if (bf16 && products && db.defined() && !dz.device().is_cuda() && out_features > 1) {
+             // The GEMMs' operand, dz rounded to bf16, and db (from dz in f32) in one
+             // pass over dz: the same bits as the three passes below, 38 MB less read
+             // at the seed's MLP shapes ([2304, 4096]).
+             backward_elementwise(dz, Tensor(), g2, z2, kind);
+             Tensor rounded = Tensor::empty({rows, out_features}, autocast_operand_dtype(dz.device()), dz.device());
+             if (rounded.dtype() == DType::bf16) {
+               kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(rounded.data_ptr()), db.data<float>(),
+                                                         dz.data<float>(), rows, out_features);
+             } else {
+               kernels::cpu::round_bf16_with_column_sums(rounded.data<float>(), db.data<float>(), dz.data<float>(),
+                                                         rows, out_features);
+             }
+             dz = rounded;
+           } else {
+             backward_elementwise(dz, db, g2, z2, kind);
+             // The GEMMs' operand: dz rounded to bf16 under autocast (db used dz in f32).
+             if (bf16 && products) dz = autocast_operand(dz);
+           }
            std::vector<Tensor> grads(3);
            if (needs[0]) {  // dx [rows, in] = dz [rows, out] · W [out, in]
              Tensor dx = Tensor::empty({rows, in}, g2.dtype(), g2.device());
