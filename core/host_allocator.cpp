@@ -47,6 +47,26 @@ constexpr bool kMapLargeBlocks = false;
 constexpr bool kMapLargeBlocks = true;
 #endif
 
+// Blocks of at least this many bytes ask for transparent huge pages
+// (madvise(MADV_HUGEPAGE); under the kernel's usual THP mode, `madvise`, nothing
+// else gets them). A product's operands and output then take a 2 MiB TLB entry
+// where they took 512: oneDNN's AMX kernel reads a transposed operand and
+// writes 16 KiB rows of an f32 output, page after page. The seed's MLP
+// connector in bf16 ran 1.063x faster with them (8 of 8 alternating pairs,
+// 1.043-1.075; docs/perf.md, sixteenth session). VLMC_HUGE_PAGES=off leaves
+// the pages to the kernel's default.
+constexpr size_t kHugeMin = size_t(4) << 20;
+
+bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* env = std::getenv("VLMC_HUGE_PAGES");
+    if (env == nullptr || *env == '\0' || std::string(env) == "on") return true;
+    VLMC_CHECK(std::string(env) == "off", "VLMC_HUGE_PAGES: expected 'on' or 'off', got '", env, "'");
+    return false;
+  }();
+  return wanted;
+}
+
 size_t rounded(size_t nbytes) {
   const size_t n = nbytes == 0 ? 1 : nbytes;
   if (n < kCacheMin) return (n + kAlign - 1) / kAlign * kAlign;
@@ -107,7 +127,9 @@ void* checked(void* ptr, size_t nbytes) {
 void* map_block(size_t size) {
   if (!kMapLargeBlocks) return std::aligned_alloc(kAlign, size);
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // page-aligned
-  return ptr == MAP_FAILED ? nullptr : ptr;
+  if (ptr == MAP_FAILED) return nullptr;
+  if (size >= kHugeMin && huge_pages_wanted()) madvise(ptr, size, MADV_HUGEPAGE);  // refused or ignored: as good
+  return ptr;
 }
 
 void unmap_block(void* ptr, size_t size) {

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <fstream>
 
 #include "core/host_allocator.h"
@@ -154,5 +157,50 @@ TEST_CASE("a mapping refused by the system is retried once the cached blocks are
   REQUIRE(waitpid(child, &status, 0) == child);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+#endif
+}
+
+namespace {
+
+// The VmFlags line of the mapping that holds p, from /proc/self/smaps ("" if none).
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long start = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = address >= start && address < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("large host blocks ask for transparent huge pages, small ones do not", "[allocator]") {
+#if defined(__SANITIZE_ADDRESS__)
+  SUCCEED("malloc holds every block under AddressSanitizer");
+#else
+  const char* env = std::getenv("VLMC_HUGE_PAGES");
+  if (env != nullptr && std::string(env) == "off") {
+    WARN("VLMC_HUGE_PAGES=off in the environment: nothing to check");
+    return;
+  }
+  host::empty_cache();
+  const size_t big = size_t(16) << 20, small = size_t(1) << 20;
+  void* p = host::allocate(big);
+  void* q = host::allocate(small);
+  const std::string big_flags = vm_flags_of(p), small_flags = vm_flags_of(q);
+  host::release(p, big);
+  host::release(q, small);
+  host::empty_cache();
+  INFO("16 MiB block: " << big_flags << "; 1 MiB block: " << small_flags);
+  REQUIRE(!big_flags.empty());
+  CHECK(big_flags.find(" hg") != std::string::npos);  // madvise(MADV_HUGEPAGE)
+  CHECK(small_flags.find(" hg") == std::string::npos);
 #endif
 }
