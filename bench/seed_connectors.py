@@ -7,11 +7,12 @@ seed chapter (../shared/seed/*.txt) and executes the ones that define the
 connectors, so what runs is exactly the specification's code.
 
     /usr/bin/python3 bench/seed_connectors.py --type mlp --batch 4 --tokens 576 \\
-        [--backward] [--threads K] [--device cpu|cuda] [--precision f32|bf16] [--json] [dims]
+        [--backward [--grad sum|random]] [--threads K] [--device cpu|cuda] [--precision f32|bf16] [--json] [dims]
 
 --type all (the default) times the six connectors one after the other. Each
 row is the median forward (or, with --backward, forward + backward of
-sum(output)) time over --repeats runs after --warmup untimed ones, with the
+sum(output), or with --grad random of a fixed N(0,1) gradient of the output's
+shape) time over --repeats runs after --warmup untimed ones, with the
 module in training mode as the seed constructs it (forward alone runs under
 torch.no_grad()). --precision bf16 runs the forward and the backward under
 torch.autocast(device_type, dtype=torch.bfloat16), the mixed precision that
@@ -142,12 +143,19 @@ def bench_one(seed, kind, a, device):
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    grad = []  # --grad random: drawn at the first backward, once the output's shape is known
+
     def step():
         if a.backward:
             module.zero_grad(set_to_none=True)
             with autocast():
                 out = run_forward(module, kind, x, a.target_tokens)
-                out.sum().backward()
+                if a.grad == "random":
+                    if not grad:  # in the output's dtype (bf16 under autocast): no cast inside the timed step
+                        grad.append(torch.randn(out.shape, device=device).to(out.dtype))
+                    out.backward(grad[0])
+                else:
+                    out.sum().backward()
         else:
             with torch.no_grad(), autocast():
                 out = run_forward(module, kind, x, a.target_tokens)
@@ -172,11 +180,11 @@ def bench_one(seed, kind, a, device):
            "median_ms": round(median, 4), "min_ms": round(min(times), 4), "max_ms": round(max(times), 4),
            "gflop": round(flops / 1e9, 4), "gflops": round(flops / (median * 1e-3) / 1e9, 3),
            "parameters": sum(p.numel() for p in module.parameters()), "output_shape": list(out.shape),
-           "precision": a.precision}
+           "precision": a.precision, "grad": a.grad if a.backward else "none"}
     if a.json:
         print(json.dumps(row), flush=True)
     else:
-        mode = "forward+backward" if a.backward else "forward"
+        mode = ("forward+backward (random gradient)" if a.grad == "random" else "forward+backward") if a.backward else "forward"
         print(f"connector {kind} (torch {torch.__version__}, {openblas_core_note()}) on {device}, {a.precision}, "
               f"{row['threads']} threads\n"
               f"  parameters:    {row['parameters']}\n  input shape:   {list(x.shape)}\n"
@@ -193,6 +201,9 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=576)
     parser.add_argument("--backward", action="store_true", help="time forward + backward of sum(output)")
+    parser.add_argument("--grad", default="sum", choices=["sum", "random"],
+                        help="with --backward: sum (the gradient of sum(output), all ones) or random (a fixed "
+                             "N(0,1) gradient of the output's shape, as a loss downstream gives)")
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16"],

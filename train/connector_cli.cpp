@@ -199,6 +199,7 @@ int bench_connector(const ConnectorBenchOptions& o) {
 
   const bool bf16 = o.precision == "bf16";
   Tensor out;
+  Tensor grad;  // --grad random: drawn at the first backward, once the output's shape is known
   const auto step = [&] {
     AutocastGuard autocast(bf16);  // the backward captures the mode with its forward
     if (!o.backward) {
@@ -207,7 +208,14 @@ int bench_connector(const ConnectorBenchOptions& o) {
     } else {
       connector->zero_grad();
       out = connector->forward(x, target_tokens);
-      sum(out).backward();
+      if (o.grad == "random") {
+        if (!grad.defined()) grad = Tensor::randn(out.shape(), gen, DType::f32, device);
+        VLMC_CHECK(grad.shape() == out.shape(), "connector bench: the output's shape ", shape_str(out.shape()),
+                   " changed from ", shape_str(grad.shape()), " between steps; --grad random needs one shape");
+        out.backward(grad);
+      } else {
+        sum(out).backward();
+      }
     }
     sync(device);
   };
@@ -223,26 +231,28 @@ int bench_connector(const ConnectorBenchOptions& o) {
   const nn::ConnectorFlops counted = nn::connector_kind(config.type).flops(config, o.batch, o.tokens, target_tokens);
   const double flops = counted.forward + (o.backward ? counted.backward : 0.0);
   const double gflops = flops / (median * 1e-3) / 1e9;
-  const char* mode = o.backward ? "forward+backward" : "forward";
+  const std::string mode = !o.backward ? "forward" : o.grad == "random" ? "forward+backward (random gradient)"
+                                                                         : "forward+backward";
 
   if (o.json) {
     std::printf(
         "{\"impl\": \"vlmc\", \"type\": %s, \"batch\": %lld, \"tokens\": %lld, \"dim_vision\": %lld, "
         "\"dim_llm\": %lld, \"threads\": %d, \"device\": %s, \"backward\": %s, \"repeats\": %d, "
         "\"median_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, \"gflop\": %.4f, \"gflops\": %.3f, "
-        "\"parameters\": %lld, \"output_shape\": %s, \"precision\": %s}\n",
+        "\"parameters\": %lld, \"output_shape\": %s, \"precision\": %s, \"grad\": %s}\n",
         json_string(config.type).c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.tokens),
         static_cast<long long>(config.dim_vision), static_cast<long long>(config.dim_llm), num_threads(),
         json_string(device.str()).c_str(), o.backward ? "true" : "false", o.repeats, median, ms.front(),
         ms.back(), flops / 1e9, gflops, static_cast<long long>(connector->num_parameters()),
-        shape_list(out.shape()).c_str(), json_string(o.precision).c_str());
+        shape_list(out.shape()).c_str(), json_string(o.precision).c_str(),
+        json_string(o.backward ? o.grad : "none").c_str());
   } else {
     std::printf("connector %s on %s, %s, %d threads\n", config.type.c_str(), device.str().c_str(),
                 o.precision.c_str(), num_threads());
     std::printf("  parameters:    %lld\n", static_cast<long long>(connector->num_parameters()));
     std::printf("  input shape:   %s\n", shape_list(x.shape()).c_str());
     std::printf("  output shape:  %s\n", shape_list(out.shape()).c_str());
-    std::printf("  %s time: median %.2f ms of %d after %d warm-up (min %.2f, max %.2f)\n", mode, median,
+    std::printf("  %s time: median %.2f ms of %d after %d warm-up (min %.2f, max %.2f)\n", mode.c_str(), median,
                 o.repeats, o.warmup, ms.front(), ms.back());
     std::printf("  %.1f GFLOP/s (%.2f GFLOP of matmul/conv)\n", gflops, flops / 1e9);
   }
@@ -277,6 +287,11 @@ ConnectorCommands::ConnectorCommands(CLI::App& app) {
   bench_->add_option("--tokens", b.tokens, "visual tokens N per image")
       ->capture_default_str()->check(kPositive);
   bench_->add_flag("--backward", b.backward, "time forward + backward of sum(output) (default: forward only)");
+  bench_->add_option("--grad", b.grad,
+                     "with --backward: sum (the gradient of sum(output), all ones) or random (a fixed N(0,1) "
+                     "gradient of the output's shape, as a loss downstream gives)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sum", "random"}));
   bench_->add_option("--threads", b.threads, "CPU threads (0 = --threads before the subcommand, "
                                              "VLMC_NUM_THREADS or all cores)")
       ->capture_default_str()->check(kNonNegative);

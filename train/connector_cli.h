@@ -51,6 +51,11 @@ struct ConnectorBenchOptions {
   // AutocastGuard (bf16 matmul operands, f32 accumulation), as the seed's
   // classes do under torch.autocast(dtype=torch.bfloat16).
   std::string precision = "f32";
+  // With backward: "sum", the gradient of sum(output) (all ones, the seed's
+  // benchmark), or "random", one fixed N(0, 1) gradient of the output's shape,
+  // as a loss downstream gives (a product on an all-ones gradient can run
+  // faster than on real data: docs/perf.md, sixteenth session).
+  std::string grad = "sum";
 };
 
 int run_connector(const ConnectorRunOptions& options);

@@ -195,6 +195,29 @@ TEST_CASE("connector bench prints one JSON object per line", "[cli]") {
   }
 }
 
+TEST_CASE("connector bench's backward takes the gradient of sum(output) or a fixed random one", "[cli]") {
+  TempDir scratch("cli_bench_grad");
+  const auto bench = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"connector", "bench", "--type", "mlp", "--batch", "2", "--tokens", "16",
+                                     "--dim-vision", "8", "--dim-llm", "6", "--threads", "1", "--repeats", "2",
+                                     "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args, scratch.path);
+  };
+  for (const auto& [extra, grad] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--backward"}, "sum"}, {{"--backward", "--grad", "random"}, "random"}, {{}, "none"}}) {
+    const Result r = bench(extra);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.status == 0);
+    const auto row = nlohmann::json::parse(r.out);
+    CHECK(row.at("grad") == grad);
+    CHECK(row.at("median_ms").get<double>() > 0);
+  }
+  const Result bad = bench({"--backward", "--grad", "ones"});
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.err, Catch::Contains("ones"));
+}
+
 TEST_CASE("connector --help lists every flag with its default", "[cli]") {
   TempDir scratch("cli_help");
   const Result run = run_cli({"connector", "run", "--help"}, scratch.path);
@@ -207,7 +230,7 @@ TEST_CASE("connector --help lists every flag with its default", "[cli]") {
   CHECK_THAT(run.out, Catch::Contains("1024") && Catch::Contains("4096") && Catch::Contains("576"));
   const Result bench = run_cli({"connector", "bench", "--help"}, scratch.path);
   CHECK(bench.status == 0);
-  for (const char* flag : {"--batch", "--tokens", "--backward", "--threads", "--json", "--repeats"})
+  for (const char* flag : {"--batch", "--tokens", "--backward", "--grad", "--threads", "--json", "--repeats"})
     CHECK_THAT(bench.out, Catch::Contains(flag));
 }
 
