@@ -4,11 +4,12 @@
 // (mean taken as 0) and without a bias. Row statistics and the per-row sums of
 // the backward are accumulated in double, in eight independent lanes
 // (kernels/cpu/lanes.h: a row of 128 is otherwise a chain of 128 dependent
-// adds); dweight/dbias are column sums, each column owned by one thread and
-// summed in row order, so nothing depends on the thread count.
+// adds); dweight/dbias are column sums, each over fixed blocks of rows and
+// then over the blocks in order, so nothing depends on the thread count.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/nn.h"
 
@@ -99,28 +100,44 @@ void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T
     }
   });
   if (dweight || dbias) {
-    // Column sums in chunks of kColumns: each chunk walks the rows in order
-    // (cache-friendly) with its own accumulators.
-    constexpr int64_t kColumns = 64;
-    const int64_t chunks = (d + kColumns - 1) / kColumns;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t j0 = chunk * kColumns;
-      const int64_t width = std::min(kColumns, d - j0);
-      double sw[kColumns] = {}, sb[kColumns] = {};
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* gr = dy + r * d + j0;
-        const T* xr = x + r * d + j0;
-        const T m = kCenter ? mean[r] : T(0);
-        const T rs = rstd[r];
-        for (int64_t j = 0; j < width; ++j) {
-          sw[j] += static_cast<double>(gr[j]) * ((xr[j] - m) * rs);
-          sb[j] += gr[j];
+    // Column sums in two steps: each block of kBlockRows rows sums its columns
+    // in row order, in double (a thread takes a contiguous share of the blocks,
+    // the rows its dx loop above just wrote); then each column adds its blocks'
+    // sums in block order. The blocks do not depend on the thread count, so
+    // neither do the bits. Chunks of 64 columns, each walking every row, had
+    // given each thread half of every row of [848, 128], half of them written
+    // by the other core: 32 against 22 us on 1 thread (Intel Xeon with AMX, the
+    // language model's stage-0 step; docs/perf.md, sixteenth session).
+    constexpr int64_t kBlockRows = 64;
+    const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+    std::vector<double> partial(static_cast<size_t>(blocks * 2 * d));  // per block: d weight sums, d bias sums
+#pragma omp parallel if (parallel)
+    {
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        double* sw = partial.data() + blk * 2 * d;
+        double* sb = sw + d;
+        const int64_t r1 = std::min(rows, (blk + 1) * kBlockRows);
+        for (int64_t r = blk * kBlockRows; r < r1; ++r) {
+          const T* gr = dy + r * d;
+          const T* xr = x + r * d;
+          const T m = kCenter ? mean[r] : T(0);
+          const T rs = rstd[r];
+          for (int64_t j = 0; j < d; ++j) {
+            sw[j] += static_cast<double>(gr[j]) * ((xr[j] - m) * rs);
+            sb[j] += gr[j];
+          }
         }
       }
-      for (int64_t j = 0; j < width; ++j) {
-        if (dweight) dweight[j0 + j] = static_cast<T>(sw[j]);
-        if (dbias) dbias[j0 + j] = static_cast<T>(sb[j]);
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < d; ++j) {
+        double w = 0.0, b = 0.0;
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          w += partial[static_cast<size_t>(blk * 2 * d + j)];
+          b += partial[static_cast<size_t>(blk * 2 * d + d + j)];
+        }
+        if (dweight) dweight[j] = static_cast<T>(w);
+        if (dbias) dbias[j] = static_cast<T>(b);
       }
     }
   }

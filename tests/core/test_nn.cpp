@@ -161,6 +161,34 @@ TEST_CASE("layer_norm and rms_norm gradients", "[nn]") {
   }
 }
 
+TEST_CASE("layer_norm and rms_norm give the same bits on 1, 2 and 3 threads, weight and bias gradients included",
+          "[nn][threads]") {
+  // 203 rows of 128 (above the parallel grain, blocks of 64 rows and a short last one):
+  // the weight and bias gradients sum fixed blocks of rows, then the blocks in order.
+  const Tensor x = randn({203, 128}, 31).to(DType::f32), g = randn({203, 128}, 32).to(DType::f32);
+  const Tensor w0 = randn({128}, 33).to(DType::f32), b0 = randn({128}, 34).to(DType::f32);
+  const int saved = num_threads();
+  std::vector<std::vector<float>> runs;
+  for (const int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Tensor xi = x.clone(), w = w0.clone(), b = b0.clone();
+    for (Tensor* t : {&xi, &w, &b}) t->set_requires_grad(true);
+    sum(mul(layer_norm(xi, {128}, w, b), g)).backward();
+    Tensor xr = x.clone(), wr = w0.clone();
+    for (Tensor* t : {&xr, &wr}) t->set_requires_grad(true);
+    sum(mul(rms_norm(xr, {128}, wr), g)).backward();
+    std::vector<float> all;
+    for (const Tensor& t : {xi.grad(), w.grad(), b.grad(), xr.grad(), wr.grad()}) {
+      const std::vector<float> v = t.to_vector<float>();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    runs.push_back(all);
+  }
+  set_num_threads(saved);
+  CHECK(runs[0] == runs[1]);
+  CHECK(runs[0] == runs[2]);
+}
+
 TEST_CASE("layer_norm f32 matches f64", "[nn]") {
   const Tensor x = randn({7, 300}, 24);
   const Tensor w = randn({300}, 25), b = randn({300}, 26);
