@@ -116,19 +116,27 @@ void for_each_row(const Layout& dl, const Layout& sl, Body body) {
   }
 }
 
-template <typename T>
-void copy_typed(T* dst, const Layout& dl, const T* src, const Layout& sl) {
+// A strided copy, dst[i] = convert(src[i]), typed (the generic loop goes
+// through a dtype switch and double for every element). convert: a lambda (a
+// function pointer would be called per element).
+template <typename Out, typename In, typename Convert>
+void convert_strided(Out* out, const Layout& dl, const In* in, const Layout& sl, Convert convert) {
   for_each_row(dl, sl, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {
-    T* d = dst + d0;
-    const T* s = src + s0;
+    Out* d = out + d0;
+    const In* s = in + s0;
     if (ds == 1 && ss == 1) {
-      for (int64_t j = 0; j < inner; ++j) d[j] = s[j];
+      for (int64_t j = 0; j < inner; ++j) d[j] = convert(s[j]);
     } else if (ds == 1 && ss == 0) {  // a broadcast row (an expanded gradient): a vectorised fill
-      std::fill(d, d + inner, s[0]);
+      std::fill(d, d + inner, convert(s[0]));
     } else {
-      for (int64_t j = 0; j < inner; ++j) d[j * ds] = s[j * ss];
+      for (int64_t j = 0; j < inner; ++j) d[j * ds] = convert(s[j * ss]);
     }
   });
+}
+
+template <typename T>
+void copy_typed(T* dst, const Layout& dl, const T* src, const Layout& sl) {
+  convert_strided(dst, dl, src, sl, [](T v) { return v; });
 }
 
 void copy_same_dtype(void* dst, const Layout& dl, const void* src, const Layout& sl, size_t elem) {
@@ -145,21 +153,6 @@ template <typename Out, typename In, typename Convert>
 void convert_contiguous(Out* out, const In* in, int64_t n, Convert convert) {
 #pragma omp parallel for simd if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) out[i] = convert(in[i]);
-}
-
-// A strided copy with a conversion, typed (the generic loop goes through a
-// dtype switch and double for every element).
-template <typename Out, typename In, typename Convert>
-void convert_strided(Out* out, const Layout& dl, const In* in, const Layout& sl, Convert convert) {
-  for_each_row(dl, sl, [&](int64_t d0, int64_t ds, int64_t s0, int64_t ss, int64_t inner) {
-    Out* d = out + d0;
-    const In* s = in + s0;
-    if (ds == 1 && ss == 0) {  // a broadcast row
-      std::fill(d, d + inner, convert(s[0]));
-    } else {
-      for (int64_t j = 0; j < inner; ++j) d[j * ds] = convert(s[j * ss]);
-    }
-  });
 }
 
 // memcpy in one share per thread above kParallelBytes: one core's memcpy of a

@@ -106,7 +106,7 @@ void norm_backward(T* dx, T* dweight, T* dbias, const T* dy, const T* x, const T
     // sums in block order. The blocks do not depend on the thread count, so
     // neither do the bits. Chunks of 64 columns, each walking every row, had
     // given each thread half of every row of [848, 128], half of them written
-    // by the other core: 32 against 22 us on 1 thread (Intel Xeon with AMX, the
+    // by the other core: 32 us a call on 2 threads against 22 on 1 (Intel Xeon with AMX, the
     // language model's stage-0 step; docs/perf.md, sixteenth session).
     constexpr int64_t kBlockRows = 64;
     const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
