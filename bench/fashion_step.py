@@ -7,23 +7,31 @@ replica, on 1 and 2 threads, in one run:
 
 vlmc     `vlmc --threads T train --config configs/fashion-mosaic.toml` as a user runs it, the other
          stage cut to one step and this one to 10 + --steps steps (stage 0 comes from, or goes to, a
-         cache in a temporary folder: its first use trains it, untimed); the step time is the median
+         cache in a temporary folder: its first use trains it, untimed); the step time comes from the
          `step_s` of the stage's records in metrics.jsonl after the first 10 (the frozen encoder's
          features are computed once, before the steps, as vlmc's trainer does).
 PyTorch  transformers' LlamaForCausalLM of the config's sizes (2 layers, width 128, 4 heads, MLP 256,
          vocabulary 52, 256 positions), LLaVA's mlp2x_gelu projector on precomputed features
          [32, 16, 128] spliced after the first text token, as many positions a sample as vlmc's
-         records show (stage 1's captions: 37; stage 2's questions: 25), the shifted LM loss on the
-         text, backward, AdamW; stage 1: the language model frozen, the projector alone at lr 1e-3, no
-         clipping; stage 2: clipping at 1.0, projector lr 1e-3, language model 5e-4. The median over
-         --steps steps after 10 untimed ones.
+         records show for steps of that parity (stage 1's captions: 37; stage 2's questions: 25), the
+         shifted LM loss on the text, backward, AdamW; stage 1: the language model frozen, the
+         projector alone at lr 1e-3, no clipping; stage 2: clipping at 1.0, projector lr 1e-3, language
+         model 5e-4. Timed over --steps steps after 10 untimed ones.
          Stage 0 (the encoder and the language model trained on their own, before any connector):
          0-vision is transformers' CLIPVisionModel of the config's sizes (width 128, 2 layers, 4 heads,
          MLP 256, one channel, 56 pixels, patch 14), the last hidden state's 16 patches averaged per
          mosaic cell (2x2 patches each) and classified by a Linear(128, 10), cross-entropy, clipping at
          1.0, AdamW (lr 3e-3, weight decay 0.05), batch 64; 0-language is the LlamaForCausalLM above on
-         text alone, as many positions as vlmc's records show, clipping at 1.0, AdamW (lr 1e-3, weight
-         decay 0.01), batch 32. For these vlmc trains stage 0 in each timed run (a fresh cache).
+         text alone, as many positions as vlmc's records show for steps of that parity, clipping at 1.0,
+         AdamW (lr 1e-3, weight decay 0.01), batch 32. For these vlmc trains stage 0 in each timed run
+         (a fresh cache).
+
+A step's time is the mean of two medians, of the even steps and of the odd ones, on both sides. vlmc's
+stage-0 language model fills its image slots from a grid of half the side every other step, so its
+steps alternate between about 840 and 450 positions and take two distinct times; the median of all
+steps then falls anywhere in the gap between the two, moved by a few steps either side. The mean of
+the two medians is half a pair of steps, the time a run takes, and PyTorch runs the same alternation
+of lengths. For the other stages even and odd steps are alike and this is their median.
 
 Both are f32. For each thread count the two alternate --rounds times; prints each side's median ms per
 step over the rounds and their ratio (and every round's figure), and the speed-up of 2 threads over 1;
@@ -66,15 +74,23 @@ def language_model():
     return LlamaForCausalLM(config).train()
 
 
+def parity_mean_of_medians(steps_and_times):
+    """The mean of the median time of the even steps and that of the odd ones (see the docstring)."""
+    by_parity = [[t for s, t in steps_and_times if s % 2 == parity] for parity in (0, 1)]
+    assert all(by_parity), "need timed steps of both parities"
+    return statistics.mean(statistics.median(times) for times in by_parity)
+
+
 def timed_steps(step, steps):
-    """The median seconds of `steps` calls of step() after WARMUP untimed ones."""
+    """The mean of the even and odd steps' median seconds over `steps` calls of step(i) after WARMUP
+    untimed ones; i counts from WARMUP + 1 as vlmc's records count their steps."""
     times = []
-    for i in range(WARMUP + steps):
+    for i in range(1, WARMUP + steps + 1):
         t0 = time.perf_counter()
-        step()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        step(i)
+        if i > WARMUP:
+            times.append((i, time.perf_counter() - t0))
+    return parity_mean_of_medians(times)
 
 
 def pytorch_stage0_ms(part, positions, threads, steps):
@@ -84,9 +100,10 @@ def pytorch_stage0_ms(part, positions, threads, steps):
         lm = language_model()
         params = list(lm.parameters())
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-        ids = torch.randint(0, VOCAB, (BATCH, positions))
+        ids_of_parity = [torch.randint(0, VOCAB, (BATCH, p)) for p in positions]
 
-        def step():
+        def step(i):
+            ids = ids_of_parity[i % 2]
             logits = lm(input_ids=ids).logits
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
             loss.backward()
@@ -105,7 +122,7 @@ def pytorch_stage0_ms(part, positions, threads, steps):
         classes = torch.randint(0, CLASSES, (VISION_BATCH * 4,))
         grid = SIDE // PATCH
 
-        def step():
+        def step(i):
             patches = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 1:]  # [B, 16, D]
             cells = F.adaptive_avg_pool2d(patches.reshape(VISION_BATCH, grid, grid, WIDTH).permute(0, 3, 1, 2), 2)
             logits = head(cells.permute(0, 2, 3, 1).reshape(VISION_BATCH * 4, WIDTH))  # [B * 4, 10]
@@ -123,7 +140,6 @@ def pytorch_step_ms(stage, positions, threads, steps):
     stage = int(stage)
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    text_len = positions - VISUAL
     lm = language_model()
     projector = torch.nn.Sequential(torch.nn.Linear(WIDTH, WIDTH), torch.nn.GELU(), torch.nn.Linear(WIDTH, WIDTH))
     if stage == 1:
@@ -135,10 +151,12 @@ def pytorch_step_ms(stage, positions, threads, steps):
         opt = torch.optim.AdamW([{"params": projector.parameters(), "lr": 1e-3},
                                  {"params": lm.parameters(), "lr": 5e-4}], weight_decay=0.0)
     features = torch.randn(BATCH, VISUAL, WIDTH)
-    ids = torch.randint(0, VOCAB, (BATCH, text_len))
-    labels = torch.cat([ids[:, :1], torch.full((BATCH, VISUAL), -100), ids[:, 1:]], dim=1)
+    ids_of_parity = [torch.randint(0, VOCAB, (BATCH, p - VISUAL)) for p in positions]  # the text of each parity
+    labels_of_parity = [torch.cat([ids[:, :1], torch.full((BATCH, VISUAL), -100), ids[:, 1:]], dim=1)
+                        for ids in ids_of_parity]
 
-    def step():
+    def step(i):
+        ids, labels = ids_of_parity[i % 2], labels_of_parity[i % 2]
         text = lm.get_input_embeddings()(ids)
         embeds = torch.cat([text[:, :1], projector(features), text[:, 1:]], dim=1)  # [B, positions, 128]
         logits = lm(inputs_embeds=embeds).logits
@@ -152,7 +170,8 @@ def pytorch_step_ms(stage, positions, threads, steps):
 
 
 def vlmc_step_ms(vlmc, stage, root, cache, threads, steps, round_index=0):
-    """The median step time in ms and the positions a sample, from the stage's metrics."""
+    """The step time in ms (the mean of the even and odd steps' medians) and the positions a sample
+    of even and of odd steps, from the stage's metrics."""
     name = f"s{stage}t{threads}r{round_index}"
     timed = str(WARMUP + steps)
     lengths = {"1": ["--stage1.steps", timed, "--stage2.steps", "1"],
@@ -170,8 +189,9 @@ def vlmc_step_ms(vlmc, stage, root, cache, threads, steps, round_index=0):
     records = [json.loads(line) for line in open(os.path.join(root, name, "metrics.jsonl")) if line.strip()]
     timed = [r for r in records if r.get("stage") == RECORD[stage] and "step_s" in r][WARMUP:]
     assert len(timed) == steps, f"expected {steps} timed {RECORD[stage]} records, found {len(timed)}"
-    positions = round(statistics.median(r["tokens"] for r in timed) / BATCH_OF[stage])
-    return 1e3 * statistics.median(r["step_s"] for r in timed), positions
+    positions = [round(statistics.median(r["tokens"] for r in timed if r["step"] % 2 == parity) / BATCH_OF[stage])
+                 for parity in (0, 1)]
+    return 1e3 * parity_mean_of_medians([(r["step"], r["step_s"]) for r in timed]), positions
 
 
 def main():
@@ -189,7 +209,7 @@ def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # configs/ and the data paths
     threads = [int(t) for t in args.threads.split(",")]
     rows = {}
-    positions = 0
+    positions = [0, 0]
     with tempfile.TemporaryDirectory() as root:
         cache = os.path.join(root, "cache")
         # Stage 0 trained once into the cache, untimed (stage 0's own runs train theirs).
@@ -207,8 +227,10 @@ def main():
             rows[t] = {"vlmc_ms": statistics.median(v), "pytorch_ms": statistics.median(p), "vlmc_rounds_ms": v,
                        "pytorch_rounds_ms": p}
     batch = BATCH_OF[args.stage]
-    print(f"{RECORD[args.stage]} step of configs/fashion-mosaic.toml (batch {batch}, {batch * positions} positions, "
-          f"f32), median of {args.steps} steps; PyTorch {torch.__version__} ({openblas_core_note()}); the median of {args.rounds} "
+    shape = (f"{batch * positions[0]} positions" if positions[0] == positions[1] else
+             f"{batch * positions[0]} and {batch * positions[1]} positions on even and odd steps")
+    print(f"{RECORD[args.stage]} step of configs/fashion-mosaic.toml (batch {batch}, {shape}, "
+          f"f32), the mean of the even and odd steps' medians over {args.steps} steps; PyTorch {torch.__version__} ({openblas_core_note()}); the median of {args.rounds} "
           f"alternating rounds")
     for t, r in rows.items():
         print(f"  {t} thread(s): vlmc {r['vlmc_ms']:7.2f} ms  PyTorch {r['pytorch_ms']:7.2f} ms  "
