@@ -6,7 +6,7 @@
 #          -lineinfo, without MPI (one GPU: no launcher, no NCCL);
 #   lib/   every shared library they need that is neither glibc nor one the
 #          GPU machine has in its own CUDA (libcuda, cuBLAS, cuBLASLt, cuDNN):
-#          OpenBLAS, oneDNN (with the OpenCL loader it links), libgomp, toml++,
+#          OpenBLAS, oneDNN (with the OpenCL loader it links), libgomp, toml++, tcmalloc,
 #          libstdc++, the CUDA runtime it was built with;
 #   data/  the first 10,000 Fashion-MNIST training images and the whole test
 #          split (valid IDX files; the check's training run and the CUDA trainer

@@ -21,6 +21,7 @@ packages=(
   dataset-fashion-mnist    # the training images (IDX .gz under /usr/share/datasets/fashion-mnist)
   libopenmpi-dev           # data-parallel training (dist/): MPI headers and library
   openmpi-bin              # mpirun, to launch it and to run the MPI self-test
+  libtcmalloc-minimal4     # the executables' malloc (CMake's VLMC_MALLOC; optional, glibc's without it)
 )
 if [[ "${1:-}" == "fuzz" ]]; then
   packages+=(clang-14 libclang-rt-14-dev)

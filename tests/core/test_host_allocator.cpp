@@ -1,6 +1,7 @@
 // The host allocator: alignment, reuse of large blocks, the cache limit.
 #include <catch2/catch.hpp>
 
+#include <dlfcn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -203,4 +204,38 @@ TEST_CASE("large host blocks ask for transparent huge pages, small ones do not",
   CHECK(big_flags.find(" hg") != std::string::npos);  // madvise(MADV_HUGEPAGE)
   CHECK(small_flags.find(" hg") == std::string::npos);
 #endif
+}
+
+// The build links gperftools' tcmalloc into every executable where it is
+// installed (CMake's VLMC_MALLOC, CMakeLists.txt): nothing calls it by name, so
+// a linker that dropped it (--as-needed) or put it after the C library would
+// leave glibc's malloc in place without a word. This suite links the same way.
+TEST_CASE("malloc is the one the build chose (VLMC_MALLOC)", "[allocator]") {
+  const char* preload = std::getenv("LD_PRELOAD");
+  if (preload != nullptr && *preload != '\0') {
+    WARN("LD_PRELOAD is set (" << preload << "): malloc is whatever it preloads");
+    return;
+  }
+  void* (*resolved)(size_t) = &std::malloc;
+  Dl_info info{};
+  REQUIRE(dladdr(reinterpret_cast<void*>(resolved), &info) != 0);
+  REQUIRE(info.dli_fname != nullptr);
+  const std::string library = info.dli_fname;
+  INFO("malloc resolves into " << library);
+#if defined(__SANITIZE_ADDRESS__)
+  CHECK(library.find("libc.so") == std::string::npos);  // the sanitizer's own
+#elif VLMC_MALLOC_TCMALLOC
+  CHECK(library.find("tcmalloc") != std::string::npos);
+#else
+  CHECK(library.find("libc.so") != std::string::npos);
+#endif
+  // Memory from it is usable across sizes from every size class up to a large block.
+  for (size_t n : {size_t(2), size_t(24), size_t(4000), size_t(300000), size_t(5) << 20}) {
+    auto* p = static_cast<unsigned char*>(std::malloc(n));
+    REQUIRE(p != nullptr);
+    p[0] = 1;
+    p[n - 1] = 2;
+    CHECK(p[0] + p[n - 1] == 3);
+    std::free(p);
+  }
 }
