@@ -93,11 +93,13 @@ size_t cache_cap() {
 
 // The large blocks, under one lock: those handed out (by address, with the
 // size they really have, which may exceed the request they served) and the
-// freed ones kept for reuse (by size, for best fit).
+// freed ones kept for reuse (by size, for best fit, and by address, to merge
+// neighbours).
 struct Large {
   std::mutex mutex;
   std::unordered_map<void*, size_t> live;
   std::multimap<size_t, void*> cached;
+  std::map<char*, size_t> cached_at;  // the same blocks as `cached`, by address
   size_t cached_bytes = 0;
   size_t live_bytes = 0;
   size_t high_water = 0;  // the most live_bytes has been: the cache never takes the total kCacheSlack past it
@@ -141,7 +143,57 @@ void unmap_block(void* ptr, size_t size) {
 void unmap_cached(Large& l) {
   for (auto& [size, ptr] : l.cached) unmap_block(ptr, size);
   l.cached.clear();
+  l.cached_at.clear();
   l.cached_bytes = 0;
+}
+
+// The cache's two indexes change together. Called with the lock held.
+void add_cached(Large& l, char* ptr, size_t size) {
+  l.cached.emplace(size, ptr);
+  l.cached_at.emplace(ptr, size);
+  l.cached_bytes += size;
+}
+
+void remove_cached(Large& l, char* ptr, size_t size) {
+  auto [first, last] = l.cached.equal_range(size);
+  for (auto it = first; it != last; ++it) {
+    if (it->second == ptr) {
+      l.cached.erase(it);
+      break;
+    }
+  }
+  l.cached_at.erase(ptr);
+  l.cached_bytes -= size;
+}
+
+// Caches a freed block, merged with the cached blocks right before and after
+// it in the address space. A split leaves a block's head and tail apart, and
+// the sizes of a step's tensors move with its sequence length: without the
+// merge, the fragments of last step's large blocks could not serve this
+// step's, and each step mapped (and the kernel zeroed) fresh pages while
+// evicting the fragments: 80 huge-page faults a step of a TinyLlama LLaVA
+// stage 1 (docs/perf.md, seventeenth session). Two anonymous mappings that
+// touch are one range to use and to unmap, whichever mmap made each.
+// Called with the lock held.
+void cache_merged(Large& l, char* ptr, size_t size) {
+  auto next = l.cached_at.find(ptr + size);
+  if (next != l.cached_at.end()) {
+    const size_t next_size = next->second;
+    remove_cached(l, ptr + size, next_size);
+    size += next_size;
+  }
+  auto after = l.cached_at.lower_bound(ptr);
+  if (after != l.cached_at.begin()) {
+    auto before = std::prev(after);
+    if (before->first + before->second == ptr) {
+      char* start = before->first;
+      const size_t before_size = before->second;
+      remove_cached(l, start, before_size);
+      ptr = start;
+      size += before_size;
+    }
+  }
+  add_cached(l, ptr, size);
 }
 
 // Unmaps cached blocks, the smallest first (the tails splits leave, the least
@@ -150,10 +202,9 @@ void unmap_cached(Large& l) {
 void evict_for(Large& l, size_t budget) {
   while (!l.cached.empty() &&
          l.live_bytes + l.cached_bytes + budget > std::max(l.high_water, l.live_bytes + budget) + kCacheSlack) {
-    auto first = l.cached.begin();
-    l.cached_bytes -= first->first;
-    unmap_block(first->second, first->first);
-    l.cached.erase(first);
+    const auto [size, ptr] = *l.cached.begin();
+    remove_cached(l, static_cast<char*>(ptr), size);
+    unmap_block(ptr, size);
   }
 }
 
@@ -166,15 +217,14 @@ void* allocate_large(size_t size, size_t nbytes) {
   if (fit != l.cached.end()) {
     ptr = fit->second;
     const size_t block = fit->first;
-    l.cached.erase(fit);
-    l.cached_bytes -= block;
+    remove_cached(l, static_cast<char*>(ptr), block);
     const size_t rest = block - size;
     if (rest <= block / kFitSlack || !kMapLargeBlocks) {
       got = block;  // a near fit (or a malloc'd block, which cannot be split): taken whole
     } else if (rest >= kCacheMin) {
-      // Split: the tail is a mapping of its own from now on, cached for the next request.
-      l.cached.emplace(rest, static_cast<char*>(ptr) + size);
-      l.cached_bytes += rest;
+      // Split: the tail is a block of its own from now on, cached for the next
+      // request, and merged back when the head returns while it is still cached.
+      add_cached(l, static_cast<char*>(ptr) + size, rest);
     } else {
       unmap_block(static_cast<char*>(ptr) + size, rest);
     }
@@ -208,8 +258,11 @@ void release_large(void* ptr) {
   // live + cached is unchanged by caching the block, so it stays within the
   // high-water mark and the slack; only the user's cap can refuse it.
   if (l.cached_bytes + size <= cache_cap()) {
-    l.cached.emplace(size, ptr);
-    l.cached_bytes += size;
+    if (kMapLargeBlocks) {
+      cache_merged(l, static_cast<char*>(ptr), size);
+    } else {
+      add_cached(l, static_cast<char*>(ptr), size);  // malloc'd blocks: never merged
+    }
   } else {
     unmap_block(ptr, size);
   }

@@ -2,7 +2,9 @@
 // blocks. A fresh large allocation comes from mmap and page-faults on first
 // touch (about 30 ms for a [4,576,4096] f32 activation here), which would cost
 // more than the kernel that fills it; reusing blocks avoids that, as the CUDA
-// caching allocator does on the device. The cache keeps a freed block only
+// caching allocator does on the device. A request takes the smallest cached
+// block that holds it, split when much larger; a freed block merges with the
+// cached blocks beside it in the address space. The cache keeps a freed block only
 // while live tensors and cached blocks together stay within the tensors'
 // high-water mark plus 64 MiB, so it adds at most that to a run's peak
 // (host_allocator.cpp). When the system refuses a new mapping (an address

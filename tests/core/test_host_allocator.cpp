@@ -102,6 +102,24 @@ TEST_CASE("a cached block serves a smaller request whole or split, and the cache
     host::release(tail, 7 * mib);
     CHECK(host::cached_bytes() == 8 * mib);
   }
+  SECTION("the pieces of a split block merge back when freed, in either order") {
+    const bool head_first = GENERATE(true, false);
+    void* head = host::allocate(mib);
+    void* middle = host::allocate(3 * mib);
+    CHECK(middle == block + mib);
+    CHECK(host::cached_bytes() == 4 * mib);  // the tail, block + 4 MiB
+    host::release(head_first ? head : middle, head_first ? mib : 3 * mib);
+    host::release(head_first ? middle : head, head_first ? 3 * mib : mib);
+    CHECK(host::cached_bytes() == 8 * mib);
+    // One block again: the whole request is served from it, with no new mapping.
+    const size_t mapped = host::mapped_bytes();
+    void* whole = host::allocate(8 * mib);
+    CHECK(whole == block);
+    CHECK(host::mapped_bytes() == mapped);
+    CHECK(host::cached_bytes() == 0);
+    host::release(whole, 8 * mib);
+    CHECK(host::cached_bytes() == 8 * mib);
+  }
   SECTION("a request no cached block holds evicts what would take the total past the high-water mark") {
     host::empty_cache();
     // Mapped, never touched: these sizes cost address space only. The cache may
@@ -127,9 +145,10 @@ TEST_CASE("a mapping refused by the system is retried once the cached blocks are
   SUCCEED("no cache under AddressSanitizer");
 #else
   // In a child process, whose address space is then capped (RLIMIT_AS) at 40 MiB
-  // above what it has mapped, three freed 32 MiB blocks stay cached (they are
-  // within the high-water mark), and a 64 MiB request fits no cached block: the
-  // first mmap fails, and succeeds once the 96 MiB of cached blocks are unmapped.
+  // above what it has mapped, two freed 32 MiB blocks stay cached (they are
+  // within the high-water mark; merged into one when they were mapped side by
+  // side), and a 96 MiB request fits no cached block: the first mmap fails, and
+  // succeeds once the 64 MiB of cached blocks are unmapped.
   const pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
@@ -137,18 +156,18 @@ TEST_CASE("a mapping refused by the system is retried once the cached blocks are
     try {
       host::empty_cache();
       const size_t block = size_t(32) << 20;
-      void* held[3];
+      void* held[2];
       for (void*& p : held) p = host::allocate(block);
       for (void* p : held) host::release(p, block);
-      if (host::cached_bytes() < 3 * block) _exit(2);
+      if (host::cached_bytes() < 2 * block) _exit(2);
       long pages = 0;
       std::ifstream("/proc/self/statm") >> pages;
       const rlim_t mapped = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
       const rlimit cap{mapped + (rlim_t(40) << 20), mapped + (rlim_t(40) << 20)};
       if (setrlimit(RLIMIT_AS, &cap) != 0) _exit(3);
-      void* big = host::allocate(size_t(64) << 20);
+      void* big = host::allocate(size_t(96) << 20);
       status = big != nullptr && host::cached_bytes() == 0 ? 0 : 4;
-      host::release(big, size_t(64) << 20);
+      host::release(big, size_t(96) << 20);
     } catch (...) {
       status = 5;  // out of memory: the cached blocks were not given back
     }
