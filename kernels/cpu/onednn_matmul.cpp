@@ -364,6 +364,27 @@ bool run_panels(const Matmul& call) {
   return !refused;
 }
 
+// A bf16 product whose height oneDNN's AMX blocking serves badly
+// (amx_head_rows) as two products, the first amx_head_rows(m) rows and the
+// rest. Both primitives are known, and taken, before either writes c.
+bool run_head_and_tail(const Matmul& call) {
+  if (call.operands != Operands::bf16 || call.batch != 1) return false;
+  const int64_t head_rows = amx_head_rows(call.m);
+  if (head_rows == 0 || !probe(call.operands)->amx) return false;
+  Matmul head = call, tail = call;
+  head.m = head_rows;
+  tail.m = call.m - head_rows;
+  // Row r of op(A): row r of A, or column r of a transposed (stored [k, m]) A.
+  tail.a = static_cast<const char*>(call.a) +
+           static_cast<size_t>(call.trans_a ? head_rows : head_rows * call.lda) * sizeof(uint16_t);
+  tail.c = call.c + head_rows * call.ldc;
+  const std::shared_ptr<const Entry> head_entry = lookup(head), tail_entry = lookup(tail);
+  if (!takes(*head_entry, call.operands) || !takes(*tail_entry, call.operands)) return false;
+  execute(head_entry, head.a, head.b, head.c, head.bias);
+  execute(tail_entry, tail.a, tail.b, tail.c, tail.bias);
+  return true;
+}
+
 }  // namespace
 
 bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -391,6 +412,7 @@ bool matmul(Operands operands, bool trans_a, bool trans_b, int64_t m, int64_t n,
     return true;
   }
   if (split_into_row_panels(call)) return true;
+  if (run_head_and_tail(call)) return true;
   const std::shared_ptr<const Entry> entry = lookup(call);
   if (!takes(*entry, operands)) return false;
   execute(entry, a, b, c, bias);
@@ -442,5 +464,19 @@ std::string describe(Operands) {
 
 void set_enabled(bool on) { switched_on().store(on, std::memory_order_relaxed); }
 void set_bf16_path(Bf16Path path) { bf16_path().store(path); }
+
+int64_t amx_head_rows(int64_t m) {
+  // Below 128 rows the first part would be a single block of 64.
+  if (m < 128) return 0;
+  for (int64_t block = 64; block >= 32; --block) {
+    if (m % block != 0) continue;  // the largest divisor in [32, 64] is oneDNN's block
+    // Up to 48 its search also weighs blocks of 48 rows, which measured well.
+    if (block <= 48) return 0;
+    int64_t tile = 16;
+    while (block % tile != 0) --tile;
+    return tile <= 3 ? m / 64 * 64 : 0;
+  }
+  return 0;  // no such divisor: blocks of 64 and a tail, which measured well
+}
 
 }  // namespace vlmc::kernels::cpu::onednn

@@ -71,6 +71,19 @@ void set_enabled(bool on);
 enum class Bf16Path { automatic, native, widened };
 void set_bf16_path(Bf16Path path);
 
+// The rows a bf16 product of m rows runs as its first part on AMX, the rest
+// as a second product; 0: one product. oneDNN 2.6.3's AMX matmul takes the
+// largest divisor of m between 32 and 64 as its block of rows when there is
+// one, and at some of those (58 for m = 464, 59 for 472, 61 for 488) ran
+// 1.4-4.3x slower than at the heights around them: every such block was over
+// 48 rows (below, blocks of 48 are weighed too) and its largest divisor up to
+// 16 was 1, 2 or 3, as if its tiles held that many rows. The
+// first part is then m rounded down to 64 rows (docs/perf.md, seventeenth
+// session: [m, 2048] x [2048, 5632] at every m that is a multiple of 8 from
+// 256 to 1024). A rule of m alone: the same call splits the same way on
+// every run.
+int64_t amx_head_rows(int64_t m);
+
 // For logs and benchmarks, e.g. "oneDNN 2.6.3 brg:avx512_core_bf16", or
 // "OpenBLAS (oneDNN switched off)" / "OpenBLAS (built without oneDNN)".
 std::string describe(Operands operands);

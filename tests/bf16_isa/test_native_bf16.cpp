@@ -28,15 +28,19 @@ TEST_CASE("native bf16: oneDNN picks a bf16 kernel on this CPU", "[bf16_isa]") {
   CHECK((backend.find("bf16") != std::string::npos || backend.find("amx") != std::string::npos));
 }
 
-TEST_CASE("native bf16: linear under autocast gives the widened product's values", "[bf16_isa]") {
-  // Per element within 1e-5 of |expected| + RMS: the two sum the same exact
-  // bf16 products in f32, in different orders.
-  std::vector<std::vector<Tensor>> results;  // per backend: y, dx, dw
+namespace {
+
+// linear(x [rows, in], W [out, in], b) under autocast, forward and backward,
+// with oneDNN's native bf16 kernel and with the widened OpenBLAS product; each
+// of y, dx, dW and db agrees per element within 1e-5 of |expected| + RMS: the
+// two sum the same exact bf16 products in f32, in different orders.
+void check_linear_on_both_backends(int64_t rows, int64_t in, int64_t out, uint64_t seed) {
+  std::vector<std::vector<Tensor>> results;  // per backend: y, dx, dw, db
   for (bool use_onednn : {true, false}) {
     onednn::set_enabled(use_onednn);
     onednn::set_bf16_path(onednn::Bf16Path::native);
-    const Tensor x = test::random_leaf({96, 320}, 1), w = test::random_leaf({200, 320}, 2);
-    const Tensor b = test::random_leaf({200}, 3);
+    const Tensor x = test::random_leaf({rows, in}, seed), w = test::random_leaf({out, in}, seed + 1);
+    const Tensor b = test::random_leaf({out}, seed + 2);
     Tensor y;
     {
       const AutocastGuard bf16(true);
@@ -44,14 +48,28 @@ TEST_CASE("native bf16: linear under autocast gives the widened product's values
     }
     // A fixed output gradient: one that depends on y (y*y) would round to
     // bf16 differently wherever the two y differ by a last bit.
-    sum(mul(y, test::random_leaf({96, 200}, 4).detach())).backward();
-    results.push_back({y.detach(), x.grad(), w.grad()});
+    sum(mul(y, test::random_leaf({rows, out}, seed + 3).detach())).backward();
+    results.push_back({y.detach(), x.grad(), w.grad(), b.grad()});
   }
   onednn::set_enabled(true);
   onednn::set_bf16_path(onednn::Bf16Path::automatic);
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < results[0].size(); ++i) {
     const test::ElementError e = test::element_error(results[0][i], results[1][i]);
     INFO("output " << i << ": " << e.str());
     CHECK(e.error <= 1e-5);
   }
+}
+
+}  // namespace
+
+TEST_CASE("native bf16: linear under autocast gives the widened product's values", "[bf16_isa]") {
+  check_linear_on_both_backends(96, 320, 200, 1);
+}
+
+TEST_CASE("native bf16: products at heights run as two parts give the widened product's values", "[bf16_isa]") {
+  // 464 rows: on AMX onednn::amx_head_rows runs each product as 448 rows and
+  // 16. linear's three products all have 464 rows: y = x·Wᵀ (with the bias),
+  // dx = g·W, and dW = gᵀ·x, whose A is transposed.
+  REQUIRE(onednn::amx_head_rows(464) == 448);
+  check_linear_on_both_backends(464, 96, 464, 5);
 }

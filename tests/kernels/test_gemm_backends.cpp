@@ -234,6 +234,35 @@ TEST_CASE("cpu gemm f32 and bf16: products split into row panels per thread matc
   check_row_panels<true>();
 }
 
+TEST_CASE("cpu gemm_bf16: heights oneDNN's AMX blocking serves badly run as two products and match a naive loop",
+          "[gemm_bf16][onednn]") {
+  // The rule (onednn_matmul.h): the largest divisor of m in [32, 64], when over
+  // 48, whose largest divisor up to 16 is 3 or less.
+  CHECK(onednn::amx_head_rows(464) == 448);  // block 58, tiles of 2
+  CHECK(onednn::amx_head_rows(472) == 448);  // 59, 1
+  CHECK(onednn::amx_head_rows(992) == 960);  // 62, 2
+  CHECK(onednn::amx_head_rows(408) == 384);  // 51, 3
+  CHECK(onednn::amx_head_rows(480) == 0);    // 60, 15
+  CHECK(onednn::amx_head_rows(376) == 0);    // 47: blocks of 48 are weighed too
+  CHECK(onednn::amx_head_rows(458) == 0);    // no divisor in [32, 64]
+  CHECK(onednn::amx_head_rows(116) == 0);    // 58, but under 128 rows
+  // One thread, so the rows are not split into panels first. On a CPU with
+  // AMX these products run as 448 rows and 16; elsewhere as one.
+  const BackendGuard guard(true);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (const int64_t pad_c : {0, 3})
+        for (float beta : {0.0f, 1.0f})
+          for (float alpha : {1.0f, -1.25f}) {
+            INFO("trans_a " << ta << " trans_b " << tb << " ldc n + " << pad_c << " alpha " << alpha << " beta "
+                            << beta << ": " << onednn::describe(onednn::Operands::bf16));
+            check_product<true>(ta, tb, 0, alpha, beta, 1, 464, pad_c);
+          }
+  omp_set_num_threads(saved);
+}
+
 TEST_CASE("cpu gemm f32: oneDNN and OpenBLAS both match a naive loop", "[gemm][onednn]") {
   check_products_on_both_backends<false>();
 }
