@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/copy.h"
 #include "kernels/cpu/onednn_matmul.h"
+#include "kernels/reduce.h"
 
 namespace vlmc {
 namespace {
@@ -96,6 +97,26 @@ DType autocast_operand_dtype(const Device& device) {
 Tensor autocast_operand(const Tensor& x) {
   VLMC_CHECK(x.defined(), "autocast: undefined operand");
   return cached_rounding(x, autocast_operand_dtype(x.device()) == DType::bf16 ? kBits : kValues);
+}
+
+Tensor autocast_operand_with_column_sums(const Tensor& g, const Tensor& col_sums) {
+  VLMC_CHECK(g.defined() && g.dim() == 2 && g.dtype() == DType::f32 && g.is_contiguous() && !g.device().is_cuda(),
+             "autocast_operand_with_column_sums: g must be a contiguous 2-D f32 tensor on the CPU, got ",
+             g.defined() ? describe(g) : std::string("undefined"));
+  const int64_t rows = g.size(0), cols = g.size(1);
+  VLMC_CHECK(col_sums.defined() && col_sums.shape() == Shape{cols} && col_sums.dtype() == DType::f32 &&
+                 col_sums.is_contiguous() && !col_sums.device().is_cuda(),
+             "autocast_operand_with_column_sums: col_sums must be f32 [", cols, "] on the CPU, got ",
+             col_sums.defined() ? describe(col_sums) : std::string("undefined"));
+  Tensor rounded = Tensor::empty({rows, cols}, autocast_operand_dtype(g.device()), g.device());
+  if (rounded.dtype() == DType::bf16) {
+    kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(rounded.data_ptr()), col_sums.data<float>(),
+                                              g.data<float>(), rows, cols);
+  } else {
+    kernels::cpu::round_bf16_with_column_sums(rounded.data<float>(), col_sums.data<float>(), g.data<float>(), rows,
+                                              cols);
+  }
+  return rounded;
 }
 
 size_t autocast_cache_size() { return state().cache[kBits].size() + state().cache[kValues].size(); }

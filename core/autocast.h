@@ -73,6 +73,13 @@ DType autocast_operand_dtype(const Device& device);
 // autocast_bf16_copy caches. A bf16 x is returned detached as it is.
 Tensor autocast_operand(const Tensor& x);
 
+// A biased product's backward under autocast on the CPU, in one pass over its
+// output gradient g [rows, cols] (f32, contiguous): returns g rounded as
+// autocast_operand rounds it (not cached), and writes col_sums [cols] (f32,
+// the bias gradient) = Σ_rows g with sum(g, {0})'s bits
+// (kernels/reduce.h round_bf16_with_column_sums): one read of g instead of two.
+Tensor autocast_operand_with_column_sums(const Tensor& g, const Tensor& col_sums);
+
 // Entries in this thread's weight cache (for tests).
 size_t autocast_cache_size();
 

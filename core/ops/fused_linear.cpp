@@ -34,7 +34,6 @@
 #include "kernels/elementwise.h"
 #include "kernels/fused_linear.h"
 #include "kernels/gemm.h"
-#include "kernels/reduce.h"
 
 namespace vlmc {
 namespace {
@@ -244,15 +243,7 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Ge
              // pass over dz: the same bits as the three passes below, 38 MB less read
              // at the seed's MLP shapes ([2304, 4096]).
              backward_elementwise(dz, Tensor(), g2, z2, kind);
-             Tensor rounded = Tensor::empty({rows, out_features}, autocast_operand_dtype(dz.device()), dz.device());
-             if (rounded.dtype() == DType::bf16) {
-               kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(rounded.data_ptr()), db.data<float>(),
-                                                         dz.data<float>(), rows, out_features);
-             } else {
-               kernels::cpu::round_bf16_with_column_sums(rounded.data<float>(), db.data<float>(), dz.data<float>(),
-                                                         rows, out_features);
-             }
-             dz = rounded;
+             dz = autocast_operand_with_column_sums(dz, db);
            } else {
              backward_elementwise(dz, db, g2, z2, kind);
              // The GEMMs' operand: dz rounded to bf16 under autocast (db used dz in f32).

@@ -31,7 +31,6 @@
 #include "core/dispatch.h"
 #include "core/ops.h"
 #include "kernels/gemm.h"
-#include "kernels/reduce.h"
 #include "kernels/gemm_lowp_weight.h"
 
 namespace vlmc {
@@ -410,15 +409,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            Tensor gm;
            if (bf16 && needs[2] && (needs[0] || needs[1]) && !g2.device().is_cuda() && g2.is_contiguous()) {
              // The rounding and the bias gradient in one pass over g (the same bits as below).
-             gm = Tensor::empty({rows, out_features}, autocast_operand_dtype(g2.device()), g2.device());
              grads[2] = Tensor::empty({out_features}, DType::f32, g2.device());
-             if (gm.dtype() == DType::bf16) {
-               kernels::cpu::round_bf16_with_column_sums(static_cast<uint16_t*>(gm.data_ptr()),
-                                                         grads[2].data<float>(), g2.data<float>(), rows, out_features);
-             } else {
-               kernels::cpu::round_bf16_with_column_sums(gm.data<float>(), grads[2].data<float>(), g2.data<float>(),
-                                                         rows, out_features);
-             }
+             gm = autocast_operand_with_column_sums(g2, grads[2]);
            } else {
              gm = needs[0] || needs[1] ? cast_if(g2, bf16) : g2;  // rounded once
              if (needs[2]) grads[2] = sum(g2, {0});              // f32
